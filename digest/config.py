@@ -1,0 +1,92 @@
+"""Settings read from the environment and an optional `.env` file (see README, Configuration)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digest.errors import ConfigError
+
+# Where a development key is kept when DIGEST_SECRET_KEY is unset, so that links written by
+# `digest demo` still verify in a later `digest web` started from the same folder.
+DEV_SECRET_FILE = Path(".digest-secret-key")
+
+
+class Settings(BaseSettings):
+    """Every knob of verdict-digest; names match the environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = Field(default="sqlite:///digest.db", alias="DIGEST_DATABASE_URL")
+    email_backend: Literal["outbox", "sendgrid", "memory"] = Field(
+        default="outbox", alias="DIGEST_EMAIL_BACKEND"
+    )
+    outbox_dir: Path = Field(default=Path("outbox"), alias="DIGEST_OUTBOX_DIR")
+    sendgrid_api_key: SecretStr | None = Field(default=None, alias="SENDGRID_API_KEY")
+    sendgrid_host: str = Field(default="https://api.sendgrid.com", alias="DIGEST_SENDGRID_HOST")
+    sendgrid_timeout_seconds: float = Field(default=30.0, alias="DIGEST_SENDGRID_TIMEOUT_SECONDS")
+    from_email: str = Field(default="digest@verdicts.example.com", alias="DIGEST_FROM_EMAIL")
+    from_name: str = Field(default="Verdict Digest", alias="DIGEST_FROM_NAME")
+    site_url: str = Field(default="http://127.0.0.1:8000", alias="DIGEST_SITE_URL")
+    postal_address: str = Field(
+        default="Verdict Digest, 1 Example Street, Springfield, 00000, USA",
+        alias="DIGEST_POSTAL_ADDRESS",
+    )
+    timezone: str = Field(default="UTC", alias="DIGEST_TIMEZONE")
+    secret_key: SecretStr | None = Field(default=None, alias="DIGEST_SECRET_KEY")
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None, alias="DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY"
+    )
+    environment: Literal["development", "production"] = Field(
+        default="development", alias="DIGEST_ENV"
+    )
+    batch_size: int = Field(default=1000, ge=1, le=1000, alias="DIGEST_BATCH_SIZE")
+    lease_seconds: int = Field(default=300, ge=5, alias="DIGEST_LEASE_SECONDS")
+    send_max_attempts: int = Field(default=5, ge=1, alias="DIGEST_SEND_MAX_ATTEMPTS")
+    schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
+
+    @field_validator("site_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"DIGEST_TIMEZONE={self.timezone!r} is not a known time zone. "
+                "Set it to an IANA name such as UTC or Europe/Berlin."
+            ) from exc
+
+    def signing_key(self) -> bytes:
+        """The key that signs subscriber tokens; production refuses to run without one."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value().encode()
+        if self.environment == "production":
+            raise ConfigError(
+                "DIGEST_SECRET_KEY is not set. Production needs a fixed secret so that "
+                "unsubscribe links keep working: set DIGEST_SECRET_KEY to a long random string."
+            )
+        if not DEV_SECRET_FILE.exists():
+            DEV_SECRET_FILE.write_text(secrets.token_urlsafe(32))
+            DEV_SECRET_FILE.chmod(0o600)
+        return DEV_SECRET_FILE.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"The configuration is invalid: {exc}. Fix the variable named above.") from exc

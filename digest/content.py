@@ -1,0 +1,69 @@
+"""The digest's content as data: what the templates show and what is frozen with a digest.
+
+Everything here is JSON-serialisable (pydantic), so a digest's content is stored once when it is
+first planned and every rerun, preview and archive page renders from that same frozen copy.
+Text fields hold raw, untrusted catalog text: escaping is the templates' job, never done here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ToolCard(BaseModel):
+    """One side of a head-to-head, or one "also new" entry."""
+
+    slug: str
+    name: str
+    vendor: str | None = None
+    category: str
+    tagline: str
+    url: str | None = None  # http(s) only, checked at import
+    pricing: str  # free | freemium | paid | unknown
+    pricing_label: str  # "Free", "Freemium", "Paid", "Pricing unknown"
+    ship_count: int = 0
+    skip_count: int = 0
+    ship_share: float | None = None  # 0..1; None: panel verdict pending
+    panel_label: str  # "3 ship / 1 skip" or "Panel verdict pending"
+    community_label: str  # "12 ship / 3 skip" or "No community votes yet"
+    best_for: str | None = None
+    quote: str | None = None  # the pull quote
+    quote_reviewer: str | None = None
+    quote_verdict: str | None = None  # ship | skip
+    is_new: bool = True
+
+
+class PairCard(BaseModel):
+    """A head-to-head: `a` is new this week, `b` is new too or an incumbent."""
+
+    a: ToolCard
+    b: ToolCard
+    category: str
+    verdict: str  # the one-line verdict, e.g. "Both ship; Code Llama 4 has the stronger panel"
+    compare_path: str  # "/compare/<a>-vs-<b>", joined to DIGEST_SITE_URL by the renderer
+    similarity: float = 0.0
+
+
+class Exclusion(BaseModel):
+    """A record of the week left out of the digest, and why."""
+
+    slug: str
+    reason: str
+
+
+class DigestContent(BaseModel):
+    """Everything one week's email says, before per-category filtering and rendering."""
+
+    week: str  # "2026-W47"
+    week_label: str  # "23–29 November 2026"
+    subject: str
+    preheader: str
+    pairs: list[PairCard] = Field(default_factory=list)
+    also_new: list[ToolCard] = Field(default_factory=list)
+    excluded: list[Exclusion] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)  # editor warnings, e.g. reused quotes
+    categories: list[str] = Field(default_factory=list)  # categories the variant was cut for
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.pairs and not self.also_new

@@ -1,0 +1,60 @@
+"""User-facing errors: one class per kind of mistake, each naming its cause and its fix.
+
+The CLI catches `DigestError` once and prints `str(error)`; nothing else in the
+code base formats messages for people.
+"""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    """A problem the user can fix; the message says what went wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class ConfigError(DigestError):
+    """A setting is missing or invalid."""
+
+
+class WeekError(DigestError):
+    """A week string is not an ISO week such as 2026-W47."""
+
+
+class ImportFileError(DigestError):
+    """A catalog or subscriber file cannot be imported; nothing was written."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        full = message
+        if self.problems:
+            full += "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(full)
+
+
+class DatabaseNotReadyError(DigestError):
+    """The schema is missing or behind the code."""
+
+
+class RunInProgressError(DigestError):
+    """Another run holds the week's digest."""
+
+
+class SendAuthError(DigestError):
+    """The email provider rejected our credentials; nothing more can be sent this run."""
+
+    exit_code = 3
+
+
+class RunIncompleteError(DigestError):
+    """A run ended with deliveries still pending or failed."""
+
+    exit_code = 1
+
+
+class TemplateError(DigestError):
+    """A template or the MJML it produced is broken."""
+
+
+class NotFoundError(DigestError):
+    """A named week, digest or subscriber does not exist."""

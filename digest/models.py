@@ -1,0 +1,152 @@
+"""The database tables. States are strings guarded by CHECK constraints (see digest/states.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from digest.db import UTCDateTime
+from digest.states import DeliveryState, SubscriberStatus, check_constraint_sql
+
+
+def _utc(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
+
+
+class Tool(SQLModel, table=True):
+    """One catalog record, keyed by slug; text fields are untrusted."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, index=True, max_length=200)
+    name: str
+    vendor: str | None = None
+    category: str = Field(index=True)
+    tagline: str
+    description: str | None = Field(default=None, sa_type=Text)
+    url: str | None = None
+    pricing: str = Field(default="unknown")
+    license: str | None = None
+    open_weights: bool | None = None
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    best_for: str | None = None
+    added_at: datetime = _utc(index=True)
+    community_ship: int | None = None
+    community_skip: int | None = None
+    # Digest of the imported record, so a re-import of an unchanged record writes nothing.
+    content_hash: str = Field(max_length=64)
+    imported_at: datetime = _utc()
+
+    __table_args__ = (
+        CheckConstraint("pricing IN ('free', 'freemium', 'paid', 'unknown')", name="ck_tool_pricing"),
+    )
+
+
+class Review(SQLModel, table=True):
+    """One panel member's ship/skip verdict on a tool."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tool_id: int = Field(foreign_key="tool.id", index=True, ondelete="CASCADE")
+    position: int
+    reviewer: str
+    lens: str | None = None
+    verdict: str
+    score: int | None = None
+    quote: str = Field(default="", sa_type=Text)
+
+    __table_args__ = (
+        UniqueConstraint("tool_id", "position", name="uq_review_tool_position"),
+        CheckConstraint("verdict IN ('ship', 'skip')", name="ck_review_verdict"),
+    )
+
+
+class Subscriber(SQLModel, table=True):
+    """A person on the list; `email_key` is the lower-cased address that identifies them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str
+    email_key: str = Field(unique=True, index=True)
+    name: str | None = None
+    # Empty list: every category.
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    subscribed_at: datetime | None = _utc(default=None)
+    consent_source: str | None = None
+    consent_ip: str | None = None
+    consent_form_version: str | None = None
+    confirmed_at: datetime | None = _utc(default=None)
+    status: str = Field(default=SubscriberStatus.ACTIVE.value, index=True)
+    status_changed_at: datetime | None = _utc(default=None)
+    created_at: datetime = _utc()
+
+    __table_args__ = (
+        CheckConstraint(check_constraint_sql("status", SubscriberStatus), name="ck_subscriber_status"),
+    )
+
+
+class Digest(SQLModel, table=True):
+    """One week's digest: its content frozen at first planning, and the lease of the run sending it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    week: str = Field(unique=True, index=True, max_length=8)
+    subject: str
+    content: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc()
+    # Set once every recipient has a delivery row; later runs never add recipients.
+    planned_at: datetime | None = _utc(default=None)
+    completed_at: datetime | None = _utc(default=None)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = _utc(default=None)
+
+
+class DigestVariant(SQLModel, table=True):
+    """The rendered bodies for one set of categories, with per-subscriber substitution tokens."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest_id: int = Field(foreign_key="digest.id", index=True, ondelete="CASCADE")
+    # Sorted, lower-cased categories joined by ';'; '' is the every-category variant.
+    key: str
+    subject: str
+    html: str = Field(sa_type=Text)
+    text: str = Field(sa_type=Text)
+    pair_count: int = 0
+    new_tool_count: int = 0
+
+    __table_args__ = (UniqueConstraint("digest_id", "key", name="uq_variant_digest_key"),)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (digest, subscriber), moved only on confirmed outcomes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest_id: int = Field(foreign_key="digest.id", ondelete="CASCADE")
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    variant_id: int | None = Field(default=None, foreign_key="digestvariant.id")
+    state: str = Field(default=DeliveryState.PENDING.value)
+    attempts: int = 0
+    claim_owner: str | None = None
+    claimed_at: datetime | None = _utc(default=None)
+    sent_at: datetime | None = _utc(default=None)
+    provider_message_id: str | None = None
+    last_error: str | None = Field(default=None, sa_type=Text)
+    updated_at: datetime = _utc()
+
+    __table_args__ = (
+        UniqueConstraint("digest_id", "subscriber_id", name="uq_delivery_digest_subscriber"),
+        CheckConstraint(check_constraint_sql("state", DeliveryState), name="ck_delivery_state"),
+        Index("ix_delivery_digest_state_id", "digest_id", "state", "id"),
+    )
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """A provider event as received (raw kept for audit), deduplicated on the provider's id."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_event_id: str = Field(unique=True, max_length=200)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    provider_event: str
+    state: str | None = None
+    occurred_at: datetime | None = _utc(default=None)
+    received_at: datetime = _utc()
+    raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

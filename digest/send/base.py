@@ -1,0 +1,129 @@
+"""The one small interface every way of sending implements, and the errors it may raise.
+
+A batch is one content variant (subject, HTML and text bodies holding substitution tokens) and up
+to 1,000 recipients, each with the token values and headers that are theirs alone. A backend
+either accepts the whole batch (returns), refuses it for good (`PermanentSendError`), fails in a
+way worth retrying (`TransientSendError`), or cannot send at all (`SendAuthError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self
+
+from digest.errors import SendAuthError
+
+__all__ = [
+    "BatchResult",
+    "EmailBackend",
+    "OutgoingBatch",
+    "PermanentSendError",
+    "Recipient",
+    "SendAuthError",
+    "TransientSendError",
+    "substitute",
+]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee of a batch, with the values of its personal tokens."""
+
+    delivery_id: int
+    email: str
+    name: str | None
+    # Token -> value for this recipient, e.g. {"%%unsubscribe_url%%": "https://..."}.
+    substitutions: dict[str, str]
+    # Per-recipient headers: List-Unsubscribe and List-Unsubscribe-Post.
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutgoingBatch:
+    """One provider request's worth of mail: one body, many recipients."""
+
+    digest_id: int
+    week: str
+    subject: str
+    html: str
+    text: str
+    recipients: list[Recipient]
+    from_email: str
+    from_name: str
+    category: str = "verdict-digest"
+    is_test: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the provider said when it accepted a batch."""
+
+    message_id: str | None
+    accepted: int
+
+
+class TransientSendError(Exception):
+    """Worth retrying later: rate limit, 5xx, timeout, dropped connection."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class PermanentSendError(Exception):
+    """The provider refused the batch as it is (HTTP 400); resending it unchanged cannot help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EmailBackend(Protocol):
+    """A way of sending; a context manager that closes only what it opened."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def send_batch(self, batch: OutgoingBatch) -> BatchResult: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BaseBackend:
+    """Context-manager plumbing shared by the backends."""
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def substitute(body: str, substitutions: dict[str, str]) -> str:
+    """Replace each token in `body` by its value (what SendGrid does server-side)."""
+    for token, value in substitutions.items():
+        body = body.replace(token, value)
+    return body
