@@ -89,4 +89,6 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"The configuration is invalid: {exc}. Fix the variable named above.") from exc
+        raise ConfigError(
+            f"The configuration is invalid: {exc}. Fix the variable named above."
+        ) from exc

@@ -40,7 +40,9 @@ class Tool(SQLModel, table=True):
     imported_at: datetime = _utc()
 
     __table_args__ = (
-        CheckConstraint("pricing IN ('free', 'freemium', 'paid', 'unknown')", name="ck_tool_pricing"),
+        CheckConstraint(
+            "pricing IN ('free', 'freemium', 'paid', 'unknown')", name="ck_tool_pricing"
+        ),
     )
 
 
@@ -81,7 +83,9 @@ class Subscriber(SQLModel, table=True):
     created_at: datetime = _utc()
 
     __table_args__ = (
-        CheckConstraint(check_constraint_sql("status", SubscriberStatus), name="ck_subscriber_status"),
+        CheckConstraint(
+            check_constraint_sql("status", SubscriberStatus), name="ck_subscriber_status"
+        ),
     )
 
 

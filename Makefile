@@ -1,0 +1,46 @@
+# The two commands a new machine needs: `make demo` and `make test`. Everything else they need,
+# they install: uv into .tools/, the locked dependencies into .venv/, Debian packages for tests.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: setup demo test lint typecheck bench system-deps clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	.venv/bin/digest demo
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: setup system-deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: setup
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python bench/bench_send.py
+	.venv/bin/python bench/bench_pairing.py
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,290 @@
+"""Catalog files (`verdict-digest/catalog@1`): validation, upsert, and loading tools back as records.
+
+An import is all or nothing: every record is checked first, and a file with an invalid record
+writes nothing (unless `skip_invalid`), so a half-imported catalog can never exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import delete
+from sqlmodel import Session, select
+
+from digest.domain import ReviewRecord, ToolRecord
+from digest.errors import ImportFileError
+from digest.models import Review, Tool
+
+CATALOG_FORMAT = "verdict-digest/catalog@1"
+SLUG_PATTERN = r"^[a-z0-9-]+$"
+
+
+class ReviewIn(BaseModel):
+    """A review as written in the catalog file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reviewer: str = Field(min_length=1)
+    lens: str | None = None
+    verdict: Literal["ship", "skip"]
+    score: int | None = Field(default=None, ge=0, le=100)
+    quote: str = ""
+
+
+class CommunityIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ship: int = Field(default=0, ge=0)
+    skip: int = Field(default=0, ge=0)
+
+
+class ToolIn(BaseModel):
+    """A tool as written in the catalog file; the checks mirror INTERFACE.md."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    slug: str = Field(pattern=SLUG_PATTERN, max_length=200)
+    name: str = Field(min_length=1)
+    vendor: str | None = None
+    category: str = Field(min_length=1)
+    tagline: str = Field(min_length=1)
+    description: str | None = None
+    url: str | None = None
+    pricing: Literal["free", "freemium", "paid", "unknown"] = "unknown"
+    license: str | None = None
+    open_weights: bool | None = None
+    tags: list[str] = Field(default_factory=list)
+    best_for: str | None = None
+    added_at: datetime
+    community: CommunityIn | None = None
+    reviews: list[ReviewIn] = Field(default_factory=list)
+
+    @field_validator("name", "category", "tagline")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        lowered = value.strip().lower()
+        if not (lowered.startswith("https://") or lowered.startswith("http://")) or any(
+            c.isspace() or ord(c) < 32 for c in value.strip()
+        ):
+            raise ValueError("must be an http(s) URL")
+        return value.strip()
+
+    @field_validator("added_at")
+    @classmethod
+    def _needs_offset(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-11-24T10:00:00Z")
+        return value.astimezone(UTC)
+
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class ImportReport:
+    """What an import did; `problems` lists the records it left out."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+
+def _describe_errors(index: int, slug: str, error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(record)"
+        why = item["msg"].removeprefix("Value error, ")
+        lines.append(f"record {index} (slug {slug!r}): field {where}: {why}")
+    return lines
+
+
+def parse_catalog(raw: bytes, *, source: str) -> tuple[list[ToolIn], list[str]]:
+    """Every valid record and a description of every invalid one (index, slug, field, why)."""
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImportFileError(
+            f"{source} is not valid JSON ({exc}). Fix the file and import it again; nothing was imported."
+        ) from exc
+    if not isinstance(document, dict) or document.get("format") != CATALOG_FORMAT:
+        raise ImportFileError(
+            f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
+            "level. Check that you passed the catalog, not the subscriber list; nothing was imported."
+        )
+    records = document.get("tools")
+    if not isinstance(records, list):
+        raise ImportFileError(
+            f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
+        )
+    valid: list[ToolIn] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        slug = str(record.get("slug", "?")) if isinstance(record, dict) else "?"
+        if not isinstance(record, dict):
+            problems.append(f"record {index}: is not a JSON object")
+            continue
+        try:
+            tool = ToolIn.model_validate(record)
+        except ValidationError as exc:
+            problems.extend(_describe_errors(index, slug, exc))
+            continue
+        if tool.slug in seen:
+            problems.append(
+                f"record {index} (slug {slug!r}): field slug: repeats record {seen[tool.slug]}; "
+                "a slug may appear once per file"
+            )
+            continue
+        seen[tool.slug] = index
+        valid.append(tool)
+    return valid, problems
+
+
+def _apply(session: Session, tool_in: ToolIn, existing: Tool | None, now: datetime) -> str:
+    digest_of_record = tool_in.content_hash()
+    if existing is not None and existing.content_hash == digest_of_record:
+        return "unchanged"
+    tool = existing or Tool(
+        slug=tool_in.slug,
+        name="",
+        category="",
+        tagline="",
+        added_at=now,
+        content_hash="",
+        imported_at=now,
+    )
+    tool.name = tool_in.name
+    tool.vendor = tool_in.vendor
+    tool.category = tool_in.category
+    tool.tagline = tool_in.tagline
+    tool.description = tool_in.description
+    tool.url = tool_in.url
+    tool.pricing = tool_in.pricing
+    tool.license = tool_in.license
+    tool.open_weights = tool_in.open_weights
+    tool.tags = list(tool_in.tags)  # a new list: in-place JSON changes are not saved
+    tool.best_for = tool_in.best_for
+    tool.added_at = tool_in.added_at
+    tool.community_ship = tool_in.community.ship if tool_in.community else None
+    tool.community_skip = tool_in.community.skip if tool_in.community else None
+    tool.content_hash = digest_of_record
+    tool.imported_at = now
+    session.add(tool)
+    session.flush()
+    assert tool.id is not None
+    session.execute(delete(Review).where(Review.tool_id == tool.id))  # type: ignore[arg-type]
+    for position, review in enumerate(tool_in.reviews):
+        session.add(
+            Review(
+                tool_id=tool.id,
+                position=position,
+                reviewer=review.reviewer,
+                lens=review.lens,
+                verdict=review.verdict,
+                score=review.score,
+                quote=review.quote,
+            )
+        )
+    return "updated" if existing is not None else "created"
+
+
+def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) -> ImportReport:
+    """Upsert the tools of a catalog file by slug, in the caller's transaction."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImportFileError(
+            f"Cannot read {path}: {exc.strerror}. Check the path and try again."
+        ) from exc
+    valid, problems = parse_catalog(raw, source=str(path))
+    if problems and not skip_invalid:
+        raise ImportFileError(
+            f"{path} has {len(problems)} invalid record problem(s); nothing was imported. "
+            "Fix them, or pass --skip-invalid to import the valid records only:",
+            problems,
+        )
+    report = ImportReport(problems=problems)
+    existing = {
+        tool.slug: tool
+        for tool in session.exec(select(Tool).where(Tool.slug.in_([t.slug for t in valid])))  # type: ignore[attr-defined]
+    }
+    now = datetime.now(UTC)
+    for tool_in in valid:
+        outcome = _apply(session, tool_in, existing.get(tool_in.slug), now)
+        setattr(report, outcome, getattr(report, outcome) + 1)
+    return report
+
+
+def load_tools(session: Session) -> list[ToolRecord]:
+    """Every tool with its reviews, as pure records ordered by slug."""
+    reviews: dict[int, list[ReviewRecord]] = {}
+    for review in session.exec(select(Review).order_by(Review.tool_id, Review.position)):  # type: ignore[arg-type]
+        reviews.setdefault(review.tool_id, []).append(
+            ReviewRecord(
+                reviewer=review.reviewer,
+                verdict="ship" if review.verdict == "ship" else "skip",
+                quote=review.quote,
+                lens=review.lens,
+                score=review.score,
+            )
+        )
+    records = []
+    for tool in session.exec(select(Tool).order_by(Tool.slug)):  # type: ignore[arg-type]
+        assert tool.id is not None
+        records.append(
+            ToolRecord(
+                slug=tool.slug,
+                name=tool.name,
+                category=tool.category,
+                tagline=tool.tagline,
+                added_at=tool.added_at,
+                vendor=tool.vendor,
+                description=tool.description,
+                url=tool.url,
+                pricing=_pricing(tool.pricing),
+                license=tool.license,
+                open_weights=tool.open_weights,
+                tags=tuple(tool.tags),
+                best_for=tool.best_for,
+                community_ship=tool.community_ship,
+                community_skip=tool.community_skip,
+                reviews=tuple(reviews.get(tool.id, ())),
+            )
+        )
+    return records
+
+
+def _pricing(value: str) -> Literal["free", "freemium", "paid", "unknown"]:
+    if value == "free":
+        return "free"
+    if value == "freemium":
+        return "freemium"
+    if value == "paid":
+        return "paid"
+    return "unknown"
+
+
+def catalog_document(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """A catalog file's JSON document around a list of tool dicts."""
+    return {"format": CATALOG_FORMAT, "tools": tools}

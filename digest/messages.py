@@ -1,0 +1,58 @@
+"""RFC 5322 messages for one recipient: what the outbox writes and what `preview` shows.
+
+The same function builds the outbox's files and the editor's preview, so what an editor sees is
+byte for byte what the outbox backend would write for that subscriber.
+"""
+
+from __future__ import annotations
+
+import html
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from datetime import UTC, datetime
+
+from digest.send.base import OutgoingBatch, Recipient, substitute
+
+# Token values for a message with no subscriber behind it (archive, test sends without a row).
+NAME_FALLBACK = "there"
+
+
+def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, str, str]:
+    """(subject, text, html) with the recipient's tokens filled in."""
+    subs = recipient.substitutions
+    return (
+        substitute(batch.subject, subs),
+        substitute(batch.text, subs),
+        substitute(batch.html, subs),
+    )
+
+
+def build_message(
+    batch: OutgoingBatch, recipient: Recipient, *, now: datetime | None = None
+) -> EmailMessage:
+    """One multipart/alternative message (text first, then HTML) addressed to one person."""
+    subject, text, body_html = personal_bodies(batch, recipient)
+    message = EmailMessage()
+    message["From"] = formataddr((batch.from_name, batch.from_email))
+    message["To"] = formataddr((recipient.name or "", recipient.email))
+    message["Subject"] = ("[TEST] " if batch.is_test else "") + subject
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    domain = batch.from_email.rpartition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(
+        idstring=f"d{batch.digest_id}r{recipient.delivery_id}", domain=domain
+    )
+    for name, value in {**batch.extra_headers, **recipient.headers}.items():
+        message[name] = value
+    if batch.is_test:
+        message["X-Digest-Test"] = "yes"
+    message.set_content(text, subtype="plain", charset="utf-8")
+    message.add_alternative(body_html, subtype="html", charset="utf-8")
+    return message
+
+
+def greeting_substitutions(name: str | None) -> dict[str, str]:
+    """The greeting tokens: HTML-escaped for the HTML part, raw for the text part."""
+    from digest.render import NAME_HTML, NAME_TEXT
+
+    shown = (name or "").strip() or NAME_FALLBACK
+    return {NAME_HTML: html.escape(shown), NAME_TEXT: shown}

@@ -1,0 +1,444 @@
+"""The weekly run's steps as plain functions: what the Prefect flow's tasks call.
+
+Each step takes the settings and plain values and returns small summaries, so the flow stays
+orchestration only and every step is tested without Prefect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from digest import ledger
+from digest.catalog import load_tools
+from digest.compose import build_content, filter_for_categories
+from digest.config import Settings
+from digest.content import DigestContent
+from digest.db import ensure_schema
+from digest.links import Links, links_for
+from digest.messages import greeting_substitutions
+from digest.pairing import pair_tools
+from digest.render import PREFERENCES_URL, UNSUBSCRIBE_URL, render_variant
+from digest.selection import select_week
+from digest.send import get_backend
+from digest.send.base import (
+    OutgoingBatch,
+    PermanentSendError,
+    Recipient,
+    SendAuthError,
+    TransientSendError,
+)
+from digest.states import DeliveryState
+from digest.weeks import IsoWeek
+
+log = logging.getLogger("digest.pipeline")
+
+# Set when the provider rejects our key: every other batch of this process stops before sending.
+_AUTH_REJECTED = threading.Event()
+
+
+def engine_for(settings: Settings) -> Engine:
+    return ensure_schema(settings.database_url)
+
+
+# --- content ------------------------------------------------------------------------------------
+
+
+def compute_content(settings: Settings, week: IsoWeek) -> DigestContent:
+    """Select the week's tools, pair them and compose the content, from the catalog as it is now."""
+    engine = engine_for(settings)
+    with Session(engine) as session:
+        tools = load_tools(session)
+    with engine.connect() as connection:
+        history = ledger.previous_matchups(connection, before_week=str(week))
+    selection = select_week(tools, week=week, zone=settings.zone)
+    pairing = pair_tools(selection.new, selection.incumbents, previous_matchups=history)
+    return build_content(selection, pairing, site_url=settings.site_url, zone=settings.zone)
+
+
+@dataclass(frozen=True)
+class PreparedDigest:
+    """The week's content, and its digest row when it has been frozen."""
+
+    week: str
+    content: DigestContent
+    digest_id: int | None
+    frozen_earlier: bool
+
+
+def frozen_content(settings: Settings, week: IsoWeek) -> PreparedDigest | None:
+    """The content stored for `week`, if a run already froze it."""
+    with engine_for(settings).connect() as connection:
+        row = ledger.find_digest(connection, str(week))
+    if row is None:
+        return None
+    return PreparedDigest(
+        week=str(week),
+        content=DigestContent.model_validate(row["content"]),
+        digest_id=int(row["id"]),
+        frozen_earlier=True,
+    )
+
+
+def prepare_digest(settings: Settings, week: IsoWeek, *, freeze: bool) -> PreparedDigest:
+    """The content to send for `week`: the frozen copy if there is one, else freshly composed.
+
+    With `freeze`, fresh non-empty content is stored so every later run and preview reuses it.
+    """
+    existing = frozen_content(settings, week)
+    if existing is not None:
+        return existing
+    content = compute_content(settings, week)
+    if not freeze or content.is_empty:
+        return PreparedDigest(week=str(week), content=content, digest_id=None, frozen_earlier=False)
+    with engine_for(settings).begin() as connection:
+        row = ledger.freeze_digest(
+            connection,
+            week=str(week),
+            subject=content.subject,
+            content=content.model_dump(mode="json"),
+        )
+    stored = DigestContent.model_validate(row["content"])
+    return PreparedDigest(
+        week=str(week), content=stored, digest_id=int(row["id"]), frozen_earlier=False
+    )
+
+
+def render_for_categories(
+    settings: Settings, content: DigestContent, categories: list[str]
+) -> ledger.RenderedBodies | None:
+    """The rendered variant for a category set; None when it would show nothing."""
+    variant = filter_for_categories(content, categories)
+    if variant is None:
+        return None
+    rendered = render_variant(
+        variant, site_url=settings.site_url, postal_address=settings.postal_address
+    )
+    return ledger.RenderedBodies(
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        pair_count=len(variant.pairs),
+        new_tool_count=len(variant.pairs) + len(variant.also_new),
+    )
+
+
+# --- recipients -----------------------------------------------------------------------------------
+
+
+def plan(settings: Settings, prepared: PreparedDigest) -> ledger.PlanSummary:
+    assert prepared.digest_id is not None
+    return ledger.plan_recipients(
+        engine_for(settings),
+        digest_id=prepared.digest_id,
+        render_variant=lambda cats: render_for_categories(settings, prepared.content, cats),
+        page_size=settings.batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class BatchSlot:
+    """One send task's share of the work: up to one batch of one variant."""
+
+    digest_id: int
+    variant_id: int
+    index: int
+
+
+def batch_slots(settings: Settings, digest_id: int) -> list[BatchSlot]:
+    with engine_for(settings).connect() as connection:
+        pending = ledger.pending_by_variant(connection, digest_id=digest_id)
+    slots = []
+    for variant_id, count in sorted(pending.items()):
+        batches = -(-count // settings.batch_size)
+        slots.extend(BatchSlot(digest_id, variant_id, i) for i in range(batches))
+    return slots
+
+
+# --- sending ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    """What one batch did; counts only, never an address."""
+
+    variant_id: int
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    released: int = 0
+    message_id: str | None = None
+    error: str | None = None
+
+
+def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
+    unsubscribe = links.unsubscribe(claimed.subscriber_id)
+    return Recipient(
+        delivery_id=claimed.delivery_id,
+        email=claimed.email,
+        name=claimed.name,
+        substitutions={
+            UNSUBSCRIBE_URL: unsubscribe,
+            PREFERENCES_URL: links.preferences(claimed.subscriber_id),
+            **greeting_substitutions(claimed.name),
+        },
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+
+
+def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) -> BatchReport:
+    """Claim one batch, hand it to the backend, and record the provider's answer.
+
+    Rows move to `sent` only after the provider accepted them. A transient error hands them back
+    to `pending` and re-raises (the caller may retry); a permanent one marks them `failed`. If the
+    process dies between claim and record, the rows stay `sending` and the next run finds them
+    `uncertain`.
+    """
+    report = BatchReport(variant_id=slot.variant_id)
+    if _AUTH_REJECTED.is_set():
+        report.error = "skipped: the provider rejected the API key earlier in this run"
+        return report
+    engine = engine_for(settings)
+    with engine.begin() as connection:
+        ledger.renew_lease(
+            connection, digest_id=slot.digest_id, owner=owner, ttl_seconds=settings.lease_seconds
+        )
+        claimed = ledger.claim_batch(
+            connection,
+            digest_id=slot.digest_id,
+            variant_id=slot.variant_id,
+            owner=owner,
+            limit=settings.batch_size,
+        )
+        variant = ledger.variant_row(connection, variant_id=slot.variant_id) if claimed else None
+    report.claimed = len(claimed)
+    if not claimed or variant is None:
+        return report
+    links = links_for(settings)
+    batch = OutgoingBatch(
+        digest_id=slot.digest_id,
+        week=week,
+        subject=variant["subject"],
+        html=variant["html"],
+        text=variant["text"],
+        recipients=[recipient_for(links, c) for c in claimed],
+        from_email=settings.from_email,
+        from_name=settings.from_name,
+    )
+    ids = [c.delivery_id for c in claimed]
+    try:
+        with get_backend(settings) as backend:
+            result = backend.send_batch(batch)
+    except PermanentSendError as exc:
+        with engine.begin() as connection:
+            report.failed = ledger.mark_failed(
+                connection, delivery_ids=ids, owner=owner, reason=exc.reason
+            )
+        report.error = exc.reason
+        log.warning(
+            "batch of variant %s: %s rows failed: %s", slot.variant_id, report.failed, exc.reason
+        )
+        return report
+    except (TransientSendError, SendAuthError) as exc:
+        if isinstance(exc, SendAuthError):
+            _AUTH_REJECTED.set()
+        with engine.begin() as connection:
+            report.released = ledger.release_pending(
+                connection, delivery_ids=ids, owner=owner, reason=str(exc)
+            )
+        raise
+    with engine.begin() as connection:
+        report.sent = ledger.mark_sent(
+            connection, delivery_ids=ids, owner=owner, message_id=result.message_id
+        )
+    report.message_id = result.message_id
+    return report
+
+
+# --- the run's beginning and end ------------------------------------------------------------------
+
+
+def begin_run(
+    settings: Settings, digest_id: int, *, owner: str, resend_uncertain: bool
+) -> dict[str, int]:
+    """Take the digest's lease, find rows a dead run left behind, and requeue uncertain ones if asked."""
+    _AUTH_REJECTED.clear()
+    engine = engine_for(settings)
+    uncertain = ledger.acquire_lease(
+        engine, digest_id=digest_id, owner=owner, ttl_seconds=settings.lease_seconds
+    )
+    requeued = 0
+    if resend_uncertain:
+        with engine.begin() as connection:
+            requeued = ledger.requeue_uncertain(connection, digest_id=digest_id)
+    return {"found_uncertain": uncertain, "requeued_uncertain": requeued}
+
+
+def end_run(settings: Settings, digest_id: int, *, owner: str) -> None:
+    ledger.release_lease(engine_for(settings), digest_id=digest_id, owner=owner)
+
+
+@dataclass
+class RunSummary:
+    """The outcome of one run, for the CLI, the artifact and the logs (no addresses)."""
+
+    week: str
+    digest_id: int | None
+    subject: str | None
+    pairs: list[tuple[str, str, str]] = field(default_factory=list)
+    also_new: list[str] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    reasons: list[tuple[str, str, int]] = field(default_factory=list)
+    sent_this_run: int = 0
+    batches: int = 0
+    dry_run: bool = False
+    already_complete: bool = False
+    note: str = ""
+    compliance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def unfinished(self) -> int:
+        return self.counts.get(DeliveryState.PENDING.value, 0) + self.counts.get(
+            DeliveryState.FAILED.value, 0
+        )
+
+
+def reconcile(
+    settings: Settings, digest_id: int
+) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Settle rows of subscribers who left, count states, and mark the digest complete if done."""
+    with engine_for(settings).begin() as connection:
+        ledger.suppress_unsendable(connection, digest_id=digest_id)
+        counts = ledger.state_counts(connection, digest_id=digest_id)
+        reasons = ledger.failure_reasons(connection, digest_id=digest_id)
+        unfinished = counts.get(DeliveryState.PENDING.value, 0) + counts.get(
+            DeliveryState.SENDING.value, 0
+        )
+        if not unfinished:
+            ledger.mark_completed(connection, digest_id=digest_id)
+    return counts, reasons
+
+
+def compliance_checks(settings: Settings, digest_id: int) -> dict[str, Any]:
+    """What a bulk sender must carry, checked on every stored variant."""
+    from sqlalchemy import select
+
+    with engine_for(settings).connect() as connection:
+        variants = connection.execute(
+            select(ledger.VARIANT.c.key, ledger.VARIANT.c.html, ledger.VARIANT.c.text).where(
+                ledger.VARIANT.c.digest_id == digest_id
+            )
+        ).all()
+    checks: dict[str, Any] = {
+        "variants": len(variants),
+        "list_unsubscribe": all(
+            UNSUBSCRIBE_URL in html and UNSUBSCRIBE_URL in text for _, html, text in variants
+        ),
+        "postal_address": all(
+            _postal_present(settings.postal_address, html, text) for _, html, text in variants
+        ),
+        "max_html_bytes": max((len(html.encode()) for _, html, _ in variants), default=0),
+    }
+    checks["html_under_102kb"] = checks["max_html_bytes"] < 102 * 1024
+    return checks
+
+
+def _postal_present(address: str, html: str, text: str) -> bool:
+    import html as html_module
+
+    return address in text and (address in html or html_module.escape(address) in html)
+
+
+def week_is_complete(settings: Settings, digest_id: int) -> bool:
+    with engine_for(settings).connect() as connection:
+        counts = ledger.state_counts(connection, digest_id=digest_id)
+        digest = (
+            connection.execute(ledger.DIGEST.select().where(ledger.DIGEST.c.id == digest_id))
+            .mappings()
+            .one()
+        )
+    if digest["planned_at"] is None:
+        return False
+    return not any(
+        counts.get(s.value, 0)
+        for s in (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.UNCERTAIN)
+    )
+
+
+def active_recipients_preview(settings: Settings, content: DigestContent) -> dict[str, int]:
+    """For a dry run: how many active subscribers would get mail, and how many be skipped."""
+    from sqlalchemy import select
+
+    from digest.models import Subscriber
+    from digest.states import SubscriberStatus
+
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    would_send = would_skip = 0
+    cache: dict[str, bool] = {}
+    last_id = 0
+    with engine_for(settings).connect() as connection:
+        while True:
+            page = connection.execute(
+                select(table.c.id, table.c.categories)
+                .where(table.c.id > last_id, table.c.status == SubscriberStatus.ACTIVE.value)
+                .order_by(table.c.id)
+                .limit(settings.batch_size)
+            ).all()
+            if not page:
+                break
+            for _, categories in page:
+                key = ledger.variant_key(categories or [])
+                if key not in cache:
+                    cache[key] = (
+                        filter_for_categories(content, key.split(";") if key else []) is not None
+                    )
+                if cache[key]:
+                    would_send += 1
+                else:
+                    would_skip += 1
+            last_id = page[-1][0]
+    return {"would_send": would_send, "would_skip": would_skip, "variants": sum(cache.values())}
+
+
+def auth_rejected() -> bool:
+    return _AUTH_REJECTED.is_set()
+
+
+def auth_error() -> SendAuthError:
+    return SendAuthError(
+        "SendGrid rejected the API key (HTTP 401/403), so the run stopped; every unsent "
+        "delivery is still pending. Set SENDGRID_API_KEY to a valid key with Mail Send "
+        "permission and run again."
+    )
+
+
+def incomplete_message(summary: RunSummary) -> str:
+    pending = summary.counts.get(DeliveryState.PENDING.value, 0)
+    failed = summary.counts.get(DeliveryState.FAILED.value, 0)
+    reasons = (
+        "; ".join(f"{n} {state}: {reason}" for state, reason, n in summary.reasons)
+        or "no reason recorded"
+    )
+    return (
+        f"The run for {summary.week} ended with {pending} deliveries still pending and {failed} "
+        f"failed ({reasons}). Pending ones are sent by the next `digest run --week {summary.week}`; "
+        "failed ones were refused by the provider and need the cause above fixed first."
+    )
+
+
+def now() -> datetime:
+    return ledger.now_utc()

@@ -1,0 +1,166 @@
+"""The editor's preview: exactly what a run would send for one subscriber's variant, without sending.
+
+It renders through the same functions as a run, from the frozen content when the week already
+has a digest, and builds the message with the same MIME builder as the outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, select
+
+from digest import ledger, pipeline
+from digest.compose import filter_for_categories
+from digest.config import Settings
+from digest.content import DigestContent
+from digest.errors import NotFoundError
+from digest.links import links_for
+from digest.messages import build_message
+from digest.models import Subscriber
+from digest.send.base import OutgoingBatch
+from digest.subscribers import email_key
+from digest.weeks import IsoWeek
+
+# Tokens in a preview for no particular subscriber are made for this id, which no row has.
+PREVIEW_SUBSCRIBER_ID = 0
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A rendered digest for one variant, with the message it would be."""
+
+    week: str
+    content: DigestContent  # the variant's content (filtered for the subscriber's categories)
+    subject: str
+    html: str
+    text: str
+    message: EmailMessage
+    frozen: bool  # True when rendered from the digest a run already froze
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.message.items()}
+
+
+def _subscriber(settings: Settings, email: str) -> Subscriber:
+    with Session(pipeline.engine_for(settings)) as session:
+        found = session.exec(
+            select(Subscriber).where(Subscriber.email_key == email_key(email))
+        ).first()
+    if found is None:
+        raise NotFoundError(
+            f"No subscriber has the address {email!r}. Check the spelling, or import them with "
+            "`digest subscribers import`, or preview without --email to see the every-category variant."
+        )
+    return found
+
+
+def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None) -> Preview:
+    prepared = pipeline.prepare_digest(settings, week, freeze=False)
+    subscriber = _subscriber(settings, email) if email else None
+    categories = list(subscriber.categories) if subscriber else []
+    variant_content = filter_for_categories(prepared.content, categories)
+    if variant_content is None:
+        variant_content = prepared.content.model_copy(update={"pairs": [], "also_new": []})
+    bodies: dict[str, Any] | None = None
+    if prepared.digest_id is not None:
+        with pipeline.engine_for(settings).connect() as connection:
+            bodies = ledger.stored_variant(
+                connection, digest_id=prepared.digest_id, key=ledger.variant_key(categories)
+            )
+    if bodies is None:
+        rendered = pipeline.render_for_categories(settings, prepared.content, categories)
+        if rendered is None:
+            rendered = pipeline.render_for_categories(settings, variant_content, [])
+        assert rendered is not None
+        bodies = {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+    claimed = ledger.ClaimedRecipient(
+        delivery_id=0,
+        subscriber_id=subscriber.id if subscriber and subscriber.id else PREVIEW_SUBSCRIBER_ID,
+        email=subscriber.email if subscriber else "subscriber@example.com",
+        name=subscriber.name if subscriber else None,
+    )
+    recipient = pipeline.recipient_for(links_for(settings), claimed)
+    batch = OutgoingBatch(
+        digest_id=prepared.digest_id or 0,
+        week=str(week),
+        subject=bodies["subject"],
+        html=bodies["html"],
+        text=bodies["text"],
+        recipients=[recipient],
+        from_email=settings.from_email,
+        from_name=settings.from_name,
+    )
+    message = build_message(batch, recipient)
+    html_part = message.get_body(("html",))
+    text_part = message.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    return Preview(
+        week=str(week),
+        content=variant_content,
+        subject=str(message["Subject"]),
+        html=html_part.get_content(),
+        text=text_part.get_content(),
+        message=message,
+        frozen=prepared.frozen_earlier,
+    )
+
+
+def preview_json(preview: Preview) -> dict[str, Any]:
+    """The `digest preview --format json` document (INTERFACE.md)."""
+    content = preview.content
+    return {
+        "week": preview.week,
+        "subject": preview.subject,
+        "pairs": [{"a": p.a.slug, "b": p.b.slug, "category": p.category} for p in content.pairs],
+        "also_new": [t.slug for t in content.also_new],
+        "excluded": [{"slug": e.slug, "reason": e.reason} for e in content.excluded],
+    }
+
+
+def write_files(preview: Preview, directory: Path) -> list[Path]:
+    """`digest-<week>.html`, `.txt` and `.eml` in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / f"digest-{preview.week}"
+    paths = [stem.with_suffix(".html"), stem.with_suffix(".txt"), stem.with_suffix(".eml")]
+    paths[0].write_text(preview.html, encoding="utf-8")
+    paths[1].write_text(preview.text, encoding="utf-8")
+    paths[2].write_bytes(bytes(preview.message))
+    return paths
+
+
+def send_test(settings: Settings, preview: Preview, address: str) -> str | None:
+    """Mail the preview to an editor through the configured backend, marked as a test, recorded nowhere."""
+    from digest.send import get_backend
+    from digest.send.base import Recipient
+
+    html_part = preview.message.get_body(("html",))
+    text_part = preview.message.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    recipient = Recipient(
+        delivery_id=0,
+        email=address,
+        name=None,
+        substitutions={},
+        headers={
+            "List-Unsubscribe": str(preview.message["List-Unsubscribe"]),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    batch = OutgoingBatch(
+        digest_id=0,
+        week=preview.week,
+        subject=preview.subject,
+        html=html_part.get_content(),
+        text=text_part.get_content(),
+        recipients=[recipient],
+        from_email=settings.from_email,
+        from_name=settings.from_name,
+        is_test=True,
+    )
+    with get_backend(settings) as backend:
+        return backend.send_batch(batch).message_id

@@ -1,0 +1,60 @@
+"""The run report: the markdown that ends every run, as a Prefect artifact and in the CLI."""
+
+from __future__ import annotations
+
+from digest.pipeline import RunSummary
+
+
+def _md(text: str) -> str:
+    """Catalog text is untrusted: neutralise markdown and HTML in table cells."""
+    escaped = (
+        text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    )
+    for char in "`*_[]#":
+        escaped = escaped.replace(char, "\\" + char)
+    return " ".join(escaped.split())
+
+
+def render_markdown(summary: RunSummary) -> str:
+    lines = [f"# verdict-digest {summary.week}", ""]
+    if summary.note:
+        lines += [f"**{_md(summary.note)}**", ""]
+    if summary.subject:
+        lines += [f"Subject: {_md(summary.subject)}", ""]
+    lines += ["## Pairs", ""]
+    if summary.pairs:
+        lines += ["| new | versus | category |", "|---|---|---|"]
+        lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} |" for a, b, c in summary.pairs]
+    else:
+        lines.append("No head-to-heads this week.")
+    if summary.also_new:
+        lines += ["", "Also new: " + ", ".join(_md(s) for s in summary.also_new)]
+    lines += ["", "## Deliveries", ""]
+    if summary.counts:
+        lines += ["| state | count |", "|---|---|"]
+        lines += [f"| {state} | {count} |" for state, count in sorted(summary.counts.items())]
+        lines += ["", f"Sent by this run: {summary.sent_this_run} in {summary.batches} batch(es)."]
+    else:
+        lines.append("No deliveries recorded.")
+    if summary.reasons:
+        lines += ["", "Why rows are not sent:", ""]
+        lines += [f"- {n} {state}: {_md(reason)}" for state, reason, n in summary.reasons]
+    lines += ["", "## Excluded", ""]
+    if summary.excluded:
+        lines += ["| slug | reason |", "|---|---|"]
+        lines += [f"| {_md(slug)} | {_md(reason)} |" for slug, reason in summary.excluded]
+    else:
+        lines.append("Nothing excluded.")
+    if summary.compliance:
+        c = summary.compliance
+        lines += [
+            "",
+            "## Compliance",
+            "",
+            f"- List-Unsubscribe link in every variant: {'yes' if c.get('list_unsubscribe') else 'NO'}",
+            f"- Postal address in every variant: {'yes' if c.get('postal_address') else 'NO'}",
+            f"- Largest HTML body: {c.get('max_html_bytes', 0) / 1024:.1f} KB "
+            f"({'under' if c.get('html_under_102kb') else 'OVER'} Gmail's 102 KB clip)",
+            "- List-Unsubscribe and List-Unsubscribe-Post headers: set on every message by the sender",
+        ]
+    return "\n".join(lines) + "\n"

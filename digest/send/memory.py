@@ -1,0 +1,28 @@
+"""A backend that keeps what it "sent" in a list: the test double, no mocks needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from digest.messages import build_message
+from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
+
+# Shared by every MemoryBackend in the process, as Django's locmem outbox is.
+SENT: list[EmailMessage] = []
+
+
+@dataclass
+class MemoryBackend(BaseBackend):
+    """Builds each message exactly as the outbox would and appends it to `SENT`."""
+
+    sent: list[EmailMessage] = field(default_factory=lambda: SENT)
+    batches: int = 0
+
+    def send_batch(self, batch: OutgoingBatch) -> BatchResult:
+        for recipient in batch.recipients:
+            self.sent.append(build_message(batch, recipient))
+        self.batches += 1
+        return BatchResult(
+            message_id=f"memory-{batch.digest_id}-{self.batches}", accepted=len(batch.recipients)
+        )

@@ -1,0 +1,219 @@
+"""The weekly digest as a Prefect flow: orchestration only, every step a thin call into `digest`.
+
+Run it once in this process with `python flows/weekly_digest.py [WEEK]` or `digest run`; serve it
+on its weekly schedule with `digest serve`; deploy it with deployments/prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import flow_run
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import Task, exponential_backoff
+from pydantic import Field
+
+from digest import pipeline
+from digest.config import Settings, get_settings
+from digest.errors import RunIncompleteError
+from digest.ledger import new_owner
+from digest.report import render_markdown
+from digest.send.base import TransientSendError
+from digest.weeks import IsoWeek, last_complete_week, resolve_week
+
+WEEK_PATTERN = r"^\d{4}-W\d{2}$"
+
+
+def _only_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a send only for errors worth retrying: never a refused key or a refused batch."""
+    try:
+        state.result()
+    except TransientSendError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+# Task results stay in memory only: some hold rendered bodies, none may reach result storage.
+_TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+
+
+@task(name="select-and-pair", **_TASK_DEFAULTS)
+def select_and_pair(settings: Settings, week: IsoWeek, freeze: bool) -> pipeline.PreparedDigest:
+    return pipeline.prepare_digest(settings, week, freeze=freeze)
+
+
+@task(name="plan-recipients", **_TASK_DEFAULTS)
+def plan_recipients(settings: Settings, prepared: pipeline.PreparedDigest) -> dict[str, int]:
+    summary = pipeline.plan(settings, prepared)
+    return {"planned": summary.planned, "skipped": summary.skipped, "variants": summary.variants}
+
+
+@task(name="begin-run", **_TASK_DEFAULTS)
+def begin_run(
+    settings: Settings, digest_id: int, owner: str, resend_uncertain: bool
+) -> dict[str, int]:
+    return pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=resend_uncertain)
+
+
+@task(
+    name="send-batch",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_only_transient,
+    **_TASK_DEFAULTS,
+)
+def send_batch(
+    settings: Settings, slot: pipeline.BatchSlot, week: str, owner: str
+) -> pipeline.BatchReport:
+    report = pipeline.send_batch(settings, slot, week=week, owner=owner)
+    get_run_logger().info(
+        "batch %s of variant %s: claimed %s, sent %s, failed %s%s",
+        slot.index,
+        slot.variant_id,
+        report.claimed,
+        report.sent,
+        report.failed,
+        f" ({report.error})" if report.error else "",
+    )
+    return report
+
+
+@task(name="reconcile", **_TASK_DEFAULTS)
+def reconcile(
+    settings: Settings, digest_id: int
+) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    return pipeline.reconcile(settings, digest_id)
+
+
+@task(name="report", **_TASK_DEFAULTS)
+def report(summary: pipeline.RunSummary) -> str:
+    markdown = render_markdown(summary)
+    create_markdown_artifact(
+        key=f"weekly-digest-{summary.week.lower()}",
+        markdown=markdown,
+        description=f"verdict-digest run report for {summary.week}",
+    )
+    return markdown
+
+
+def scheduled_week(settings: Settings) -> IsoWeek:
+    """The last complete week before the run's scheduled start: a late or retried run keeps its week."""
+    start: datetime | None = flow_run.scheduled_start_time
+    return last_complete_week(start or pipeline.now(), settings.zone)
+
+
+@flow(
+    name="weekly-digest",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    validate_parameters=True,
+    log_prints=False,
+)
+def weekly_digest(
+    week: Annotated[
+        str | None,
+        Field(
+            description="ISO week to send, such as 2026-W47. Empty: the last complete week "
+            "before the run's scheduled start time.",
+            pattern=WEEK_PATTERN,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        Field(
+            description="Select, pair and render, report what would be sent; send and record nothing."
+        ),
+    ] = False,
+    resend_uncertain: Annotated[
+        bool,
+        Field(
+            description="Also resend deliveries left 'uncertain' by a run that died mid-batch "
+            "(their recipients may get the digest twice)."
+        ),
+    ] = False,
+) -> pipeline.RunSummary:
+    """Send one week's digest to every planned subscriber exactly once."""
+    logger = get_run_logger()
+    settings = get_settings()
+    the_week = (
+        resolve_week(week, now=pipeline.now(), zone=settings.zone)
+        if week
+        else scheduled_week(settings)
+    )
+    prepared = select_and_pair(settings, the_week, freeze=not dry_run)
+    content = prepared.content
+    summary = pipeline.RunSummary(
+        week=str(the_week),
+        digest_id=prepared.digest_id,
+        subject=content.subject if not content.is_empty else None,
+        pairs=[(p.a.slug, p.b.slug, p.category) for p in content.pairs],
+        also_new=[t.slug for t in content.also_new],
+        excluded=[(e.slug, e.reason) for e in content.excluded],
+        dry_run=dry_run,
+    )
+    if content.is_empty:
+        summary.note = f"No new tools in {the_week}: nothing to send."
+        logger.info(summary.note)
+        report(summary)
+        return summary
+    if dry_run:
+        would = pipeline.active_recipients_preview(settings, content)
+        summary.counts = {"would_send": would["would_send"], "would_skip": would["would_skip"]}
+        summary.note = "Dry run: nothing was sent or recorded."
+        report(summary)
+        return summary
+
+    assert prepared.digest_id is not None
+    digest_id = prepared.digest_id
+    if pipeline.week_is_complete(settings, digest_id) and not resend_uncertain:
+        summary.counts, summary.reasons = reconcile(settings, digest_id)
+        summary.already_complete = True
+        summary.note = f"{the_week} was already fully sent: nothing to do."
+        summary.compliance = pipeline.compliance_checks(settings, digest_id)
+        logger.info(summary.note)
+        report(summary)
+        return summary
+
+    owner = new_owner()
+    started = begin_run(settings, digest_id, owner, resend_uncertain)
+    try:
+        planned = plan_recipients(settings, prepared)
+        logger.info(
+            "planned %s recipients (%s skipped, %s variants); %s rows found uncertain",
+            planned["planned"],
+            planned["skipped"],
+            planned["variants"],
+            started["found_uncertain"],
+        )
+        slots = pipeline.batch_slots(settings, digest_id)
+        futures = send_batch.map(settings, slots, str(the_week), owner)
+        batch_reports = []
+        for future in futures:
+            future.wait()
+            if future.state.is_completed():
+                batch_reports.append(future.result())
+        summary.batches = len(slots)
+        summary.sent_this_run = sum(r.sent for r in batch_reports)
+    finally:
+        pipeline.end_run(settings, digest_id, owner=owner)
+    summary.counts, summary.reasons = reconcile(settings, digest_id)
+    summary.compliance = pipeline.compliance_checks(settings, digest_id)
+    report(summary)
+    if pipeline.auth_rejected():
+        raise pipeline.auth_error()
+    if summary.unfinished:
+        raise RunIncompleteError(pipeline.incomplete_message(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    weekly_digest(week=sys.argv[1] if len(sys.argv) > 1 else None)

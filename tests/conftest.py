@@ -1,0 +1,91 @@
+"""Shared fixtures: an isolated working folder and settings per test, SQLite and a real
+PostgreSQL server, and one Prefect test harness for the session."""
+
+from __future__ import annotations
+
+import os
+
+# Prefect reads these at import time: no analytics, and room for a slow first server start.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from digest.config import Settings, get_settings
+from tests.support.postgres import PostgresServer, server_from_env, start_postgres
+
+TEST_SECRET = "test-signing-key-not-for-production-0123456789"
+
+_DIGEST_ENV = [
+    name for name in os.environ if name.startswith("DIGEST_") or name == "SENDGRID_API_KEY"
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test runs in its own folder with default settings and a fixed signing key."""
+    for name in _DIGEST_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DIGEST_DATABASE_URL", f"sqlite:///{tmp_path / 'digest.db'}")
+    monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(tmp_path / "outbox"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    external = server_from_env()
+    if external is not None:
+        yield external
+        return
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'digest.db'}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'digest.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def settings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointing at `database_url`, with its schema created."""
+    from digest.db import upgrade
+
+    monkeypatch.setenv("DIGEST_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    upgrade(database_url)
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One ephemeral Prefect API for the whole session (its start costs ~10-20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
