@@ -304,6 +304,8 @@ class RunSummary:
     dry_run: bool = False
     already_complete: bool = False
     note: str = ""
+    plan_seconds: float = 0.0
+    send_seconds: float = 0.0
     compliance: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -7,6 +7,7 @@ on its weekly schedule with `digest serve`; deploy it with deployments/prefect.y
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -43,25 +44,26 @@ def _only_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 
 
 # Task results stay in memory only: some hold rendered bodies, none may reach result storage.
+# Tasks read settings themselves, so no secret ever travels as a task or flow parameter.
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
 @task(name="select-and-pair", **_TASK_DEFAULTS)
-def select_and_pair(settings: Settings, week: IsoWeek, freeze: bool) -> pipeline.PreparedDigest:
-    return pipeline.prepare_digest(settings, week, freeze=freeze)
+def select_and_pair(week: IsoWeek, freeze: bool) -> pipeline.PreparedDigest:
+    return pipeline.prepare_digest(get_settings(), week, freeze=freeze)
 
 
 @task(name="plan-recipients", **_TASK_DEFAULTS)
-def plan_recipients(settings: Settings, prepared: pipeline.PreparedDigest) -> dict[str, int]:
-    summary = pipeline.plan(settings, prepared)
+def plan_recipients(prepared: pipeline.PreparedDigest) -> dict[str, int]:
+    summary = pipeline.plan(get_settings(), prepared)
     return {"planned": summary.planned, "skipped": summary.skipped, "variants": summary.variants}
 
 
 @task(name="begin-run", **_TASK_DEFAULTS)
-def begin_run(
-    settings: Settings, digest_id: int, owner: str, resend_uncertain: bool
-) -> dict[str, int]:
-    return pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=resend_uncertain)
+def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, int]:
+    return pipeline.begin_run(
+        get_settings(), digest_id, owner=owner, resend_uncertain=resend_uncertain
+    )
 
 
 @task(
@@ -72,10 +74,8 @@ def begin_run(
     retry_condition_fn=_only_transient,
     **_TASK_DEFAULTS,
 )
-def send_batch(
-    settings: Settings, slot: pipeline.BatchSlot, week: str, owner: str
-) -> pipeline.BatchReport:
-    report = pipeline.send_batch(settings, slot, week=week, owner=owner)
+def send_batch(slot: pipeline.BatchSlot, week: str, owner: str) -> pipeline.BatchReport:
+    report = pipeline.send_batch(get_settings(), slot, week=week, owner=owner)
     get_run_logger().info(
         "batch %s of variant %s: claimed %s, sent %s, failed %s%s",
         slot.index,
@@ -89,10 +89,8 @@ def send_batch(
 
 
 @task(name="reconcile", **_TASK_DEFAULTS)
-def reconcile(
-    settings: Settings, digest_id: int
-) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
-    return pipeline.reconcile(settings, digest_id)
+def reconcile(digest_id: int) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    return pipeline.reconcile(get_settings(), digest_id)
 
 
 @task(name="report", **_TASK_DEFAULTS)
@@ -141,7 +139,15 @@ def weekly_digest(
         ),
     ] = False,
 ) -> pipeline.RunSummary:
-    """Send one week's digest to every planned subscriber exactly once."""
+    """Send one week's digest to every planned subscriber exactly once.
+
+    Args:
+        week: ISO week to send, such as 2026-W47. Leave empty for the last complete week before
+            the run's scheduled start time (what the weekly schedule does).
+        dry_run: Select, pair and render, and report what would be sent; send and record nothing.
+        resend_uncertain: Also resend deliveries left 'uncertain' by a run that died mid-batch;
+            their recipients may get the digest twice.
+    """
     logger = get_run_logger()
     settings = get_settings()
     the_week = (
@@ -149,7 +155,7 @@ def weekly_digest(
         if week
         else scheduled_week(settings)
     )
-    prepared = select_and_pair(settings, the_week, freeze=not dry_run)
+    prepared = select_and_pair(the_week, freeze=not dry_run)
     content = prepared.content
     summary = pipeline.RunSummary(
         week=str(the_week),
@@ -175,7 +181,7 @@ def weekly_digest(
     assert prepared.digest_id is not None
     digest_id = prepared.digest_id
     if pipeline.week_is_complete(settings, digest_id) and not resend_uncertain:
-        summary.counts, summary.reasons = reconcile(settings, digest_id)
+        summary.counts, summary.reasons = reconcile(digest_id)
         summary.already_complete = True
         summary.note = f"{the_week} was already fully sent: nothing to do."
         summary.compliance = pipeline.compliance_checks(settings, digest_id)
@@ -184,9 +190,11 @@ def weekly_digest(
         return summary
 
     owner = new_owner()
-    started = begin_run(settings, digest_id, owner, resend_uncertain)
+    started = begin_run(digest_id, owner, resend_uncertain)
     try:
-        planned = plan_recipients(settings, prepared)
+        clock = time.perf_counter()
+        planned = plan_recipients(prepared)
+        summary.plan_seconds = time.perf_counter() - clock
         logger.info(
             "planned %s recipients (%s skipped, %s variants); %s rows found uncertain",
             planned["planned"],
@@ -194,18 +202,26 @@ def weekly_digest(
             planned["variants"],
             started["found_uncertain"],
         )
+        clock = time.perf_counter()
         slots = pipeline.batch_slots(settings, digest_id)
-        futures = send_batch.map(settings, slots, str(the_week), owner)
+        sender = send_batch.with_options(
+            retries=settings.send_task_retries,
+            retry_delay_seconds=exponential_backoff(
+                backoff_factor=settings.send_retry_delay_seconds
+            ),
+        )
+        futures = sender.map(slots, str(the_week), owner)
         batch_reports = []
         for future in futures:
             future.wait()
             if future.state.is_completed():
                 batch_reports.append(future.result())
+        summary.send_seconds = time.perf_counter() - clock
         summary.batches = len(slots)
         summary.sent_this_run = sum(r.sent for r in batch_reports)
     finally:
         pipeline.end_run(settings, digest_id, owner=owner)
-    summary.counts, summary.reasons = reconcile(settings, digest_id)
+    summary.counts, summary.reasons = reconcile(digest_id)
     summary.compliance = pipeline.compliance_checks(settings, digest_id)
     report(summary)
     if pipeline.auth_rejected():

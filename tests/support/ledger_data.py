@@ -12,7 +12,14 @@ from digest import ledger
 from digest.models import Subscriber
 
 
-def make_subscribers(engine: Engine, count: int, *, categories: list[str] | None = None, status: str = "active", start: int = 0) -> None:
+def make_subscribers(
+    engine: Engine,
+    count: int,
+    *,
+    categories: list[str] | None = None,
+    status: str = "active",
+    start: int = 0,
+) -> None:
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = [
         {
@@ -32,7 +39,9 @@ def make_subscribers(engine: Engine, count: int, *, categories: list[str] | None
 
 def make_digest(engine: Engine, week: str = "2026-W47") -> int:
     with engine.begin() as connection:
-        row = ledger.freeze_digest(connection, week=week, subject="Subject", content={"week": week, "pairs": []})
+        row = ledger.freeze_digest(
+            connection, week=week, subject="Subject", content={"week": week, "pairs": []}
+        )
     return int(row["id"])
 
 

@@ -1,0 +1,340 @@
+"""Sending through SendGrid's v3 Mail Send API with the official `sendgrid` client.
+
+One batch is one request: one personalization per recipient, in recipient order, carrying the
+recipient's address, token substitutions, List-Unsubscribe headers and our own ids as custom
+args. SendGrid's answers are translated here, and only here, into the backend errors of
+`digest.send.base`: 429 waits for the rate-limit reset, 5xx and network failures are retried with
+backoff, 400 is permanent, 401/403 stops the run. The API key never leaves the client's
+Authorization header: not in errors, not in logs, not in repr.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import re
+import time
+import urllib.error
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+import sendgrid
+from python_http_client.exceptions import HTTPError as SendGridHTTPError
+
+from digest.config import Settings
+from digest.errors import ConfigError
+from digest.send.base import (
+    BaseBackend,
+    BatchResult,
+    OutgoingBatch,
+    PermanentSendError,
+    SendAuthError,
+    TransientSendError,
+)
+
+logger = logging.getLogger(__name__)
+
+SEND_PATH = "/v3/mail/send"
+_BEARER_RE = re.compile(r"Bearer\s+[^\s'\",}]+")
+# SendGrid silently drops a message whose to.name holds an unquoted comma or semicolon.
+_NAME_NEEDS_CARE = re.compile(r'[,;"\\\r\n]')
+
+
+class _RedactSecrets(logging.Filter):
+    """python_http_client logs request headers (Authorization included) and bodies at DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _BEARER_RE.sub("Bearer [redacted]", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "[redacted]")
+        if redacted != message:
+            record.msg = redacted
+            record.args = ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+logging.getLogger("python_http_client.client").addFilter(_REDACT)
+
+
+class _Verdict(Enum):
+    """What an HTTP error status from SendGrid means for the batch."""
+
+    AUTH = "auth"
+    PERMANENT = "permanent"
+    RATE_LIMITED = "rate-limited"
+    RETRY = "retry"
+    UNEXPECTED = "unexpected"
+
+
+_STATUS_VERDICTS: dict[int, _Verdict] = {
+    400: _Verdict.PERMANENT,
+    401: _Verdict.AUTH,
+    403: _Verdict.AUTH,
+    413: _Verdict.PERMANENT,
+    429: _Verdict.RATE_LIMITED,
+}
+
+
+def _verdict(status: int) -> _Verdict:
+    if status in _STATUS_VERDICTS:
+        return _STATUS_VERDICTS[status]
+    return _Verdict.RETRY if status >= 500 else _Verdict.UNEXPECTED
+
+
+def _display_name(name: str) -> str | None:
+    """A to.name SendGrid delivers as given: quoted when it holds a comma or semicolon."""
+    if not _NAME_NEEDS_CARE.search(name):
+        return name
+    cleaned = " ".join(name.replace('"', "").replace("\\", "").split())
+    if not cleaned:
+        return None
+    return f'"{cleaned}"' if ("," in cleaned or ";" in cleaned) else cleaned
+
+
+def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
+    """The Mail Send request body of one batch: one personalization per recipient, in order."""
+    digest_id = str(batch.digest_id)
+    personalizations: list[dict[str, Any]] = []
+    append = personalizations.append
+    for recipient in batch.recipients:
+        to: dict[str, str] = {"email": recipient.email}
+        name = _display_name(recipient.name) if recipient.name else None
+        if name:
+            to["name"] = name
+        person: dict[str, Any] = {
+            "to": [to],
+            # custom_args values must be strings; the webhook finds the row by delivery_id.
+            "custom_args": {"digest_id": digest_id, "delivery_id": str(recipient.delivery_id)},
+        }
+        if recipient.substitutions:
+            person["substitutions"] = recipient.substitutions
+        if recipient.headers:
+            person["headers"] = recipient.headers
+        append(person)
+    sender: dict[str, str] = {"email": batch.from_email}
+    if batch.from_name:
+        sender["name"] = batch.from_name
+    # SendGrid requires text/plain before text/html.
+    content = [
+        {"type": kind, "value": value}
+        for kind, value in (("text/plain", batch.text), ("text/html", batch.html))
+        if value
+    ]
+    body: dict[str, Any] = {
+        "personalizations": personalizations,
+        "from": sender,
+        "subject": batch.subject,
+        "content": content,
+        "categories": [batch.category, "test"] if batch.is_test else [batch.category],
+        # Our own List-Unsubscribe and footer link handle unsubscribes, not SendGrid's.
+        "tracking_settings": {"subscription_tracking": {"enable": False}},
+    }
+    if batch.extra_headers:
+        body["headers"] = batch.extra_headers
+    return body
+
+
+def _sendgrid_errors(body: bytes | str | None) -> str:
+    """SendGrid's `{"errors": [{"message", "field"}]}` as one readable line."""
+    if not body:
+        return "no details given"
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        errors = json.loads(text).get("errors") or []
+        parts = [
+            f"{error.get('message')} (field {error['field']})"
+            if error.get("field")
+            else str(error.get("message"))
+            for error in errors
+            if isinstance(error, dict)
+        ]
+    except (ValueError, AttributeError):
+        parts = []
+    joined = "; ".join(parts) if parts else text.strip()
+    return joined[:1000] or "no details given"
+
+
+class SendGridBackend(BaseBackend):
+    """Sends each batch as one SendGrid Mail Send request, retrying what is worth retrying."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_attempts: int | None = None,
+        backoff_base_seconds: float = 0.5,
+        backoff_max_seconds: float = 30.0,
+        max_rate_limit_wait_seconds: float = 60.0,
+        timeout_seconds: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        key = settings.sendgrid_api_key
+        if key is None or not key.get_secret_value().strip():
+            raise ConfigError(
+                "SENDGRID_API_KEY is not set, and DIGEST_EMAIL_BACKEND=sendgrid needs it: set "
+                "SENDGRID_API_KEY to a SendGrid API key with the Mail Send permission, or use "
+                "DIGEST_EMAIL_BACKEND=outbox."
+            )
+        host = settings.sendgrid_host.rstrip("/")
+        if not host.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"DIGEST_SENDGRID_HOST={host!r} is not an http(s) URL: set it to "
+                "https://api.sendgrid.com (or leave it unset)."
+            )
+        attempts = settings.send_max_attempts if max_attempts is None else max_attempts
+        if attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._key = key
+        self._host = host
+        self._timeout = (
+            settings.sendgrid_timeout_seconds if timeout_seconds is None else timeout_seconds
+        )
+        self._max_attempts = attempts
+        self._backoff_base = backoff_base_seconds
+        self._backoff_max = backoff_max_seconds
+        self._max_rate_limit_wait = max_rate_limit_wait_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._mail_send: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SendGridBackend(host={self._host!r}, timeout_seconds={self._timeout!r}, "
+            f"max_attempts={self._max_attempts!r})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling (a Prefect parameter, a cache) would copy the key; build the backend in place.
+        raise TypeError(
+            "SendGridBackend cannot be pickled; build it from Settings where it is used"
+        )
+
+    def open(self) -> None:
+        if self._mail_send is None:
+            secret = self._key.get_secret_value()
+            _REDACT.secrets.add(secret)
+            client = sendgrid.SendGridAPIClient(secret, host=self._host)
+            # The client has no timeout by default: a silent server would hang the run forever.
+            client.client.timeout = self._timeout
+            self._mail_send = client.client.mail.send
+
+    def close(self) -> None:
+        self._mail_send = None
+
+    def send_batch(self, batch: OutgoingBatch) -> BatchResult:
+        if not batch.recipients:
+            return BatchResult(message_id=None, accepted=0)
+        self.open()
+        # A dict, not helpers.mail.Mail: add_personalization prepends by default; ~15x slower too.
+        body = build_request_body(batch)
+        size = len(batch.recipients)
+        problem = ""
+        retry_after: float | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._mail_send.post(request_body=body)
+            except SendGridHTTPError as exc:
+                problem, wait, retry_after = self._judge(exc, attempt, size)
+            except (OSError, http.client.HTTPException) as exc:
+                problem, wait, retry_after = (
+                    self._network_problem(exc),
+                    self._backoff(attempt),
+                    None,
+                )
+            else:
+                message_id = response.headers.get("X-Message-Id")
+                return BatchResult(message_id=message_id or None, accepted=size)
+            if attempt < self._max_attempts:
+                logger.warning(
+                    "SendGrid did not accept a batch of %d for digest %s (%s); "
+                    "attempt %d of %d in %.2f s",
+                    size,
+                    batch.digest_id,
+                    problem,
+                    attempt + 1,
+                    self._max_attempts,
+                    wait,
+                )
+                self._sleep(wait)
+        raise TransientSendError(
+            f"SendGrid did not accept the batch of {size} after {self._max_attempts} "
+            f"attempt(s): {problem}",
+            retry_after=retry_after,
+        )
+
+    def _judge(
+        self, exc: SendGridHTTPError, attempt: int, size: int
+    ) -> tuple[str, float, float | None]:
+        """Raise when retrying cannot help; else say what happened and how long to wait."""
+        status = int(exc.status_code)
+        detail = self._scrub(_sendgrid_errors(exc.body))
+        verdict = _verdict(status)
+        if verdict is _Verdict.AUTH:
+            sender_hint = (
+                " and that DIGEST_FROM_EMAIL is a verified sender" if status == 403 else ""
+            )
+            raise SendAuthError(
+                f"SendGrid rejected the API key (HTTP {status}: {detail}). Fix SENDGRID_API_KEY: "
+                f"check that it is a current key with the Mail Send permission{sender_hint}."
+            ) from None
+        if verdict is _Verdict.PERMANENT:
+            raise PermanentSendError(
+                f"SendGrid refused the batch of {size} (HTTP {status}): {detail}"
+            ) from None
+        if verdict is _Verdict.UNEXPECTED:
+            raise TransientSendError(
+                f"SendGrid answered HTTP {status} at {self._host}{SEND_PATH} ({detail}); "
+                "check DIGEST_SENDGRID_HOST."
+            ) from None
+        if verdict is _Verdict.RATE_LIMITED:
+            until_reset = self._until_reset(exc.headers)
+            if until_reset is not None:
+                wait = min(until_reset, self._max_rate_limit_wait)
+                return f"rate limited (HTTP 429) for {until_reset:.1f} s", wait, until_reset
+            return "rate limited (HTTP 429)", self._backoff(attempt), None
+        return f"HTTP {status} ({detail})", self._backoff(attempt), None
+
+    def _until_reset(self, headers: Any) -> float | None:
+        """Seconds until the epoch second in X-RateLimit-Reset, never negative; None if absent."""
+        raw = headers.get("X-RateLimit-Reset") if headers is not None else None
+        try:
+            reset = float(str(raw))
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, reset - self._clock())
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so that parallel senders spread out."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _network_problem(self, exc: BaseException) -> str:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {self._timeout:g} s (DIGEST_SENDGRID_TIMEOUT_SECONDS)"
+        if isinstance(reason, http.client.RemoteDisconnected):
+            return "SendGrid closed the connection without answering"
+        if isinstance(reason, ConnectionRefusedError):
+            return f"could not connect to {self._host} (connection refused)"
+        if isinstance(reason, ConnectionResetError):
+            return "the connection was reset"
+        return self._scrub(f"{type(reason).__name__}: {reason}")
+
+    def _scrub(self, text: str) -> str:
+        """Belt and braces: whatever a server or library echoes, the key does not pass."""
+        secret = self._key.get_secret_value()
+        if secret and secret in text:
+            text = text.replace(secret, "[redacted]")
+        return _BEARER_RE.sub("Bearer [redacted]", text)

@@ -1,0 +1,78 @@
+"""A real `prefect server start` on 127.0.0.1 for tests that need a long-lived API.
+
+Subprocesses pointed at it with PREFECT_API_URL skip the ephemeral server's start-up, and the
+deployment tests talk to it exactly as ops do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    home: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_prefect_server(home: Path) -> PrefectServer:
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "server.log"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    api_url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return PrefectServer(
+                        api_url=api_url, home=home, process=process, log_path=log_path
+                    )
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"prefect server did not answer in 180 s:\n{log_path.read_text()[-3000:]}")

@@ -1,0 +1,118 @@
+"""The weekly Prefect flow end to end, with the real Prefect API (test harness)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_engine import run_flow
+from prefect.states import AwaitingRetry
+
+from digest.config import get_settings
+from digest.db import get_engine
+from digest.errors import RunIncompleteError, WeekError
+from digest.ledger import digest_status
+from flows.weekly_digest import weekly_digest
+from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
+from tests.support.scenario import WEEK, seed
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _status(url: str) -> tuple[int, dict[str, int]]:
+    with get_engine(url).connect() as connection:
+        return digest_status(connection, week=WEEK)
+
+
+def test_flow_sends_each_subscriber_one_message_and_a_rerun_sends_nothing(
+    settings: object, tmp_path: Path
+) -> None:
+    # One run mails every planned subscriber once; a second run for the week mails nobody.
+    the_settings = get_settings()
+    seed(the_settings, tmp_path)
+    summary = weekly_digest(week=WEEK)
+    assert summary.counts == {"sent": 6}
+    files = sorted((tmp_path / "outbox" / WEEK).glob("*.eml"))
+    assert len(files) == 6
+    recipients = Counter(str(message_from_bytes(f.read_bytes())["To"]) for f in files)
+    assert all(n == 1 for n in recipients.values())
+    writer = next(f for f in files if "writer@example.com" in f.name)
+    writer_message = message_from_bytes(writer.read_bytes())
+    assert "Inkwell" in writer_message.as_string() or "Inkwell" in str(writer_message["Subject"])
+    again = weekly_digest(week=WEEK)
+    assert again.already_complete and again.sent_this_run == 0
+    assert len(list((tmp_path / "outbox" / WEEK).glob("*.eml"))) == 6
+    assert _status(the_settings.database_url) == (6, {"sent": 6})
+
+
+def test_bad_week_parameter_fails_at_once_with_a_clear_message() -> None:
+    # A malformed week never reaches the database: the run fails naming the expected form.
+    with pytest.raises(Exception, match=r"2026-W47|YYYY-Www|pattern"):
+        weekly_digest(week="2026-47")
+    with pytest.raises(WeekError, match="has no ISO week 60"):
+        weekly_digest(week="2026-W60")
+
+
+def test_flow_parameter_schema_describes_every_parameter() -> None:
+    # The UI's custom-run form shows a description for each parameter.
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(weekly_digest.fn).model_dump()
+    for name in ("week", "dry_run", "resend_uncertain"):
+        assert schema["properties"][name].get("description"), name
+
+
+def test_dry_run_records_and_sends_nothing(settings: object, tmp_path: Path) -> None:
+    # --dry-run renders and reports but leaves no delivery row and no message.
+    the_settings = get_settings()
+    seed(the_settings, tmp_path)
+    summary = weekly_digest(week=WEEK, dry_run=True)
+    assert summary.counts == {"would_send": 6, "would_skip": 0}
+    assert _status(the_settings.database_url) == (0, {})
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_retrying_the_same_flow_run_after_a_failed_send_skips_nobody_and_doubles_nobody(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The UI's Retry re-runs the same flow run id: it must send exactly the rows still unsent.
+    with FakeSendGrid(api_key="SG.test-key") as fake:
+        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
+        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
+        monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
+        monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "2")
+        monkeypatch.setenv("DIGEST_SEND_TASK_RETRIES", "1")
+        monkeypatch.setenv("DIGEST_SEND_RETRY_DELAY_SECONDS", "0")
+        get_settings.cache_clear()
+        the_settings = get_settings()
+        seed(the_settings, tmp_path, subscribers=7)
+        # The first batch goes through, then SendGrid fails for good.
+        fake.queue(Fault())
+        fake.always(Fault(status=500, message="internal error"))
+        state = weekly_digest(week=WEEK, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(RunIncompleteError):
+            state.result()
+        total, counts = _status(the_settings.database_url)
+        # Whichever batch went first (2 readers, or the 1 writing-only reader) is sent; no more.
+        assert counts.get("sent", 0) in (1, 2)
+        assert counts.get("sent", 0) + counts.get("pending", 0) == total
+
+        fake.always(None)
+        flow_run_id = state.state_details.flow_run_id
+        assert flow_run_id is not None
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
+            flow_run = client.read_flow_run(flow_run_id)
+        retried = run_flow(
+            weekly_digest, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+        )
+        assert retried.is_completed()
+        accepted = Counter(m.to for m in fake.accepted)
+        assert len(accepted) == total
+        assert set(accepted.values()) == {1}
+        assert _status(the_settings.database_url) == (total, {"sent": total})

@@ -1,0 +1,162 @@
+"""Crash safety: `digest run` killed with SIGKILL at any point, then rerun, mails nobody twice
+and skips nobody but the rows it reports `uncertain`; `--resend-uncertain` then misses nobody."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from digest.models import Delivery
+from tests.fakes.fake_sendgrid import FakeSendGrid, read_record
+from tests.support.cli import DIGEST, run_digest
+from tests.support.factories import write_catalog, write_subscribers
+from tests.support.prefect_server import PrefectServer
+from tests.support.scenario import WEEK, week_tools
+
+pytestmark = pytest.mark.slow
+SUBSCRIBERS = 60
+API_KEY = "SG.kill-test-key"
+
+
+def _seeded_env(tmp_path: Path, fake: FakeSendGrid, server: PrefectServer) -> dict[str, str]:
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        "DIGEST_EMAIL_BACKEND": "sendgrid",
+        "SENDGRID_API_KEY": API_KEY,
+        "DIGEST_SENDGRID_HOST": fake.url,
+        "DIGEST_BATCH_SIZE": "10",
+        "DIGEST_LEASE_SECONDS": "600",
+        **server.env(),
+    }
+    catalog = write_catalog(tmp_path / "catalog.json", week_tools())
+    people = write_subscribers(
+        tmp_path / "people.csv", [{"email": f"r{i}@example.com"} for i in range(SUBSCRIBERS)]
+    )
+    assert run_digest("catalog", "import", str(catalog), cwd=tmp_path, env=env).returncode == 0
+    assert run_digest("subscribers", "import", str(people), cwd=tmp_path, env=env).returncode == 0
+    return env
+
+
+def _count(tmp_path: Path, *states: str) -> int:
+    engine = create_engine(f"sqlite:///{tmp_path / 'digest.db'}")
+    with engine.connect() as connection:
+        query = select(func.count()).select_from(Delivery)
+        if states:
+            query = query.where(Delivery.state.in_(states))  # type: ignore[attr-defined]
+        try:
+            return int(connection.execute(query).scalar_one())
+        except Exception:
+            return 0
+        finally:
+            engine.dispose()
+
+
+def _run_and_kill(tmp_path: Path, env: dict[str, str], ready: Callable[[], bool]) -> None:
+    process = subprocess.Popen(
+        [DIGEST, "run", "--week", WEEK],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _kill_points(fake: FakeSendGrid, tmp_path: Path) -> dict[str, Callable[[], bool]]:
+    wait_until = time.monotonic() + random.uniform(0.5, 6.0)
+    return {
+        # Planned, nothing sent: the rerun must send everyone, once.
+        "before-first-batch": lambda: _count(tmp_path) >= SUBSCRIBERS,
+        # The provider holds a request it has accepted: those rows are the `uncertain` ones.
+        "mid-batch": lambda: len(fake.accepted) > 0 and _count(tmp_path, "sent") == 0,
+        # Some batches recorded as sent, others not yet claimed.
+        "between-batches": lambda: _count(tmp_path, "sent") >= 20,
+        "random": lambda: time.monotonic() > wait_until,
+    }
+
+
+@pytest.mark.parametrize("point", ["before-first-batch", "mid-batch", "between-batches", "random"])
+def test_sigkill_then_rerun_mails_nobody_twice_and_skips_only_the_uncertain(
+    point: str, tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # Whatever the moment of a crash, a rerun sends each planned subscriber at most once, and only
+    # rows reported `uncertain` may be missing until they are resent on purpose.
+    record = tmp_path / "accepted.jsonl"
+    with FakeSendGrid(api_key=API_KEY, record_path=record) as fake:
+        fake.set_delay(0.4)
+        env = _seeded_env(tmp_path, fake, prefect_server)
+        _run_and_kill(tmp_path, env, _kill_points(fake, tmp_path)[point])
+        fake.set_delay(0.0)
+        rerun = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        status = json.loads(
+            run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env).stdout
+        )
+        counts = status["counts"]
+        assert status["total"] == SUBSCRIBERS
+        assert set(counts) <= {"sent", "uncertain"}
+        received = Counter(entry["to"] for entry in read_record(record))
+        assert all(n == 1 for n in received.values()), received.most_common(3)
+        # Everyone not uncertain got it; uncertain ones may or may not have.
+        assert len(received) >= counts.get("sent", 0)
+        assert len(received) <= SUBSCRIBERS
+        missing = SUBSCRIBERS - len(received)
+        assert missing <= counts.get("uncertain", 0)
+        if point == "before-first-batch":
+            assert counts == {"sent": SUBSCRIBERS}
+
+        resend = run_digest("run", "--week", WEEK, "--resend-uncertain", cwd=tmp_path, env=env)
+        assert resend.returncode == 0, resend.stderr[-3000:]
+        received = Counter(entry["to"] for entry in read_record(record))
+        assert len(received) == SUBSCRIBERS
+        final = json.loads(
+            run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env).stdout
+        )
+        assert final["counts"] == {"sent": SUBSCRIBERS}
+
+
+def test_two_runs_at_once_never_double_send(tmp_path: Path, prefect_server: PrefectServer) -> None:
+    # The second concurrent run for a week waits or refuses; nobody gets two copies.
+    record = tmp_path / "accepted.jsonl"
+    with FakeSendGrid(api_key=API_KEY, record_path=record) as fake:
+        fake.set_delay(0.3)
+        env = _seeded_env(tmp_path, fake, prefect_server)
+        full_env = {**os.environ, **env}
+        runs = [
+            subprocess.Popen(
+                [DIGEST, "run", "--week", WEEK],
+                cwd=tmp_path,
+                env=full_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        first, second = runs
+        outputs = [p.communicate(timeout=300) for p in (first, second)]
+        codes = [first.returncode, second.returncode]
+        received = Counter(entry["to"] for entry in read_record(record))
+        assert len(received) == SUBSCRIBERS and set(received.values()) == {1}
+        refused = [out for code, out in zip(codes, outputs, strict=True) if code != 0]
+        for _, stderr in refused:
+            assert "Another run is sending" in stderr or "lost the digest's lease" in stderr
+            assert "Traceback" not in stderr
