@@ -10,12 +10,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from digest.config import Settings, get_settings
 from digest.errors import DigestError
+
+if TYPE_CHECKING:
+    from digest.pipeline import RunSummary
 
 app = typer.Typer(
     name="digest",
@@ -221,7 +224,7 @@ def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) 
 # --- run, status, demo ----------------------------------------------------------------------------
 
 
-def _print_summary(summary: Any) -> None:
+def _print_summary(summary: RunSummary) -> None:
     typer.echo(f"Week {summary.week}: {summary.note or summary.subject or ''}".rstrip())
     for a, b, category in summary.pairs:
         typer.echo(f"  pair  {a} vs {b}  ({category})")
@@ -232,6 +235,13 @@ def _print_summary(summary: Any) -> None:
     if summary.counts:
         counts = ", ".join(f"{state} {n}" for state, n in sorted(summary.counts.items()))
         typer.echo(f"  deliveries: {counts}; sent by this run: {summary.sent_this_run}")
+    uncertain = summary.counts.get("uncertain", 0)
+    if uncertain:
+        typer.echo(
+            f"  {uncertain} deliveries are uncertain: a run died while SendGrid held them, so "
+            "their recipients may or may not have the digest. Resend them on purpose with "
+            f"`digest run --week {summary.week} --resend-uncertain`."
+        )
 
 
 @app.command("run")
@@ -254,9 +264,11 @@ def run(
         IsoWeek.parse(week)  # a bad week fails here, before Prefect starts
     _prefect_defaults()
     _engine(get_settings())
+    from digest.pipeline import RunSummary
     from flows.weekly_digest import weekly_digest
 
     summary = weekly_digest(week=week, dry_run=dry_run, resend_uncertain=resend_uncertain)
+    assert isinstance(summary, RunSummary)
     _print_summary(summary)
 
 

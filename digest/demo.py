@@ -13,6 +13,7 @@ from pathlib import Path
 from digest.catalog import import_catalog
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema, session_scope
+from digest.pipeline import RunSummary
 from digest.samples.catalog import sample_catalog
 from digest.subscribers import import_subscribers
 from digest.weeks import utcnow, week_of
@@ -45,6 +46,7 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> None:
 
     echo(f"Running the weekly flow for the current week, {week} (outbox backend)...")
     summary = weekly_digest(week=str(week))
+    assert isinstance(summary, RunSummary)
 
     from digest.preview import build_preview, write_files
 

@@ -7,9 +7,9 @@ byte for byte what the outbox backend would write for that subscriber.
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
-from datetime import UTC, datetime
 
 from digest.send.base import OutgoingBatch, Recipient, substitute
 

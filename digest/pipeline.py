@@ -175,6 +175,7 @@ class BatchReport:
     released: int = 0
     message_id: str | None = None
     error: str | None = None
+    stops_run: bool = False  # the provider refused our key, or another run took the lease
 
 
 def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:

@@ -16,17 +16,17 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
-from prefect.states import State
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
 
 from digest import pipeline
 from digest.config import Settings, get_settings
-from digest.errors import RunIncompleteError
+from digest.errors import DigestError, RunIncompleteError, RunInProgressError
 from digest.ledger import new_owner
 from digest.report import render_markdown
-from digest.send.base import TransientSendError
+from digest.send.base import SendAuthError, TransientSendError
 from digest.weeks import IsoWeek, last_complete_week, resolve_week
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
@@ -60,10 +60,14 @@ def plan_recipients(prepared: pipeline.PreparedDigest) -> dict[str, int]:
 
 
 @task(name="begin-run", **_TASK_DEFAULTS)
-def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, int]:
-    return pipeline.begin_run(
-        get_settings(), digest_id, owner=owner, resend_uncertain=resend_uncertain
-    )
+def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, int] | str:
+    """The run's start counts, or why another run keeps this one from starting."""
+    try:
+        return pipeline.begin_run(
+            get_settings(), digest_id, owner=owner, resend_uncertain=resend_uncertain
+        )
+    except RunInProgressError as refused:
+        return str(refused)
 
 
 @task(
@@ -75,7 +79,11 @@ def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, i
     **_TASK_DEFAULTS,
 )
 def send_batch(slot: pipeline.BatchSlot, week: str, owner: str) -> pipeline.BatchReport:
-    report = pipeline.send_batch(get_settings(), slot, week=week, owner=owner)
+    try:
+        report = pipeline.send_batch(get_settings(), slot, week=week, owner=owner)
+    except (SendAuthError, RunInProgressError) as stop:
+        # Not worth a retry, and not a crash: the flow ends the run with this message.
+        report = pipeline.BatchReport(variant_id=slot.variant_id, error=str(stop), stops_run=True)
     get_run_logger().info(
         "batch %s of variant %s: claimed %s, sent %s, failed %s%s",
         slot.index,
@@ -138,7 +146,7 @@ def weekly_digest(
             "(their recipients may get the digest twice)."
         ),
     ] = False,
-) -> pipeline.RunSummary:
+) -> pipeline.RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
     Args:
@@ -150,11 +158,14 @@ def weekly_digest(
     """
     logger = get_run_logger()
     settings = get_settings()
-    the_week = (
-        resolve_week(week, now=pipeline.now(), zone=settings.zone)
-        if week
-        else scheduled_week(settings)
-    )
+    try:
+        the_week = (
+            resolve_week(week, now=pipeline.now(), zone=settings.zone)
+            if week
+            else scheduled_week(settings)
+        )
+    except DigestError as bad_week:
+        return _failed(bad_week)
     prepared = select_and_pair(the_week, freeze=not dry_run)
     content = prepared.content
     summary = pipeline.RunSummary(
@@ -191,6 +202,9 @@ def weekly_digest(
 
     owner = new_owner()
     started = begin_run(digest_id, owner, resend_uncertain)
+    if isinstance(started, str):
+        return _failed(RunInProgressError(started))
+    batch_reports: list[pipeline.BatchReport] = []
     try:
         clock = time.perf_counter()
         planned = plan_recipients(prepared)
@@ -211,7 +225,6 @@ def weekly_digest(
             ),
         )
         futures = sender.map(slots, str(the_week), owner)
-        batch_reports = []
         for future in futures:
             future.wait()
             if future.state.is_completed():
@@ -224,11 +237,20 @@ def weekly_digest(
     summary.counts, summary.reasons = reconcile(digest_id)
     summary.compliance = pipeline.compliance_checks(settings, digest_id)
     report(summary)
+    stop = next((r.error for r in batch_reports if r.stops_run and r.error), None)
     if pipeline.auth_rejected():
-        raise pipeline.auth_error()
+        return _failed(pipeline.auth_error())
+    if stop is not None:
+        return _failed(RunInProgressError(stop))
     if summary.unfinished:
-        raise RunIncompleteError(pipeline.incomplete_message(summary))
+        return _failed(RunIncompleteError(pipeline.incomplete_message(summary)))
     return summary
+
+
+def _failed(error: DigestError) -> State[Any]:
+    """End the run Failed with a sentence for people: the caller gets `error` back, no traceback."""
+    get_run_logger().error("%s", error)
+    return Failed(message=str(error), data=error)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def test_planning_gives_each_active_subscriber_exactly_one_row(engine: Engine) -
     make_subscribers(engine, 3, status="unsubscribed", start=100)
     make_subscribers(engine, 2, status="pending", start=200)
     digest_id = make_digest(engine)
-    summary = ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything, page_size=7)
+    summary = ledger.plan_recipients(
+        engine, digest_id=digest_id, render_variant=render_everything, page_size=7
+    )
     assert summary.planned == 25
     assert _states(engine, digest_id) == {"pending": 25}
 
@@ -74,15 +76,34 @@ def test_claimed_batches_are_disjoint_and_only_the_owner_settles_them(engine: En
     ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything)
     with engine.begin() as connection:
         (variant_id,) = ledger.pending_by_variant(connection, digest_id=digest_id)
-        first = ledger.claim_batch(connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=6)
-        second = ledger.claim_batch(connection, digest_id=digest_id, variant_id=variant_id, owner="b", limit=6)
+        first = ledger.claim_batch(
+            connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=6
+        )
+        second = ledger.claim_batch(
+            connection, digest_id=digest_id, variant_id=variant_id, owner="b", limit=6
+        )
     assert len(first) == 6 and len(second) == 4
     assert not {r.delivery_id for r in first} & {r.delivery_id for r in second}
     assert [r.delivery_id for r in first] == sorted(r.delivery_id for r in first)
     with engine.begin() as connection:
-        assert ledger.mark_sent(connection, delivery_ids=[r.delivery_id for r in first], owner="b", message_id="x") == 0
-        assert ledger.mark_sent(connection, delivery_ids=[r.delivery_id for r in first], owner="a", message_id="m1") == 6
-        assert ledger.release_pending(connection, delivery_ids=[r.delivery_id for r in second], owner="b", reason="503") == 4
+        assert (
+            ledger.mark_sent(
+                connection, delivery_ids=[r.delivery_id for r in first], owner="b", message_id="x"
+            )
+            == 0
+        )
+        assert (
+            ledger.mark_sent(
+                connection, delivery_ids=[r.delivery_id for r in first], owner="a", message_id="m1"
+            )
+            == 6
+        )
+        assert (
+            ledger.release_pending(
+                connection, delivery_ids=[r.delivery_id for r in second], owner="b", reason="503"
+            )
+            == 4
+        )
     assert _states(engine, digest_id) == {"sent": 6, "pending": 4}
 
 
@@ -92,9 +113,15 @@ def test_claim_skips_subscribers_who_left_after_planning(engine: Engine) -> None
     digest_id = make_digest(engine)
     ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything)
     with engine.begin() as connection:
-        connection.execute(update(Subscriber).where(Subscriber.email == "reader1@example.com").values(status="unsubscribed"))
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.email == "reader1@example.com")
+            .values(status="unsubscribed")
+        )
         (variant_id,) = ledger.pending_by_variant(connection, digest_id=digest_id)
-        claimed = ledger.claim_batch(connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=10)
+        claimed = ledger.claim_batch(
+            connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=10
+        )
         assert "reader1@example.com" not in {r.email for r in claimed}
         assert ledger.suppress_unsendable(connection, digest_id=digest_id) == 1
     assert _states(engine, digest_id) == {"sending": 3, "suppressed": 1}
@@ -117,8 +144,12 @@ def test_rows_left_sending_by_a_dead_run_become_uncertain_not_pending(engine: En
     ledger.acquire_lease(engine, digest_id=digest_id, owner=dead_owner, ttl_seconds=5)
     with engine.begin() as connection:
         (variant_id,) = ledger.pending_by_variant(connection, digest_id=digest_id)
-        ledger.claim_batch(connection, digest_id=digest_id, variant_id=variant_id, owner=dead_owner, limit=3)
-        connection.execute(update(ledger.DIGEST).values(lease_expires_at=ledger.now_utc().replace(year=2000)))
+        ledger.claim_batch(
+            connection, digest_id=digest_id, variant_id=variant_id, owner=dead_owner, limit=3
+        )
+        connection.execute(
+            update(ledger.DIGEST).values(lease_expires_at=ledger.now_utc().replace(year=2000))
+        )
     found = ledger.acquire_lease(engine, digest_id=digest_id, owner="rerun", ttl_seconds=60)
     assert found == 3
     assert _states(engine, digest_id) == {"uncertain": 3, "pending": 2}
@@ -151,7 +182,9 @@ def test_planning_twice_concurrently_never_duplicates_rows(engine: Engine) -> No
 
     def plan() -> None:
         try:
-            ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything, page_size=50)
+            ledger.plan_recipients(
+                engine, digest_id=digest_id, render_variant=render_everything, page_size=50
+            )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -162,7 +195,9 @@ def test_planning_twice_concurrently_never_duplicates_rows(engine: Engine) -> No
         thread.join()
     assert not errors
     with engine.connect() as connection:
-        rows = connection.execute(select(Delivery.subscriber_id).where(Delivery.digest_id == digest_id)).all()  # type: ignore[arg-type]
+        rows = connection.execute(
+            select(Delivery.subscriber_id).where(Delivery.digest_id == digest_id)
+        ).all()  # type: ignore[arg-type]
     assert len(rows) == len(set(rows)) == 300
 
 
@@ -184,11 +219,19 @@ def test_four_senders_on_postgresql_never_claim_the_same_row(postgres_url: str) 
         barrier.wait()
         while True:
             with engine.begin() as connection:
-                batch = ledger.claim_batch(connection, digest_id=digest_id, variant_id=variant_id, owner=f"s{index}", limit=37)
+                batch = ledger.claim_batch(
+                    connection,
+                    digest_id=digest_id,
+                    variant_id=variant_id,
+                    owner=f"s{index}",
+                    limit=37,
+                )
                 if not batch:
                     return
                 ids = [r.delivery_id for r in batch]
-                ledger.mark_sent(connection, delivery_ids=ids, owner=f"s{index}", message_id=f"m{index}")
+                ledger.mark_sent(
+                    connection, delivery_ids=ids, owner=f"s{index}", message_id=f"m{index}"
+                )
             claimed[index].extend(ids)
 
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]
