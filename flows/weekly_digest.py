@@ -4,7 +4,8 @@ Run it once in this process with `python flows/weekly_digest.py [WEEK]` or `dige
 on its weekly schedule with `digest serve`; deploy it with deployments/prefect.yaml.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Prefect validates parameters from these
+# annotations when it loads the flow from its entrypoint, and strings would not resolve there.
 
 import sys
 import time

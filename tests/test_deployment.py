@@ -63,13 +63,13 @@ def test_served_deployment_runs_a_given_week_from_the_api(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    previous = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ.update(prefect_server.env())
     try:
-        from prefect.settings import get_current_settings
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        assert str(get_current_settings().api.url) == prefect_server.api_url
-        with get_client(sync_client=True) as client:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+            get_client(sync_client=True) as client,
+        ):
             deadline = time.monotonic() + 120
             deployment = None
             while deployment is None:
@@ -103,11 +103,6 @@ def test_served_deployment_runs_a_given_week_from_the_api(
             assert "List-Unsubscribe link in every variant: yes" in report
             assert "SG." not in report and os.environ["DIGEST_SECRET_KEY"] not in report
     finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         os.killpg(serve.pid, signal.SIGTERM)
         try:
             serve.wait(timeout=30)
