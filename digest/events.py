@@ -1,0 +1,220 @@
+"""Provider events into the ledger: record each once, move deliveries forward, suppress people.
+
+The provider adapters (digest/webhooks/) translate their payloads into `NormalizedEvent`s; this
+module speaks only the project's own vocabulary. A batch is applied with a handful of set-based
+statements whatever its size: one INSERT ... ON CONFLICT DO NOTHING ... RETURNING records the
+events and tells which are new (providers deliver at least once), one UPDATE per target state
+moves deliveries, one UPDATE per suppression status updates subscribers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from digest.errors import ConfigError
+from digest.models import Delivery, DeliveryEvent, Subscriber
+from digest.states import EVENT_RANK, DeliveryState, SubscriberStatus
+from digest.subscribers import email_key
+from digest.subscriptions import SUPPRESSION_RANK, suppress_many
+
+DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
+EVENT: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
+SUBSCRIBER: Table = Subscriber.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class NormalizedEvent:
+    """One provider event in the project's words, with the payload as received."""
+
+    provider_event_id: str  # the provider's unique id of the event: the deduplication key
+    provider_event: str  # the provider's own name for it, e.g. "bounce"
+    delivery_id: int | None  # our delivery row, from the custom args; None when absent
+    state: DeliveryState | None  # the state it proves; None: kept for the record only
+    suppress_as: SubscriberStatus | None  # what it makes of the subscriber, if anything
+    email: str | None  # the recipient, to find them when the delivery is unknown
+    occurred_at: datetime | None
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    """What one batch did."""
+
+    received: int
+    recorded: int  # new events stored
+    duplicates: int  # seen before (or twice in the batch) and ignored
+    unknown_delivery: int  # new events naming no delivery row we have
+    moved: int  # deliveries whose state moved forward
+    suppressed: int  # subscribers whose status became a (stronger) suppression
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "recorded": self.recorded,
+            "duplicates": self.duplicates,
+            "unknown_delivery": self.unknown_delivery,
+            "moved": self.moved,
+            "suppressed": self.suppressed,
+        }
+
+
+def movable_from(target: DeliveryState) -> list[str]:
+    """The states a delivery may leave for `target`: those ranked below it.
+
+    Any provider event proves that an `uncertain` send was accepted, so `uncertain` moves even to
+    `sent`. Rows not yet settled by the sender (`pending`, `sending`) are never touched: the
+    ledger owns them, and the event stays recorded.
+    """
+    rank = EVENT_RANK[target]
+    lower = {state.value for state, r in EVENT_RANK.items() if r < rank}
+    if target is not DeliveryState.UNCERTAIN:
+        lower.add(DeliveryState.UNCERTAIN.value)
+    return sorted(lower)
+
+
+def target_states(events: Iterable[NormalizedEvent]) -> dict[int, DeliveryState]:
+    """The highest-ranked state each delivery's events prove, whatever order they came in."""
+    best: dict[int, DeliveryState] = {}
+    for event in events:
+        if event.delivery_id is None or event.state is None:
+            continue
+        current = best.get(event.delivery_id)
+        if current is None or EVENT_RANK[event.state] > EVENT_RANK[current]:
+            best[event.delivery_id] = event.state
+    return best
+
+
+def strongest(pairs: Iterable[tuple[int, SubscriberStatus]]) -> dict[int, SubscriberStatus]:
+    """The strongest suppression per subscriber."""
+    best: dict[int, SubscriberStatus] = {}
+    for subscriber_id, status in pairs:
+        current = best.get(subscriber_id)
+        if current is None or SUPPRESSION_RANK[status] > SUPPRESSION_RANK[current]:
+            best[subscriber_id] = status
+    return best
+
+
+def first_of_each(events: Sequence[NormalizedEvent]) -> list[NormalizedEvent]:
+    """The batch without repeats of a provider event id, first occurrence kept."""
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        if event.provider_event_id not in seen:
+            seen.add(event.provider_event_id)
+            unique.append(event)
+    return unique
+
+
+def _insert_ignore(connection: Connection) -> Any:
+    """INSERT ... ON CONFLICT (provider_event_id) DO NOTHING for the connection's dialect."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(EVENT).on_conflict_do_nothing(index_elements=["provider_event_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(EVENT).on_conflict_do_nothing(index_elements=["provider_event_id"])
+    raise ConfigError(
+        f"Delivery events cannot be stored in a {dialect} database. "
+        "Set DIGEST_DATABASE_URL to a PostgreSQL or SQLite database."
+    )
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSummary:
+    """Record a batch of events and apply the new ones, in the caller's transaction."""
+    unique = first_of_each(events)
+    if not unique:
+        return EventSummary(len(events), 0, len(events), 0, 0, 0)
+    connection = session.connection()
+    now = datetime.now(UTC)
+
+    wanted = {e.delivery_id for e in unique if e.delivery_id is not None}
+    owners: dict[int, int] = {}
+    if wanted:
+        rows = connection.execute(
+            select(DELIVERY.c.id, DELIVERY.c.subscriber_id).where(DELIVERY.c.id.in_(sorted(wanted)))
+        )
+        owners = {int(did): int(sid) for did, sid in rows}
+
+    values = [
+        {
+            "provider_event_id": e.provider_event_id,
+            # An id we do not have is kept in the raw payload only: the column is a foreign key.
+            "delivery_id": e.delivery_id if e.delivery_id in owners else None,
+            "provider_event": e.provider_event,
+            "state": e.state.value if e.state is not None else None,
+            "occurred_at": e.occurred_at,
+            "received_at": now,
+            "raw": e.raw,
+        }
+        for e in unique
+    ]
+    statement = _insert_ignore(connection).values(values).returning(EVENT.c.provider_event_id)
+    inserted = set(connection.execute(statement).scalars())
+    fresh = [e for e in unique if e.provider_event_id in inserted]
+
+    known = [e for e in fresh if e.delivery_id in owners]
+    by_target: dict[DeliveryState, list[int]] = defaultdict(list)
+    for delivery_id, state in target_states(known).items():
+        by_target[state].append(delivery_id)
+    moved = 0
+    for state, ids in by_target.items():
+        moved += _rowcount(
+            connection.execute(
+                update(DELIVERY)
+                .where(DELIVERY.c.id.in_(ids), DELIVERY.c.state.in_(movable_from(state)))
+                .values(state=state.value, updated_at=now)
+            )
+        )
+
+    suppressions = [
+        (owners[e.delivery_id], e.suppress_as)
+        for e in known
+        if e.suppress_as is not None and e.delivery_id is not None
+    ]
+    suppressions += _by_address(
+        connection, [e for e in fresh if e.delivery_id not in owners and e.suppress_as is not None]
+    )
+    by_status: dict[SubscriberStatus, list[int]] = defaultdict(list)
+    for subscriber_id, status in strongest(suppressions).items():
+        by_status[status].append(subscriber_id)
+    suppressed = sum(
+        suppress_many(session=session, subscriber_ids=ids, status=status)
+        for status, ids in by_status.items()
+    )
+
+    return EventSummary(
+        received=len(events),
+        recorded=len(fresh),
+        duplicates=len(events) - len(fresh),
+        unknown_delivery=len(fresh) - len(known),
+        moved=moved,
+        suppressed=suppressed,
+    )
+
+
+def _by_address(
+    connection: Connection, events: list[NormalizedEvent]
+) -> list[tuple[int, SubscriberStatus]]:
+    """Suppressions of events with no delivery row (e.g. a confirmation email), by address."""
+    wanted: dict[str, list[SubscriberStatus]] = defaultdict(list)
+    for event in events:
+        if event.email and event.suppress_as is not None:
+            wanted[email_key(event.email)].append(event.suppress_as)
+    if not wanted:
+        return []
+    rows = connection.execute(
+        select(SUBSCRIBER.c.id, SUBSCRIBER.c.email_key).where(SUBSCRIBER.c.email_key.in_(wanted))
+    )
+    return [(int(sid), status) for sid, key in rows for status in wanted[key]]

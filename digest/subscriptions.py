@@ -1,0 +1,248 @@
+"""How one subscriber's status and choices change: sign-up, confirmation, leaving, preferences.
+
+Every function takes the session and keyword arguments, and leaves committing to the caller.
+The rules they keep:
+- a suppression only ever gets stronger (unsubscribed < bounced < complained), never weaker,
+  except by the person's own deliberate act below;
+- an `unsubscribed` person comes back only by their own hand: the re-subscribe button on their
+  unsubscribe page, or a new sign-up through the form confirmed by double opt-in;
+- `bounced` and `complained` never come back through anything here: a dead address or a spam
+  complaint is not undone by a web form;
+- repeating any change is harmless: the second call changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from digest.errors import DigestError, NotFoundError
+from digest.models import Subscriber
+from digest.states import SubscriberStatus
+from digest.subscribers import email_key
+
+log = logging.getLogger(__name__)
+
+# How strong a status is as a suppression; a subscriber only ever moves up this scale by events.
+SUPPRESSION_RANK: dict[SubscriberStatus, int] = {
+    SubscriberStatus.PENDING: 0,
+    SubscriberStatus.ACTIVE: 0,
+    SubscriberStatus.UNSUBSCRIBED: 1,
+    SubscriberStatus.BOUNCED: 2,
+    SubscriberStatus.COMPLAINED: 3,
+}
+
+# Statuses a confirmed sign-up may (re)activate.
+CONFIRMABLE = frozenset({SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED})
+
+CONSENT_SOURCE_FORM = "web-form"
+
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+\.[^@\s<>()\[\],;:\"\\.]{2,}$")
+
+
+class SubscriptionError(DigestError):
+    """A sign-up cannot be accepted as it was given."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def clean_email(email: str) -> str:
+    """The address as typed, trimmed; `SubscriptionError` when it is not an email address."""
+    address = email.strip()
+    if len(address) > 254 or not _EMAIL.match(address):
+        raise SubscriptionError(
+            "That is not an email address. Enter an address such as ada@example.com."
+        )
+    return address
+
+
+def clean_categories(categories: Iterable[str]) -> list[str]:
+    """Trimmed, without blanks or case-insensitive repeats, sorted; [] means every category."""
+    seen: dict[str, str] = {}
+    for category in categories:
+        name = " ".join(category.split())
+        if name and name.casefold() not in seen:
+            seen[name.casefold()] = name
+    return sorted(seen.values(), key=str.casefold)
+
+
+def _load(session: Session, subscriber_id: int) -> Subscriber:
+    # FOR UPDATE on PostgreSQL: a web change and a webhook suppression never interleave; the
+    # row is read again once locked, so a decision is never made on a copy loaded earlier.
+    subscriber = session.get(
+        Subscriber, subscriber_id, with_for_update=True, populate_existing=True
+    )
+    if subscriber is None:
+        raise NotFoundError(f"There is no subscriber with id {subscriber_id}.")
+    return subscriber
+
+
+def _set_status(subscriber: Subscriber, status: SubscriberStatus, now: datetime) -> None:
+    subscriber.status = status.value
+    subscriber.status_changed_at = now
+
+
+def unsubscribe(*, session: Session, subscriber_id: int, source: str) -> Subscriber:
+    """Stop sending to this subscriber; bounced or complained ones stay as they are."""
+    subscriber = _load(session, subscriber_id)
+    if SUPPRESSION_RANK[SubscriberStatus(subscriber.status)] == 0:
+        _set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, now_utc())
+        session.add(subscriber)
+        session.flush()
+        log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
+    return subscriber
+
+
+def resubscribe(*, session: Session, subscriber_id: int, source: str) -> Subscriber:
+    """Undo the person's own unsubscribe from their own page; any other status is kept."""
+    subscriber = _load(session, subscriber_id)
+    if subscriber.status == SubscriberStatus.UNSUBSCRIBED.value:
+        _set_status(subscriber, SubscriberStatus.ACTIVE, now_utc())
+        session.add(subscriber)
+        session.flush()
+        log.info("subscriber %s resubscribed (%s)", subscriber_id, source)
+    return subscriber
+
+
+def set_categories(
+    *, session: Session, subscriber_id: int, categories: Sequence[str]
+) -> Subscriber:
+    """Choose the categories of the next digests; [] means every category."""
+    subscriber = _load(session, subscriber_id)
+    chosen = clean_categories(categories)
+    if chosen != list(subscriber.categories):
+        subscriber.categories = chosen
+        session.add(subscriber)
+        session.flush()
+    return subscriber
+
+
+def needs_confirmation_email(subscriber: Subscriber) -> bool:
+    """Whether a sign-up for this subscriber should mail them a confirmation link."""
+    return SubscriberStatus(subscriber.status) in CONFIRMABLE
+
+
+def request_subscription(
+    *,
+    session: Session,
+    email: str,
+    categories: Sequence[str],
+    ip: str | None,
+    form_version: str,
+) -> Subscriber:
+    """Record a sign-up from the form; nobody receives a digest until they confirm.
+
+    A new address becomes `pending`. An existing `pending` or `unsubscribed` one keeps its status
+    and takes the categories and form version of this sign-up, which its confirmation then
+    accepts. `active`, `bounced` and `complained` ones are left exactly as they are, so the form
+    can neither change an active subscriber's choices nor revive a dead or complaining address.
+    A pending row keeps the sign-up's `ip` until the confirming click's address replaces it.
+    """
+    address = clean_email(email)
+    key = email_key(address)
+    chosen = clean_categories(categories)
+    now = now_utc()
+    existing = session.exec(
+        select(Subscriber).where(col(Subscriber.email_key) == key).with_for_update()
+    ).first()
+    if existing is None:
+        subscriber = Subscriber(
+            email=address,
+            email_key=key,
+            categories=chosen,
+            consent_source=CONSENT_SOURCE_FORM,
+            consent_form_version=form_version,
+            consent_ip=ip,
+            status=SubscriberStatus.PENDING.value,
+            status_changed_at=now,
+            created_at=now,
+        )
+        try:
+            # A savepoint: when the same address is signed up twice at once, one insert wins
+            # and the other carries on with the winner's row.
+            with session.begin_nested():
+                session.add(subscriber)
+            log.info("sign-up recorded as subscriber %s (pending)", subscriber.id)
+            return subscriber
+        except IntegrityError:
+            existing = session.exec(
+                select(Subscriber).where(col(Subscriber.email_key) == key).with_for_update()
+            ).one()
+    if needs_confirmation_email(existing):
+        existing.categories = chosen
+        existing.consent_form_version = form_version
+        if existing.status == SubscriberStatus.PENDING.value:
+            existing.consent_ip = ip
+        session.add(existing)
+        session.flush()
+    return existing
+
+
+def confirm(*, session: Session, subscriber_id: int, ip: str | None) -> Subscriber:
+    """The double opt-in click: activate and record consent (time, IP, form version).
+
+    Idempotent: an active subscriber's consent record is never overwritten by a second click.
+    Reactivates an `unsubscribed` subscriber (they signed up again and confirmed); never a
+    `bounced` or `complained` one.
+    """
+    subscriber = _load(session, subscriber_id)
+    if SubscriberStatus(subscriber.status) not in CONFIRMABLE:
+        return subscriber
+    now = now_utc()
+    _set_status(subscriber, SubscriberStatus.ACTIVE, now)
+    subscriber.confirmed_at = now
+    subscriber.subscribed_at = now
+    subscriber.consent_ip = ip
+    subscriber.consent_source = CONSENT_SOURCE_FORM
+    session.add(subscriber)
+    session.flush()
+    log.info("subscriber %s confirmed", subscriber_id)
+    return subscriber
+
+
+def weaker_statuses_than(status: SubscriberStatus) -> list[str]:
+    """The statuses a suppression to `status` may replace: every weaker one."""
+    rank = SUPPRESSION_RANK[status]
+    return [s.value for s, r in SUPPRESSION_RANK.items() if r < rank]
+
+
+def suppress(*, session: Session, subscriber_id: int, status: SubscriberStatus) -> Subscriber:
+    """Mark the subscriber unsubscribed, bounced or complained, never weakening a suppression."""
+    if SUPPRESSION_RANK[status] == 0:
+        raise ValueError(f"{status.value!r} is not a suppression")
+    subscriber = _load(session, subscriber_id)
+    if SUPPRESSION_RANK[SubscriberStatus(subscriber.status)] < SUPPRESSION_RANK[status]:
+        _set_status(subscriber, status, now_utc())
+        session.add(subscriber)
+        session.flush()
+        log.info("subscriber %s suppressed as %s", subscriber_id, status.value)
+    return subscriber
+
+
+def suppress_many(
+    *, session: Session, subscriber_ids: Iterable[int], status: SubscriberStatus
+) -> int:
+    """`suppress` for many subscribers in one statement; how many changed status."""
+    if SUPPRESSION_RANK[status] == 0:
+        raise ValueError(f"{status.value!r} is not a suppression")
+    ids = sorted(set(subscriber_ids))
+    if not ids:
+        return 0
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    result = session.connection().execute(
+        update(table)
+        .where(table.c.id.in_(ids), table.c.status.in_(weaker_statuses_than(status)))
+        .values(status=status.value, status_changed_at=now_utc())
+    )
+    changed = int(getattr(result, "rowcount", 0) or 0)
+    if changed:
+        log.info("%d subscriber(s) suppressed as %s", changed, status.value)
+    return changed

@@ -1,0 +1,96 @@
+"""The ASGI application served by `digest web`: `create_app(settings)` assembles it.
+
+Routes live in small modules by audience (subscriber links, sign-up, archive, webhook); this
+module adds what every response shares: security headers, body size limits, error pages. There
+are no redirects anywhere (not even for trailing slashes), so there is no open redirect.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
+
+from digest.config import Settings
+from digest.web.archive import Archive
+from digest.web.context import WebContext
+from digest.web.security import SecurityHeadersMiddleware, page_policy
+from digest.web.signup import Signup
+from digest.web.subscriber_pages import SubscriberPages
+from digest.web.webhook_routes import Webhooks
+
+log = logging.getLogger(__name__)
+
+# Forms here are a few hundred bytes; the webhook route raises its own limit.
+MAX_BODY = 1024 * 1024
+
+_TITLES = {
+    400: "Bad request",
+    404: "Page not found",
+    405: "Method not allowed",
+    413: "Request too large",
+}
+
+
+class DigestWebApp(Starlette):
+    """Starlette with the security headers outside everything, error pages included."""
+
+    def __init__(self, ctx: WebContext, routes: list[BaseRoute]) -> None:
+        self.context = ctx
+        super().__init__(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+            max_body_size=MAX_BODY,
+        )
+        # A redirect built from the request's own URL is one less thing to get wrong.
+        self.router.redirect_slashes = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(
+            super().build_middleware_stack(),
+            content_security_policy=page_policy(self.context.pages.css),
+            https=self.context.secure_cookies,
+        )
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        title = _TITLES.get(exc.status_code, "Request refused")
+        response = self.context.pages.message(
+            title=title,
+            lines=["The address or the request is not one this site answers."],
+            status=exc.status_code,
+            link=("/", "Go to the home page"),
+        )
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    async def _server_error(self, request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return self.context.pages.message(
+            title="Something went wrong",
+            lines=["Nothing was changed. Please try again in a few minutes."],
+            status=500,
+        )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The web app for `settings`; raises `DigestError` at once on a bad setting or database."""
+    ctx = WebContext.build(settings)
+    routes: list[BaseRoute] = [
+        *Archive(ctx).routes(),
+        *SubscriberPages(ctx).routes(),
+        *Signup(ctx).routes(),
+        *Webhooks(ctx).routes(),
+    ]
+    if ctx.webhook is None:
+        log.warning(
+            "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not set: /webhooks/sendgrid will refuse "
+            "every request until it is"
+        )
+    return DigestWebApp(ctx, routes)

@@ -1,0 +1,122 @@
+"""What every route of the web app shares: settings, database, signing key, pages, webhook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from digest.config import Settings
+from digest.db import ensure_schema, session_scope
+from digest.links import Links, links_for
+from digest.tokens import BadTokenError, Purpose, read_token
+from digest.web import csrf
+from digest.web.pages import Pages
+from digest.webhooks.sendgrid import SendGridWebhook
+
+T = TypeVar("T")
+
+# Our tokens are about 40 characters; anything far longer is not one and is not even checked.
+_MAX_TOKEN = 200
+# Forms here have a handful of short fields; multipart uploads are refused outright.
+_FORM_LIMITS = {"max_files": 0, "max_fields": 200, "max_part_size": 64 * 1024}
+
+
+@dataclass(frozen=True)
+class WebContext:
+    settings: Settings
+    engine: Engine
+    key: bytes
+    links: Links
+    pages: Pages
+    webhook: SendGridWebhook | None
+    secure_cookies: bool
+
+    @classmethod
+    def build(cls, settings: Settings) -> WebContext:
+        """Everything checked once at start-up, so a bad setting fails `digest web` at once."""
+        public_key = (settings.sendgrid_webhook_public_key or "").strip()
+        return cls(
+            settings=settings,
+            engine=ensure_schema(settings.database_url),
+            key=settings.signing_key(),
+            links=links_for(settings),
+            pages=Pages(settings),
+            webhook=SendGridWebhook(public_key) if public_key else None,
+            secure_cookies=settings.site_url.startswith("https://"),
+        )
+
+    def subscriber_id(self, purpose: Purpose, token: str) -> int | None:
+        """The subscriber a token names, or None for a forged, altered or wrong-purpose one."""
+        if len(token) > _MAX_TOKEN:
+            return None
+        try:
+            return read_token(self.key, purpose, token)
+        except BadTokenError:
+            return None
+
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction on a worker thread, off the event loop."""
+
+        def run() -> T:
+            with session_scope(self.engine) as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
+
+    def csrf_field(self, request: Request, scope: str) -> tuple[str, str]:
+        """(form field value, cookie nonce) for a page whose token is `scope`."""
+        nonce = csrf.usable_nonce(request.cookies.get(csrf.COOKIE_NAME)) or csrf.new_nonce()
+        return csrf.field_value(self.key, scope, nonce), nonce
+
+    def csrf_ok(self, request: Request, form: FormData, scope: str) -> bool:
+        submitted = form.get(csrf.FIELD_NAME)
+        return csrf.is_valid(
+            self.key,
+            scope,
+            request.cookies.get(csrf.COOKIE_NAME),
+            submitted if isinstance(submitted, str) else None,
+        )
+
+    def set_csrf_cookie(self, response: Response, nonce: str) -> None:
+        response.set_cookie(
+            csrf.COOKIE_NAME,
+            nonce,
+            httponly=True,
+            samesite="lax",
+            secure=self.secure_cookies,
+            path="/",
+        )
+
+    def csrf_failed(self, path: str) -> Response:
+        return self.pages.message(
+            title="This form has expired",
+            lines=[
+                "For your safety the form could not be accepted. Reload the page and try again."
+            ],
+            status=403,
+            link=(path, "Reload the page"),
+        )
+
+
+async def read_form(request: Request) -> FormData:
+    """The request's form fields, within the limits above."""
+    return await request.form(**_FORM_LIMITS)
+
+
+def client_ip(request: Request) -> str | None:
+    """The visitor's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+    return request.client.host if request.client else None
+
+
+def mask_email(email: str) -> str:
+    """`a…@example.com`: enough for a person to recognise their address, no more."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}…@{domain}" if domain else "…"

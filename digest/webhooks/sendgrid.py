@@ -1,0 +1,189 @@
+"""SendGrid's signed Event Webhook: check that a request really came from SendGrid, and translate
+its events into the project's delivery states.
+
+SendGrid signs `timestamp + raw body` with ECDSA P-256 / SHA-256 and sends the base64 DER
+signature and the timestamp in two headers; the public key (base64 DER) is shown in its mail
+settings and configured here as DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY. SendGrid's own word for
+things ends in this module: the rest of the project sees `NormalizedEvent`s only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
+
+from digest.errors import ConfigError
+from digest.events import NormalizedEvent
+from digest.states import DeliveryState, SubscriberStatus
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER: str = EventWebhookHeader.SIGNATURE
+TIMESTAMP_HEADER: str = EventWebhookHeader.TIMESTAMP
+
+# A signed request older than this is refused: a captured request cannot be replayed later.
+MAX_AGE_SECONDS = 600
+# Clock skew tolerated the other way; anything further ahead is as suspect as a stale one.
+MAX_AHEAD_SECONDS = 300
+
+# Delivery ids are our INTEGER primary keys.
+_MAX_ID = 2**31 - 1
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+
+
+class WebhookRejected(Exception):
+    """The request is not a fresh, authentic SendGrid delivery; answer 403."""
+
+
+class WebhookPayloadError(Exception):
+    """The signed body is not a JSON array of events; answer 400."""
+
+
+def _clean_public_key(text: str) -> str:
+    """The base64 body of the key, whether pasted bare or as a PEM block."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    return "".join(line for line in lines if line and not line.startswith("-----"))
+
+
+class SendGridWebhook:
+    """Verifies SendGrid's signed event batches and normalizes their events."""
+
+    # SendGrid event -> (the delivery state it proves, what it makes of the subscriber).
+    EVENTS: ClassVar[dict[str, tuple[DeliveryState | None, SubscriberStatus | None]]] = {
+        "processed": (DeliveryState.SENT, None),  # queued at SendGrid: confirms an accepted send
+        # The receiver said "later"; SendGrid retries for up to 72 hours.
+        "deferred": (DeliveryState.DEFERRED, None),
+        "delivered": (DeliveryState.DELIVERED, None),
+        "open": (DeliveryState.OPENED, None),
+        "click": (DeliveryState.CLICKED, None),
+        # Never attempted; DROP_REASONS below says when the person is gone.
+        "dropped": (DeliveryState.DROPPED, None),
+        "bounce": (DeliveryState.BOUNCED, SubscriberStatus.BOUNCED),  # hard: the address is dead
+        # Soft bounce: arrives as event "bounce" with type "blocked"; the address still works.
+        "blocked": (DeliveryState.BOUNCED, None),
+        "spamreport": (DeliveryState.COMPLAINED, SubscriberStatus.COMPLAINED),
+        "unsubscribe": (DeliveryState.UNSUBSCRIBED, SubscriberStatus.UNSUBSCRIBED),
+        "group_unsubscribe": (DeliveryState.UNSUBSCRIBED, SubscriberStatus.UNSUBSCRIBED),
+        # A resubscribe at SendGrid is not one here: only the person's own act on our pages is.
+        "group_resubscribe": (None, None),
+    }
+
+    # A drop because the address sits on one of SendGrid's suppression lists tells us the same.
+    DROP_REASONS: ClassVar[dict[str, SubscriberStatus]] = {
+        "bounced address": SubscriberStatus.BOUNCED,
+        "invalid": SubscriberStatus.BOUNCED,
+        "spam reporting address": SubscriberStatus.COMPLAINED,
+        "unsubscribed address": SubscriberStatus.UNSUBSCRIBED,
+    }
+
+    def __init__(self, public_key: str) -> None:
+        try:
+            self._verifier = EventWebhook(_clean_public_key(public_key))
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(
+                "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not a readable public key. Copy the "
+                "verification key from SendGrid's Mail Settings > Signed Event Webhook as shown "
+                "there (base64)."
+            ) from exc
+        if not isinstance(self._verifier.public_key, ec.EllipticCurvePublicKey):
+            raise ConfigError(
+                "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not an elliptic-curve key. Use the "
+                "verification key of SendGrid's Signed Event Webhook."
+            )
+
+    def verify(
+        self, body: bytes, signature: str | None, timestamp: str | None, *, now: float
+    ) -> None:
+        """Return if the request is authentic and fresh; raise `WebhookRejected` otherwise."""
+        if not signature or not timestamp:
+            raise WebhookRejected("signature or timestamp header missing")
+        if not _TIMESTAMP.match(timestamp):
+            raise WebhookRejected("timestamp header is not a Unix time")
+        age = now - int(timestamp)
+        if age > MAX_AGE_SECONDS:
+            raise WebhookRejected("timestamp is too old (stale or replayed request)")
+        if age < -MAX_AHEAD_SECONDS:
+            raise WebhookRejected("timestamp is in the future")
+        try:
+            # The library signs text: a body that is not UTF-8 cannot be what SendGrid signed.
+            payload = body.decode("utf-8")
+            valid = self._verifier.verify_signature(payload, signature, timestamp)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            # A malformed signature (bad base64, bad DER) raises inside the library.
+            raise WebhookRejected("signature is malformed") from exc
+        if not valid:
+            raise WebhookRejected("signature does not match the body")
+
+    @classmethod
+    def parse(cls, body: bytes) -> list[NormalizedEvent]:
+        """The events of a verified body; `WebhookPayloadError` if it is not a JSON array."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise WebhookPayloadError("body is not JSON") from exc
+        if not isinstance(data, list):
+            raise WebhookPayloadError("body is not a JSON array of events")
+        events = [cls.normalize(item) for item in data if isinstance(item, dict)]
+        if len(events) != len(data):
+            log.warning("ignored %d webhook item(s) that are not objects", len(data) - len(events))
+        return events
+
+    @classmethod
+    def normalize(cls, raw: dict[str, Any]) -> NormalizedEvent:
+        """One SendGrid event in the project's words; the raw event is kept as it came."""
+        name = str(raw.get("event") or "")[:100]
+        key = name
+        if name == "bounce" and raw.get("type") == "blocked":
+            key = "blocked"
+        state, suppress_as = cls.EVENTS.get(key, (None, None))
+        if name == "open" and raw.get("sg_machine_open") is True:
+            # Apple Mail Privacy Protection fetches every message: proof of delivery, not reading.
+            state = DeliveryState.DELIVERED
+        if name == "dropped":
+            suppress_as = cls.DROP_REASONS.get(str(raw.get("reason") or "").strip().casefold())
+        email = raw.get("email")
+        return NormalizedEvent(
+            provider_event_id=_event_id(raw),
+            provider_event=name,
+            # custom_args come back as top-level keys of the event, as strings.
+            delivery_id=_delivery_id(raw.get("delivery_id")),
+            state=state,
+            suppress_as=suppress_as,
+            email=email if isinstance(email, str) and email else None,
+            occurred_at=_occurred_at(raw.get("timestamp")),
+            raw=raw,
+        )
+
+
+def _event_id(raw: dict[str, Any]) -> str:
+    """SendGrid's sg_event_id, or a digest of the event when it has none (old `dropped` events)."""
+    given = raw.get("sg_event_id")
+    if isinstance(given, str) and given and len(given) <= 150:
+        return given
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _delivery_id(value: Any) -> int | None:
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 0 < number <= _MAX_ID else None
+
+
+def _occurred_at(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -1,0 +1,719 @@
+"""The subscriber-facing web app through HTTP, on a real database (SQLite and PostgreSQL).
+
+Requests go through Starlette's TestClient (httpx) to the app `digest web` serves; emails go
+through the memory backend, which builds each message exactly as the outbox would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
+
+from digest.config import Settings, get_settings
+from digest.db import get_engine
+from digest.links import confirm_url, preferences_url, unsubscribe_url
+from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
+from digest.send import memory
+from digest.tokens import Purpose, make_token
+from digest.web import csrf
+from digest.web.app import create_app
+from tests.content_factories import make_content, make_pair
+from tests.content_factories import make_tool as make_tool_card
+from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
+
+SITE = "https://digest.example.com"
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+# --- builders ------------------------------------------------------------------------------------
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_subscriber(
+    engine: Engine,
+    email: str = "ada@example.com",
+    *,
+    status: str = "active",
+    categories: list[str] | None = None,
+) -> int:
+    with engine.begin() as connection:
+        return int(
+            connection.execute(
+                insert(Subscriber)
+                .values(
+                    email=email,
+                    email_key=email.casefold(),
+                    categories=categories or [],
+                    status=status,
+                    created_at=now(),
+                )
+                .returning(Subscriber.id)  # type: ignore[arg-type]
+            ).scalar_one()
+        )
+
+
+def make_tool(engine: Engine, slug: str, category: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Tool).values(
+                slug=slug,
+                name=slug.title(),
+                category=category,
+                tagline="A tool",
+                tags=[],
+                added_at=now(),
+                content_hash="0" * 64,
+                imported_at=now(),
+            )
+        )
+
+
+def make_digest(
+    engine: Engine,
+    week: str = "2026-W47",
+    *,
+    html: str | None = None,
+    planned: bool = True,
+    content: dict[str, Any] | None = None,
+) -> int:
+    """A frozen digest; with `html`, its every-category variant as sent."""
+    with engine.begin() as connection:
+        digest_id = int(
+            connection.execute(
+                insert(Digest)
+                .values(
+                    week=week,
+                    subject=f"Verdicts of {week}",
+                    content=content or {"week": week},
+                    created_at=now(),
+                    planned_at=now() if planned else None,
+                )
+                .returning(Digest.id)  # type: ignore[arg-type]
+            ).scalar_one()
+        )
+        if html is not None:
+            connection.execute(
+                insert(DigestVariant).values(
+                    digest_id=digest_id, key="", subject="s", html=html, text="t"
+                )
+            )
+    return digest_id
+
+
+def make_delivery(engine: Engine, digest_id: int, subscriber_id: int, state: str = "sent") -> int:
+    with engine.begin() as connection:
+        return int(
+            connection.execute(
+                insert(Delivery)
+                .values(
+                    digest_id=digest_id,
+                    subscriber_id=subscriber_id,
+                    state=state,
+                    attempts=1,
+                    updated_at=now(),
+                )
+                .returning(Delivery.id)  # type: ignore[arg-type]
+            ).scalar_one()
+        )
+
+
+def subscriber_row(engine: Engine, subscriber_id: int) -> dict[str, Any]:
+    with engine.begin() as connection:
+        row = connection.execute(
+            select(Subscriber.__table__).where(Subscriber.__table__.c.id == subscriber_id)  # type: ignore[attr-defined]
+        ).mappings()
+        return dict(row.one())
+
+
+def status_of(engine: Engine, subscriber_id: int) -> str:
+    return str(subscriber_row(engine, subscriber_id)["status"])
+
+
+def path_of(url: str) -> str:
+    assert url.startswith(SITE + "/")
+    return url[len(SITE) :]
+
+
+def token_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def forge_valid_csrf(client: TestClient, settings: Settings, token: str) -> str:
+    """A correct CSRF cookie and field for the page of `token`, as its own page would give."""
+    nonce = csrf.new_nonce()
+    client.cookies.set(csrf.COOKIE_NAME, nonce)
+    return csrf.field_value(settings.signing_key(), token, nonce)
+
+
+def csrf_from(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The shared test settings (schema created), sending through the memory backend."""
+    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "memory")
+    monkeypatch.setenv("DIGEST_SITE_URL", SITE)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture
+def engine(web_settings: Settings) -> Engine:
+    return get_engine(web_settings.database_url)
+
+
+@pytest.fixture
+def client(web_settings: Settings) -> Iterator[TestClient]:
+    memory.SENT.clear()
+    with TestClient(create_app(web_settings), base_url=SITE, follow_redirects=False) as c:
+        yield c
+    memory.SENT.clear()
+
+
+# --- unsubscribe ---------------------------------------------------------------------------------
+
+
+def test_one_click_post_unsubscribes_at_once(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # RFC 8058: the provider's POST with List-Unsubscribe=One-Click unsubscribes with no other step.
+    sid = make_subscriber(engine)
+    url = unsubscribe_url(web_settings, sid)
+    response = client.post(path_of(url), data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert status_of(engine, sid) == "unsubscribed"
+
+
+def test_one_click_post_works_as_multipart_and_without_cookies(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Some mailbox providers post multipart/form-data; no cookie or CSRF value is ever needed.
+    sid = make_subscriber(engine)
+    client.cookies.clear()
+    response = client.post(
+        path_of(unsubscribe_url(web_settings, sid)),
+        files={"List-Unsubscribe": (None, "One-Click")},
+    )
+    assert response.status_code == 200
+    assert status_of(engine, sid) == "unsubscribed"
+
+
+def test_a_garbled_post_to_the_unsubscribe_url_still_unsubscribes(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # A POST here means "unsubscribe" even when its form encoding cannot be read.
+    sid = make_subscriber(engine)
+    response = client.post(
+        path_of(unsubscribe_url(web_settings, sid)),
+        content=b"--nope\r\nnot really multipart",
+        headers={"Content-Type": "multipart/form-data; boundary=missing"},
+    )
+    assert response.status_code == 200
+    assert status_of(engine, sid) == "unsubscribed"
+
+
+def test_get_on_the_unsubscribe_url_never_unsubscribes(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Link scanners prefetch GETs: a GET shows a button that POSTs and changes nothing.
+    sid = make_subscriber(engine)
+    path = path_of(unsubscribe_url(web_settings, sid))
+    for _ in range(3):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert re.search(rf'<form method="post" action="{re.escape(path)}">', page.text)
+        assert "Verdict Digest" in page.text
+    assert status_of(engine, sid) == "active"
+
+
+def test_unsubscribe_button_then_resubscribe_button(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # The page's own button unsubscribes and offers to come back, which works with its CSRF value.
+    sid = make_subscriber(engine)
+    path = path_of(unsubscribe_url(web_settings, sid))
+    client.get(path)
+    done = client.post(path, data={"action": "unsubscribe"})
+    assert done.status_code == 200
+    assert "You are unsubscribed" in done.text
+    assert status_of(engine, sid) == "unsubscribed"
+
+    back = client.post(path, data={"action": "resubscribe", "csrf": csrf_from(done.text)})
+    assert back.status_code == 200
+    assert "You are subscribed again" in back.text
+    assert status_of(engine, sid) == "active"
+
+
+def test_resubscribe_without_a_valid_csrf_value_is_refused(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Bringing mail back needs the page's CSRF value and cookie: a cross-site POST cannot.
+    sid = make_subscriber(engine, status="unsubscribed")
+    path = path_of(unsubscribe_url(web_settings, sid))
+    assert client.post(path, data={"action": "resubscribe"}).status_code == 403
+    page = client.get(path)
+    value = csrf_from(page.text)
+    client.cookies.clear()
+    assert client.post(path, data={"action": "resubscribe", "csrf": value}).status_code == 403
+    assert status_of(engine, sid) == "unsubscribed"
+
+
+def test_unsubscribing_twice_changes_nothing_more(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Providers retry: a repeated one-click POST answers 200 and leaves the first record as it is.
+    sid = make_subscriber(engine)
+    path = path_of(unsubscribe_url(web_settings, sid))
+    assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    first = subscriber_row(engine, sid)["status_changed_at"]
+    assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert subscriber_row(engine, sid)["status_changed_at"] == first
+    assert status_of(engine, sid) == "unsubscribed"
+
+
+@pytest.mark.parametrize("status", ["bounced", "complained"])
+def test_unsubscribe_never_weakens_a_bounce_or_complaint(
+    client: TestClient, engine: Engine, web_settings: Settings, status: str
+) -> None:
+    # A dead or complaining address stays suppressed as such; the page offers no way back.
+    sid = make_subscriber(engine, status=status)
+    path = path_of(unsubscribe_url(web_settings, sid))
+    client.post(path, data={"List-Unsubscribe": "One-Click"})
+    value = forge_valid_csrf(client, web_settings, token_of(path))
+    page = client.post(path, data={"action": "resubscribe", "csrf": value})
+    assert page.status_code == 200
+    assert "This address gets no digest" in page.text
+    assert status_of(engine, sid) == status
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+def _altered(token: str) -> list[str]:
+    payload, _, signature = token.partition(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    return [
+        f"{payload}.{flipped}",
+        payload,
+        f"{payload}.",
+        "not-a-token",
+        token[:-2],
+        f"{payload}x.{signature}",
+        "a" * 5000,
+    ]
+
+
+def test_forged_or_altered_tokens_get_400_and_no_ones_data(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # A token that is not exactly one we signed shows a 400 page and nobody's address or choices.
+    sid = make_subscriber(engine, "victim@example.com", categories=["Writing"])
+    for prefix, purpose in [
+        ("unsubscribe", Purpose.UNSUBSCRIBE),
+        ("preferences", Purpose.PREFERENCES),
+        ("confirm", Purpose.CONFIRM),
+    ]:
+        for bad in _altered(make_token(web_settings.signing_key(), purpose, sid)):
+            for response in (
+                client.get(f"/{prefix}/{bad}"),
+                client.post(f"/{prefix}/{bad}", data={"List-Unsubscribe": "One-Click"}),
+            ):
+                assert response.status_code == 400, (prefix, bad)
+                assert "victim" not in response.text
+                assert "Writing" not in response.text
+    assert status_of(engine, sid) == "active"
+
+
+def test_a_token_signed_with_another_key_is_refused(client: TestClient, engine: Engine) -> None:
+    # Only DIGEST_SECRET_KEY signs valid links: a token made with any other key is a forgery.
+    sid = make_subscriber(engine)
+    forged = make_token(b"someone else's key", Purpose.UNSUBSCRIBE, sid)
+    response = client.post(f"/unsubscribe/{forged}", data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 400
+    assert status_of(engine, sid) == "active"
+
+
+def test_wrong_purpose_tokens_are_refused(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # A preferences or confirmation token never unsubscribes, and the other way round.
+    sid = make_subscriber(engine, status="pending")
+    prefs = token_of(preferences_url(web_settings, sid))
+    confirm = token_of(confirm_url(web_settings, sid))
+    unsub = token_of(unsubscribe_url(web_settings, sid))
+    assert (
+        client.post(f"/unsubscribe/{prefs}", data={"List-Unsubscribe": "One-Click"}).status_code
+        == 400
+    )
+    assert (
+        client.post(f"/unsubscribe/{confirm}", data={"List-Unsubscribe": "One-Click"}).status_code
+        == 400
+    )
+    assert client.get(f"/preferences/{unsub}").status_code == 400
+    assert client.get(f"/confirm/{unsub}").status_code == 400
+    assert client.get(f"/confirm/{prefs}").status_code == 400
+    assert status_of(engine, sid) == "pending"
+
+
+def test_a_valid_token_of_a_deleted_subscriber_gets_400(
+    client: TestClient, web_settings: Settings
+) -> None:
+    # A signed link whose subscriber no longer exists is refused like a forged one.
+    assert client.get(path_of(unsubscribe_url(web_settings, 987654))).status_code == 400
+    assert client.get(path_of(preferences_url(web_settings, 987654))).status_code == 400
+
+
+# --- preferences ---------------------------------------------------------------------------------
+
+
+def test_preferences_offer_catalog_categories_and_save_with_csrf(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # The page lists the catalog's categories; a POST with its CSRF value saves the choice.
+    make_tool(engine, "a", "Developer Tools")
+    make_tool(engine, "b", "Writing")
+    make_tool(engine, "c", "writing")
+    sid = make_subscriber(engine)
+    path = path_of(preferences_url(web_settings, sid))
+    page = client.get(path)
+    assert page.status_code == 200
+    assert page.text.count('type="checkbox"') == 2
+    saved = client.post(
+        path,
+        data={"csrf": csrf_from(page.text), "category": ["writing", "Not A Category"]},
+    )
+    assert saved.status_code == 200
+    assert "Saved." in saved.text
+    assert subscriber_row(engine, sid)["categories"] == ["Writing"]
+
+    cleared = client.post(path, data={"csrf": csrf_from(saved.text)})
+    assert cleared.status_code == 200
+    assert "every category" in cleared.text
+    assert subscriber_row(engine, sid)["categories"] == []
+
+
+def test_preferences_post_without_matching_csrf_is_refused(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # No field, another page's field, or no cookie: the choice is not saved.
+    make_tool(engine, "a", "Writing")
+    sid = make_subscriber(engine)
+    other = make_subscriber(engine, "other@example.com")
+    path = path_of(preferences_url(web_settings, sid))
+    other_page = client.get(path_of(preferences_url(web_settings, other)))
+    client.get(path)
+    assert client.post(path, data={"category": "Writing"}).status_code == 403
+    wrong = {"category": "Writing", "csrf": csrf_from(other_page.text)}
+    assert client.post(path, data=wrong).status_code == 403
+    value = csrf_from(client.get(path).text)
+    client.cookies.clear()
+    assert client.post(path, data={"category": "Writing", "csrf": value}).status_code == 403
+    assert subscriber_row(engine, sid)["categories"] == []
+
+
+def test_catalog_text_is_escaped_on_the_preferences_page(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Category names come from the untrusted catalog: they are shown as text, never as markup.
+    make_tool(engine, "x", '<script>alert("x")</script>')
+    sid = make_subscriber(engine)
+    page = client.get(path_of(preferences_url(web_settings, sid)))
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;" in page.text
+
+
+# --- sign-up -------------------------------------------------------------------------------------
+
+
+def confirmation_links(messages: list[EmailMessage], site: str = SITE) -> list[str]:
+    links = []
+    for message in messages:
+        part = message.get_body(preferencelist=("plain",))
+        assert part is not None
+        links += re.findall(rf"{re.escape(site)}/confirm/[A-Za-z0-9_.-]+", part.get_content())
+    return links
+
+
+def test_subscribe_then_confirm_twice_records_consent_once(
+    client: TestClient, engine: Engine
+) -> None:
+    # Double opt-in: pending until the emailed link is opened; a second click changes nothing.
+    make_tool(engine, "a", "Writing")
+    form = client.get("/subscribe")
+    assert form.status_code == 200
+    response = client.post("/subscribe", data={"email": "New@Example.com", "category": "writing"})
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    with engine.begin() as connection:
+        row = connection.execute(select(Subscriber.__table__)).mappings().one()  # type: ignore[attr-defined]
+    assert row["status"] == "pending"
+    assert row["email_key"] == "new@example.com"
+    assert row["categories"] == ["Writing"]
+
+    assert len(memory.SENT) == 1
+    message = memory.SENT[0]
+    assert message["To"] == "New@Example.com"
+    assert message["X-Digest-Kind"] == "confirmation"
+    [link] = confirmation_links(memory.SENT)
+
+    first = client.get(path_of(link))
+    assert first.status_code == 200
+    assert "You are subscribed" in first.text
+    confirmed = subscriber_row(engine, row["id"])
+    assert confirmed["status"] == "active"
+    assert confirmed["confirmed_at"] is not None
+    assert confirmed["consent_ip"] == "testclient"
+    assert confirmed["consent_form_version"] == "subscribe-form/1"
+
+    again = client.get(path_of(link))
+    assert again.status_code == 200
+    assert subscriber_row(engine, row["id"])["confirmed_at"] == confirmed["confirmed_at"]
+
+
+def test_subscribing_twice_is_harmless(client: TestClient, engine: Engine) -> None:
+    # A second sign-up of a pending address resends the link; of an active one, changes nothing.
+    client.post("/subscribe", data={"email": "twice@example.com"})
+    client.post("/subscribe", data={"email": "TWICE@example.com"})
+    with engine.begin() as connection:
+        rows = connection.execute(select(Subscriber.__table__)).mappings().all()  # type: ignore[attr-defined]
+    assert len(rows) == 1
+    assert len(memory.SENT) == 2
+    assert len(set(confirmation_links(memory.SENT))) == 1
+
+    active = make_subscriber(engine, "active@example.com", categories=["Writing"])
+    memory.SENT.clear()
+    response = client.post("/subscribe", data={"email": "active@example.com"})
+    assert "Check your inbox" in response.text
+    assert memory.SENT == []
+    assert subscriber_row(engine, active)["categories"] == ["Writing"]
+    assert status_of(engine, active) == "active"
+
+
+def test_the_confirmation_goes_through_sendgrid_with_no_delivery_row(
+    web_settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through the real SendGrid client the confirmation carries delivery id "0", so its events
+    # can never touch a digest's ledger row; a failed send says so and a retry works.
+    with FakeSendGrid(api_key="SG.test-key") as fake:
+        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
+        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
+        get_settings.cache_clear()
+        with TestClient(create_app(get_settings()), base_url=SITE) as c:
+            fake.always(Fault(status=500, message="internal error"))
+            failed = c.post("/subscribe", data={"email": "sg@example.com"})
+            assert failed.status_code == 503
+            assert "SG.test-key" not in failed.text
+            fake.always(None)
+            assert c.post("/subscribe", data={"email": "sg@example.com"}).status_code == 200
+        accepted = fake.accepted
+    assert [m.to for m in accepted] == ["sg@example.com"]
+    assert accepted[0].custom_args == {"digest_id": "0", "delivery_id": "0"}
+    assert accepted[0].subject == "Confirm your subscription to Verdict Digest"
+
+
+@pytest.mark.parametrize("status", ["bounced", "complained"])
+def test_sign_up_never_revives_a_bounced_or_complaining_address(
+    client: TestClient, engine: Engine, web_settings: Settings, status: str
+) -> None:
+    # Neither the form nor any confirm link brings back an address that bounced or complained.
+    sid = make_subscriber(engine, "gone@example.com", status=status)
+    response = client.post("/subscribe", data={"email": "gone@example.com"})
+    assert "Check your inbox" in response.text
+    assert memory.SENT == []
+    path = path_of(confirm_url(web_settings, sid))
+    page = client.get(path)
+    assert "This address gets no digest" in page.text
+    value = forge_valid_csrf(client, web_settings, token_of(path))
+    assert "This address gets no digest" in client.post(path, data={"csrf": value}).text
+    assert status_of(engine, sid) == status
+
+
+def test_an_unsubscribed_person_comes_back_only_by_confirming_with_a_button(
+    client: TestClient, engine: Engine
+) -> None:
+    # Re-subscribing through the form mails a link; opening it asks, and only the POST reactivates.
+    sid = make_subscriber(engine, "back@example.com", status="unsubscribed")
+    client.post("/subscribe", data={"email": "back@example.com"})
+    assert status_of(engine, sid) == "unsubscribed"
+    [link] = confirmation_links(memory.SENT)
+    page = client.get(path_of(link))
+    assert "Subscribe again?" in page.text
+    assert status_of(engine, sid) == "unsubscribed"
+    done = client.post(path_of(link), data={"csrf": csrf_from(page.text)})
+    assert "You are subscribed" in done.text
+    assert status_of(engine, sid) == "active"
+
+
+def test_a_bad_address_is_refused_and_shown_back_escaped(
+    client: TestClient, engine: Engine
+) -> None:
+    # The form says what is wrong, keeps what was typed, and never echoes it as markup.
+    response = client.post("/subscribe", data={"email": '<script>x</script>"@'})
+    assert response.status_code == 400
+    assert "not an email address" in response.text
+    assert "<script>x" not in response.text
+    assert "&lt;script&gt;x" in response.text
+    assert memory.SENT == []
+    with engine.begin() as connection:
+        assert connection.execute(select(Subscriber.__table__)).first() is None  # type: ignore[attr-defined]
+
+
+# --- archive -------------------------------------------------------------------------------------
+
+
+def test_archive_shows_the_sent_digest_with_tokens_blanked(
+    client: TestClient, engine: Engine
+) -> None:
+    # The web version is the every-category email as sent, with nobody's personal links in it.
+    html = (
+        "<html><body><p>Hi %%name_html%%</p>"
+        '<a href="%%unsubscribe_url%%">Unsubscribe</a> <a href="%%preferences_url%%">Prefs</a>'
+        "</body></html>"
+    )
+    make_digest(engine, "2026-W47", html=html)
+    page = client.get("/archive/2026-W47")
+    assert page.status_code == 200
+    assert "%%" not in page.text
+    assert "Hi there" in page.text
+    assert f'href="{SITE}/unsubscribe"' in page.text
+    assert "style-src 'unsafe-inline'" in page.headers["content-security-policy"]
+    assert "script-src" not in page.headers["content-security-policy"]
+
+    listing = client.get("/archive")
+    assert listing.status_code == 200
+    assert 'href="/archive/2026-W47"' in listing.text
+
+
+def test_archive_renders_frozen_content_when_nobody_got_every_category(
+    client: TestClient, engine: Engine
+) -> None:
+    # With only category variants sent, the web version is rendered from the frozen content,
+    # catalog text escaped, tokens blanked.
+    hostile = make_pair(0, a=make_tool_card("new-tool-0", name="<script>alert(1)</script>Hax"))
+    content = make_content(pairs=[hostile, make_pair(1)], also_new=1)
+    make_digest(engine, "2026-W47", content=content.model_dump(mode="json"))
+    page = client.get("/archive/2026-W47")
+    assert page.status_code == 200
+    assert "Rival Tool 1" in page.text
+    assert "<script>alert(1)</script>" not in page.text
+    assert "&lt;script&gt;" in page.text
+    assert "%%" not in page.text
+    assert client.get("/archive/2026-W47").text == page.text
+
+
+def test_archive_answers_404_for_unknown_unsent_or_malformed_weeks(
+    client: TestClient, engine: Engine
+) -> None:
+    # Only planned digests are public; any other week string is a plain 404 page.
+    make_digest(engine, "2026-W46", html="<p>x</p>", planned=False)
+    for week in ["2026-W47", "2026-W46", "2026-W99", "nonsense", "2026-w47", "%3Cscript%3E"]:
+        response = client.get(f"/archive/{week}")
+        assert response.status_code == 404, week
+        assert "<script>" not in response.text
+
+
+def test_healthz_reports_a_reachable_database(client: TestClient) -> None:
+    # Load balancers poll this: 200 and a tiny JSON body while the database answers.
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+# --- the edges -----------------------------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # Pages, errors, the archive and the webhook all send CSP, nosniff, no-referrer and DENY.
+    sid = make_subscriber(engine)
+    make_digest(engine, "2026-W47", html="<p>x</p>")
+    responses = [
+        client.get("/"),
+        client.get("/subscribe"),
+        client.get(path_of(unsubscribe_url(web_settings, sid))),
+        client.get("/unsubscribe/forged.token"),
+        client.get("/no/such/page"),
+        client.put("/subscribe"),
+        client.get("/archive/2026-W47"),
+        client.get("/healthz"),
+        client.post("/webhooks/sendgrid", content=b"[]"),
+        client.post("/subscribe", content=b"x" * (2 * 1024 * 1024)),
+    ]
+    assert {r.status_code for r in responses} >= {200, 400, 403, 404, 405, 413}
+    for response in responses:
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (response.request.url, name)
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+
+
+def test_a_server_error_is_a_plain_page_with_headers_and_no_traceback(
+    web_settings: Settings, engine: Engine
+) -> None:
+    # An unexpected failure tells the visitor nothing about the code and keeps every header.
+    with TestClient(create_app(web_settings), raise_server_exceptions=False) as c:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE tool RENAME TO tool_gone"))
+        response = c.get("/subscribe")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert "Traceback" not in response.text
+    for leak in ("sqlalchemy", "tool_gone", "select", "does not exist", "no such table"):
+        assert leak not in response.text.lower()
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value
+
+
+def test_there_are_no_redirects_at_all(client: TestClient, engine: Engine) -> None:
+    # No redirect is ever built from a request, so none can point off the site.
+    for path in [
+        "/archive/",
+        "//evil.example/",
+        "/subscribe/",
+        "/unsubscribe/",
+        "/%2F%2Fevil.example",
+    ]:
+        response = client.get(path, headers={"Host": "evil.example"})
+        assert response.status_code < 300 or response.status_code >= 400, path
+        assert "location" not in response.headers
+
+
+def test_request_bodies_are_limited(
+    client: TestClient, web_settings: Settings, engine: Engine
+) -> None:
+    # Forms take at most 1 MB and the webhook 5 MB; larger bodies get 413 and are not read.
+    sid = make_subscriber(engine)
+    big = b"List-Unsubscribe=One-Click&pad=" + b"x" * (1024 * 1024)
+    response = client.post(
+        path_of(unsubscribe_url(web_settings, sid)),
+        content=big,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+    assert status_of(engine, sid) == "active"
+    # Two MB is fine for the webhook (refused only for lacking a signature), six MB is not.
+    assert client.post("/webhooks/sendgrid", content=b" " * (2 * 1024 * 1024)).status_code == 403
+    assert client.post("/webhooks/sendgrid", content=b" " * (6 * 1024 * 1024)).status_code == 413
