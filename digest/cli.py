@@ -327,7 +327,14 @@ def web(
 
     settings = get_settings()
     _engine(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+    from digest.web.access_log import install as redact_access_log
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="info", proxy_headers=True
+    )
+    server = uvicorn.Server(config)
+    redact_access_log()  # after uvicorn configured its loggers, before the first request
+    server.run()
 
 
 def main() -> None:
