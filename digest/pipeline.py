@@ -58,7 +58,10 @@ def compute_content(settings: Settings, week: IsoWeek) -> DigestContent:
     with engine.connect() as connection:
         history = ledger.previous_matchups(connection, before_week=str(week))
     selection = select_week(tools, week=week, zone=settings.zone)
-    pairing = pair_tools(selection.new, selection.incumbents, previous_matchups=history)
+    # A match-up on record under a since-merged duplicate slug still counts as already sent.
+    pairing = pair_tools(
+        selection.new, selection.incumbents, previous_matchups=selection.canonical_matchups(history)
+    )
     return build_content(selection, pairing, site_url=settings.site_url, zone=settings.zone)
 
 

@@ -7,16 +7,17 @@ spelled differently, shared tags, reused quotes and records on the exact edges o
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from digest.domain import ReviewRecord, ToolRecord, Verdict
+from digest.domain import Pricing, ReviewRecord, ToolRecord, Verdict
 from digest.weeks import IsoWeek
 
 WEEK = IsoWeek(2026, 48)
-WEEK_START, WEEK_END = WEEK.window(UTC)
+WEEK_START, WEEK_END = WEEK.window(ZoneInfo("UTC"))
 MICRO = timedelta(microseconds=1)
 
 _counter = itertools.count(1)
@@ -112,7 +113,7 @@ def records(
         category=draw(st.sampled_from(categories)),
         tagline=tagline,
         added_at=draw(st.sampled_from(EDGE_INSTANTS) if when is None else when),
-        pricing=pricing,
+        pricing=cast(Pricing, pricing),
         license=license_name,
         open_weights=open_weights,
         tags=tuple(draw(st.lists(st.sampled_from(TAGS), max_size=3))),
