@@ -1,4 +1,4 @@
-"""Send-phase benchmark: the whole weekly flow for 1k, 10k and 100k subscribers, and a naive baseline.
+"""Send benchmark: the whole weekly flow for 1k, 10k and 100k subscribers, and a naive baseline.
 
 Each measurement runs in a fresh process (so peak memory is its own) against the project's fake
 SendGrid in another process on 127.0.0.1 (so the fake's work does not count against the sender).
@@ -70,7 +70,10 @@ def main() -> None:
         rows.append(("flow", size, measure("flow", size)))
     for size in [int(s) for s in args.naive_sizes.split(",") if s]:
         rows.append(("naive", size, measure("naive", size)))
-    header = f"{'mode':<6} {'subscribers':>11} {'emails/s':>10} {'send s':>8} {'flow s':>8} {'+startup s':>10} {'peak MB':>8} {'accepted':>9}"
+    header = (
+        f"{'mode':<6} {'subscribers':>11} {'emails/s':>10} {'send s':>8} {'flow s':>8} "
+        f"{'+startup s':>10} {'peak MB':>8} {'accepted':>9}"
+    )
     print(header)
     print("-" * len(header))
     for mode, size, r in rows:
@@ -86,7 +89,8 @@ def main() -> None:
         print(f"speed-up over the naive baseline at {size:,}: {ratio:,.0f}x")
     if 10000 in flows and 100000 in flows:
         print(
-            f"peak memory growth 10k -> 100k: {flows[100000]['peak_mb'] - flows[10000]['peak_mb']:+.1f} MB"
+            "peak memory growth 10k -> 100k: "
+            f"{flows[100000]['peak_mb'] - flows[10000]['peak_mb']:+.1f} MB"
         )
 
 

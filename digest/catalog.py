@@ -1,4 +1,4 @@
-"""Catalog files (`verdict-digest/catalog@1`): validation, upsert, and loading tools back as records.
+"""Catalog files (`verdict-digest/catalog@1`): validation, upsert, and loading tools as records.
 
 An import is all or nothing: every record is checked first, and a file with an invalid record
 writes nothing (unless `skip_invalid`), so a half-imported catalog can never exist.
@@ -125,12 +125,14 @@ def parse_catalog(raw: bytes, *, source: str) -> tuple[list[ToolIn], list[str]]:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ImportFileError(
-            f"{source} is not valid JSON ({exc}). Fix the file and import it again; nothing was imported."
+            f"{source} is not valid JSON ({exc}). Fix the file and import it again; "
+            "nothing was imported."
         ) from exc
     if not isinstance(document, dict) or document.get("format") != CATALOG_FORMAT:
         raise ImportFileError(
             f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
-            "level. Check that you passed the catalog, not the subscriber list; nothing was imported."
+            "level. Check that you passed the catalog, not the subscriber list; nothing was "
+            "imported."
         )
     records = document.get("tools")
     if not isinstance(records, list):
@@ -250,7 +252,7 @@ def load_tools(session: Session) -> list[ToolRecord]:
             )
         )
     records = []
-    for tool in session.exec(select(Tool).order_by(Tool.slug)):  # type: ignore[arg-type]
+    for tool in session.exec(select(Tool).order_by(Tool.slug)):
         assert tool.id is not None
         records.append(
             ToolRecord(

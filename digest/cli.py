@@ -41,7 +41,7 @@ WeekOption = Annotated[
 
 
 def _prefect_defaults() -> None:
-    """Settings Prefect must see before it is imported: no analytics, room for a slow first start."""
+    """What Prefect must see before it is imported: no analytics, room for a slow first start."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
@@ -59,7 +59,7 @@ def _print_problems(problems: list[str]) -> None:
             typer.echo(f"  - {problem}", err=True)
 
 
-# --- db ---------------------------------------------------------------------------------------------
+# --- db -------------------------------------------------------------------------------------------
 
 
 @db_app.command("upgrade")
@@ -75,7 +75,7 @@ def db_upgrade() -> None:
         typer.echo(f"Schema migrated from {before or 'empty'} to revision {after}.")
 
 
-# --- catalog ----------------------------------------------------------------------------------------
+# --- catalog --------------------------------------------------------------------------------------
 
 
 @catalog_app.command("import")
@@ -98,7 +98,7 @@ def catalog_import(
     _print_problems(report.problems)
 
 
-# --- subscribers ------------------------------------------------------------------------------------
+# --- subscribers ----------------------------------------------------------------------------------
 
 
 @subscribers_app.command("import")
@@ -146,7 +146,7 @@ def subscribers_export(
     typer.echo(f"Wrote {count} subscribers to {out}.", err=True)
 
 
-# --- preview ----------------------------------------------------------------------------------------
+# --- preview --------------------------------------------------------------------------------------
 
 
 @app.command("preview")
@@ -196,14 +196,16 @@ def preview(
     if send_to:
         send_test(settings, result, send_to)
         typer.echo(
-            f"Sent a test copy of {the_week} to {send_to} through the {settings.email_backend} backend.",
+            f"Sent a test copy of {the_week} to {send_to} through the "
+            f"{settings.email_backend} backend.",
             err=output_format == "json",
         )
     if output_format == "html" and out is None and not send_to:
         typer.echo(f"{result.week}: {result.subject}")
         typer.echo(
             f"{len(result.content.pairs)} pair(s), {len(result.content.also_new)} also new, "
-            f"{len(result.content.excluded)} excluded; HTML {len(result.html.encode()) / 1024:.1f} KB. "
+            f"{len(result.content.excluded)} excluded; "
+            f"HTML {len(result.html.encode()) / 1024:.1f} KB. "
             "Use --out DIR to write the files, --serve to view them."
         )
 

@@ -33,9 +33,9 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> None:
         catalog_path.write_text(json.dumps(sample_catalog(zone=settings.zone)), encoding="utf-8")
         with session_scope(engine) as session:
             tools = import_catalog(session=session, path=catalog_path)
-    with resources.as_file(resources.files("digest.samples") / "subscribers.csv") as csv_path:
-        with session_scope(engine) as session:
-            people = import_subscribers(session=session, path=csv_path)
+    sample_people = resources.files("digest.samples") / "subscribers.csv"
+    with resources.as_file(sample_people) as csv_path, session_scope(engine) as session:
+        people = import_subscribers(session=session, path=csv_path)
     echo(
         f"Seeded the sample catalog ({tools.created} new, {tools.updated} updated, "
         f"{tools.unchanged} unchanged tools) and subscribers ({people.created} new) into "
@@ -58,8 +58,8 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> None:
     if summary.note:
         echo(f"  {summary.note}")
     echo(
-        f"  tools selected: {len(summary.pairs) * 2 + len(summary.also_new)} slots "
-        f"({len(summary.pairs)} pairs, {len(summary.also_new)} also new, {len(summary.excluded)} excluded)"
+        f"  tools selected: {summary.new_tools} new this week; {len(summary.pairs)} head-to-heads, "
+        f"{len(summary.also_new)} also new, {len(summary.excluded)} excluded"
     )
     for a, b, category in summary.pairs:
         echo(f"    {a} vs {b} ({category})")

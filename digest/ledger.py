@@ -158,7 +158,11 @@ def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: in
             .where(
                 DELIVERY.c.digest_id == digest_id,
                 DELIVERY.c.state == DeliveryState.SENDING.value,
-                or_(DELIVERY.c.claim_owner.is_(None), DELIVERY.c.claim_owner != owner),
+                # Claims read "<owner>#<batch>": any claim not this run's is from a run now gone.
+                or_(
+                    DELIVERY.c.claim_owner.is_(None),
+                    ~DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
+                ),
             )
             .values(
                 state=DeliveryState.UNCERTAIN.value,
@@ -295,9 +299,13 @@ def plan_recipients(
 
 
 def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> list[str]:
-    """One INSERT ... ON CONFLICT DO NOTHING ... RETURNING for the page; the states inserted."""
-    statement = _insert_ignore(connection, DELIVERY).values(rows).returning(DELIVERY.c.state)
-    return list(connection.execute(statement).scalars().all())
+    """INSERT ... ON CONFLICT DO NOTHING ... RETURNING for the page; the states inserted.
+
+    Passed as parameter sets, SQLAlchemy sends it as multi-row statements ("insertmanyvalues")
+    with one cached compilation, instead of compiling a new 1,000-row VALUES clause per page.
+    """
+    statement = _insert_ignore(connection, DELIVERY).returning(DELIVERY.c.state)
+    return list(connection.execute(statement, rows).scalars().all())
 
 
 def _store_variant(
@@ -344,14 +352,32 @@ def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, i
     return {int(vid): int(n) for vid, n in rows if vid is not None}
 
 
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """Rows one batch moved to `sending`, under a claim id of its own."""
+
+    digest_id: int
+    # Written to each row's claim_owner: "<run owner>#<batch>"; settling matches on it alone.
+    claim: str
+    recipients: list[ClaimedRecipient]
+
+    def __len__(self) -> int:
+        return len(self.recipients)
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        return [r.delivery_id for r in self.recipients]
+
+
 def claim_batch(
     connection: Connection, *, digest_id: int, variant_id: int, owner: str, limit: int
-) -> list[ClaimedRecipient]:
+) -> ClaimedBatch:
     """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
 
     Only rows of currently active subscribers are claimed, so an unsubscribe takes effect before
     the next batch. On PostgreSQL, SKIP LOCKED lets several senders claim disjoint batches.
     """
+    claim = f"{owner}#{uuid.uuid4().hex[:12]}"
     candidates = (
         select(DELIVERY.c.id)
         .join(SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
@@ -375,7 +401,7 @@ def claim_batch(
         )
         .values(
             state=DeliveryState.SENDING.value,
-            claim_owner=owner,
+            claim_owner=claim,
             claimed_at=now,
             attempts=DELIVERY.c.attempts + 1,
             updated_at=now,
@@ -383,7 +409,7 @@ def claim_batch(
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id)
     ).all()
     if not claimed:
-        return []
+        return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=[])
     by_subscriber = {int(sid): int(did) for did, sid in claimed}
     people = connection.execute(
         select(SUBSCRIBER.c.id, SUBSCRIBER.c.email, SUBSCRIBER.c.name).where(
@@ -397,30 +423,26 @@ def claim_batch(
         for sid, email, name in people
     ]
     recipients.sort(key=lambda r: r.delivery_id)
-    return recipients
+    return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=recipients)
 
 
-def _settle(
-    connection: Connection, delivery_ids: Sequence[int], owner: str, values: dict[str, Any]
-) -> int:
+def _settle(connection: Connection, batch: ClaimedBatch, values: dict[str, Any]) -> int:
+    """Record an outcome for the batch's rows that are still its own and still `sending`."""
     return connection.execute(
         update(DELIVERY)
         .where(
-            DELIVERY.c.id.in_(list(delivery_ids)),
+            DELIVERY.c.digest_id == batch.digest_id,
             DELIVERY.c.state == DeliveryState.SENDING.value,
-            DELIVERY.c.claim_owner == owner,
+            DELIVERY.c.claim_owner == batch.claim,
         )
         .values(updated_at=now_utc(), **values)
     ).rowcount
 
 
-def mark_sent(
-    connection: Connection, *, delivery_ids: Sequence[int], owner: str, message_id: str | None
-) -> int:
+def mark_sent(connection: Connection, *, batch: ClaimedBatch, message_id: str | None) -> int:
     return _settle(
         connection,
-        delivery_ids,
-        owner,
+        batch,
         {
             "state": DeliveryState.SENT.value,
             "sent_at": now_utc(),
@@ -430,25 +452,17 @@ def mark_sent(
     )
 
 
-def mark_failed(
-    connection: Connection, *, delivery_ids: Sequence[int], owner: str, reason: str
-) -> int:
+def mark_failed(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
     return _settle(
-        connection,
-        delivery_ids,
-        owner,
-        {"state": DeliveryState.FAILED.value, "last_error": reason[:2000]},
+        connection, batch, {"state": DeliveryState.FAILED.value, "last_error": reason[:2000]}
     )
 
 
-def release_pending(
-    connection: Connection, *, delivery_ids: Sequence[int], owner: str, reason: str
-) -> int:
+def release_pending(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
     """Hand rows back after a transient error; the attempt count stays raised."""
     return _settle(
         connection,
-        delivery_ids,
-        owner,
+        batch,
         {"state": DeliveryState.PENDING.value, "claim_owner": None, "last_error": reason[:2000]},
     )
 

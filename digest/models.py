@@ -13,7 +13,7 @@ from digest.states import DeliveryState, SubscriberStatus, check_constraint_sql
 
 
 def _utc(**kwargs: Any) -> Any:
-    return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=UTCDateTime, **kwargs)
 
 
 class Tool(SQLModel, table=True):
@@ -90,7 +90,7 @@ class Subscriber(SQLModel, table=True):
 
 
 class Digest(SQLModel, table=True):
-    """One week's digest: its content frozen at first planning, and the lease of the run sending it."""
+    """One week's digest: content frozen at first planning, and the lease of the run sending it."""
 
     id: int | None = Field(default=None, primary_key=True)
     week: str = Field(unique=True, index=True, max_length=8)

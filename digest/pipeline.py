@@ -20,7 +20,7 @@ from digest.catalog import load_tools
 from digest.compose import build_content, filter_for_categories
 from digest.config import Settings
 from digest.content import DigestContent
-from digest.db import ensure_schema
+from digest.db import ensure_schema, get_engine
 from digest.links import Links, links_for
 from digest.messages import greeting_substitutions
 from digest.pairing import pair_tools
@@ -43,8 +43,15 @@ log = logging.getLogger("digest.pipeline")
 _AUTH_REJECTED = threading.Event()
 
 
+_CHECKED: set[str] = set()
+
+
 def engine_for(settings: Settings) -> Engine:
-    return ensure_schema(settings.database_url)
+    """The engine for the settings' database, its schema checked once per process."""
+    if settings.database_url not in _CHECKED:
+        ensure_schema(settings.database_url)
+        _CHECKED.add(settings.database_url)
+    return get_engine(settings.database_url)
 
 
 # --- content ------------------------------------------------------------------------------------
@@ -157,14 +164,14 @@ class BatchSlot:
 def batch_slots(settings: Settings, digest_id: int) -> list[BatchSlot]:
     with engine_for(settings).connect() as connection:
         pending = ledger.pending_by_variant(connection, digest_id=digest_id)
-    slots = []
+    slots: list[BatchSlot] = []
     for variant_id, count in sorted(pending.items()):
         batches = -(-count // settings.batch_size)
         slots.extend(BatchSlot(digest_id, variant_id, i) for i in range(batches))
     return slots
 
 
-# --- sending ------------------------------------------------------------------------------------------
+# --- sending --------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -199,6 +206,19 @@ def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
     )
 
 
+# Variant bodies never change once stored, so each process reads each one once.
+_VARIANTS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def _frozen_variant(settings: Settings, connection: Any, variant_id: int) -> dict[str, Any]:
+    key = (settings.database_url, variant_id)
+    if key not in _VARIANTS:
+        if len(_VARIANTS) >= 64:
+            _VARIANTS.clear()
+        _VARIANTS[key] = ledger.variant_row(connection, variant_id=variant_id)
+    return _VARIANTS[key]
+
+
 def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) -> BatchReport:
     """Claim one batch, hand it to the backend, and record the provider's answer.
 
@@ -223,9 +243,9 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
             owner=owner,
             limit=settings.batch_size,
         )
-        variant = ledger.variant_row(connection, variant_id=slot.variant_id) if claimed else None
+        variant = _frozen_variant(settings, connection, slot.variant_id) if claimed else None
     report.claimed = len(claimed)
-    if not claimed or variant is None:
+    if not len(claimed) or variant is None:
         return report
     links = links_for(settings)
     batch = OutgoingBatch(
@@ -234,19 +254,16 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
         subject=variant["subject"],
         html=variant["html"],
         text=variant["text"],
-        recipients=[recipient_for(links, c) for c in claimed],
+        recipients=[recipient_for(links, c) for c in claimed.recipients],
         from_email=settings.from_email,
         from_name=settings.from_name,
     )
-    ids = [c.delivery_id for c in claimed]
     try:
         with get_backend(settings) as backend:
             result = backend.send_batch(batch)
     except PermanentSendError as exc:
         with engine.begin() as connection:
-            report.failed = ledger.mark_failed(
-                connection, delivery_ids=ids, owner=owner, reason=exc.reason
-            )
+            report.failed = ledger.mark_failed(connection, batch=claimed, reason=exc.reason)
         report.error = exc.reason
         log.warning(
             "batch of variant %s: %s rows failed: %s", slot.variant_id, report.failed, exc.reason
@@ -256,14 +273,10 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
         if isinstance(exc, SendAuthError):
             _AUTH_REJECTED.set()
         with engine.begin() as connection:
-            report.released = ledger.release_pending(
-                connection, delivery_ids=ids, owner=owner, reason=str(exc)
-            )
+            report.released = ledger.release_pending(connection, batch=claimed, reason=str(exc))
         raise
     with engine.begin() as connection:
-        report.sent = ledger.mark_sent(
-            connection, delivery_ids=ids, owner=owner, message_id=result.message_id
-        )
+        report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
     report.message_id = result.message_id
     return report
 
@@ -274,7 +287,7 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
 def begin_run(
     settings: Settings, digest_id: int, *, owner: str, resend_uncertain: bool
 ) -> dict[str, int]:
-    """Take the digest's lease, find rows a dead run left behind, and requeue uncertain ones if asked."""
+    """Take the digest's lease, find rows a dead run left behind, requeue uncertain ones on ask."""
     _AUTH_REJECTED.clear()
     engine = engine_for(settings)
     uncertain = ledger.acquire_lease(
@@ -303,6 +316,7 @@ class RunSummary:
     excluded: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     reasons: list[tuple[str, str, int]] = field(default_factory=list)
+    new_tools: int = 0
     sent_this_run: int = 0
     batches: int = 0
     dry_run: bool = False
@@ -441,7 +455,8 @@ def incomplete_message(summary: RunSummary) -> str:
     )
     return (
         f"The run for {summary.week} ended with {pending} deliveries still pending and {failed} "
-        f"failed ({reasons}). Pending ones are sent by the next `digest run --week {summary.week}`; "
+        f"failed ({reasons}). Pending ones are sent by the next "
+        f"`digest run --week {summary.week}`; "
         "failed ones were refused by the provider and need the cause above fixed first."
     )
 

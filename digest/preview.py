@@ -1,4 +1,4 @@
-"""The editor's preview: exactly what a run would send for one subscriber's variant, without sending.
+"""The editor's preview: exactly what a run would send for one subscriber's variant, unsent.
 
 It renders through the same functions as a run, from the frozen content when the week already
 has a digest, and builds the message with the same MIME builder as the outbox.
@@ -54,7 +54,8 @@ def _subscriber(settings: Settings, email: str) -> Subscriber:
     if found is None:
         raise NotFoundError(
             f"No subscriber has the address {email!r}. Check the spelling, or import them with "
-            "`digest subscribers import`, or preview without --email to see the every-category variant."
+            "`digest subscribers import`, or preview without --email to see the every-category "
+            "variant."
         )
     return found
 
@@ -134,7 +135,7 @@ def write_files(preview: Preview, directory: Path) -> list[Path]:
 
 
 def send_test(settings: Settings, preview: Preview, address: str) -> str | None:
-    """Mail the preview to an editor through the configured backend, marked as a test, recorded nowhere."""
+    """Mail the preview to an editor through the backend: marked a test, recorded nowhere."""
     from digest.send import get_backend
     from digest.send.base import Recipient
 

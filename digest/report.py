@@ -51,10 +51,11 @@ def render_markdown(summary: RunSummary) -> str:
             "",
             "## Compliance",
             "",
-            f"- List-Unsubscribe link in every variant: {'yes' if c.get('list_unsubscribe') else 'NO'}",
+            "- List-Unsubscribe link in every variant: "
+            + ("yes" if c.get("list_unsubscribe") else "NO"),
             f"- Postal address in every variant: {'yes' if c.get('postal_address') else 'NO'}",
             f"- Largest HTML body: {c.get('max_html_bytes', 0) / 1024:.1f} KB "
             f"({'under' if c.get('html_under_102kb') else 'OVER'} Gmail's 102 KB clip)",
-            "- List-Unsubscribe and List-Unsubscribe-Post headers: set on every message by the sender",
+            "- List-Unsubscribe and List-Unsubscribe-Post headers: set on every message when sent",
         ]
     return "\n".join(lines) + "\n"

@@ -116,7 +116,7 @@ def parse_subscribers(stream: TextIO, *, source: str) -> tuple[list[SubscriberRo
     for raw in reader:
         line = reader.line_num
         try:
-            row = _parse_row(line, raw)  # type: ignore[arg-type]
+            row = _parse_row(line, raw)
         except ValueError as exc:
             problems.append(f"line {line}: {exc}")
             continue

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Purpose(StrEnum):
@@ -32,9 +33,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """The HMAC state after key and domain prefix; copying it skips re-keying per token."""
+    return hmac.new(key, b"verdict-digest/token/", hashlib.sha256)
+
+
 def _signature(key: bytes, payload: str) -> str:
-    digest = hmac.new(key, b"verdict-digest/token/" + payload.encode(), hashlib.sha256).digest()
-    return _b64(digest[:18])
+    mac = _keyed(key).copy()
+    mac.update(payload.encode())
+    return _b64(mac.digest()[:18])
 
 
 def make_token(key: bytes, purpose: Purpose, subscriber_id: int) -> str:

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
@@ -114,14 +115,15 @@ def report(summary: pipeline.RunSummary) -> str:
 
 
 def scheduled_week(settings: Settings) -> IsoWeek:
-    """The last complete week before the run's scheduled start: a late or retried run keeps its week."""
+    """The last complete week before the scheduled start: a late or retried run keeps its week."""
     start: datetime | None = flow_run.scheduled_start_time
     return last_complete_week(start or pipeline.now(), settings.zone)
 
 
 @flow(
     name="weekly-digest",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    # Batches overlap their network waits; four threads keep two cores busy.
+    task_runner=ThreadPoolTaskRunner[PrefectFuture[Any]](max_workers=4),  # type: ignore[arg-type]
     validate_parameters=True,
     log_prints=False,
 )
@@ -137,7 +139,8 @@ def weekly_digest(
     dry_run: Annotated[
         bool,
         Field(
-            description="Select, pair and render, report what would be sent; send and record nothing."
+            description="Select, pair and render, and report what would be sent; send and "
+            "record nothing."
         ),
     ] = False,
     resend_uncertain: Annotated[
@@ -176,6 +179,7 @@ def weekly_digest(
         pairs=[(p.a.slug, p.b.slug, p.category) for p in content.pairs],
         also_new=[t.slug for t in content.also_new],
         excluded=[(e.slug, e.reason) for e in content.excluded],
+        new_tools=sum(p.a.is_new + p.b.is_new for p in content.pairs) + len(content.also_new),
         dry_run=dry_run,
     )
     if content.is_empty:

@@ -146,7 +146,7 @@ def test_unreadable_files_name_the_cause(
 
 
 def test_duplicate_slug_in_one_file_is_invalid(settings: Settings, tmp_path: Path) -> None:
-    # A slug is the key of the upsert: the same slug twice in a file is an error, not a silent overwrite.
+    # A slug is the upsert's key: the same slug twice in a file is an error, not an overwrite.
     path = write_catalog(
         tmp_path / "c.json", [tool_dict("alpha"), tool_dict("alpha", name="Other")]
     )

@@ -107,7 +107,7 @@ def test_preview_json_follows_the_interface(tmp_path: Path) -> None:
 
 
 def test_preview_out_writes_html_text_and_eml(tmp_path: Path) -> None:
-    # `--out DIR` writes digest-<week>.html, .txt and .eml; the .eml carries the unsubscribe headers.
+    # `--out DIR` writes digest-<week>.html, .txt and .eml; the .eml has the unsubscribe headers.
     env = _seed(tmp_path)
     result = run_digest(
         "preview", "--week", WEEK, "--out", str(tmp_path / "p"), cwd=tmp_path, env=env

@@ -69,8 +69,10 @@ def test_category_sets_render_once_and_empty_variants_are_skipped(engine: Engine
     assert _states(engine, digest_id) == {"pending": 8, "skipped": 2}
 
 
-def test_claimed_batches_are_disjoint_and_only_the_owner_settles_them(engine: Engine) -> None:
-    # A row is claimed once; a settle by another owner changes nothing.
+def test_claimed_batches_are_disjoint_and_only_the_claiming_batch_settles_them(
+    engine: Engine,
+) -> None:
+    # A row is claimed once; an outcome recorded under another batch's claim changes nothing.
     make_subscribers(engine, 10)
     digest_id = make_digest(engine)
     ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything)
@@ -80,30 +82,18 @@ def test_claimed_batches_are_disjoint_and_only_the_owner_settles_them(engine: En
             connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=6
         )
         second = ledger.claim_batch(
-            connection, digest_id=digest_id, variant_id=variant_id, owner="b", limit=6
+            connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=6
         )
     assert len(first) == 6 and len(second) == 4
-    assert not {r.delivery_id for r in first} & {r.delivery_id for r in second}
-    assert [r.delivery_id for r in first] == sorted(r.delivery_id for r in first)
+    assert first.claim != second.claim
+    assert not set(first.delivery_ids) & set(second.delivery_ids)
+    assert first.delivery_ids == sorted(first.delivery_ids)
+    forged = ledger.ClaimedBatch(digest_id=digest_id, claim="a#someone-else", recipients=[])
     with engine.begin() as connection:
-        assert (
-            ledger.mark_sent(
-                connection, delivery_ids=[r.delivery_id for r in first], owner="b", message_id="x"
-            )
-            == 0
-        )
-        assert (
-            ledger.mark_sent(
-                connection, delivery_ids=[r.delivery_id for r in first], owner="a", message_id="m1"
-            )
-            == 6
-        )
-        assert (
-            ledger.release_pending(
-                connection, delivery_ids=[r.delivery_id for r in second], owner="b", reason="503"
-            )
-            == 4
-        )
+        assert ledger.mark_sent(connection, batch=forged, message_id="x") == 0
+        assert ledger.mark_sent(connection, batch=first, message_id="m1") == 6
+        assert ledger.mark_sent(connection, batch=first, message_id="again") == 0
+        assert ledger.release_pending(connection, batch=second, reason="503") == 4
     assert _states(engine, digest_id) == {"sent": 6, "pending": 4}
 
 
@@ -122,7 +112,7 @@ def test_claim_skips_subscribers_who_left_after_planning(engine: Engine) -> None
         claimed = ledger.claim_batch(
             connection, digest_id=digest_id, variant_id=variant_id, owner="a", limit=10
         )
-        assert "reader1@example.com" not in {r.email for r in claimed}
+        assert "reader1@example.com" not in {r.email for r in claimed.recipients}
         assert ledger.suppress_unsendable(connection, digest_id=digest_id) == 1
     assert _states(engine, digest_id) == {"sending": 3, "suppressed": 1}
 
@@ -202,7 +192,7 @@ def test_planning_twice_concurrently_never_duplicates_rows(engine: Engine) -> No
 
 
 def test_four_senders_on_postgresql_never_claim_the_same_row(postgres_url: str) -> None:
-    # SKIP LOCKED: concurrent claimers on one digest get disjoint batches and together cover all rows.
+    # SKIP LOCKED: concurrent claimers of one digest get disjoint batches that cover every row.
     from digest.db import upgrade
 
     upgrade(postgres_url)
@@ -228,10 +218,8 @@ def test_four_senders_on_postgresql_never_claim_the_same_row(postgres_url: str) 
                 )
                 if not batch:
                     return
-                ids = [r.delivery_id for r in batch]
-                ledger.mark_sent(
-                    connection, delivery_ids=ids, owner=f"s{index}", message_id=f"m{index}"
-                )
+                ids = batch.delivery_ids
+                ledger.mark_sent(connection, batch=batch, message_id=f"m{index}")
             claimed[index].extend(ids)
 
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]

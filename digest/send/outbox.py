@@ -5,7 +5,6 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -32,7 +31,7 @@ class OutboxBackend(BaseBackend):
             target = folder / name
             temporary = target.with_suffix(".eml.tmp")
             temporary.write_bytes(bytes(build_message(batch, recipient)))
-            os.replace(temporary, target)
+            temporary.replace(target)
         return BatchResult(message_id=f"outbox-{batch.week}", accepted=len(batch.recipients))
 
     def path_for_week(self, week: str) -> Path:

@@ -6,7 +6,6 @@ started the tests that need it fail with the reason: they are never skipped.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -21,9 +20,9 @@ import psycopg
 
 
 def _bin_dir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
     if candidates:
-        return Path(candidates[0]).parent
+        return candidates[0].parent
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent

@@ -1,0 +1,194 @@
+"""The send path end to end without Prefect: ledger + real sendgrid client + the fake SendGrid."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from digest import pipeline
+from digest.config import Settings, get_settings
+from digest.db import get_engine
+from digest.errors import SendAuthError
+from digest.ledger import new_owner, state_counts
+from digest.models import Subscriber
+from digest.weeks import IsoWeek
+from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
+from tests.support.ledger_data import make_subscribers
+from tests.support.scenario import WEEK, seed
+
+API_KEY = "SG.pipeline-test-key"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
+    server = FakeSendGrid(api_key=API_KEY).start()
+    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
+    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    monkeypatch.setenv("DIGEST_SENDGRID_HOST", server.url)
+    monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "2")
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def _prepare(
+    settings: Settings, tmp_path: Path, *, batch_size: int, extra: int = 0
+) -> tuple[Settings, int]:
+    seed(settings, tmp_path)
+    if extra:
+        make_subscribers(get_engine(settings.database_url), extra, start=1000)
+    settings = settings.model_copy(update={"batch_size": batch_size})
+    prepared = pipeline.prepare_digest(settings, IsoWeek.parse(WEEK), freeze=True)
+    assert prepared.digest_id is not None
+    pipeline.plan(settings, prepared)
+    return settings, prepared.digest_id
+
+
+def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
+    with get_engine(settings.database_url).connect() as connection:
+        return state_counts(connection, digest_id=digest_id)
+
+
+def _send_all(settings: Settings, digest_id: int, owner: str) -> list[pipeline.BatchReport]:
+    return [
+        pipeline.send_batch(settings, slot, week=WEEK, owner=owner)
+        for slot in pipeline.batch_slots(settings, digest_id)
+    ]
+
+
+def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each personalization is one subscriber with string custom args and their own List-Unsubscribe.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    _send_all(settings, digest_id, owner)
+    accepted = fake.accepted
+    assert len(accepted) == 6
+    seen_urls = set()
+    for message in accepted:
+        assert message.custom_args["digest_id"] == str(digest_id)
+        assert isinstance(message.custom_args["delivery_id"], str)
+        unsubscribe = message.substitutions["%%unsubscribe_url%%"]
+        assert unsubscribe.startswith(settings.site_url + "/unsubscribe/")
+        assert message.headers["List-Unsubscribe"] == f"<{unsubscribe}>"
+        assert message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        seen_urls.add(unsubscribe)
+    assert len(seen_urls) == 6
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_a_refused_batch_is_failed_with_the_reason_and_the_run_goes_on(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # HTTP 400 marks that batch `failed` with SendGrid's message; the other batches still go.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    fake.fail_next(1, 400, message="The content value must be a string.")
+    reports = _send_all(settings, digest_id, owner)
+    counts = _counts(settings, digest_id)
+    assert counts["failed"] == reports[0].failed > 0
+    assert counts["sent"] == 6 - counts["failed"]
+    summary = pipeline.RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    summary.counts, summary.reasons = pipeline.reconcile(settings, digest_id)
+    message = pipeline.incomplete_message(summary)
+    assert "failed" in message and "The content value must be a string." in message
+
+
+def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 401: no row is marked failed or sent; the whole run stops; the key appears nowhere.
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key-1234567890")
+    get_settings.cache_clear()
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    slots = pipeline.batch_slots(settings, digest_id)
+    with pytest.raises(SendAuthError) as caught:
+        pipeline.send_batch(settings, slots[0], week=WEEK, owner=owner)
+    assert "SG.wrong-key" not in str(caught.value)
+    later = pipeline.send_batch(settings, slots[1], week=WEEK, owner=owner)
+    assert later.claimed == 0 and later.error
+    assert len(fake.requests) == 1
+    assert _counts(settings, digest_id) == {"pending": 6}
+    assert "SENDGRID_API_KEY" in str(pipeline.auth_error())
+
+
+def test_a_subscriber_who_unsubscribes_after_planning_is_never_sent_to(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # Suppression wins over the frozen plan: the row ends `suppressed`, the fake never sees them.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    with get_engine(settings.database_url).begin() as connection:
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.email == "reader2@example.com")
+            .values(status="unsubscribed")
+        )
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    _send_all(settings, digest_id, owner)
+    pipeline.reconcile(settings, digest_id)
+    assert "reader2@example.com" not in {m.to for m in fake.accepted}
+    assert _counts(settings, digest_id) == {"sent": 5, "suppressed": 1}
+
+
+def test_four_senders_on_postgresql_send_each_subscriber_once(
+    postgres_url: str, fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several workers on one digest (SKIP LOCKED claims): nobody twice, nobody missed.
+    from digest.db import upgrade
+
+    monkeypatch.setenv("DIGEST_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    upgrade(postgres_url)
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    slots = pipeline.batch_slots(settings, digest_id)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker(share: list[pipeline.BatchSlot]) -> None:
+        barrier.wait()
+        try:
+            for slot in share:
+                pipeline.send_batch(settings, slot, week=WEEK, owner=owner)
+        except BaseException as exc:  # pragma: no cover - reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(slots[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    received = Counter(m.to for m in fake.accepted)
+    assert len(received) == 1000 and set(received.values()) == {1}
+    assert _counts(settings, digest_id) == {"sent": 1000}
+
+
+def test_transient_failures_leave_rows_pending_for_the_next_run(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # 5xx after every retry hands rows back (`pending`, attempt counted); the next run sends them.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    fake.always(Fault(status=503, message="try later"))
+    from digest.send.base import TransientSendError
+
+    with pytest.raises(TransientSendError):
+        _send_all(settings, digest_id, owner)
+    assert _counts(settings, digest_id) == {"pending": 6}
+    fake.always(None)
+    _send_all(settings, digest_id, owner)
+    assert Counter(m.to for m in fake.accepted) == Counter(
+        {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
+    )
