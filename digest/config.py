@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     )
     schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
 
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str) -> str:
+        # The installed PostgreSQL driver is psycopg 3; a bare postgresql:// URL would ask
+        # SQLAlchemy for psycopg2, which is not installed.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
     @field_validator("site_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

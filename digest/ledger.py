@@ -148,9 +148,20 @@ def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: in
             .values(lease_owner=owner, lease_expires_at=expires)
         ).rowcount
         if not taken:
+            # Read the holder again: the first read may predate the run that just won the race.
+            holder = connection.execute(
+                select(DIGEST.c.lease_owner, DIGEST.c.lease_expires_at, DIGEST.c.week).where(
+                    DIGEST.c.id == digest_id
+                )
+            ).one()
+            until = (
+                f" until {holder.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+                if holder.lease_expires_at
+                else ""
+            )
             raise RunInProgressError(
                 f"Another run is sending the digest of {holder.week} (lease held by "
-                f"{holder.lease_owner} until {holder.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC). "
+                f"{holder.lease_owner or 'another run'}{until}). "
                 "Wait for it to finish and run again; nothing was sent by this run."
             )
         return connection.execute(

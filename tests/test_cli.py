@@ -150,3 +150,13 @@ def test_subscribers_export_round_trips(tmp_path: Path) -> None:
     assert "0 created, 0 updated, 2 unchanged" in again.stdout
     stdout = run_digest("subscribers", "export", cwd=tmp_path, env=env).stdout
     assert stdout == out.read_text()
+
+
+def test_a_plain_postgresql_url_works(tmp_path: Path, postgres_url: str) -> None:
+    # Ops write postgresql://...; the installed psycopg 3 driver is used for it.
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    env = {**_env(tmp_path), "DIGEST_DATABASE_URL": plain}
+    result = run_digest("db", "upgrade", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
+    assert json.loads(status.stdout)["total"] == 0

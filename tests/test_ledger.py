@@ -231,3 +231,12 @@ def test_four_senders_on_postgresql_never_claim_the_same_row(postgres_url: str) 
     assert len(everything) == len(set(everything)) == 2000
     assert sum(1 for batch in claimed if batch) >= 2
     assert _states(engine, digest_id) == {"sent": 2000}
+
+
+def test_a_refused_lease_names_its_holder_even_without_an_expiry(engine: Engine) -> None:
+    # The refusal is a sentence for people, whatever state the holder's row is in.
+    digest_id = make_digest(engine)
+    with engine.begin() as connection:
+        connection.execute(update(ledger.DIGEST).values(lease_owner="elsewhere:1:abc"))
+    with pytest.raises(RunInProgressError, match=r"lease held by elsewhere:1:abc\)"):
+        ledger.acquire_lease(engine, digest_id=digest_id, owner="me", ttl_seconds=60)
