@@ -264,7 +264,9 @@ def plan_recipients(
     while True:
         with engine.begin() as connection:
             page = connection.execute(
-                select(SUBSCRIBER.c.id, SUBSCRIBER.c.categories)
+                select(
+                    SUBSCRIBER.c.id, SUBSCRIBER.c.categories, SUBSCRIBER.c.email, SUBSCRIBER.c.name
+                )
                 .where(
                     SUBSCRIBER.c.id > last_id, SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value
                 )
@@ -275,7 +277,7 @@ def plan_recipients(
                 break
             now = now_utc()
             rows = []
-            for subscriber_id, categories in page:
+            for subscriber_id, categories, email, name in page:
                 key = variant_key(categories or [])
                 if key not in variant_ids:
                     variant_ids[key] = _store_variant(
@@ -288,6 +290,8 @@ def plan_recipients(
                         "digest_id": digest_id,
                         "subscriber_id": subscriber_id,
                         "variant_id": vid,
+                        "email": email,
+                        "name": name,
                         "state": state.value,
                         "attempts": 0,
                         "updated_at": now,
@@ -417,21 +421,11 @@ def claim_batch(
             attempts=DELIVERY.c.attempts + 1,
             updated_at=now,
         )
-        .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id)
-    ).all()
-    if not claimed:
-        return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=[])
-    by_subscriber = {int(sid): int(did) for did, sid in claimed}
-    people = connection.execute(
-        select(SUBSCRIBER.c.id, SUBSCRIBER.c.email, SUBSCRIBER.c.name).where(
-            SUBSCRIBER.c.id.in_(list(by_subscriber))
-        )
+        .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
     ).all()
     recipients = [
-        ClaimedRecipient(
-            delivery_id=by_subscriber[int(sid)], subscriber_id=int(sid), email=email, name=name
-        )
-        for sid, email, name in people
+        ClaimedRecipient(delivery_id=did, subscriber_id=sid, email=email, name=name)
+        for did, sid, email, name in claimed
     ]
     recipients.sort(key=lambda r: r.delivery_id)
     return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=recipients)

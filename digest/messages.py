@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
+from digest.placeholders import NAME_HTML, NAME_TEXT
 from digest.send.base import OutgoingBatch, Recipient, substitute
 
 # Token values for a message with no subscriber behind it (archive, test sends without a row).
@@ -52,7 +53,5 @@ def build_message(
 
 def greeting_substitutions(name: str | None) -> dict[str, str]:
     """The greeting tokens: HTML-escaped for the HTML part, raw for the text part."""
-    from digest.render import NAME_HTML, NAME_TEXT
-
     shown = (name or "").strip() or NAME_FALLBACK
     return {NAME_HTML: html.escape(shown), NAME_TEXT: shown}

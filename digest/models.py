@@ -127,6 +127,10 @@ class Delivery(SQLModel, table=True):
     digest_id: int = Field(foreign_key="digest.id", ondelete="CASCADE")
     subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
     variant_id: int | None = Field(default=None, foreign_key="digestvariant.id")
+    # The address and name as planned: addresses are the subscriber's key and never change,
+    # and a batch claim then returns everything it needs in one statement.
+    email: str = ""
+    name: str | None = None
     state: str = Field(default=DeliveryState.PENDING.value)
     attempts: int = 0
     claim_owner: str | None = None

@@ -24,7 +24,8 @@ from digest.db import ensure_schema, get_engine
 from digest.links import Links, links_for
 from digest.messages import greeting_substitutions
 from digest.pairing import pair_tools
-from digest.render import PREFERENCES_URL, UNSUBSCRIBE_URL, render_variant
+from digest.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render import render_variant
 from digest.selection import select_week
 from digest.send import get_backend
 from digest.send.base import (

@@ -26,12 +26,7 @@ import mjml
 
 from digest.content import DigestContent
 from digest.errors import ConfigError, TemplateError
-
-UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
-PREFERENCES_URL = "%%preferences_url%%"
-NAME_HTML = "%%name_html%%"  # replaced by the HTML-escaped name, or "there"
-NAME_TEXT = "%%name_text%%"  # replaced by the raw name, or "there"
-TOKENS = (UNSUBSCRIBE_URL, PREFERENCES_URL, NAME_HTML, NAME_TEXT)
+from digest.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"

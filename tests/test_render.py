@@ -15,12 +15,8 @@ import pytest
 
 from digest.content import DigestContent
 from digest.errors import ConfigError, DigestError, TemplateError
+from digest.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, TOKENS, UNSUBSCRIBE_URL
 from digest.render import (
-    NAME_HTML,
-    NAME_TEXT,
-    PREFERENCES_URL,
-    TOKENS,
-    UNSUBSCRIBE_URL,
     RenderedVariant,
     blank_tokens,
     fill_tokens,

@@ -20,7 +20,8 @@ import pytest
 from digest.content import DigestContent
 from digest.messages import build_message as build_outgoing_message
 from digest.messages import greeting_substitutions
-from digest.render import PREFERENCES_URL, UNSUBSCRIBE_URL, fill_tokens, render_variant
+from digest.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render import fill_tokens, render_variant
 from digest.send.base import OutgoingBatch, Recipient
 from tests.content_factories import ADDRESS, SITE, make_content
 

@@ -133,6 +133,8 @@ def upgrade() -> None:
         sa.Column("digest_id", sa.Integer(), nullable=False),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
         sa.Column("variant_id", sa.Integer(), nullable=True),
+        sa.Column("email", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("state", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("claim_owner", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
