@@ -39,7 +39,7 @@ typecheck: setup
 	.venv/bin/mypy
 
 bench: setup
-	.venv/bin/python bench/bench_send.py
+	.venv/bin/python bench/bench_send.py --sizes 1000,10000,100000 --naive-sizes 1000,10000
 	.venv/bin/python bench/bench_pairing.py
 
 clean:

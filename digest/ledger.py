@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -349,8 +349,9 @@ def _store_variant(
 # --- sending: claim, then settle ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClaimedRecipient:
+class ClaimedRecipient(NamedTuple):
+    """One claimed row: who it goes to."""
+
     delivery_id: int
     subscriber_id: int
     email: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from digest.errors import SendAuthError
 
@@ -26,8 +26,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Recipient:
+# A NamedTuple: a send builds 100,000 of these, and tuples are the cheapest immutable records.
+class Recipient(NamedTuple):
     """One addressee of a batch, with the values of its personal tokens."""
 
     delivery_id: int
