@@ -82,13 +82,12 @@ def run_naive(size: int) -> dict[str, float]:
     from sqlmodel import Session, select
 
     from digest.db import get_engine
+    from digest.ledger import ClaimedRecipient
     from digest.links import links_for
-    from digest.messages import greeting_substitutions
     from digest.models import Delivery, Digest
-    from digest.pipeline import compute_content, render_for_categories
-    from digest.render import PREFERENCES_URL, UNSUBSCRIBE_URL
+    from digest.pipeline import compute_content, recipient_for, render_for_categories
     from digest.send import get_backend
-    from digest.send.base import OutgoingBatch, Recipient
+    from digest.send.base import OutgoingBatch
     from digest.weeks import IsoWeek
 
     settings = get_settings()
@@ -107,20 +106,14 @@ def run_naive(size: int) -> dict[str, float]:
             for person in people:
                 bodies = render_for_categories(settings, content, list(person.categories))
                 assert bodies is not None and person.id is not None and digest.id is not None
-                unsubscribe = links.unsubscribe(person.id)
-                recipient = Recipient(
-                    delivery_id=person.id,
-                    email=person.email,
-                    name=person.name,
-                    substitutions={
-                        UNSUBSCRIBE_URL: unsubscribe,
-                        PREFERENCES_URL: links.preferences(person.id),
-                        **greeting_substitutions(person.name),
-                    },
-                    headers={
-                        "List-Unsubscribe": f"<{unsubscribe}>",
-                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                    },
+                recipient = recipient_for(
+                    links,
+                    ClaimedRecipient(
+                        delivery_id=person.id,
+                        subscriber_id=person.id,
+                        email=person.email,
+                        name=person.name,
+                    ),
                 )
                 batch = OutgoingBatch(
                     digest_id=digest.id,
