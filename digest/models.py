@@ -78,6 +78,8 @@ class Subscriber(SQLModel, table=True):
     consent_ip: str | None = None
     consent_form_version: str | None = None
     confirmed_at: datetime | None = _utc(default=None)
+    # When the last double opt-in email went out: the sign-up form resends only after a pause.
+    confirmation_sent_at: datetime | None = _utc(default=None)
     status: str = Field(default=SubscriberStatus.ACTIVE.value, index=True)
     status_changed_at: datetime | None = _utc(default=None)
     created_at: datetime = _utc()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -128,6 +128,26 @@ def set_categories(
 def needs_confirmation_email(subscriber: Subscriber) -> bool:
     """Whether a sign-up for this subscriber should mail them a confirmation link."""
     return SubscriberStatus(subscriber.status) in CONFIRMABLE
+
+
+# However often the form is submitted for one address, it gets one confirmation per pause:
+# the form cannot be used to flood someone's inbox.
+CONFIRMATION_COOLDOWN = timedelta(minutes=5)
+
+
+def confirmation_due(subscriber: Subscriber, *, now: datetime | None = None) -> bool:
+    """A confirmation email should go now: one is needed, and none went out in the last pause."""
+    if not needs_confirmation_email(subscriber):
+        return False
+    sent = subscriber.confirmation_sent_at
+    return sent is None or (now or now_utc()) - sent >= CONFIRMATION_COOLDOWN
+
+
+def record_confirmation_sent(*, session: Session, subscriber_id: int) -> None:
+    subscriber = _load(session, subscriber_id)
+    subscriber.confirmation_sent_at = now_utc()
+    session.add(subscriber)
+    session.flush()
 
 
 def request_subscription(

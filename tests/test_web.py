@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
@@ -22,6 +22,7 @@ from digest.db import get_engine
 from digest.links import confirm_url, preferences_url, unsubscribe_url
 from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
 from digest.send import memory
+from digest.subscriptions import CONFIRMATION_COOLDOWN
 from digest.tokens import Purpose, make_token
 from digest.web import csrf
 from digest.web.app import create_app
@@ -491,12 +492,21 @@ def test_subscribe_then_confirm_twice_records_consent_once(
 
 
 def test_subscribing_twice_is_harmless(client: TestClient, engine: Engine) -> None:
-    # A second sign-up of a pending address resends the link; of an active one, changes nothing.
+    # A second sign-up of a pending address resends the link once a pause has passed, never
+    # sooner (the form cannot flood an inbox); of an active one, it changes nothing.
     client.post("/subscribe", data={"email": "twice@example.com"})
     client.post("/subscribe", data={"email": "TWICE@example.com"})
     with engine.begin() as connection:
         rows = connection.execute(select(Subscriber.__table__)).mappings().all()  # type: ignore[attr-defined]
     assert len(rows) == 1
+    assert len(memory.SENT) == 1
+    with engine.begin() as connection:
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.email_key == "twice@example.com")  # type: ignore[arg-type]
+            .values(confirmation_sent_at=datetime.now(UTC) - CONFIRMATION_COOLDOWN)
+        )
+    client.post("/subscribe", data={"email": "twice@example.com"})
     assert len(memory.SENT) == 2
     assert len(set(confirmation_links(memory.SENT))) == 1
 

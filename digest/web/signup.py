@@ -25,7 +25,8 @@ from digest.states import SubscriberStatus
 from digest.subscriptions import (
     SubscriptionError,
     confirm,
-    needs_confirmation_email,
+    confirmation_due,
+    record_confirmation_sent,
     request_subscription,
 )
 from digest.tokens import Purpose, make_token
@@ -101,8 +102,9 @@ class Signup:
         subscriber, error, choices = await self.ctx.db(record)
         if subscriber is None:
             return self._form(choices, email=email[:254], error=error, status=400)
-        if needs_confirmation_email(subscriber):
+        if confirmation_due(subscriber):
             assert subscriber.id is not None
+            subscriber_id = subscriber.id
             try:
                 await run_in_threadpool(
                     send_confirmation,
@@ -123,6 +125,11 @@ class Signup:
                     status=503,
                     link=("/subscribe", "Back to the form"),
                 )
+            await self.ctx.db(
+                lambda session: record_confirmation_sent(
+                    session=session, subscriber_id=subscriber_id
+                )
+            )
         return self.ctx.pages.message(
             title="Check your inbox",
             lines=[

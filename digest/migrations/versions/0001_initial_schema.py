@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("consent_ip", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("consent_form_version", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("confirmed_at", digest.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("confirmation_sent_at", digest.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("status_changed_at", digest.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", digest.db.UTCDateTime(timezone=True), nullable=False),
