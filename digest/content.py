@@ -67,3 +67,8 @@ class DigestContent(BaseModel):
     @property
     def is_empty(self) -> bool:
         return not self.pairs and not self.also_new
+
+    @property
+    def new_tool_count(self) -> int:
+        """Tools new this week: the new side(s) of each pair, and every "also new" one."""
+        return sum(p.a.is_new + p.b.is_new for p in self.pairs) + len(self.also_new)

@@ -111,6 +111,11 @@ def current_revision(url: str) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+# URLs whose schema this process has already found current: the check costs queries, and a
+# send calls for the engine once per batch.
+_SCHEMA_CHECKED: set[str] = set()
+
+
 def ensure_schema(url: str) -> Engine:
     """The engine for `url`, its schema created if the database is empty.
 
@@ -118,6 +123,8 @@ def ensure_schema(url: str) -> Engine:
     that exists but lags behind the code is never migrated behind the operator's back.
     """
     engine = get_engine(url)
+    if url in _SCHEMA_CHECKED:
+        return engine
     current = current_revision(url)
     if current is None:
         if inspect(engine).get_table_names():
@@ -131,4 +138,5 @@ def ensure_schema(url: str) -> Engine:
             f"The database schema is at revision {current}, older than this version of "
             "verdict-digest needs. Run `digest db upgrade` to migrate it."
         )
+    _SCHEMA_CHECKED.add(url)
     return engine

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, func, or_, select, update
@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from digest.errors import NotFoundError, RunInProgressError
 from digest.models import Delivery, Digest, DigestVariant, Subscriber
 from digest.states import DeliveryState, SubscriberStatus
+from digest.weeks import utcnow
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 DIGEST: Table = Digest.__table__  # type: ignore[attr-defined]
@@ -35,8 +36,7 @@ SUBSCRIBER: Table = Subscriber.__table__  # type: ignore[attr-defined]
 PAGE_SIZE = 1000
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+now_utc = utcnow
 
 
 def new_owner() -> str:
@@ -221,8 +221,6 @@ class RenderedBodies:
     subject: str
     html: str
     text: str
-    pair_count: int
-    new_tool_count: int
 
 
 VariantRenderer = Callable[[list[str]], RenderedBodies | None]
@@ -260,25 +258,12 @@ def plan_recipients(
             variant_ids[key] = vid
 
     planned = skipped = 0
-    last_id = 0
-    while True:
+    for page in active_subscriber_pages(engine, page_size=page_size):
         with engine.begin() as connection:
-            page = connection.execute(
-                select(
-                    SUBSCRIBER.c.id, SUBSCRIBER.c.categories, SUBSCRIBER.c.email, SUBSCRIBER.c.name
-                )
-                .where(
-                    SUBSCRIBER.c.id > last_id, SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value
-                )
-                .order_by(SUBSCRIBER.c.id)
-                .limit(page_size)
-            ).all()
-            if not page:
-                break
             now = now_utc()
             rows = []
-            for subscriber_id, categories, email, name in page:
-                key = variant_key(categories or [])
+            for person in page:
+                key = variant_key(person.categories or [])
                 if key not in variant_ids:
                     variant_ids[key] = _store_variant(
                         connection, digest_id, key, render_variant(key.split(";") if key else [])
@@ -288,10 +273,10 @@ def plan_recipients(
                 rows.append(
                     {
                         "digest_id": digest_id,
-                        "subscriber_id": subscriber_id,
+                        "subscriber_id": person.id,
                         "variant_id": vid,
-                        "email": email,
-                        "name": name,
+                        "email": person.email,
+                        "name": person.name,
                         "state": state.value,
                         "attempts": 0,
                         "updated_at": now,
@@ -300,7 +285,6 @@ def plan_recipients(
             inserted = _insert_rows(connection, rows)
             planned += sum(1 for s in inserted if s == DeliveryState.PENDING.value)
             skipped += sum(1 for s in inserted if s == DeliveryState.SKIPPED.value)
-            last_id = page[-1][0]
     with engine.begin() as connection:
         connection.execute(
             update(DIGEST).where(DIGEST.c.id == digest_id).values(planned_at=now_utc())
@@ -311,6 +295,30 @@ def plan_recipients(
         variants=sum(1 for v in variant_ids.values() if v is not None),
         already_planned=False,
     )
+
+
+def active_subscriber_pages(engine: Engine, *, page_size: int) -> Iterator[Sequence[Any]]:
+    """Active subscribers (id, categories, email, name) in id order, one keyset page at a time.
+
+    Never OFFSET and never the whole list in memory; each page is read in a short connection.
+    """
+    last_id = 0
+    while True:
+        with engine.connect() as connection:
+            page = connection.execute(
+                select(
+                    SUBSCRIBER.c.id, SUBSCRIBER.c.categories, SUBSCRIBER.c.email, SUBSCRIBER.c.name
+                )
+                .where(
+                    SUBSCRIBER.c.id > last_id, SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value
+                )
+                .order_by(SUBSCRIBER.c.id)
+                .limit(page_size)
+            ).all()
+        if not page:
+            return
+        yield page
+        last_id = page[-1].id
 
 
 def _insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> list[str]:
@@ -335,8 +343,6 @@ def _store_variant(
             subject=bodies.subject,
             html=bodies.html,
             text=bodies.text,
-            pair_count=bodies.pair_count,
-            new_tool_count=bodies.new_tool_count,
         )
     )
     return int(

@@ -116,8 +116,6 @@ class DigestVariant(SQLModel, table=True):
     subject: str
     html: str = Field(sa_type=Text)
     text: str = Field(sa_type=Text)
-    pair_count: int = 0
-    new_tool_count: int = 0
 
     __table_args__ = (UniqueConstraint("digest_id", "key", name="uq_variant_digest_key"),)
 

@@ -6,12 +6,13 @@ orchestration only and every step is tested without Prefect.
 
 from __future__ import annotations
 
+import html as html_module
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -20,12 +21,12 @@ from digest.catalog import load_tools
 from digest.compose import build_content, filter_for_categories
 from digest.config import Settings
 from digest.content import DigestContent
-from digest.db import ensure_schema, get_engine
+from digest.db import ensure_schema
 from digest.links import Links, links_for
 from digest.messages import greeting_substitutions
 from digest.pairing import pair_tools
 from digest.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
-from digest.render import render_variant
+from digest.render import GMAIL_CLIP_BYTES, render_variant
 from digest.selection import select_week
 from digest.send import get_backend
 from digest.send.base import (
@@ -44,15 +45,9 @@ log = logging.getLogger("digest.pipeline")
 _AUTH_REJECTED = threading.Event()
 
 
-_CHECKED: set[str] = set()
-
-
 def engine_for(settings: Settings) -> Engine:
-    """The engine for the settings' database, its schema checked once per process."""
-    if settings.database_url not in _CHECKED:
-        ensure_schema(settings.database_url)
-        _CHECKED.add(settings.database_url)
-    return get_engine(settings.database_url)
+    """The engine for the settings' database, its schema checked (once per process)."""
+    return ensure_schema(settings.database_url)
 
 
 # --- content ------------------------------------------------------------------------------------
@@ -131,13 +126,7 @@ def render_for_categories(
     rendered = render_variant(
         variant, site_url=settings.site_url, postal_address=settings.postal_address
     )
-    return ledger.RenderedBodies(
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
-        pair_count=len(variant.pairs),
-        new_tool_count=len(variant.pairs) + len(variant.also_new),
-    )
+    return ledger.RenderedBodies(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
 
 # --- recipients -----------------------------------------------------------------------------------
@@ -244,10 +233,10 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
             owner=owner,
             limit=settings.batch_size,
         )
-        variant = _frozen_variant(settings, connection, slot.variant_id) if claimed else None
+        if not claimed.recipients:
+            return report
+        variant = _frozen_variant(settings, connection, slot.variant_id)
     report.claimed = len(claimed)
-    if not len(claimed) or variant is None:
-        return report
     links = links_for(settings)
     batch = OutgoingBatch(
         digest_id=slot.digest_id,
@@ -356,8 +345,6 @@ def reconcile(
 
 def compliance_checks(settings: Settings, digest_id: int) -> dict[str, Any]:
     """What a bulk sender must carry, checked on every stored variant."""
-    from sqlalchemy import select
-
     with engine_for(settings).connect() as connection:
         variants = connection.execute(
             select(ledger.VARIANT.c.key, ledger.VARIANT.c.html, ledger.VARIANT.c.text).where(
@@ -374,25 +361,21 @@ def compliance_checks(settings: Settings, digest_id: int) -> dict[str, Any]:
         ),
         "max_html_bytes": max((len(html.encode()) for _, html, _ in variants), default=0),
     }
-    checks["html_under_102kb"] = checks["max_html_bytes"] < 102 * 1024
+    checks["html_under_102kb"] = checks["max_html_bytes"] < GMAIL_CLIP_BYTES
     return checks
 
 
 def _postal_present(address: str, html: str, text: str) -> bool:
-    import html as html_module
-
     return address in text and (address in html or html_module.escape(address) in html)
 
 
 def week_is_complete(settings: Settings, digest_id: int) -> bool:
     with engine_for(settings).connect() as connection:
         counts = ledger.state_counts(connection, digest_id=digest_id)
-        digest = (
-            connection.execute(ledger.DIGEST.select().where(ledger.DIGEST.c.id == digest_id))
-            .mappings()
-            .one()
-        )
-    if digest["planned_at"] is None:
+        planned_at = connection.execute(
+            select(ledger.DIGEST.c.planned_at).where(ledger.DIGEST.c.id == digest_id)
+        ).scalar_one()
+    if planned_at is None:
         return False
     return not any(
         counts.get(s.value, 0)
@@ -402,36 +385,19 @@ def week_is_complete(settings: Settings, digest_id: int) -> bool:
 
 def active_recipients_preview(settings: Settings, content: DigestContent) -> dict[str, int]:
     """For a dry run: how many active subscribers would get mail, and how many be skipped."""
-    from sqlalchemy import select
-
-    from digest.models import Subscriber
-    from digest.states import SubscriberStatus
-
-    table = Subscriber.__table__  # type: ignore[attr-defined]
     would_send = would_skip = 0
     cache: dict[str, bool] = {}
-    last_id = 0
-    with engine_for(settings).connect() as connection:
-        while True:
-            page = connection.execute(
-                select(table.c.id, table.c.categories)
-                .where(table.c.id > last_id, table.c.status == SubscriberStatus.ACTIVE.value)
-                .order_by(table.c.id)
-                .limit(settings.batch_size)
-            ).all()
-            if not page:
-                break
-            for _, categories in page:
-                key = ledger.variant_key(categories or [])
-                if key not in cache:
-                    cache[key] = (
-                        filter_for_categories(content, key.split(";") if key else []) is not None
-                    )
-                if cache[key]:
-                    would_send += 1
-                else:
-                    would_skip += 1
-            last_id = page[-1][0]
+    for page in ledger.active_subscriber_pages(engine_for(settings), page_size=settings.batch_size):
+        for person in page:
+            key = ledger.variant_key(person.categories or [])
+            if key not in cache:
+                cache[key] = (
+                    filter_for_categories(content, key.split(";") if key else []) is not None
+                )
+            if cache[key]:
+                would_send += 1
+            else:
+                would_skip += 1
     return {"would_send": would_send, "would_skip": would_skip, "variants": sum(cache.values())}
 
 
@@ -460,7 +426,3 @@ def incomplete_message(summary: RunSummary) -> str:
         f"`digest run --week {summary.week}`; "
         "failed ones were refused by the provider and need the cause above fixed first."
     )
-
-
-def now() -> datetime:
-    return ledger.now_utc()

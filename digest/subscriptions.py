@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +26,7 @@ from digest.errors import DigestError, NotFoundError
 from digest.models import Subscriber
 from digest.states import SubscriberStatus
 from digest.subscribers import email_key
+from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ class SubscriptionError(DigestError):
     """A sign-up cannot be accepted as it was given."""
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+now_utc = utcnow
 
 
 def clean_email(email: str) -> str:

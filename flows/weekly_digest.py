@@ -29,7 +29,7 @@ from digest.errors import DigestError, RunIncompleteError, RunInProgressError
 from digest.ledger import new_owner
 from digest.report import render_markdown
 from digest.send.base import SendAuthError, TransientSendError
-from digest.weeks import IsoWeek, last_complete_week, resolve_week
+from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
@@ -117,7 +117,7 @@ def report(summary: pipeline.RunSummary) -> str:
 def scheduled_week(settings: Settings) -> IsoWeek:
     """The last complete week before the scheduled start: a late or retried run keeps its week."""
     start: datetime | None = flow_run.scheduled_start_time
-    return last_complete_week(start or pipeline.now(), settings.zone)
+    return last_complete_week(start or utcnow(), settings.zone)
 
 
 @flow(
@@ -164,7 +164,7 @@ def weekly_digest(
     settings = get_settings()
     try:
         the_week = (
-            resolve_week(week, now=pipeline.now(), zone=settings.zone)
+            resolve_week(week, now=utcnow(), zone=settings.zone)
             if week
             else scheduled_week(settings)
         )
@@ -179,7 +179,7 @@ def weekly_digest(
         pairs=[(p.a.slug, p.b.slug, p.category) for p in content.pairs],
         also_new=[t.slug for t in content.also_new],
         excluded=[(e.slug, e.reason) for e in content.excluded],
-        new_tools=sum(p.a.is_new + p.b.is_new for p in content.pairs) + len(content.also_new),
+        new_tools=content.new_tool_count,
         dry_run=dry_run,
     )
     if content.is_empty:

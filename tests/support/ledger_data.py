@@ -54,6 +54,4 @@ def render_everything(categories: list[str]) -> ledger.RenderedBodies | None:
         subject=f"Digest for {label}",
         html=f"<p>{label} %%unsubscribe_url%%</p>",
         text=f"{label} %%unsubscribe_url%%",
-        pair_count=1,
-        new_tool_count=2,
     )

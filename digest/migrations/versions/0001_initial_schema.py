@@ -101,8 +101,6 @@ def upgrade() -> None:
         sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("html", sa.Text(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("pair_count", sa.Integer(), nullable=False),
-        sa.Column("new_tool_count", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["digest_id"], ["digest.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("digest_id", "key", name="uq_variant_digest_key"),
