@@ -288,7 +288,7 @@ def test_a_hard_bounce_suppresses_the_subscriber_so_the_next_digest_skips_them(
     summary = ledger.plan_recipients(
         engine,
         digest_id=next_week,
-        render_variant=lambda cats: ledger.RenderedBodies("s", "<p>h</p>", "t", 1, 1),
+        render_variant=lambda cats: ledger.RenderedBodies("s", "<p>h</p>", "t"),
     )
     assert summary.planned == 1
     with engine.begin() as connection:
