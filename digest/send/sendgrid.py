@@ -21,6 +21,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+import orjson
 import sendgrid
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
 
@@ -166,6 +167,30 @@ def _sendgrid_errors(body: bytes | str | None) -> str:
 _JSON_UTF8 = "application/json; charset=utf-8"
 
 
+class _LoggedAsSize(bytes):
+    """Request bytes that print as their size: the client's DEBUG line shows no address or token."""
+
+    def __str__(self) -> str:
+        return f"<{len(self)} bytes of JSON>"
+
+    __repr__ = __str__
+
+
+class _EncodedBody:
+    """A request body serialised once, already UTF-8.
+
+    python_http_client calls `.encode("utf-8")` on a body whose Content-Type is not bare
+    application/json, then formats the result into a DEBUG line on every request, whether DEBUG
+    is on or not: ~2.5 ms per 1,000 recipients, and the line would hold every address and token.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = _LoggedAsSize(data)
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self._data
+
+
 class SendGridBackend(BaseBackend):
     """Sends each batch as one SendGrid Mail Send request, retrying what is worth retrying."""
 
@@ -241,9 +266,10 @@ class SendGridBackend(BaseBackend):
             return BatchResult(message_id=None, accepted=0)
         self.open()
         # A dict, not helpers.mail.Mail: add_personalization prepends by default; ~15x slower too.
-        # Serialised once here, not on every retry; UTF-8 as is (no \u escapes) is smaller and
-        # faster. A Content-Type other than bare application/json makes the client send it as is.
-        body = json.dumps(build_request_body(batch), ensure_ascii=False, separators=(",", ":"))
+        # Serialised once here, not on every retry, by orjson: compact UTF-8 (no \u escapes),
+        # five times faster than json. A Content-Type other than bare application/json makes
+        # the client send it as is.
+        body = _EncodedBody(orjson.dumps(build_request_body(batch)))
         size = len(batch.recipients)
         problem = ""
         retry_after: float | None = None
