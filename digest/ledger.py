@@ -511,6 +511,22 @@ def state_counts(connection: Connection, *, digest_id: int) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
+def sent_by_run(connection: Connection, *, digest_id: int, owner: str) -> tuple[int, int]:
+    """Rows the provider accepted from this run's batches, and how many batches carried them.
+
+    Counted from the ledger, not from task results, so a retried or restarted sender task
+    cannot make the run's own account wrong.
+    """
+    rows, batches = connection.execute(
+        select(func.count(), func.count(DELIVERY.c.claim_owner.distinct())).where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.sent_at.is_not(None),
+            DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
+        )
+    ).one()
+    return int(rows), int(batches)
+
+
 def failure_reasons(
     connection: Connection, *, digest_id: int, limit: int = 5
 ) -> list[tuple[str, str, int]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html as html_module
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from digest.compose import build_content, filter_for_categories
 from digest.config import Settings
 from digest.content import DigestContent
 from digest.db import ensure_schema
+from digest.errors import RunInProgressError
 from digest.links import Links, links_for
 from digest.messages import greeting_substitutions
 from digest.pairing import pair_tools
@@ -142,23 +144,17 @@ def plan(settings: Settings, prepared: PreparedDigest) -> ledger.PlanSummary:
     )
 
 
-@dataclass(frozen=True)
-class BatchSlot:
-    """One send task's share of the work: up to one batch of one variant."""
-
-    digest_id: int
-    variant_id: int
-    index: int
+# Senders working one digest at once. Each claims batch after batch until nothing is pending, so
+# four coarse tasks carry the whole send; one task per batch spent a fifth of it in orchestration.
+SENDER_LANES = 4
 
 
-def batch_slots(settings: Settings, digest_id: int) -> list[BatchSlot]:
+def sender_lanes(settings: Settings, digest_id: int) -> list[int]:
+    """Lane numbers for this run: no more lanes than there are batches to send."""
     with engine_for(settings).connect() as connection:
         pending = ledger.pending_by_variant(connection, digest_id=digest_id)
-    slots: list[BatchSlot] = []
-    for variant_id, count in sorted(pending.items()):
-        batches = -(-count // settings.batch_size)
-        slots.extend(BatchSlot(digest_id, variant_id, i) for i in range(batches))
-    return slots
+    batches = sum(-(-count // settings.batch_size) for count in pending.values())
+    return list(range(min(SENDER_LANES, batches)))
 
 
 # --- sending --------------------------------------------------------------------------------------
@@ -209,7 +205,9 @@ def _frozen_variant(settings: Settings, connection: Any, variant_id: int) -> dic
     return _VARIANTS[key]
 
 
-def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) -> BatchReport:
+def send_batch(
+    settings: Settings, digest_id: int, variant_id: int, *, week: str, owner: str
+) -> BatchReport:
     """Claim one batch, hand it to the backend, and record the provider's answer.
 
     Rows move to `sent` only after the provider accepted them. A transient error hands them back
@@ -217,29 +215,29 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
     process dies between claim and record, the rows stay `sending` and the next run finds them
     `uncertain`.
     """
-    report = BatchReport(variant_id=slot.variant_id)
+    report = BatchReport(variant_id=variant_id)
     if _AUTH_REJECTED.is_set():
         report.error = "skipped: the provider rejected the API key earlier in this run"
         return report
     engine = engine_for(settings)
     with engine.begin() as connection:
         ledger.renew_lease(
-            connection, digest_id=slot.digest_id, owner=owner, ttl_seconds=settings.lease_seconds
+            connection, digest_id=digest_id, owner=owner, ttl_seconds=settings.lease_seconds
         )
         claimed = ledger.claim_batch(
             connection,
-            digest_id=slot.digest_id,
-            variant_id=slot.variant_id,
+            digest_id=digest_id,
+            variant_id=variant_id,
             owner=owner,
             limit=settings.batch_size,
         )
         if not claimed.recipients:
             return report
-        variant = _frozen_variant(settings, connection, slot.variant_id)
+        variant = _frozen_variant(settings, connection, variant_id)
     report.claimed = len(claimed)
     links = links_for(settings)
     batch = OutgoingBatch(
-        digest_id=slot.digest_id,
+        digest_id=digest_id,
         week=week,
         subject=variant["subject"],
         html=variant["html"],
@@ -256,7 +254,7 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
             report.failed = ledger.mark_failed(connection, batch=claimed, reason=exc.reason)
         report.error = exc.reason
         log.warning(
-            "batch of variant %s: %s rows failed: %s", slot.variant_id, report.failed, exc.reason
+            "batch of variant %s: %s rows failed: %s", variant_id, report.failed, exc.reason
         )
         return report
     except (TransientSendError, SendAuthError) as exc:
@@ -268,6 +266,60 @@ def send_batch(settings: Settings, slot: BatchSlot, *, week: str, owner: str) ->
     with engine.begin() as connection:
         report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
     report.message_id = result.message_id
+    return report
+
+
+@dataclass
+class LaneReport:
+    """What one sender lane did: its batches in order, and why it stopped early, if it did."""
+
+    lane: int
+    batches: list[BatchReport] = field(default_factory=list)
+    stop: str | None = None  # the provider refused our key, or another run took the lease
+
+    @property
+    def sent(self) -> int:
+        return sum(batch.sent for batch in self.batches)
+
+
+def send_lane(
+    settings: Settings,
+    digest_id: int,
+    *,
+    lane: int,
+    week: str,
+    owner: str,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> LaneReport:
+    """Send batch after batch of every variant until none of this digest's rows is left pending.
+
+    Several lanes run at once: claims never overlap, so lanes share the work however fast each
+    one goes. A transient error re-raises (its rows are already back to `pending`): the caller
+    retries the lane later, which picks up whatever is still pending. Every batch that does not
+    raise moves its rows out of `pending` for good, so the loop always ends.
+    """
+    report = LaneReport(lane=lane)
+    with engine_for(settings).connect() as connection:
+        variants = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))
+    if variants:
+        # Lanes start on different variants, so they seldom wait on each other's claims.
+        start = lane % len(variants)
+        variants = variants[start:] + variants[:start]
+    for variant_id in variants:
+        while True:
+            try:
+                batch = send_batch(settings, digest_id, variant_id, week=week, owner=owner)
+            except (SendAuthError, RunInProgressError) as stop:
+                report.stop = str(stop)
+                return report
+            if not batch.claimed:
+                if batch.error:  # skipped: the key was refused in another lane
+                    report.stop = batch.error
+                    return report
+                break
+            report.batches.append(batch)
+            if on_batch is not None:
+                on_batch(batch)
     return report
 
 
@@ -292,6 +344,12 @@ def begin_run(
 
 def end_run(settings: Settings, digest_id: int, *, owner: str) -> None:
     ledger.release_lease(engine_for(settings), digest_id=digest_id, owner=owner)
+
+
+def sent_by_run(settings: Settings, digest_id: int, *, owner: str) -> tuple[int, int]:
+    """(deliveries sent, batches that sent them) by the run `owner`."""
+    with engine_for(settings).connect() as connection:
+        return ledger.sent_by_run(connection, digest_id=digest_id, owner=owner)
 
 
 @dataclass

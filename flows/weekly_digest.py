@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.annotations import unmapped
 from pydantic import Field
 
 from digest import pipeline
@@ -28,7 +29,7 @@ from digest.config import Settings, get_settings
 from digest.errors import DigestError, RunIncompleteError, RunInProgressError
 from digest.ledger import new_owner
 from digest.report import render_markdown
-from digest.send.base import SendAuthError, TransientSendError
+from digest.send.base import TransientSendError
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
@@ -73,29 +74,32 @@ def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, i
 
 
 @task(
-    name="send-batch",
+    name="send-lane",
+    task_run_name="send-lane-{lane}",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
     retry_condition_fn=_only_transient,
     **_TASK_DEFAULTS,
 )
-def send_batch(slot: pipeline.BatchSlot, week: str, owner: str) -> pipeline.BatchReport:
-    try:
-        report = pipeline.send_batch(get_settings(), slot, week=week, owner=owner)
-    except (SendAuthError, RunInProgressError) as stop:
-        # Not worth a retry, and not a crash: the flow ends the run with this message.
-        report = pipeline.BatchReport(variant_id=slot.variant_id, error=str(stop), stops_run=True)
-    get_run_logger().info(
-        "batch %s of variant %s: claimed %s, sent %s, failed %s%s",
-        slot.index,
-        slot.variant_id,
-        report.claimed,
-        report.sent,
-        report.failed,
-        f" ({report.error})" if report.error else "",
+def send_lane(lane: int, digest_id: int, week: str, owner: str) -> pipeline.LaneReport:
+    """One sender: batch after batch until nothing is pending; a retry picks up what is left."""
+    logger = get_run_logger()
+
+    def log_batch(batch: pipeline.BatchReport) -> None:
+        logger.info(
+            "lane %s, variant %s: claimed %s, sent %s, failed %s%s",
+            lane,
+            batch.variant_id,
+            batch.claimed,
+            batch.sent,
+            batch.failed,
+            f" ({batch.error})" if batch.error else "",
+        )
+
+    return pipeline.send_lane(
+        get_settings(), digest_id, lane=lane, week=week, owner=owner, on_batch=log_batch
     )
-    return report
 
 
 @task(name="reconcile", **_TASK_DEFAULTS)
@@ -122,8 +126,10 @@ def scheduled_week(settings: Settings) -> IsoWeek:
 
 @flow(
     name="weekly-digest",
-    # Batches overlap their network waits; four threads keep two cores busy.
-    task_runner=ThreadPoolTaskRunner[PrefectFuture[Any]](max_workers=4),  # type: ignore[arg-type]
+    # Lanes overlap their network waits; four keep two cores busy.
+    task_runner=ThreadPoolTaskRunner[PrefectFuture[Any]](  # type: ignore[arg-type]
+        max_workers=pipeline.SENDER_LANES
+    ),
     validate_parameters=True,
     log_prints=False,
 )
@@ -209,7 +215,7 @@ def weekly_digest(
     started = begin_run(digest_id, owner, resend_uncertain)
     if isinstance(started, str):
         return _failed(RunInProgressError(started))
-    batch_reports: list[pipeline.BatchReport] = []
+    lane_reports: list[pipeline.LaneReport] = []
     try:
         clock = time.perf_counter()
         planned = plan_recipients(prepared)
@@ -222,27 +228,28 @@ def weekly_digest(
             started["found_uncertain"],
         )
         clock = time.perf_counter()
-        slots = pipeline.batch_slots(settings, digest_id)
-        sender = send_batch.with_options(
+        sender = send_lane.with_options(
             retries=settings.send_task_retries,
             retry_delay_seconds=exponential_backoff(
                 backoff_factor=settings.send_retry_delay_seconds
             ),
         )
-        futures = sender.map(slots, str(the_week), owner)
+        lanes = pipeline.sender_lanes(settings, digest_id)
+        futures = sender.map(lanes, unmapped(digest_id), unmapped(str(the_week)), unmapped(owner))
         for future in futures:
             future.wait()
             if future.state.is_completed():
-                batch_reports.append(future.result())
+                lane_reports.append(future.result())
         summary.send_seconds = time.perf_counter() - clock
-        summary.batches = len(slots)
-        summary.sent_this_run = sum(r.sent for r in batch_reports)
+        summary.sent_this_run, summary.batches = pipeline.sent_by_run(
+            settings, digest_id, owner=owner
+        )
     finally:
         pipeline.end_run(settings, digest_id, owner=owner)
     summary.counts, summary.reasons = reconcile(digest_id)
     summary.compliance = pipeline.compliance_checks(settings, digest_id)
     report(summary)
-    stop = next((r.error for r in batch_reports if r.stops_run and r.error), None)
+    stop = next((r.stop for r in lane_reports if r.stop), None)
     if pipeline.auth_rejected():
         return _failed(pipeline.auth_error())
     if stop is not None:

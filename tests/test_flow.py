@@ -116,3 +116,30 @@ def test_retrying_the_same_flow_run_after_a_failed_send_skips_nobody_and_doubles
         assert len(accepted) == total
         assert set(accepted.values()) == {1}
         assert _status(the_settings.database_url) == (total, {"sent": total})
+
+
+def test_a_send_lane_retried_by_prefect_finishes_the_run_with_nobody_twice(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short outage fails both lanes' first requests; without Prefect retrying the lane tasks
+    # the run would end with rows pending. With them, the same run sends everyone once.
+    with FakeSendGrid(api_key="SG.test-key") as fake:
+        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
+        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
+        monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "1")
+        monkeypatch.setenv("DIGEST_SEND_TASK_RETRIES", "2")
+        monkeypatch.setenv("DIGEST_SEND_RETRY_DELAY_SECONDS", "0")
+        get_settings.cache_clear()
+        the_settings = get_settings()
+        seed(the_settings, tmp_path, subscribers=7)
+        fake.fail_next(2, 503, message="back soon")
+        summary = weekly_digest(week=WEEK)
+        total, counts = _status(the_settings.database_url)
+        assert counts == {"sent": total}
+        assert summary.sent_this_run == total
+        assert summary.batches == 2  # one per content variant
+        accepted = Counter(m.to for m in fake.accepted)
+        assert len(accepted) == total and set(accepted.values()) == {1}
+        # Every accepted request is one recorded batch; the two refused ones came on top.
+        assert len(fake.requests) == summary.batches + 2

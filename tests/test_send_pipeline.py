@@ -13,8 +13,9 @@ from digest import pipeline
 from digest.config import Settings, get_settings
 from digest.db import get_engine
 from digest.errors import SendAuthError
-from digest.ledger import new_owner, state_counts
+from digest.ledger import new_owner, pending_by_variant, state_counts
 from digest.models import Subscriber
+from digest.send.base import TransientSendError
 from digest.weeks import IsoWeek
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers
@@ -47,16 +48,18 @@ def _prepare(
     return settings, prepared.digest_id
 
 
+def _variant_ids(settings: Settings, digest_id: int) -> list[int]:
+    with get_engine(settings.database_url).connect() as connection:
+        return sorted(pending_by_variant(connection, digest_id=digest_id))
+
+
 def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
     with get_engine(settings.database_url).connect() as connection:
         return state_counts(connection, digest_id=digest_id)
 
 
 def _send_all(settings: Settings, digest_id: int, owner: str) -> list[pipeline.BatchReport]:
-    return [
-        pipeline.send_batch(settings, slot, week=WEEK, owner=owner)
-        for slot in pipeline.batch_slots(settings, digest_id)
-    ]
+    return pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner).batches
 
 
 def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
@@ -109,12 +112,14 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = new_owner()
     pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
-    slots = pipeline.batch_slots(settings, digest_id)
+    variants = _variant_ids(settings, digest_id)
     with pytest.raises(SendAuthError) as caught:
-        pipeline.send_batch(settings, slots[0], week=WEEK, owner=owner)
+        pipeline.send_batch(settings, digest_id, variants[0], week=WEEK, owner=owner)
     assert "SG.wrong-key" not in str(caught.value)
-    later = pipeline.send_batch(settings, slots[1], week=WEEK, owner=owner)
+    later = pipeline.send_batch(settings, digest_id, variants[-1], week=WEEK, owner=owner)
     assert later.claimed == 0 and later.error
+    lane = pipeline.send_lane(settings, digest_id, lane=1, week=WEEK, owner=owner)
+    assert lane.batches == [] and lane.stop and "rejected the API key" in lane.stop
     assert len(fake.requests) == 1
     assert _counts(settings, digest_id) == {"pending": 6}
     assert "SENDGRID_API_KEY" in str(pipeline.auth_error())
@@ -151,19 +156,22 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
     owner = new_owner()
     pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
-    slots = pipeline.batch_slots(settings, digest_id)
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(pipeline.SENDER_LANES)
     errors: list[BaseException] = []
+    lanes: list[pipeline.LaneReport] = []
 
-    def worker(share: list[pipeline.BatchSlot]) -> None:
+    def sender(lane: int) -> None:
         barrier.wait()
         try:
-            for slot in share:
-                pipeline.send_batch(settings, slot, week=WEEK, owner=owner)
+            lanes.append(pipeline.send_lane(settings, digest_id, lane=lane, week=WEEK, owner=owner))
         except BaseException as exc:  # pragma: no cover - reported by the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(slots[i::4],)) for i in range(4)]
+    threads = [
+        threading.Thread(target=sender, args=(lane,))
+        for lane in pipeline.sender_lanes(settings, digest_id)
+    ]
+    assert len(threads) == 4
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -172,6 +180,13 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 1000 and set(received.values()) == {1}
     assert _counts(settings, digest_id) == {"sent": 1000}
+    # Every lane found work: claims interleave rather than one lane doing it all.
+    assert all(lane.batches for lane in lanes)
+    assert sum(lane.sent for lane in lanes) == 1000
+    # SKIP LOCKED may hand a lane a short batch, so count batches from the lanes' own reports.
+    batches = sum(len(lane.batches) for lane in lanes)
+    assert batches >= 20
+    assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (1000, batches)
 
 
 def test_transient_failures_leave_rows_pending_for_the_next_run(
@@ -182,8 +197,6 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
     owner = new_owner()
     pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
     fake.always(Fault(status=503, message="try later"))
-    from digest.send.base import TransientSendError
-
     with pytest.raises(TransientSendError):
         _send_all(settings, digest_id, owner)
     assert _counts(settings, digest_id) == {"pending": 6}
@@ -192,3 +205,44 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
     assert Counter(m.to for m in fake.accepted) == Counter(
         {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
     )
+
+
+def test_a_lane_stopped_by_a_transient_error_is_resumed_by_its_retry(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # The lane raises with its rows handed back; running it again sends exactly what is left.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    fake.queue(Fault())  # the first batch goes through
+    fake.always(Fault(status=503, message="try later"))
+    with pytest.raises(TransientSendError):
+        pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+    first = _counts(settings, digest_id)
+    assert first["sent"] in (1, 2) and first["sent"] + first["pending"] == 6
+    fake.always(None)
+    retried = pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+    assert retried.sent == 6 - first["sent"]
+    assert Counter(m.to for m in fake.accepted) == Counter(
+        {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
+    )
+    assert pipeline.sent_by_run(settings, digest_id, owner=owner)[0] == 6
+
+
+def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # One lane alone drains both variants; another run's owner has sent nothing.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    assert pipeline.sender_lanes(settings, digest_id) == [0, 1, 2, 3]  # 5 + 1 rows: 3 + 1 batches
+    variants = _variant_ids(settings, digest_id)
+    assert len(variants) == 2
+    lane = pipeline.send_lane(settings, digest_id, lane=1, week=WEEK, owner=owner)
+    assert lane.stop is None
+    assert {batch.variant_id for batch in lane.batches} == set(variants)
+    assert _counts(settings, digest_id) == {"sent": 6}
+    assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (6, len(lane.batches))
+    assert pipeline.sent_by_run(settings, digest_id, owner=new_owner()) == (0, 0)
+    assert pipeline.sender_lanes(settings, digest_id) == []
