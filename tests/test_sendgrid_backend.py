@@ -559,3 +559,19 @@ def test_fake_as_a_process_is_driven_through_its_control_endpoint(tmp_path: Path
     assert [line["to"] for line in read_record(record)] == [
         f"reader{i}@example.com" for i in range(4)
     ]
+
+
+def test_debug_logging_shows_the_payload_size_but_no_address_or_token(
+    fake: FakeSendGrid, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client logs every request body at DEBUG; ours shows up as a size, never as contents.
+    caplog.set_level(logging.DEBUG, logger="python_http_client.client")
+    backend, _ = make_backend(fake.url)
+    recipients = make_recipients(3)
+    backend.send_batch(make_batch(recipients))
+    assert len(fake.accepted) == 3  # the body the log hides still reached the API intact
+    logged = caplog.text
+    assert "PAYLOAD: <" in logged and "bytes of JSON>" in logged
+    for recipient in recipients:
+        assert recipient.email not in logged
+        assert recipient.substitutions["%%unsubscribe_url%%"] not in logged
