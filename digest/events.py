@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select, update
@@ -25,6 +25,7 @@ from digest.models import Delivery, DeliveryEvent, Subscriber
 from digest.states import EVENT_RANK, DeliveryState, SubscriberStatus
 from digest.subscribers import email_key
 from digest.subscriptions import SUPPRESSION_RANK, suppress_many
+from digest.weeks import utcnow
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 EVENT: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
@@ -81,16 +82,58 @@ def movable_from(target: DeliveryState) -> list[str]:
     return sorted(lower)
 
 
-def target_states(events: Iterable[NormalizedEvent]) -> dict[int, DeliveryState]:
-    """The highest-ranked state each delivery's events prove, whatever order they came in."""
+def target_states(
+    proofs: Iterable[tuple[int | None, DeliveryState | None]],
+) -> dict[int, DeliveryState]:
+    """The highest-ranked state each delivery's (delivery id, state) pairs prove, in any order."""
     best: dict[int, DeliveryState] = {}
-    for event in events:
-        if event.delivery_id is None or event.state is None:
+    for delivery_id, state in proofs:
+        if delivery_id is None or state is None:
             continue
-        current = best.get(event.delivery_id)
-        if current is None or EVENT_RANK[event.state] > EVENT_RANK[current]:
-            best[event.delivery_id] = event.state
+        current = best.get(delivery_id)
+        if current is None or EVENT_RANK[state] > EVENT_RANK[current]:
+            best[delivery_id] = state
     return best
+
+
+def _move_forward(connection: Connection, targets: dict[int, DeliveryState]) -> int:
+    """Move each delivery to its target state where that is forward; one UPDATE per state."""
+    by_target: dict[DeliveryState, list[int]] = defaultdict(list)
+    for delivery_id, state in targets.items():
+        by_target[state].append(delivery_id)
+    now = utcnow()
+    moved = 0
+    for state, ids in by_target.items():
+        moved += _rowcount(
+            connection.execute(
+                update(DELIVERY)
+                .where(DELIVERY.c.id.in_(ids), DELIVERY.c.state.in_(movable_from(state)))
+                .values(state=state.value, updated_at=now)
+            )
+        )
+    return moved
+
+
+def apply_recorded(connection: Connection, *, digest_id: int) -> int:
+    """Apply stored events that came while their rows were not yet settled; rows moved.
+
+    An event for a row still `sending` is recorded but not applied: the sender owns the row. Once
+    the row is `sent`, or `uncertain` because its run died, those events count. An `uncertain`
+    row that an event proves accepted then leaves `uncertain`, so `--resend-uncertain` does not
+    mail that subscriber a second copy.
+    """
+    rows = connection.execute(
+        select(EVENT.c.delivery_id, EVENT.c.state)
+        .join(DELIVERY, DELIVERY.c.id == EVENT.c.delivery_id)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.state.in_([DeliveryState.SENT.value, DeliveryState.UNCERTAIN.value]),
+            EVENT.c.state.is_not(None),
+        )
+    )
+    return _move_forward(
+        connection, target_states((int(did), DeliveryState(state)) for did, state in rows)
+    )
 
 
 def strongest(pairs: Iterable[tuple[int, SubscriberStatus]]) -> dict[int, SubscriberStatus]:
@@ -137,7 +180,7 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
     if not unique:
         return EventSummary(len(events), 0, len(events), 0, 0, 0)
     connection = session.connection()
-    now = datetime.now(UTC)
+    now = utcnow()
 
     wanted = {e.delivery_id for e in unique if e.delivery_id is not None}
     owners: dict[int, int] = {}
@@ -165,18 +208,7 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
     fresh = [e for e in unique if e.provider_event_id in inserted]
 
     known = [e for e in fresh if e.delivery_id in owners]
-    by_target: dict[DeliveryState, list[int]] = defaultdict(list)
-    for delivery_id, state in target_states(known).items():
-        by_target[state].append(delivery_id)
-    moved = 0
-    for state, ids in by_target.items():
-        moved += _rowcount(
-            connection.execute(
-                update(DELIVERY)
-                .where(DELIVERY.c.id.in_(ids), DELIVERY.c.state.in_(movable_from(state)))
-                .values(state=state.value, updated_at=now)
-            )
-        )
+    moved = _move_forward(connection, target_states((e.delivery_id, e.state) for e in known))
 
     suppressions = [
         (owners[e.delivery_id], e.suppress_as)

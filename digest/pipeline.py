@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from digest import ledger
+from digest import events, ledger
 from digest.catalog import load_tools
 from digest.compose import build_content, filter_for_categories
 from digest.config import Settings
@@ -329,17 +329,26 @@ def send_lane(
 def begin_run(
     settings: Settings, digest_id: int, *, owner: str, resend_uncertain: bool
 ) -> dict[str, int]:
-    """Take the digest's lease, find rows a dead run left behind, requeue uncertain ones on ask."""
+    """Take the digest's lease, find rows a dead run left behind, requeue uncertain ones on ask.
+
+    Provider events stored while those rows were `sending` are applied first: a row they prove
+    accepted is settled, and never requeued.
+    """
     _AUTH_REJECTED.clear()
     engine = engine_for(settings)
     uncertain = ledger.acquire_lease(
         engine, digest_id=digest_id, owner=owner, ttl_seconds=settings.lease_seconds
     )
     requeued = 0
-    if resend_uncertain:
-        with engine.begin() as connection:
+    with engine.begin() as connection:
+        settled = events.apply_recorded(connection, digest_id=digest_id)
+        if resend_uncertain:
             requeued = ledger.requeue_uncertain(connection, digest_id=digest_id)
-    return {"found_uncertain": uncertain, "requeued_uncertain": requeued}
+    return {
+        "found_uncertain": uncertain,
+        "settled_by_events": settled,
+        "requeued_uncertain": requeued,
+    }
 
 
 def end_run(settings: Settings, digest_id: int, *, owner: str) -> None:
@@ -388,9 +397,10 @@ class RunSummary:
 def reconcile(
     settings: Settings, digest_id: int
 ) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
-    """Settle rows of subscribers who left, count states, and mark the digest complete if done."""
+    """Settle rows of subscribers who left or events proved, count states, mark complete if done."""
     with engine_for(settings).begin() as connection:
         ledger.suppress_unsendable(connection, digest_id=digest_id)
+        events.apply_recorded(connection, digest_id=digest_id)
         counts = ledger.state_counts(connection, digest_id=digest_id)
         reasons = ledger.failure_reasons(connection, digest_id=digest_id)
         unfinished = counts.get(DeliveryState.PENDING.value, 0) + counts.get(

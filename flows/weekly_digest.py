@@ -221,11 +221,13 @@ def weekly_digest(
         planned = plan_recipients(prepared)
         summary.plan_seconds = time.perf_counter() - clock
         logger.info(
-            "planned %s recipients (%s skipped, %s variants); %s rows found uncertain",
+            "planned %s recipients (%s skipped, %s variants); %s rows found uncertain; "
+            "%s rows settled by provider events",
             planned["planned"],
             planned["skipped"],
             planned["variants"],
             started["found_uncertain"],
+            started["settled_by_events"],
         )
         clock = time.perf_counter()
         sender = send_lane.with_options(

@@ -11,11 +11,23 @@ from sqlalchemy import update
 
 from digest import pipeline
 from digest.config import Settings, get_settings
-from digest.db import get_engine
+from digest.db import get_engine, session_scope
 from digest.errors import SendAuthError
-from digest.ledger import new_owner, pending_by_variant, state_counts
+from digest.events import NormalizedEvent, apply_events
+from digest.ledger import (
+    DIGEST,
+    ClaimedBatch,
+    acquire_lease,
+    claim_batch,
+    mark_sent,
+    new_owner,
+    now_utc,
+    pending_by_variant,
+    state_counts,
+)
 from digest.models import Subscriber
 from digest.send.base import TransientSendError
+from digest.states import DeliveryState
 from digest.weeks import IsoWeek
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers
@@ -246,3 +258,64 @@ def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
     assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (6, len(lane.batches))
     assert pipeline.sent_by_run(settings, digest_id, owner=new_owner()) == (0, 0)
     assert pipeline.sender_lanes(settings, digest_id) == []
+
+
+def _record_event(settings: Settings, delivery_id: int, state: DeliveryState) -> None:
+    """The webhook's path for one provider event: stored, applied where the ledger allows."""
+    event = NormalizedEvent(
+        f"evt-{delivery_id}-{state.value}", state.value, delivery_id, state, None, None, None, {}
+    )
+    with session_scope(get_engine(settings.database_url)) as session:
+        apply_events(session=session, events=[event])
+
+
+def _claim_all(settings: Settings, digest_id: int, owner: str) -> list[ClaimedBatch]:
+    with get_engine(settings.database_url).begin() as connection:
+        return [
+            claim_batch(connection, digest_id=digest_id, variant_id=v, owner=owner, limit=1000)
+            for v in sorted(pending_by_variant(connection, digest_id=digest_id))
+        ]
+
+
+def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # A run dies after SendGrid accepted its batch; delivered events arrive while the rows are
+    # still `sending`. The rerun finds them proven: --resend-uncertain mails only the others.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    engine = get_engine(settings.database_url)
+    dead = "another-host:1:deadbeef"
+    acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
+    claimed = [r for batch in _claim_all(settings, digest_id, dead) for r in batch.recipients]
+    proven = claimed[:2]
+    for recipient in proven:
+        _record_event(settings, recipient.delivery_id, DeliveryState.DELIVERED)
+    assert _counts(settings, digest_id) == {"sending": 6}  # recorded, not applied yet
+    with engine.begin() as connection:
+        connection.execute(update(DIGEST).values(lease_expires_at=now_utc().replace(year=2000)))
+
+    owner = new_owner()
+    started = pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=True)
+    assert started == {"found_uncertain": 6, "settled_by_events": 2, "requeued_uncertain": 4}
+    pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+    received = Counter(m.to for m in fake.accepted)
+    assert set(received) == {r.email for r in claimed[2:]} and set(received.values()) == {1}
+    assert _counts(settings, digest_id) == {"delivered": 2, "sent": 4}
+
+
+def test_an_event_that_beat_the_senders_record_is_applied_when_the_run_ends(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # The provider's event can arrive before the sender writes `sent`; reconcile applies it.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    batches = _claim_all(settings, digest_id, owner)
+    early = batches[0].recipients[0].delivery_id
+    _record_event(settings, early, DeliveryState.BOUNCED)
+    with get_engine(settings.database_url).begin() as connection:
+        for batch in batches:
+            mark_sent(connection, batch=batch, message_id="accepted")
+    assert _counts(settings, digest_id) == {"sent": 6}
+    counts, _ = pipeline.reconcile(settings, digest_id)
+    assert counts == {"bounced": 1, "sent": 5}
