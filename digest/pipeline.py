@@ -389,8 +389,10 @@ class RunSummary:
 
     @property
     def unfinished(self) -> int:
-        return self.counts.get(DeliveryState.PENDING.value, 0) + self.counts.get(
-            DeliveryState.FAILED.value, 0
+        """Rows this run should have settled and did not: pending, failed, or left `sending`."""
+        return sum(
+            self.counts.get(state.value, 0)
+            for state in (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.SENDING)
         )
 
 
@@ -484,13 +486,21 @@ def auth_error() -> SendAuthError:
 def incomplete_message(summary: RunSummary) -> str:
     pending = summary.counts.get(DeliveryState.PENDING.value, 0)
     failed = summary.counts.get(DeliveryState.FAILED.value, 0)
+    sending = summary.counts.get(DeliveryState.SENDING.value, 0)
     reasons = (
         "; ".join(f"{n} {state}: {reason}" for state, reason, n in summary.reasons)
         or "no reason recorded"
     )
+    stuck = (
+        f" {sending} were left `sending` by a sender that stopped unexpectedly (its error is in "
+        "the flow run's logs): the provider may have them, so the next run reports them "
+        "`uncertain` rather than resending them."
+        if sending
+        else ""
+    )
     return (
         f"The run for {summary.week} ended with {pending} deliveries still pending and {failed} "
-        f"failed ({reasons}). Pending ones are sent by the next "
+        f"failed ({reasons}).{stuck} Pending ones are sent by the next "
         f"`digest run --week {summary.week}`; "
         "failed ones were refused by the provider and need the cause above fixed first."
     )

@@ -143,3 +143,39 @@ def test_a_send_lane_retried_by_prefect_finishes_the_run_with_nobody_twice(
         assert len(accepted) == total and set(accepted.values()) == {1}
         # Every accepted request is one recorded batch; the two refused ones came on top.
         assert len(fake.requests) == summary.batches + 2
+
+
+def test_a_lane_that_crashes_mid_batch_fails_the_run_and_its_rows_turn_uncertain(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database fails once between the send and its record: the run must not end Completed,
+    # and the rerun must neither resend that batch nor lose sight of it.
+    from digest import ledger
+
+    monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
+    get_settings.cache_clear()
+    the_settings = get_settings()
+    seed(the_settings, tmp_path, subscribers=7)
+    real_mark_sent = ledger.mark_sent
+    calls = {"n": 0}
+
+    def mark_sent_failing_once(*args: object, **kwargs: object) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the database connection was lost")
+        return real_mark_sent(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "mark_sent", mark_sent_failing_once)
+    state = weekly_digest(week=WEEK, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RunIncompleteError, match=r"left `sending`"):
+        state.result()
+    total, counts = _status(the_settings.database_url)
+    stuck = counts["sending"]
+    assert stuck in (1, 2) and counts["sent"] == total - stuck
+
+    again = weekly_digest(week=WEEK)
+    assert again.sent_this_run == 0
+    assert again.counts == {"sent": total - stuck, "uncertain": stuck}
+    outbox = list((tmp_path / "outbox" / WEEK).glob("*.eml"))
+    assert len(outbox) == total  # the stuck batch went out once, and only once
