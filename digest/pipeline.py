@@ -149,12 +149,24 @@ def plan(settings: Settings, prepared: PreparedDigest) -> ledger.PlanSummary:
 SENDER_LANES = 4
 
 
-def sender_lanes(settings: Settings, digest_id: int) -> list[int]:
-    """Lane numbers for this run: no more lanes than there are batches to send."""
+@dataclass(frozen=True)
+class SendPlan:
+    """What a run's sender lanes share, read once before they start."""
+
+    digest_id: int
+    variants: tuple[int, ...]  # variants with rows pending
+    lanes: tuple[int, ...]  # lane numbers: never more lanes than batches
+
+
+def send_plan(settings: Settings, digest_id: int) -> SendPlan:
     with engine_for(settings).connect() as connection:
         pending = ledger.pending_by_variant(connection, digest_id=digest_id)
     batches = sum(-(-count // settings.batch_size) for count in pending.values())
-    return list(range(min(SENDER_LANES, batches)))
+    return SendPlan(
+        digest_id=digest_id,
+        variants=tuple(sorted(pending)),
+        lanes=tuple(range(min(SENDER_LANES, batches))),
+    )
 
 
 # --- sending --------------------------------------------------------------------------------------
@@ -284,14 +296,14 @@ class LaneReport:
 
 def send_lane(
     settings: Settings,
-    digest_id: int,
+    plan: SendPlan,
     *,
     lane: int,
     week: str,
     owner: str,
     on_batch: Callable[[BatchReport], None] | None = None,
 ) -> LaneReport:
-    """Send batch after batch of every variant until none of this digest's rows is left pending.
+    """Send batch after batch of every planned variant until none of its rows is left pending.
 
     Several lanes run at once: claims never overlap, so lanes share the work however fast each
     one goes. A transient error re-raises (its rows are already back to `pending`): the caller
@@ -299,16 +311,13 @@ def send_lane(
     raise moves its rows out of `pending` for good, so the loop always ends.
     """
     report = LaneReport(lane=lane)
-    with engine_for(settings).connect() as connection:
-        variants = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))
-    if variants:
-        # Lanes start on different variants, so they seldom wait on each other's claims.
-        start = lane % len(variants)
-        variants = variants[start:] + variants[:start]
+    # Lanes start on different variants, so they seldom wait on each other's claims.
+    start = lane % len(plan.variants) if plan.variants else 0
+    variants = plan.variants[start:] + plan.variants[:start]
     for variant_id in variants:
         while True:
             try:
-                batch = send_batch(settings, digest_id, variant_id, week=week, owner=owner)
+                batch = send_batch(settings, plan.digest_id, variant_id, week=week, owner=owner)
             except (SendAuthError, RunInProgressError) as stop:
                 report.stop = str(stop)
                 return report

@@ -82,7 +82,7 @@ def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, i
     retry_condition_fn=_only_transient,
     **_TASK_DEFAULTS,
 )
-def send_lane(lane: int, digest_id: int, week: str, owner: str) -> pipeline.LaneReport:
+def send_lane(lane: int, plan: pipeline.SendPlan, week: str, owner: str) -> pipeline.LaneReport:
     """One sender: batch after batch until nothing is pending; a retry picks up what is left."""
     logger = get_run_logger()
 
@@ -98,7 +98,7 @@ def send_lane(lane: int, digest_id: int, week: str, owner: str) -> pipeline.Lane
         )
 
     return pipeline.send_lane(
-        get_settings(), digest_id, lane=lane, week=week, owner=owner, on_batch=log_batch
+        get_settings(), plan, lane=lane, week=week, owner=owner, on_batch=log_batch
     )
 
 
@@ -236,8 +236,8 @@ def weekly_digest(
                 backoff_factor=settings.send_retry_delay_seconds
             ),
         )
-        lanes = pipeline.sender_lanes(settings, digest_id)
-        futures = sender.map(lanes, unmapped(digest_id), unmapped(str(the_week)), unmapped(owner))
+        plan = pipeline.send_plan(settings, digest_id)
+        futures = sender.map(plan.lanes, unmapped(plan), unmapped(str(the_week)), unmapped(owner))
         for future in futures:
             future.wait()
             if future.state.is_completed():
