@@ -18,6 +18,7 @@ from digest.ledger import digest_status
 from flows.weekly_digest import weekly_digest
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.scenario import WEEK, seed
+from tests.support.sendgrid_env import send_through
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -80,15 +81,14 @@ def test_retrying_the_same_flow_run_after_a_failed_send_skips_nobody_and_doubles
 ) -> None:
     # The UI's Retry re-runs the same flow run id: it must send exactly the rows still unsent.
     with FakeSendGrid(api_key="SG.test-key") as fake:
-        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
-        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
-        monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
-        monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "2")
-        monkeypatch.setenv("DIGEST_SEND_TASK_RETRIES", "1")
-        monkeypatch.setenv("DIGEST_SEND_RETRY_DELAY_SECONDS", "0")
-        get_settings.cache_clear()
-        the_settings = get_settings()
+        the_settings = send_through(
+            monkeypatch,
+            fake,
+            DIGEST_BATCH_SIZE="2",
+            DIGEST_SEND_MAX_ATTEMPTS="2",
+            DIGEST_SEND_TASK_RETRIES="1",
+            DIGEST_SEND_RETRY_DELAY_SECONDS="0",
+        )
         seed(the_settings, tmp_path, subscribers=7)
         # The first batch goes through, then SendGrid fails for good.
         fake.queue(Fault())
@@ -124,14 +124,13 @@ def test_a_send_lane_retried_by_prefect_finishes_the_run_with_nobody_twice(
     # A short outage fails both lanes' first requests; without Prefect retrying the lane tasks
     # the run would end with rows pending. With them, the same run sends everyone once.
     with FakeSendGrid(api_key="SG.test-key") as fake:
-        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
-        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
-        monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "1")
-        monkeypatch.setenv("DIGEST_SEND_TASK_RETRIES", "2")
-        monkeypatch.setenv("DIGEST_SEND_RETRY_DELAY_SECONDS", "0")
-        get_settings.cache_clear()
-        the_settings = get_settings()
+        the_settings = send_through(
+            monkeypatch,
+            fake,
+            DIGEST_SEND_MAX_ATTEMPTS="1",
+            DIGEST_SEND_TASK_RETRIES="2",
+            DIGEST_SEND_RETRY_DELAY_SECONDS="0",
+        )
         seed(the_settings, tmp_path, subscribers=7)
         fake.fail_next(2, 503, message="back soon")
         summary = weekly_digest(week=WEEK)

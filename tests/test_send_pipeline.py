@@ -32,6 +32,7 @@ from digest.weeks import IsoWeek
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers
 from tests.support.scenario import WEEK, seed
+from tests.support.sendgrid_env import send_through
 
 API_KEY = "SG.pipeline-test-key"
 
@@ -39,10 +40,7 @@ API_KEY = "SG.pipeline-test-key"
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
     server = FakeSendGrid(api_key=API_KEY).start()
-    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
-    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
-    monkeypatch.setenv("DIGEST_SENDGRID_HOST", server.url)
-    monkeypatch.setenv("DIGEST_SEND_MAX_ATTEMPTS", "2")
+    send_through(monkeypatch, server, DIGEST_SEND_MAX_ATTEMPTS="2")
     yield server  # type: ignore[misc]
     server.stop()
 
@@ -60,9 +58,17 @@ def _prepare(
     return settings, prepared.digest_id
 
 
-def _variant_ids(settings: Settings, digest_id: int) -> list[int]:
-    with get_engine(settings.database_url).connect() as connection:
-        return sorted(pending_by_variant(connection, digest_id=digest_id))
+def _begin_run(settings: Settings, digest_id: int) -> str:
+    """Start a run of the digest as the flow does; returns the run's owner."""
+    owner = new_owner()
+    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    return owner
+
+
+def _lane(settings: Settings, digest_id: int, owner: str, lane: int = 0) -> pipeline.LaneReport:
+    """One sender lane on a plan of its own, run to the end in this thread."""
+    plan = pipeline.send_plan(settings, digest_id)
+    return pipeline.send_lane(settings, plan, lane=lane, week=WEEK, owner=owner)
 
 
 def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
@@ -71,7 +77,7 @@ def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
 
 
 def _send_all(settings: Settings, digest_id: int, owner: str) -> list[pipeline.BatchReport]:
-    return pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner).batches
+    return _lane(settings, digest_id, owner).batches
 
 
 def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
@@ -79,8 +85,7 @@ def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
 ) -> None:
     # Each personalization is one subscriber with string custom args and their own List-Unsubscribe.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
     _send_all(settings, digest_id, owner)
     accepted = fake.accepted
     assert len(accepted) == 6
@@ -102,8 +107,7 @@ def test_a_refused_batch_is_failed_with_the_reason_and_the_run_goes_on(
 ) -> None:
     # HTTP 400 marks that batch `failed` with SendGrid's message; the other batches still go.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
     fake.fail_next(1, 400, message="The content value must be a string.")
     reports = _send_all(settings, digest_id, owner)
     counts = _counts(settings, digest_id)
@@ -122,15 +126,14 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key-1234567890")
     get_settings.cache_clear()
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
-    variants = _variant_ids(settings, digest_id)
+    owner = _begin_run(settings, digest_id)
+    variants = pipeline.send_plan(settings, digest_id).variants
     with pytest.raises(SendAuthError) as caught:
         pipeline.send_batch(settings, digest_id, variants[0], week=WEEK, owner=owner)
     assert "SG.wrong-key" not in str(caught.value)
     later = pipeline.send_batch(settings, digest_id, variants[-1], week=WEEK, owner=owner)
     assert later.claimed == 0 and later.error
-    lane = pipeline.send_lane(settings, digest_id, lane=1, week=WEEK, owner=owner)
+    lane = _lane(settings, digest_id, owner, lane=1)
     assert lane.batches == [] and lane.stop and "rejected the API key" in lane.stop
     assert len(fake.requests) == 1
     assert _counts(settings, digest_id) == {"pending": 6}
@@ -148,8 +151,7 @@ def test_a_subscriber_who_unsubscribes_after_planning_is_never_sent_to(
             .where(Subscriber.email == "reader2@example.com")
             .values(status="unsubscribed")
         )
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
     _send_all(settings, digest_id, owner)
     pipeline.reconcile(settings, digest_id)
     assert "reader2@example.com" not in {m.to for m in fake.accepted}
@@ -166,8 +168,8 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     get_settings.cache_clear()
     upgrade(postgres_url)
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
+    plan = pipeline.send_plan(settings, digest_id)  # one plan shared by every lane, as in the flow
     barrier = threading.Barrier(pipeline.SENDER_LANES)
     errors: list[BaseException] = []
     lanes: list[pipeline.LaneReport] = []
@@ -175,14 +177,11 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     def sender(lane: int) -> None:
         barrier.wait()
         try:
-            lanes.append(pipeline.send_lane(settings, digest_id, lane=lane, week=WEEK, owner=owner))
+            lanes.append(pipeline.send_lane(settings, plan, lane=lane, week=WEEK, owner=owner))
         except BaseException as exc:  # pragma: no cover - reported by the assertion
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=sender, args=(lane,))
-        for lane in pipeline.sender_lanes(settings, digest_id)
-    ]
+    threads = [threading.Thread(target=sender, args=(lane,)) for lane in plan.lanes]
     assert len(threads) == 4
     for thread in threads:
         thread.start()
@@ -206,8 +205,7 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
 ) -> None:
     # 5xx after every retry hands rows back (`pending`, attempt counted); the next run sends them.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
     fake.always(Fault(status=503, message="try later"))
     with pytest.raises(TransientSendError):
         _send_all(settings, digest_id, owner)
@@ -224,16 +222,16 @@ def test_a_lane_stopped_by_a_transient_error_is_resumed_by_its_retry(
 ) -> None:
     # The lane raises with its rows handed back; running it again sends exactly what is left.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
+    plan = pipeline.send_plan(settings, digest_id)  # a Prefect retry gets the same parameters
     fake.queue(Fault())  # the first batch goes through
     fake.always(Fault(status=503, message="try later"))
     with pytest.raises(TransientSendError):
-        pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+        pipeline.send_lane(settings, plan, lane=0, week=WEEK, owner=owner)
     first = _counts(settings, digest_id)
     assert first["sent"] in (1, 2) and first["sent"] + first["pending"] == 6
     fake.always(None)
-    retried = pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+    retried = pipeline.send_lane(settings, plan, lane=0, week=WEEK, owner=owner)
     assert retried.sent == 6 - first["sent"]
     assert Counter(m.to for m in fake.accepted) == Counter(
         {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
@@ -246,18 +244,18 @@ def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
 ) -> None:
     # One lane alone drains both variants; another run's owner has sent nothing.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
-    assert pipeline.sender_lanes(settings, digest_id) == [0, 1, 2, 3]  # 5 + 1 rows: 3 + 1 batches
-    variants = _variant_ids(settings, digest_id)
+    owner = _begin_run(settings, digest_id)
+    plan = pipeline.send_plan(settings, digest_id)
+    assert plan.lanes == (0, 1, 2, 3)  # 5 + 1 rows: 3 + 1 batches
+    variants = plan.variants
     assert len(variants) == 2
-    lane = pipeline.send_lane(settings, digest_id, lane=1, week=WEEK, owner=owner)
+    lane = _lane(settings, digest_id, owner, lane=1)
     assert lane.stop is None
     assert {batch.variant_id for batch in lane.batches} == set(variants)
     assert _counts(settings, digest_id) == {"sent": 6}
     assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (6, len(lane.batches))
     assert pipeline.sent_by_run(settings, digest_id, owner=new_owner()) == (0, 0)
-    assert pipeline.sender_lanes(settings, digest_id) == []
+    assert pipeline.send_plan(settings, digest_id).lanes == ()
 
 
 def _record_event(settings: Settings, delivery_id: int, state: DeliveryState) -> None:
@@ -297,7 +295,7 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
     owner = new_owner()
     started = pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=True)
     assert started == {"found_uncertain": 6, "settled_by_events": 2, "requeued_uncertain": 4}
-    pipeline.send_lane(settings, digest_id, lane=0, week=WEEK, owner=owner)
+    _lane(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert set(received) == {r.email for r in claimed[2:]} and set(received.values()) == {1}
     assert _counts(settings, digest_id) == {"delivered": 2, "sent": 4}
@@ -308,8 +306,7 @@ def test_an_event_that_beat_the_senders_record_is_applied_when_the_run_ends(
 ) -> None:
     # The provider's event can arrive before the sender writes `sent`; reconcile applies it.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
-    owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    owner = _begin_run(settings, digest_id)
     batches = _claim_all(settings, digest_id, owner)
     early = batches[0].recipients[0].delivery_id
     _record_event(settings, early, DeliveryState.BOUNCED)

@@ -29,6 +29,7 @@ from digest.web.app import create_app
 from tests.content_factories import make_content, make_pair
 from tests.content_factories import make_tool as make_tool_card
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
+from tests.support.sendgrid_env import send_through
 
 SITE = "https://digest.example.com"
 SECURITY_HEADERS = {
@@ -525,11 +526,7 @@ def test_the_confirmation_goes_through_sendgrid_with_no_delivery_row(
     # Through the real SendGrid client the confirmation carries delivery id "0", so its events
     # can never touch a digest's ledger row; a failed send says so and a retry works.
     with FakeSendGrid(api_key="SG.test-key") as fake:
-        monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
-        monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-        monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
-        get_settings.cache_clear()
-        with TestClient(create_app(get_settings()), base_url=SITE) as c:
+        with TestClient(create_app(send_through(monkeypatch, fake)), base_url=SITE) as c:
             fake.always(Fault(status=500, message="internal error"))
             failed = c.post("/subscribe", data={"email": "sg@example.com"})
             assert failed.status_code == 503

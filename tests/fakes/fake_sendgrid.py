@@ -552,6 +552,10 @@ class FakeSendGrid:
         self._thread: threading.Thread | None = None
 
     @property
+    def api_key(self) -> str:
+        return self._state.api_key
+
+    @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
