@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from digest.domain import ReviewRecord, ToolRecord
-from digest.pairing import _match_new, _profile, _tag_index, pair_tools
+from digest.catalog.records import ReviewRecord, ToolRecord
+from digest.content.pairing import _match_new, _profile, _tag_index, pair_tools
 
 TAGS = ["code", "agents", "chat", "vision", "audio", "rag", "search", "ide", "cli", "open", "local"]
 LICENSES = [None, "MIT", "Apache-2.0", "Llama 4 Community License", "Proprietary"]

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from digest.catalog import import_catalog  # noqa: E402
+from digest.catalog.importer import import_catalog  # noqa: E402
 from digest.config import get_settings  # noqa: E402
 from digest.db import ensure_schema, session_scope  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
@@ -82,10 +82,10 @@ def run_naive(size: int) -> dict[str, float]:
     from sqlmodel import Session, select
 
     from digest.db import get_engine
-    from digest.ledger import ClaimedRecipient
+    from digest.delivery.ledger import ClaimedRecipient
     from digest.links import links_for
     from digest.models import Delivery, Digest
-    from digest.pipeline import compute_content, recipient_for, render_for_categories
+    from digest.run.steps import compute_content, recipient_for, render_for_categories
     from digest.send import get_backend
     from digest.send.base import OutgoingBatch
     from digest.weeks import IsoWeek

@@ -18,7 +18,7 @@ from digest.config import Settings, get_settings
 from digest.errors import DigestError
 
 if TYPE_CHECKING:
-    from digest.pipeline import RunSummary
+    from digest.run.steps import RunSummary
 
 app = typer.Typer(
     name="digest",
@@ -86,7 +86,7 @@ def catalog_import(
     ] = False,
 ) -> None:
     """Upsert tools and their reviews from a catalog JSON file."""
-    from digest.catalog import import_catalog
+    from digest.catalog.importer import import_catalog
     from digest.db import session_scope
 
     with session_scope(_engine(get_settings())) as session:
@@ -111,8 +111,8 @@ def subscribers_import(
     ] = False,
 ) -> None:
     """Upsert subscribers from a CSV file."""
+    from digest.audience.csv_files import import_subscribers
     from digest.db import session_scope
-    from digest.subscribers import import_subscribers
 
     with session_scope(_engine(get_settings())) as session:
         report = import_subscribers(session=session, path=file, skip_invalid=skip_invalid)
@@ -133,7 +133,7 @@ def subscribers_export(
     """Every subscriber as CSV: the import columns plus status."""
     from sqlmodel import Session
 
-    from digest.subscribers import write_export
+    from digest.audience.csv_files import write_export
 
     with Session(_engine(get_settings())) as session:
         if out is None:
@@ -174,7 +174,7 @@ def preview(
 ) -> None:
     """Render the digest of a week exactly as it would be sent, without sending it."""
     from digest.errors import ConfigError
-    from digest.preview import build_preview, preview_json, send_test, write_files
+    from digest.preview.rendering import build_preview, preview_json, send_test, write_files
     from digest.weeks import resolve_week, utcnow
 
     if output_format not in {"html", "json"}:
@@ -211,8 +211,8 @@ def preview(
 
 
 def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) -> None:
-    from digest.preview import build_preview
-    from digest.preview_server import PreviewBundle, serve_preview
+    from digest.preview.rendering import build_preview
+    from digest.preview.server import PreviewBundle, serve_preview
 
     def render() -> PreviewBundle:
         fresh = build_preview(settings, week, email=email)
@@ -266,7 +266,7 @@ def run(
         IsoWeek.parse(week)  # a bad week fails here, before Prefect starts
     _prefect_defaults()
     _engine(get_settings())
-    from digest.pipeline import RunSummary
+    from digest.run.steps import RunSummary
     from flows.weekly_digest import weekly_digest
 
     summary = weekly_digest(week=week, dry_run=dry_run, resend_uncertain=resend_uncertain)
@@ -280,7 +280,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Delivery counts by state for a week."""
-    from digest.ledger import digest_status
+    from digest.delivery.ledger import digest_status
     from digest.weeks import resolve_week, utcnow
 
     settings = get_settings()
@@ -301,7 +301,7 @@ def status(
 @app.command("demo")
 def demo() -> None:
     """Seed the sample catalog and subscribers for the current week and run the flow."""
-    from digest.demo import run_demo
+    from flows.demo import run_demo
 
     _prefect_defaults()
     run_demo(get_settings(), echo=typer.echo)

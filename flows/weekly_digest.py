@@ -24,11 +24,11 @@ from prefect.tasks import Task, exponential_backoff
 from prefect.utilities.annotations import unmapped
 from pydantic import Field
 
-from digest import pipeline
 from digest.config import Settings, get_settings
+from digest.delivery.ledger import new_owner
 from digest.errors import DigestError, RunIncompleteError, RunInProgressError
-from digest.ledger import new_owner
-from digest.report import render_markdown
+from digest.run import steps as pipeline
+from digest.run.report import render_markdown
 from digest.send.base import TransientSendError
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 

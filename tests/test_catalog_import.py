@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from digest.catalog import import_catalog, load_tools
+from digest.catalog.importer import import_catalog, load_tools
 from digest.config import Settings
 from digest.db import get_engine, session_scope
 from digest.errors import ImportFileError

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.compose import (
+from digest.catalog.records import ToolRecord, category_key
+from digest.content.compose import (
     SUBJECT_LIMIT,
     build_content,
     filter_for_categories,
@@ -18,10 +19,9 @@ from digest.compose import (
     subject_line,
     tool_card,
 )
-from digest.content import DigestContent, PairCard, ToolCard
-from digest.domain import ToolRecord, category_key
-from digest.pairing import Pair, PairingResult, pair_tools
-from digest.selection import select_week
+from digest.content.model import DigestContent, PairCard, ToolCard
+from digest.content.pairing import Pair, PairingResult, pair_tools
+from digest.content.selection import select_week
 from digest.weeks import IsoWeek
 from tests.support.catalogs import WEEK, WEEK_START, catalogs, panel, review, tool
 

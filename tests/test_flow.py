@@ -13,8 +13,8 @@ from prefect.states import AwaitingRetry
 
 from digest.config import get_settings
 from digest.db import get_engine
+from digest.delivery.ledger import digest_status
 from digest.errors import RunIncompleteError, WeekError
-from digest.ledger import digest_status
 from flows.weekly_digest import weekly_digest
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.scenario import WEEK, seed
@@ -149,7 +149,7 @@ def test_a_lane_that_crashes_mid_batch_fails_the_run_and_its_rows_turn_uncertain
 ) -> None:
     # The database fails once between the send and its record: the run must not end Completed,
     # and the rerun must neither resend that batch nor lose sight of it.
-    from digest import ledger
+    from digest.delivery import ledger
 
     monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
     get_settings.cache_clear()

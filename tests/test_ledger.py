@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from digest import ledger
 from digest.config import Settings
 from digest.db import get_engine
+from digest.delivery import ledger
 from digest.errors import RunInProgressError
 from digest.models import Delivery, Subscriber
 from tests.support.ledger_data import make_digest, make_subscribers, render_everything

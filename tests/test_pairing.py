@@ -1,4 +1,4 @@
-"""Pairing: the rules of digest/pairing.py hold for any catalog, and matching is truly optimal."""
+"""Pairing: the rules of digest/content/pairing.py hold for any catalog; matching is optimal."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.domain import ToolRecord, category_key
-from digest.matching import _Solver, max_weight_matching, max_weight_matching_dense
-from digest.pairing import (
+from digest.catalog.records import ToolRecord, category_key
+from digest.content.matching import _Solver, max_weight_matching, max_weight_matching_dense
+from digest.content.pairing import (
     SIMILARITY_SCALE,
     PairingResult,
     pair_tools,

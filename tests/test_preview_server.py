@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from digest.errors import DigestError, TemplateError
-from digest.preview_server import PreviewBundle, PreviewServer, start_preview
+from digest.preview.server import PreviewBundle, PreviewServer, start_preview
 
 
 class FileRenderer:

@@ -13,10 +13,16 @@ from typing import Any
 
 import pytest
 
-from digest.content import DigestContent
+from digest.content.model import DigestContent
 from digest.errors import ConfigError, DigestError, TemplateError
-from digest.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, TOKENS, UNSUBSCRIBE_URL
-from digest.render import (
+from digest.render.placeholders import (
+    NAME_HTML,
+    NAME_TEXT,
+    PREFERENCES_URL,
+    TOKENS,
+    UNSUBSCRIBE_URL,
+)
+from digest.render.variant import (
     RenderedVariant,
     blank_tokens,
     fill_tokens,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from digest.render import fill_tokens, render_variant
+from digest.render.variant import fill_tokens, render_variant
 from tests.content_factories import ADDRESS, HOSTILE, SITE, make_content, make_pair, make_tool
 from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 

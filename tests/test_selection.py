@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.domain import ToolRecord
-from digest.pairing import pair_tools
-from digest.selection import WeekSelection, identity, normalized_name, select_week
+from digest.catalog.records import ToolRecord
+from digest.content.pairing import pair_tools
+from digest.content.selection import WeekSelection, identity, normalized_name, select_week
 from tests.support.catalogs import WEEK, WEEK_END, WEEK_START, catalogs, review, tool
 
 PROPERTY = settings(max_examples=80, deadline=None)

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from digest import pipeline
 from digest.config import Settings, get_settings
 from digest.db import get_engine, session_scope
-from digest.errors import SendAuthError
-from digest.events import NormalizedEvent, apply_events
-from digest.ledger import (
+from digest.delivery.events import NormalizedEvent, apply_events
+from digest.delivery.ledger import (
     DIGEST,
     ClaimedBatch,
     acquire_lease,
@@ -25,9 +23,11 @@ from digest.ledger import (
     pending_by_variant,
     state_counts,
 )
+from digest.delivery.states import DeliveryState
+from digest.errors import SendAuthError
 from digest.models import Subscriber
+from digest.run import steps as pipeline
 from digest.send.base import TransientSendError
-from digest.states import DeliveryState
 from digest.weeks import IsoWeek
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers

@@ -17,12 +17,12 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 import pytest
 
-from digest.content import DigestContent
-from digest.messages import build_message as build_outgoing_message
-from digest.messages import greeting_substitutions
-from digest.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
-from digest.render import fill_tokens, render_variant
+from digest.content.model import DigestContent
+from digest.render.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render.variant import fill_tokens, render_variant
 from digest.send.base import OutgoingBatch, Recipient
+from digest.send.messages import build_message as build_outgoing_message
+from digest.send.messages import greeting_substitutions
 from tests.content_factories import ADDRESS, SITE, make_content
 
 SPAMASSASSIN = shutil.which("spamassassin") or "/usr/bin/spamassassin"

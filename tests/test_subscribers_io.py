@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from digest.audience.csv_files import import_subscribers, write_export
 from digest.config import Settings
 from digest.db import get_engine, session_scope
 from digest.errors import ImportFileError
 from digest.models import Subscriber
-from digest.subscribers import import_subscribers, write_export
 from tests.support.factories import write_subscribers
 
 

@@ -17,12 +17,12 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
+from digest.audience.lifecycle import CONFIRMATION_COOLDOWN
 from digest.config import Settings, get_settings
 from digest.db import get_engine
 from digest.links import confirm_url, preferences_url, unsubscribe_url
 from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
 from digest.send import memory
-from digest.subscriptions import CONFIRMATION_COOLDOWN
 from digest.tokens import Purpose, make_token
 from digest.web import csrf
 from digest.web.app import create_app

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from digest.content.selection import select_week
 from digest.errors import WeekError
-from digest.selection import select_week
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, week_of
 from tests.support.catalogs import tool
 

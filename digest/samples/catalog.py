@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from digest.catalog import catalog_document
+from digest.catalog.importer import catalog_document
 from digest.weeks import week_of
 
 # (slug, name, vendor, category, tagline, pricing, license, open_weights, tags, best_for,

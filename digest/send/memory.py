@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from digest.messages import build_message
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
+from digest.send.messages import build_message
 
 # Shared by every MemoryBackend in the process, as Django's locmem outbox is.
 SENT: list[EmailMessage] = []

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from digest.messages import build_message
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
+from digest.send.messages import build_message
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 

@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from digest.content import DigestContent
+from digest.content.model import DigestContent
 from digest.errors import WeekError
 from digest.models import Digest, DigestVariant
-from digest.render import blank_tokens, render_variant
+from digest.render.variant import blank_tokens, render_variant
 from digest.web.context import WebContext
 from digest.web.security import ARCHIVE_POLICY
 from digest.weeks import IsoWeek

@@ -18,17 +18,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.errors import NotFoundError, SendAuthError
-from digest.models import Subscriber
-from digest.send.base import PermanentSendError, TransientSendError
-from digest.states import SubscriberStatus
-from digest.subscriptions import (
+from digest.audience.lifecycle import (
     SubscriptionError,
     confirm,
     confirmation_due,
     record_confirmation_sent,
     request_subscription,
 )
+from digest.delivery.states import SubscriberStatus
+from digest.errors import NotFoundError, SendAuthError
+from digest.models import Subscriber
+from digest.send.base import PermanentSendError, TransientSendError
 from digest.tokens import Purpose, make_token
 from digest.web.categories import Choice, catalog_categories, offered, pick
 from digest.web.confirmation import send_confirmation

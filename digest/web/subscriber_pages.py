@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from digest.audience.lifecycle import resubscribe, set_categories, unsubscribe
+from digest.delivery.states import SubscriberStatus
 from digest.errors import NotFoundError
 from digest.models import Subscriber
-from digest.states import SubscriberStatus
-from digest.subscriptions import resubscribe, set_categories, unsubscribe
 from digest.tokens import Purpose, make_token
 from digest.web.categories import catalog_categories, offered, pick
 from digest.web.context import WebContext, mask_email, read_form

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from digest.events import apply_events
+from digest.delivery.events import apply_events
 from digest.web.context import WebContext
 from digest.webhooks.sendgrid import (
     SIGNATURE_HEADER,

@@ -20,9 +20,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
+from digest.delivery.events import NormalizedEvent
+from digest.delivery.states import DeliveryState, SubscriberStatus
 from digest.errors import ConfigError
-from digest.events import NormalizedEvent
-from digest.states import DeliveryState, SubscriberStatus
 
 log = logging.getLogger(__name__)
 

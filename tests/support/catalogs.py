@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from digest.domain import Pricing, ReviewRecord, ToolRecord, Verdict
+from digest.catalog.records import Pricing, ReviewRecord, ToolRecord, Verdict
 from digest.weeks import IsoWeek
 
 WEEK = IsoWeek(2026, 48)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from digest import ledger
+from digest.delivery import ledger
 from digest.models import Subscriber
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digest.catalog import import_catalog
+from digest.audience.csv_files import import_subscribers
+from digest.catalog.importer import import_catalog
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
-from digest.subscribers import import_subscribers
 from tests.support.factories import tool_dict, write_catalog, write_subscribers
 
 WEEK = "2026-W47"  # Monday 16 to Sunday 22 November 2026

@@ -17,19 +17,19 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from digest import events, ledger
-from digest.catalog import load_tools
-from digest.compose import build_content, filter_for_categories
+from digest.catalog.importer import load_tools
 from digest.config import Settings
-from digest.content import DigestContent
+from digest.content.compose import build_content, filter_for_categories
+from digest.content.model import DigestContent
+from digest.content.pairing import pair_tools
+from digest.content.selection import select_week
 from digest.db import ensure_schema
+from digest.delivery import events, ledger
+from digest.delivery.states import DeliveryState
 from digest.errors import RunInProgressError
 from digest.links import Links, links_for
-from digest.messages import greeting_substitutions
-from digest.pairing import pair_tools
-from digest.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
-from digest.render import GMAIL_CLIP_BYTES, render_variant
-from digest.selection import select_week
+from digest.render.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
 from digest.send import get_backend
 from digest.send.base import (
     OutgoingBatch,
@@ -38,10 +38,10 @@ from digest.send.base import (
     SendAuthError,
     TransientSendError,
 )
-from digest.states import DeliveryState
+from digest.send.messages import greeting_substitutions
 from digest.weeks import IsoWeek
 
-log = logging.getLogger("digest.pipeline")
+log = logging.getLogger("digest.run.steps")
 
 # Set when the provider rejects our key: every other batch of this process stops before sending.
 _AUTH_REJECTED = threading.Event()

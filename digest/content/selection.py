@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
-from digest.content import Exclusion
-from digest.domain import ToolRecord
+from digest.catalog.records import ToolRecord
+from digest.content.model import Exclusion
 from digest.weeks import IsoWeek
 
 _KEPT_SYMBOLS = frozenset("+#")

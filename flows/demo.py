@@ -10,12 +10,12 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from digest.catalog import import_catalog
+from digest.audience.csv_files import import_subscribers
+from digest.catalog.importer import import_catalog
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema, session_scope
-from digest.pipeline import RunSummary
+from digest.run.steps import RunSummary
 from digest.samples.catalog import sample_catalog
-from digest.subscribers import import_subscribers
 from digest.weeks import utcnow, week_of
 
 
@@ -48,7 +48,7 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> None:
     summary = weekly_digest(week=str(week))
     assert isinstance(summary, RunSummary)
 
-    from digest.preview import build_preview, write_files
+    from digest.preview.rendering import build_preview, write_files
 
     preview_paths = write_files(build_preview(settings, week), Path("preview"))
     outbox = settings.outbox_dir / str(week)

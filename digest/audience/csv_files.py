@@ -18,9 +18,9 @@ from typing import TextIO
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+from digest.delivery.states import SUPPRESSED_STATUSES, SubscriberStatus
 from digest.errors import ImportFileError
 from digest.models import Subscriber
-from digest.states import SUPPRESSED_STATUSES, SubscriberStatus
 
 IMPORT_COLUMNS = ["email", "name", "categories", "subscribed_at", "consent_source"]
 EXPORT_COLUMNS = [*IMPORT_COLUMNS, "status"]

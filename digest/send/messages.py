@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
-from digest.placeholders import NAME_HTML, NAME_TEXT
+from digest.render.placeholders import NAME_HTML, NAME_TEXT
 from digest.send.base import OutgoingBatch, Recipient, substitute
 
 # Token values for a message with no subscriber behind it (archive, test sends without a row).

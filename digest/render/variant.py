@@ -24,9 +24,9 @@ import css_inline
 import jinja2
 import mjml
 
-from digest.content import DigestContent
+from digest.content.model import DigestContent
 from digest.errors import ConfigError, TemplateError
-from digest.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
@@ -70,10 +70,11 @@ class _Token(str):
 
 def templates_dir() -> Path:
     """The templates folder: packaged in a wheel as digest/_templates, else the repo's."""
-    packaged = Path(__file__).parent / "_templates"
+    package = Path(__file__).parents[1]
+    packaged = package / "_templates"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).parent.parent / "templates"
+    return package.parent / "templates"
 
 
 _default_templates_dir = templates_dir

@@ -22,10 +22,10 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from digest.audience.csv_files import email_key
+from digest.delivery.states import SubscriberStatus
 from digest.errors import DigestError, NotFoundError
 from digest.models import Subscriber
-from digest.states import SubscriberStatus
-from digest.subscribers import email_key
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)

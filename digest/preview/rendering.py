@@ -13,16 +13,17 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from digest import ledger, pipeline
-from digest.compose import filter_for_categories
+from digest.delivery import ledger
+from digest.run import steps as pipeline
+from digest.content.compose import filter_for_categories
 from digest.config import Settings
-from digest.content import DigestContent
+from digest.content.model import DigestContent
 from digest.errors import NotFoundError
 from digest.links import links_for
-from digest.messages import build_message
+from digest.send.messages import build_message
 from digest.models import Subscriber
 from digest.send.base import OutgoingBatch
-from digest.subscribers import email_key
+from digest.audience.csv_files import email_key
 from digest.weeks import IsoWeek
 
 # Tokens in a preview for no particular subscriber are made for this id, which no row has.

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from digest.content import DigestContent, Exclusion, PairCard, ToolCard
-from digest.domain import ToolRecord, category_key
-from digest.pairing import Pair, PairingResult
-from digest.selection import WeekSelection
+from digest.catalog.records import ToolRecord, category_key
+from digest.content.model import DigestContent, Exclusion, PairCard, ToolCard
+from digest.content.pairing import Pair, PairingResult
+from digest.content.selection import WeekSelection
 
 SUBJECT_LIMIT = 69
 PREHEADER_LIMIT = 150

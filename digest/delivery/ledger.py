@@ -23,9 +23,9 @@ from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from digest.delivery.states import DeliveryState, SubscriberStatus
 from digest.errors import NotFoundError, RunInProgressError
 from digest.models import Delivery, Digest, DigestVariant, Subscriber
-from digest.states import DeliveryState, SubscriberStatus
 from digest.weeks import utcnow
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
-from digest.domain import ReviewRecord, ToolRecord
+from digest.catalog.records import ReviewRecord, ToolRecord
 from digest.errors import ImportFileError
 from digest.models import Review, Tool
 

@@ -20,11 +20,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from digest.audience.csv_files import email_key
+from digest.audience.lifecycle import SUPPRESSION_RANK, suppress_many
+from digest.delivery.states import EVENT_RANK, DeliveryState, SubscriberStatus
 from digest.errors import ConfigError
 from digest.models import Delivery, DeliveryEvent, Subscriber
-from digest.states import EVENT_RANK, DeliveryState, SubscriberStatus
-from digest.subscribers import email_key
-from digest.subscriptions import SUPPRESSION_RANK, suppress_many
 from digest.weeks import utcnow
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]

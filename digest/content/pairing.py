@@ -6,8 +6,8 @@ Rules, in order:
    both have panel reviews: a tool without a panel verdict is never in a head-to-head.
 2. Every new tool is in at most one pair; every incumbent too.
 3. New tools are paired with each other first. Within a category the pairs maximise the total
-   similarity (a maximum-weight matching, `digest.matching`); among pairings with the same total,
-   one with more pairs wins.
+   similarity (a maximum-weight matching, `digest.content.matching`); among pairings with the
+   same total, one with more pairs wins.
 4. A new tool left over gets the most similar incumbent of its category; ties go to the incumbent
    with the higher panel ship share, then more reviews, then the smaller slug. Candidate pairs
    are taken best first over the whole category (a new tool and an incumbent are paired when
@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from digest.domain import ToolRecord, category_key
-from digest.matching import max_weight_matching_dense
+from digest.catalog.records import ToolRecord, category_key
+from digest.content.matching import max_weight_matching_dense
 
 SIMILARITY_SCALE = 1_000_000
 TAGS_WEIGHT = 400_000

@@ -1,0 +1,1 @@
+"""Delivery state: one row per (digest, subscriber), moved only by confirmed outcomes."""

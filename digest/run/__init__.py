@@ -1,0 +1,1 @@
+"""The weekly run's steps as plain functions, the calls that flows/ tasks make."""
