@@ -4,6 +4,7 @@ A token is `<payload>.<signature>`, both base64url: the payload names the purpos
 subscriber id, the signature is HMAC-SHA256 with DIGEST_SECRET_KEY over a domain prefix and the
 payload. A token made for one purpose never verifies for another, and an altered one never
 verifies at all. Signing must stay cheap: a 100,000-recipient send signs 200,000 tokens.
+`sign` is the one HMAC signer of the code base; the web forms' CSRF values use it too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from enum import StrEnum
 from functools import lru_cache
 
@@ -28,10 +30,9 @@ class BadTokenError(ValueError):
 
 _DOMAIN = b"verdict-digest/token/"
 _SIGNATURE_BYTES = 18
-_SHA256_BLOCK = 64
-_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
-_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# base64url without padding: what both halves of a token are written in, and nothing else.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def _b64(data: bytes) -> str:
@@ -43,27 +44,20 @@ def _unb64(text: str) -> bytes:
 
 
 @lru_cache(maxsize=8)
-def _keyed_hashes(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """HMAC-SHA256 (RFC 2104) with the key already absorbed: (inner + domain prefix, outer).
+def _keyed(key: bytes, domain: bytes) -> hmac.HMAC:
+    # Setting up the key is most of HMAC's cost on messages this short: do it once per key.
+    return hmac.new(key, domain, hashlib.sha256)
 
-    `hmac` sets up the key again for every message, which is most of its cost on messages this
-    short; copying these two states instead halves the time per token, with the same bytes.
-    """
-    if len(key) > _SHA256_BLOCK:
-        key = hashlib.sha256(key).digest()
-    padded = key.ljust(_SHA256_BLOCK, b"\0")
-    inner = hashlib.sha256(padded.translate(_INNER_PAD))
-    inner.update(_DOMAIN)
-    return inner, hashlib.sha256(padded.translate(_OUTER_PAD))
+
+def sign(key: bytes, *, domain: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 with `key` over `domain + message`; the domain keeps each use's MACs apart."""
+    mac = _keyed(key, domain).copy()
+    mac.update(message)
+    return mac.digest()
 
 
 def _signature(key: bytes, payload: str) -> str:
-    inner_start, outer_start = _keyed_hashes(key)
-    inner = inner_start.copy()
-    inner.update(payload.encode())
-    outer = outer_start.copy()
-    outer.update(inner.digest())
-    return _b64(outer.digest()[:_SIGNATURE_BYTES])
+    return _b64(sign(key, domain=_DOMAIN, message=payload.encode())[:_SIGNATURE_BYTES])
 
 
 def make_token(key: bytes, purpose: Purpose, subscriber_id: int) -> str:
@@ -73,10 +67,11 @@ def make_token(key: bytes, purpose: Purpose, subscriber_id: int) -> str:
 
 def read_token(key: bytes, purpose: Purpose, token: str) -> int:
     """The subscriber id inside a valid token for `purpose`; `BadTokenError` otherwise."""
-    payload, sep, signature = token.partition(".")
-    if not sep or not payload or not signature:
+    # Only base64url text can be ours; anything else (non-ASCII included) is refused unread.
+    if not _TOKEN.fullmatch(token):
         raise BadTokenError("malformed token")
-    if not hmac.compare_digest(_signature(key, payload), signature):
+    payload, _, signature = token.partition(".")
+    if not hmac.compare_digest(_signature(key, payload).encode(), signature.encode()):
         raise BadTokenError("bad signature")
     try:
         got_purpose, _, raw_id = _unb64(payload).decode("ascii").partition(":")

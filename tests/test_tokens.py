@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.tokens import BadTokenError, Purpose, make_token, read_token
+from digest.tokens import BadTokenError, Purpose, make_token, read_token, sign
+from digest.web import csrf
 
 KEY = b"a-signing-key-for-the-tests"
 
@@ -73,3 +74,54 @@ def test_any_single_changed_character_is_refused() -> None:
 def test_malformed_tokens_are_refused(garbage: str) -> None:
     with pytest.raises(BadTokenError):
         read_token(KEY, Purpose.UNSUBSCRIBE, garbage)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "a.\u00e9",
+        "\u00e9.abc",
+        "abc.d\u00e9f",
+        "abc.de\n",
+        "a b.cd",
+        "abc.de=",
+        "ab\x00.cd",
+        "+/.ab",
+    ],
+)
+def test_non_ascii_or_non_base64url_tokens_are_refused_not_crashed(garbage: str) -> None:
+    # A token holding anything but base64url text is a BadTokenError, never a TypeError (a 500).
+    with pytest.raises(BadTokenError, match="malformed"):
+        read_token(KEY, Purpose.UNSUBSCRIBE, garbage)
+
+
+def test_a_non_ascii_signature_on_a_real_payload_is_refused() -> None:
+    # The real payload with a non-ASCII signature reaches no comparison that could raise.
+    payload = make_token(KEY, Purpose.UNSUBSCRIBE, 5).partition(".")[0]
+    with pytest.raises(BadTokenError):
+        read_token(KEY, Purpose.UNSUBSCRIBE, f"{payload}.\u00e9\u00e9\u00e9")
+
+
+@given(
+    key=st.binary(min_size=1, max_size=200),
+    domain=st.binary(max_size=40),
+    message=st.binary(max_size=200),
+)
+def test_the_signer_is_standard_hmac_sha256_over_domain_and_message(
+    key: bytes, domain: bytes, message: bytes
+) -> None:
+    # The cached keyed state copied per message gives exactly what a fresh hmac.new gives.
+    expected = hmac.new(key, domain + message, hashlib.sha256).digest()
+    assert sign(key, domain=domain, message=message) == expected
+    assert sign(key, domain=domain, message=message) == expected
+
+
+def test_csrf_values_are_signed_by_the_same_signer() -> None:
+    # A CSRF field is `nonce.signature`, HMAC-SHA256 over its own domain, the page token and nonce.
+    nonce = csrf.new_nonce()
+    mac = hmac.new(KEY, f"verdict-digest/csrf/page-token/{nonce}".encode(), hashlib.sha256)
+    signature = base64.urlsafe_b64encode(mac.digest()[:18]).decode("ascii")
+    value = csrf.field_value(KEY, "page-token", nonce)
+    assert value == f"{nonce}.{signature}"
+    assert csrf.is_valid(KEY, "page-token", nonce, value)
+    assert not csrf.is_valid(KEY, "other-page", nonce, value)

@@ -9,14 +9,16 @@ can neither read nor forge. Unsubscribing needs none: mailbox providers POST it 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
 
+from digest.tokens import sign
+
 COOKIE_NAME = "digest_csrf"
 FIELD_NAME = "csrf"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_DOMAIN = b"verdict-digest/csrf/"
 
 
 def new_nonce() -> str:
@@ -29,8 +31,8 @@ def usable_nonce(cookie: str | None) -> str | None:
 
 
 def _signature(key: bytes, scope: str, nonce: str) -> str:
-    mac = hmac.new(key, f"verdict-digest/csrf/{scope}/{nonce}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()[:18]).decode("ascii")
+    mac = sign(key, domain=_DOMAIN, message=f"{scope}/{nonce}".encode())
+    return base64.urlsafe_b64encode(mac[:18]).decode("ascii")
 
 
 def field_value(key: bytes, scope: str, nonce: str) -> str:
