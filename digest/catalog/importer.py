@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 
 from digest.catalog.records import ReviewRecord, ToolRecord
 from digest.errors import ImportFileError
+from digest.http_urls import is_http_url
 from digest.models import Review, Tool
 
 CATALOG_FORMAT = "verdict-digest/catalog@1"
@@ -45,7 +46,7 @@ class CommunityIn(BaseModel):
 
 
 class ToolIn(BaseModel):
-    """A tool as written in the catalog file; the checks mirror INTERFACE.md."""
+    """A tool as written in the catalog file; the checks follow the catalog format in README.md."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -77,10 +78,7 @@ class ToolIn(BaseModel):
     def _http_only(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        lowered = value.strip().lower()
-        if not (lowered.startswith("https://") or lowered.startswith("http://")) or any(
-            c.isspace() or ord(c) < 32 for c in value.strip()
-        ):
+        if not is_http_url(value.strip()):
             raise ValueError("must be an http(s) URL")
         return value.strip()
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import css_inline
 import jinja2
@@ -26,6 +26,7 @@ import mjml
 
 from digest.content.model import DigestContent
 from digest.errors import ConfigError, TemplateError
+from digest.http_urls import is_http_url
 from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -82,17 +83,7 @@ _default_templates_dir = templates_dir
 
 def http_url(value: object) -> str:
     """`value` if it is an absolute http(s) URL safe to put in an href, else ""."""
-    if not isinstance(value, str) or not value:
-        return ""
-    if any(ch.isspace() or ord(ch) < 0x20 or ch in '"<>`\\' for ch in value):
-        return ""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return ""
-    return value
+    return value if isinstance(value, str) and is_http_url(value) else ""
 
 
 def _unmake_tokens(value: Any) -> Any:

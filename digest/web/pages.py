@@ -13,13 +13,14 @@ import jinja2
 from starlette.responses import HTMLResponse
 
 from digest.config import Settings
+from digest.http_urls import is_http_url
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _http_only(url: str) -> str:
     """A configured link shown only if it is http(s); anything else becomes the site root."""
-    return url if url.startswith(("https://", "http://")) else "/"
+    return url if is_http_url(url) else "/"
 
 
 class Pages:
