@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
-from digest.audience.csv_files import import_subscribers, write_export
+from digest.audience.csv_files import (
+    SubscriberImportReport,
+    export_warnings,
+    import_subscribers,
+    unknown_category_subscribers,
+    write_export,
+)
+from digest.catalog.importer import import_catalog
 from digest.config import Settings
 from digest.db import get_engine, session_scope
 from digest.errors import ImportFileError
 from digest.models import Subscriber
-from tests.support.factories import write_subscribers
+from tests.support.factories import tool_dict, write_catalog, write_subscribers
 
 
-def _import(settings: Settings, path: Path, *, skip_invalid: bool = False) -> object:
+def _import(
+    settings: Settings, path: Path, *, skip_invalid: bool = False
+) -> SubscriberImportReport:
     with session_scope(get_engine(settings.database_url)) as session:
         return import_subscribers(session=session, path=path, skip_invalid=skip_invalid)
+
+
+def _catalog(settings: Settings, tmp_path: Path, categories: list[str]) -> None:
+    tools = [tool_dict(f"tool-{i}", category=c) for i, c in enumerate(categories)]
+    with session_scope(get_engine(settings.database_url)) as session:
+        import_catalog(session=session, path=write_catalog(tmp_path / "catalog.json", tools))
 
 
 def _people(settings: Settings) -> dict[str, Subscriber]:
@@ -45,10 +61,11 @@ def test_import_creates_active_subscribers_with_categories(
         ],
     )
     report = _import(settings, path)
-    assert report.created == 2  # type: ignore[attr-defined]
+    assert report.created == 2
     people = _people(settings)
     assert people["ada@example.com"].categories == ["Developer Tools", "Writing"]
-    assert people["ada@example.com"].email == "Ada@Example.com"
+    # Stored as email-validator normalises it: the domain lower-cased, the local part as typed.
+    assert people["ada@example.com"].email == "Ada@example.com"
     assert people["bob@example.com"].categories == []
     assert {p.status for p in people.values()} == {"active"}
 
@@ -63,15 +80,16 @@ def test_emails_match_case_insensitively(settings: Settings, tmp_path: Path) -> 
         settings,
         write_subscribers(tmp_path / "b.csv", [{"email": "ADA@EXAMPLE.COM", "name": "Ada L."}]),
     )
-    assert (report.created, report.updated) == (0, 1)  # type: ignore[attr-defined]
+    assert (report.created, report.updated) == (0, 1)
     assert len(_people(settings)) == 1
-    with pytest.raises(ImportFileError, match="repeats line 2"):
-        _import(
-            settings,
-            write_subscribers(
-                tmp_path / "c.csv", [{"email": "x@example.com"}, {"email": "X@example.com"}]
-            ),
-        )
+    repeated = _import(
+        settings,
+        write_subscribers(
+            tmp_path / "c.csv", [{"email": "x@example.com"}, {"email": "X@EXAMPLE.com"}]
+        ),
+    )
+    assert repeated.created == 1
+    assert "x@example.com" in _people(settings)
 
 
 def test_invalid_rows_import_nothing_and_are_listed_by_line(
@@ -94,8 +112,8 @@ def test_invalid_rows_import_nothing_and_are_listed_by_line(
     assert "line 2" not in message
     assert _people(settings) == {}
     report = _import(settings, path, skip_invalid=True)
-    assert report.created == 1  # type: ignore[attr-defined]
-    assert len(report.problems) == 3  # type: ignore[attr-defined]
+    assert report.created == 1
+    assert len(report.problems) == 3
 
 
 def test_import_never_reactivates_a_suppressed_subscriber(
@@ -144,7 +162,7 @@ def test_importing_an_export_changes_nothing(settings: Settings, tmp_path: Path)
     exported = tmp_path / "export.csv"
     exported.write_text(first)
     report = _import(settings, exported)
-    assert (report.created, report.updated, report.unchanged) == (0, 0, 2)  # type: ignore[attr-defined]
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 2)
     assert _export(settings) == first
 
 
@@ -154,3 +172,141 @@ def test_file_without_email_header_is_rejected(settings: Settings, tmp_path: Pat
     path.write_text("name,categories\nAda,\n")
     with pytest.raises(ImportFileError, match="no 'email' column"):
         _import(settings, path)
+
+
+def test_repeated_addresses_are_merged_the_last_row_winning_and_reported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A file naming one address twice imports it once, with the last row's name and categories.
+    path = write_subscribers(
+        tmp_path / "s.csv",
+        [
+            {"email": "x@example.com", "name": "First", "categories": "Writing"},
+            {"email": "X@Example.com", "name": "Second", "categories": "Data"},
+            {"email": "y@example.com"},
+            {"email": "x@EXAMPLE.COM", "name": "", "categories": "Writing;Data"},
+            {"email": "Y@example.com", "categories": ""},
+        ],
+    )
+    report = _import(settings, path)
+    assert (report.created, report.problems) == (2, [])
+    assert report.warnings[0] == (
+        "3 repeated addresses merged (the last row wins for name and categories): lines 3, 5, 6"
+    )
+    people = _people(settings)
+    assert set(people) == {"x@example.com", "y@example.com"}
+    assert people["x@example.com"].name == "Second"
+    assert people["x@example.com"].categories == ["Writing", "Data"]
+    assert people["y@example.com"].categories == []
+    again = _import(settings, path)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+
+
+def test_a_repeated_row_never_lifts_a_suppression_an_earlier_row_set(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Within a file as across imports, a later "active" does not undo an "unsubscribed".
+    header = ["email", "name", "categories", "subscribed_at", "consent_source", "status"]
+    rows = [
+        {"email": "gone@example.com", "status": "unsubscribed"},
+        {"email": "GONE@example.com", "status": "active"},
+    ]
+    _import(settings, write_subscribers(tmp_path / "s.csv", rows, header=header))
+    assert _people(settings)["gone@example.com"].status == "unsubscribed"
+
+
+def test_repeats_do_not_hide_invalid_rows(settings: Settings, tmp_path: Path) -> None:
+    # Merging is for valid rows: an invalid one still stops the file and is listed by line.
+    rows = [
+        {"email": "x@example.com"},
+        {"email": "X@example.com", "subscribed_at": "someday"},
+        {"email": "x@example.com"},
+    ]
+    path = write_subscribers(tmp_path / "s.csv", rows)
+    with pytest.raises(ImportFileError, match="line 3: field subscribed_at"):
+        _import(settings, path)
+    assert _people(settings) == {}
+    report = _import(settings, path, skip_invalid=True)
+    assert report.created == 1
+    assert len(report.problems) == 1
+    assert report.warnings == [
+        "1 repeated address merged (the last row wins for name and categories): line 4"
+    ]
+
+
+def test_a_name_with_a_line_break_is_an_invalid_row(settings: Settings, tmp_path: Path) -> None:
+    # A name goes into the To header; a line break there would add a header of its own.
+    rows = [{"email": "ada@example.com", "name": "Ada\r\nBcc: everyone@example.com"}]
+    with pytest.raises(ImportFileError, match="field name") as caught:
+        _import(settings, write_subscribers(tmp_path / "s.csv", rows))
+    assert "control characters" in str(caught.value)
+    assert _people(settings) == {}
+
+
+def test_unknown_categories_are_imported_with_a_warning_naming_the_known_ones(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A category no tool has would never be mailed: the import says so, comparing case-blind.
+    _catalog(settings, tmp_path, ["Writing", "Developer Tools", "writing"])
+    rows = [
+        {"email": "a@example.com", "categories": "Robotics;writing"},
+        {"email": "b@example.com", "categories": "robotics"},
+        {"email": "c@example.com", "categories": "developer  tools"},
+        {"email": "d@example.com"},
+    ]
+    report = _import(settings, write_subscribers(tmp_path / "s.csv", rows))
+    assert report.created == 4
+    [warning] = report.warnings
+    assert warning.startswith("category 'Robotics' is not in the catalog")
+    assert "(chosen by line 2, line 3)" in warning
+    assert "Known categories: Developer Tools, Writing." in warning
+    assert _people(settings)["b@example.com"].categories == ["robotics"]
+
+
+def test_the_export_names_subscribers_whose_categories_the_catalog_lacks(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The export's columns stay fixed; the subscribers it should warn about come separately.
+    _catalog(settings, tmp_path, ["Writing"])
+    rows = [
+        {"email": "radia@example.com", "categories": "Robotics;Writing"},
+        {"email": "tim@example.com", "categories": "WRITING"},
+    ]
+    _import(settings, write_subscribers(tmp_path / "s.csv", rows))
+    with Session(get_engine(settings.database_url)) as session:
+        unknown = unknown_category_subscribers(session)
+        warnings = export_warnings(session)
+    assert [(u.email, u.categories) for u in unknown] == [("radia@example.com", ["Robotics"])]
+    [warning] = warnings
+    assert "'Robotics'" in warning and "radia@example.com" in warning
+    assert _export(settings).splitlines()[0] == (
+        "email,name,categories,subscribed_at,consent_source,status"
+    )
+
+
+def test_formula_cells_are_escaped_on_export_and_read_back_on_import(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No exported cell starts a spreadsheet formula, and importing the export changes nothing.
+    rows = [
+        {"email": "=cmd@example.com", "name": '=HYPERLINK("http://x")', "categories": "@x"},
+        {"email": "+one@example.com", "name": "-1", "consent_source": "+form"},
+        {"email": "-two@example.com", "name": "''=quoted twice", "categories": "Writing"},
+        {"email": "three@example.com", "name": "'plain", "consent_source": "@import"},
+    ]
+    _import(settings, write_subscribers(tmp_path / "a.csv", rows))
+    first = _export(settings)
+    for line in first.splitlines()[1:]:
+        for cell in next(csv.reader([line])):
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    assert "'=cmd@example.com" in first
+    exported = tmp_path / "export.csv"
+    exported.write_text(first)
+    report = _import(settings, exported)
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 4)
+    assert _export(settings) == first
+    people = _people(settings)
+    assert people["=cmd@example.com"].name == '=HYPERLINK("http://x")'
+    # A file's own escape is taken off on import, so this name is stored with one quote.
+    assert people["-two@example.com"].name == "'=quoted twice"
+    assert people["three@example.com"].name == "'plain"

@@ -1,36 +1,50 @@
-"""Subscriber CSV files: import (upsert by case-insensitive email) and export.
+"""Subscriber CSV files: import (upsert by the address's matching key) and export.
 
 The import is all or nothing like the catalog's, and it never reactivates anyone who
-unsubscribed, bounced or complained: suppression outranks any file.
+unsubscribed, bounced or complained: suppression outranks any file. Rows that repeat an address
+are merged into one (the last row's name and categories win) and reported, and a category the
+catalog does not have is imported but warned about, since no digest would ever include it.
+
+Export cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR)
+are written with one more `'` in front, and the import takes that `'` off again, so importing
+an export still changes nothing.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
+# `email_key` is imported from here by callers older than digest/audience/addresses.py.
+from digest.audience.addresses import AddressError, clean_address, clean_display_name
+from digest.audience.addresses import email_key as email_key
+from digest.audience.categories import (
+    catalog_categories,
+    unknown_categories,
+    unknown_category_warnings,
+)
+from digest.audience.lifecycle import SUPPRESSION_RANK
 from digest.delivery.states import SUPPRESSED_STATUSES, SubscriberStatus
 from digest.errors import ImportFileError
 from digest.models import Subscriber
 
 IMPORT_COLUMNS = ["email", "name", "categories", "subscribed_at", "consent_source"]
 EXPORT_COLUMNS = [*IMPORT_COLUMNS, "status"]
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]{2,}$")
 _CHUNK = 1000
+# What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
 class SubscriberRow:
-    """One valid CSV row."""
+    """One valid CSV row (or several rows of one address, merged); `line` is the last of them."""
 
     line: int
     email: str
@@ -42,7 +56,16 @@ class SubscriberRow:
 
     @property
     def key(self) -> str:
-        return self.email.casefold()
+        return email_key(self.email)
+
+
+@dataclass(frozen=True)
+class ParsedSubscribers:
+    """A file read: its valid rows, each invalid one described, the lines merged as repeats."""
+
+    rows: list[SubscriberRow]
+    problems: list[str]
+    repeated_lines: list[int]
 
 
 @dataclass
@@ -52,10 +75,27 @@ class SubscriberImportReport:
     unchanged: int = 0
     kept_suppressed: int = 0
     problems: list[str] = field(default_factory=list)
+    # What was imported but deserves a look: merged repeats, categories the catalog lacks.
+    warnings: list[str] = field(default_factory=list)
 
 
-def email_key(email: str) -> str:
-    return email.strip().casefold()
+@dataclass(frozen=True)
+class UnknownChoice:
+    """A subscriber who chose categories that the catalog does not have."""
+
+    email: str
+    categories: list[str]
+
+
+def escape_cell(text: str) -> str:
+    """The cell as a spreadsheet shows text: one more leading `'` before a formula start."""
+    return "'" + text if text.lstrip("'").startswith(_FORMULA_STARTS) else text
+
+
+def unescape_cell(text: str) -> str:
+    """`escape_cell` undone: exactly one `'` taken off a cell it would have escaped."""
+    escaped = text.startswith("'") and text.lstrip("'").startswith(_FORMULA_STARTS)
+    return text[1:] if escaped else text
 
 
 def _parse_time(text: str) -> datetime:
@@ -68,40 +108,76 @@ def _parse_time(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _parse_status(text: str) -> SubscriberStatus | None:
+    if not text:
+        return None
+    try:
+        return SubscriberStatus(text.lower())
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in SubscriberStatus)
+        raise ValueError(f"field status: {text!r} is not one of {allowed}") from exc
+
+
 def _parse_row(line: int, row: dict[str, str | None]) -> SubscriberRow:
     def text(name: str) -> str:
-        return (row.get(name) or "").strip()
+        return unescape_cell((row.get(name) or "").strip())
 
-    email = text("email")
-    if not email:
+    raw_email = text("email")
+    if not raw_email:
         raise ValueError("field email: is empty; every row needs an address")
-    if not _EMAIL.match(email):
-        raise ValueError(f"field email: {email!r} is not an email address")
+    try:
+        email = clean_address(raw_email)
+    except AddressError as exc:
+        raise ValueError(
+            f"field email: {raw_email!r} is not an address we can send to. {exc}"
+        ) from exc
+    try:
+        name = clean_display_name(text("name"))
+    except AddressError as exc:
+        raise ValueError(f"field name: {text('name')!r}: {exc}") from exc
     categories = tuple(dict.fromkeys(c.strip() for c in text("categories").split(";") if c.strip()))
     try:
         subscribed_at = _parse_time(text("subscribed_at")) if text("subscribed_at") else None
     except ValueError as exc:
         raise ValueError(f"field subscribed_at: {text('subscribed_at')!r} {exc}") from exc
-    status = None
-    if text("status"):
-        try:
-            status = SubscriberStatus(text("status").lower())
-        except ValueError as exc:
-            allowed = ", ".join(s.value for s in SubscriberStatus)
-            raise ValueError(f"field status: {text('status')!r} is not one of {allowed}") from exc
     return SubscriberRow(
         line=line,
         email=email,
-        name=text("name") or None,
+        name=name,
         categories=categories,
         subscribed_at=subscribed_at,
         consent_source=text("consent_source") or None,
+        status=_parse_status(text("status")),
+    )
+
+
+def _merge_repeat(earlier: SubscriberRow, later: SubscriberRow) -> SubscriberRow:
+    """One row for an address the file gives twice: the later row wins where it says something.
+
+    Name and categories come from the later row (a blank name keeps the earlier one); a later
+    status never weakens an earlier suppression, as an import never does to a stored one.
+    """
+    status = later.status or earlier.status
+    weaker = (
+        earlier.status is not None
+        and later.status is not None
+        and SUPPRESSION_RANK[later.status] < SUPPRESSION_RANK[earlier.status]
+    )
+    if weaker:
+        status = earlier.status
+    return replace(
+        earlier,
+        line=later.line,
+        name=later.name if later.name is not None else earlier.name,
+        categories=later.categories,
+        subscribed_at=later.subscribed_at or earlier.subscribed_at,
+        consent_source=later.consent_source or earlier.consent_source,
         status=status,
     )
 
 
-def parse_subscribers(stream: TextIO, *, source: str) -> tuple[list[SubscriberRow], list[str]]:
-    """Valid rows and a description of each invalid one, by line number."""
+def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
+    """Valid rows (repeats merged) and a description of each invalid one, by line number."""
     reader = csv.DictReader(stream)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "email" not in header:
@@ -112,7 +188,8 @@ def parse_subscribers(stream: TextIO, *, source: str) -> tuple[list[SubscriberRo
     reader.fieldnames = header
     rows: list[SubscriberRow] = []
     problems: list[str] = []
-    seen: dict[str, int] = {}
+    repeated: list[int] = []
+    position: dict[str, int] = {}
     for raw in reader:
         line = reader.line_num
         try:
@@ -120,12 +197,38 @@ def parse_subscribers(stream: TextIO, *, source: str) -> tuple[list[SubscriberRo
         except ValueError as exc:
             problems.append(f"line {line}: {exc}")
             continue
-        if row.key in seen:
-            problems.append(f"line {line}: field email: {row.email!r} repeats line {seen[row.key]}")
+        if row.key in position:
+            rows[position[row.key]] = _merge_repeat(rows[position[row.key]], row)
+            repeated.append(line)
             continue
-        seen[row.key] = line
+        position[row.key] = len(rows)
         rows.append(row)
-    return rows, problems
+    return ParsedSubscribers(rows=rows, problems=problems, repeated_lines=repeated)
+
+
+def repeats_warning(lines: list[int]) -> str:
+    """The one sentence that reports merged repeats, e.g. "2 repeated addresses merged: ..."."""
+    count = len(lines)
+    noun = "address" if count == 1 else "addresses"
+    where = ", ".join(str(n) for n in lines)
+    return (
+        f"{count} repeated {noun} merged (the last row wins for name and categories): "
+        f"line{'' if count == 1 else 's'} {where}"
+    )
+
+
+def _read(path: Path) -> ParsedSubscribers:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            return parse_subscribers(stream, source=str(path))
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(
+            f"{path} is not UTF-8 text. Save it as UTF-8 CSV; nothing was imported."
+        ) from exc
+    except OSError as exc:
+        raise ImportFileError(
+            f"Cannot read {path}: {exc.strerror}. Check the path and try again."
+        ) from exc
 
 
 def _chunks(rows: list[SubscriberRow]) -> Iterator[list[SubscriberRow]]:
@@ -133,7 +236,7 @@ def _chunks(rows: list[SubscriberRow]) -> Iterator[list[SubscriberRow]]:
         yield rows[start : start + _CHUNK]
 
 
-def _merge(existing: Subscriber, row: SubscriberRow, now: datetime) -> str:
+def _update(existing: Subscriber, row: SubscriberRow, now: datetime) -> str:
     changed = False
     if row.name is not None and existing.name != row.name:
         existing.name, changed = row.name, True
@@ -151,28 +254,23 @@ def _merge(existing: Subscriber, row: SubscriberRow, now: datetime) -> str:
     return "updated" if changed else "unchanged"
 
 
-def import_subscribers(
-    *, session: Session, path: Path, skip_invalid: bool = False
-) -> SubscriberImportReport:
-    """Upsert subscribers from a CSV file, in the caller's transaction."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as stream:
-            rows, problems = parse_subscribers(stream, source=str(path))
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            f"{path} is not UTF-8 text. Save it as UTF-8 CSV; nothing was imported."
-        ) from exc
-    except OSError as exc:
-        raise ImportFileError(
-            f"Cannot read {path}: {exc.strerror}. Check the path and try again."
-        ) from exc
-    if problems and not skip_invalid:
-        raise ImportFileError(
-            f"{path} has {len(problems)} invalid row(s); nothing was imported. Fix them, or pass "
-            "--skip-invalid to import the valid rows only:",
-            problems,
-        )
-    report = SubscriberImportReport(problems=problems)
+def _new_subscriber(row: SubscriberRow, now: datetime) -> dict[str, Any]:
+    status = row.status or SubscriberStatus.ACTIVE
+    return {
+        "email": row.email,
+        "email_key": row.key,
+        "name": row.name,
+        "categories": list(row.categories),
+        "subscribed_at": row.subscribed_at or now,
+        "consent_source": row.consent_source or "import",
+        "status": status.value,
+        "status_changed_at": now,
+        "confirmed_at": now if status == SubscriberStatus.ACTIVE else None,
+        "created_at": now,
+    }
+
+
+def _upsert(session: Session, rows: list[SubscriberRow], report: SubscriberImportReport) -> None:
     now = datetime.now(UTC)
     for chunk in _chunks(rows):
         keys = [row.key for row in chunk]
@@ -184,23 +282,9 @@ def import_subscribers(
         for row in chunk:
             current = existing.get(row.key)
             if current is None:
-                status = row.status or SubscriberStatus.ACTIVE
-                fresh.append(
-                    {
-                        "email": row.email,
-                        "email_key": row.key,
-                        "name": row.name,
-                        "categories": list(row.categories),
-                        "subscribed_at": row.subscribed_at or now,
-                        "consent_source": row.consent_source or "import",
-                        "status": status.value,
-                        "status_changed_at": now,
-                        "confirmed_at": now if status == SubscriberStatus.ACTIVE else None,
-                        "created_at": now,
-                    }
-                )
+                fresh.append(_new_subscriber(row, now))
                 continue
-            outcome = _merge(current, row, now)
+            outcome = _update(current, row, now)
             setattr(report, outcome, getattr(report, outcome) + 1)
             if outcome == "updated":
                 session.add(current)
@@ -208,11 +292,33 @@ def import_subscribers(
             session.execute(insert(Subscriber), fresh)
             report.created += len(fresh)
     session.flush()
+
+
+def import_subscribers(
+    *, session: Session, path: Path, skip_invalid: bool = False
+) -> SubscriberImportReport:
+    """Upsert subscribers from a CSV file, in the caller's transaction."""
+    parsed = _read(path)
+    if parsed.problems and not skip_invalid:
+        raise ImportFileError(
+            f"{path} has {len(parsed.problems)} invalid row(s); nothing was imported. Fix them, "
+            "or pass --skip-invalid to import the valid rows only:",
+            parsed.problems,
+        )
+    report = SubscriberImportReport(problems=parsed.problems)
+    if parsed.repeated_lines:
+        report.warnings.append(repeats_warning(parsed.repeated_lines))
+    catalog = catalog_categories(session)
+    report.warnings += unknown_category_warnings(
+        ((f"line {row.line}", unknown_categories(row.categories, catalog)) for row in parsed.rows),
+        catalog,
+    )
+    _upsert(session, parsed.rows, report)
     return report
 
 
-def export_rows(session: Session) -> Iterable[list[str]]:
-    """Every subscriber as export columns, in id order, read in keyset-paged chunks."""
+def _subscriber_pages(session: Session) -> Iterator[list[Subscriber]]:
+    """Every subscriber in id order, read in keyset-paged chunks."""
     last_id = 0
     while True:
         page = session.exec(
@@ -223,6 +329,13 @@ def export_rows(session: Session) -> Iterable[list[str]]:
         ).all()
         if not page:
             return
+        yield list(page)
+        last_id = page[-1].id or last_id
+
+
+def export_rows(session: Session) -> Iterable[list[str]]:
+    """Every subscriber as export columns (values as stored, not yet escaped), in id order."""
+    for page in _subscriber_pages(session):
         for s in page:
             yield [
                 s.email,
@@ -232,20 +345,34 @@ def export_rows(session: Session) -> Iterable[list[str]]:
                 s.consent_source or "",
                 s.status,
             ]
-        last_id = page[-1].id or last_id
 
 
 def write_export(session: Session, stream: TextIO) -> int:
+    """Write the export CSV to `stream`; how many subscribers it holds."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for row in export_rows(session):
-        writer.writerow(row)
+        writer.writerow([escape_cell(cell) for cell in row])
         count += 1
     return count
 
 
-def export_text(session: Session) -> str:
-    buffer = io.StringIO()
-    write_export(session, buffer)
-    return buffer.getvalue()
+def unknown_category_subscribers(session: Session) -> list[UnknownChoice]:
+    """The subscribers who chose at least one category the catalog does not have, in id order."""
+    catalog = catalog_categories(session)
+    found = []
+    for page in _subscriber_pages(session):
+        for s in page:
+            unknown = unknown_categories(s.categories, catalog)
+            if unknown:
+                found.append(UnknownChoice(email=s.email, categories=unknown))
+    return found
+
+
+def export_warnings(session: Session) -> list[str]:
+    """What `subscribers export` should say on stderr: categories that nothing will match."""
+    unknown = unknown_category_subscribers(session)
+    return unknown_category_warnings(
+        ((choice.email, choice.categories) for choice in unknown), catalog_categories(session)
+    )

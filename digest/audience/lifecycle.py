@@ -14,7 +14,6 @@ The rules they keep:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -22,7 +21,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from digest.audience.csv_files import email_key
+from digest.audience.addresses import AddressError, clean_address, email_key
+from digest.audience.categories import clean_categories
 from digest.delivery.states import SubscriberStatus
 from digest.errors import DigestError, NotFoundError
 from digest.models import Subscriber
@@ -44,8 +44,6 @@ CONFIRMABLE = frozenset({SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED
 
 CONSENT_SOURCE_FORM = "web-form"
 
-_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+\.[^@\s<>()\[\],;:\"\\.]{2,}$")
-
 
 class SubscriptionError(DigestError):
     """A sign-up cannot be accepted as it was given."""
@@ -54,24 +52,12 @@ class SubscriptionError(DigestError):
 now_utc = utcnow
 
 
-def clean_email(email: str) -> str:
-    """The address as typed, trimmed; `SubscriptionError` when it is not an email address."""
-    address = email.strip()
-    if len(address) > 254 or not _EMAIL.match(address):
-        raise SubscriptionError(
-            "That is not an email address. Enter an address such as ada@example.com."
-        )
-    return address
-
-
-def clean_categories(categories: Iterable[str]) -> list[str]:
-    """Trimmed, without blanks or case-insensitive repeats, sorted; [] means every category."""
-    seen: dict[str, str] = {}
-    for category in categories:
-        name = " ".join(category.split())
-        if name and name.casefold() not in seen:
-            seen[name.casefold()] = name
-    return sorted(seen.values(), key=str.casefold)
+def _form_address(email: str) -> str:
+    """The address of a sign-up as it is stored; `SubscriptionError` says why it cannot be."""
+    try:
+        return clean_address(email)
+    except AddressError as exc:
+        raise SubscriptionError(f"That is not an email address we can send to. {exc}") from exc
 
 
 def _load(session: Session, subscriber_id: int) -> Subscriber:
@@ -166,7 +152,7 @@ def request_subscription(
     can neither change an active subscriber's choices nor revive a dead or complaining address.
     A pending row keeps the sign-up's `ip` until the confirming click's address replaces it.
     """
-    address = clean_email(email)
+    address = _form_address(email)
     key = email_key(address)
     chosen = clean_categories(categories)
     now = now_utc()

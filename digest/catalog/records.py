@@ -5,6 +5,7 @@ These carry no database identity, so pairing decisions cannot depend on row ids 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -62,5 +63,9 @@ class ToolRecord:
 
 
 def category_key(category: str) -> str:
-    """Categories compare case- and whitespace-insensitively."""
-    return " ".join(category.split()).casefold()
+    """The one rule by which two category names are the same category, everywhere.
+
+    Compatibility forms, runs of whitespace and case do not count (NFKC, then whitespace folded,
+    then casefold): "Developer  Tools", "developer tools" and full-width letters all match.
+    """
+    return " ".join(unicodedata.normalize("NFKC", category).split()).casefold()

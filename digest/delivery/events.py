@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from digest.audience.csv_files import email_key
+from digest.audience.addresses import email_key
 from digest.audience.lifecycle import SUPPRESSION_RANK, suppress_many
 from digest.delivery.states import EVENT_RANK, DeliveryState, SubscriberStatus
 from digest.errors import ConfigError

@@ -1,14 +1,12 @@
-"""The categories a subscriber can choose: the catalog's, plus any they already chose."""
+"""The category boxes of the web forms: the catalog's categories, plus any already chosen."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlmodel import Session, col
-
-from digest.models import Tool
+from digest.audience.categories import clean_categories
+from digest.catalog.records import category_key
 
 
 @dataclass(frozen=True)
@@ -17,29 +15,15 @@ class Choice:
     checked: bool
 
 
-def catalog_categories(session: Session) -> list[str]:
-    """Every category in the catalog, once each however it is capitalised, sorted."""
-    names = session.connection().execute(select(col(Tool.category)).distinct()).scalars()
-    # Sorted by code point first, so the spelling kept is the same on every database.
-    return _unique(sorted(str(n) for n in names if n))
-
-
-def _unique(names: Iterable[str]) -> list[str]:
-    seen: dict[str, str] = {}
-    for name in names:
-        tidy = " ".join(name.split())
-        if tidy:
-            seen.setdefault(tidy.casefold(), tidy)
-    return sorted(seen.values(), key=str.casefold)
-
-
 def offered(catalog: Sequence[str], chosen: Sequence[str]) -> list[Choice]:
     """The boxes to show: a chosen category the catalog no longer has stays, ticked."""
-    ticked = {c.casefold() for c in chosen}
-    return [Choice(name, name.casefold() in ticked) for name in _unique([*catalog, *chosen])]
+    ticked = {category_key(c) for c in chosen}
+    return [
+        Choice(name, category_key(name) in ticked) for name in clean_categories([*catalog, *chosen])
+    ]
 
 
 def pick(choices: Sequence[Choice], submitted: Iterable[str]) -> list[str]:
     """The submitted names that are offered, in the offered spelling; others are dropped."""
-    wanted = {" ".join(s.split()).casefold() for s in submitted}
-    return [c.name for c in choices if c.name.casefold() in wanted]
+    wanted = {category_key(s) for s in submitted}
+    return [c.name for c in choices if category_key(c.name) in wanted]

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from digest.audience.categories import catalog_categories
 from digest.audience.lifecycle import (
     SubscriptionError,
     confirm,
@@ -30,7 +31,7 @@ from digest.errors import NotFoundError, SendAuthError
 from digest.models import Subscriber
 from digest.send.base import PermanentSendError, TransientSendError
 from digest.tokens import Purpose, make_token
-from digest.web.categories import Choice, catalog_categories, offered, pick
+from digest.web.categories import Choice, offered, pick
 from digest.web.confirmation import send_confirmation
 from digest.web.context import WebContext, client_ip, mask_email, read_form
 

@@ -1,0 +1,105 @@
+"""Subscriber email addresses: the one validator, and the one key that says two are the same.
+
+Every way in (the CSV import, the sign-up form) checks addresses with `clean_address`, which
+uses the `email-validator` library (syntax only, no DNS) and returns the address as it is stored
+and mailed. It refuses what our mail cannot carry: display names and angle brackets, control
+characters (a line break in an address or a name would start a new mail header), and
+internationalised (SMTPUTF8) addresses, whose non-ASCII characters before the @-sign neither the
+message builder nor the provider request can write. An internationalised domain is fine: it is
+stored in its ASCII (IDNA, "xn--") form, which every mail system carries.
+
+The matching key (`email_key`) decides which subscriber an address belongs to, so it must never
+merge two mailboxes. The rule: the domain as the validator normalises it (IDNA, ASCII, lower
+case), and the local part with the ASCII letters A-Z lower-cased and every other character left
+exactly as written. No Unicode case folding: it would make `ſteve@` (long s) the key of
+`steve@`, `straße@` that of `strasse@`, and `Kate@` written with a KELVIN SIGN that of `kate@`,
+and those are different mailboxes.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.errors import DigestError
+
+# Categories of characters that end or break a header line: controls and Unicode line breaks.
+_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ADDRESS_FIX = "Write one plain address, such as ada@example.com."
+NAME_FIX = "Remove them from the name."
+
+
+class AddressError(DigestError):
+    """An address or display name cannot be used; `reason` says why in one sentence."""
+
+    def __init__(self, reason: str, *, fix: str = ADDRESS_FIX) -> None:
+        self.reason = reason
+        super().__init__(f"{reason} {fix}")
+
+
+def _breaking_characters(text: str) -> list[str]:
+    return sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in _BREAKING})
+
+
+def clean_address(text: str) -> str:
+    """The address to store and mail to, trimmed and normalised; `AddressError` if unusable."""
+    address = text.strip()
+    if not address:
+        raise AddressError("The address is empty.")
+    breaking = _breaking_characters(address)
+    if breaking:
+        raise AddressError(
+            f"The address holds control characters ({', '.join(breaking)}), such as a line "
+            "break, which would break the email's headers."
+        )
+    try:
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise AddressError(str(exc)) from exc
+    if valid.smtputf8 or valid.ascii_email is None:
+        raise AddressError(
+            "The address has non-ASCII characters before the @-sign, which our email cannot "
+            "carry yet.",
+            fix="Use an address written in plain ASCII letters, such as ada@example.com.",
+        )
+    return valid.ascii_email
+
+
+def clean_display_name(text: str) -> str | None:
+    """A subscriber's name as shown in the To header, trimmed; None when blank."""
+    name = text.strip()
+    breaking = _breaking_characters(name)
+    if breaking:
+        raise AddressError(
+            f"The name holds control characters ({', '.join(breaking)}), such as a line break, "
+            "which would break the email's To header.",
+            fix=NAME_FIX,
+        )
+    return name or None
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
+@lru_cache(maxsize=4096)
+def _domain_key(domain: str) -> str:
+    # The validator's own IDNA normalisation, asked of the domain alone; a stand-in local part.
+    try:
+        return validate_email(f"x@{domain}", check_deliverability=False).ascii_domain
+    except EmailNotValidError:
+        return _ascii_lower(domain)
+
+
+def email_key(address: str) -> str:
+    """The key that identifies a mailbox: equal keys are one subscriber (rule: module docstring).
+
+    It accepts any text, valid or not (a provider event may carry anything), and never raises.
+    """
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return _ascii_lower(address.strip())
+    return f"{_ascii_lower(local)}@{_domain_key(domain)}"
