@@ -83,17 +83,19 @@ def run_naive(size: int) -> dict[str, float]:
 
     from digest.db import get_engine
     from digest.delivery.ledger import ClaimedRecipient
-    from digest.links import links_for
+    from digest.delivery.sending import recipient_for
+    from digest.links import Links
     from digest.models import Delivery, Digest
-    from digest.run.steps import compute_content, recipient_for, render_for_categories
+    from digest.run.preparation import Edition, compute_content, render_for_categories
     from digest.send import get_backend
     from digest.send.base import OutgoingBatch
     from digest.weeks import IsoWeek
 
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    content = compute_content(settings, IsoWeek.parse(WEEK))
-    links = links_for(settings)
+    edition = Edition.from_settings(settings)
+    content = compute_content(engine, edition, IsoWeek.parse(WEEK))
+    links = Links.from_settings(settings)
     clock = time.perf_counter()
     with Session(engine) as session:
         digest = Digest(
@@ -104,7 +106,7 @@ def run_naive(size: int) -> dict[str, float]:
         people = session.exec(select(Subscriber)).all()
         with get_backend(settings) as backend:
             for person in people:
-                bodies = render_for_categories(settings, content, list(person.categories))
+                bodies = render_for_categories(edition, content, list(person.categories))
                 assert bodies is not None and person.id is not None and digest.id is not None
                 recipient = recipient_for(
                     links,

@@ -51,10 +51,6 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1, le=1000, alias="DIGEST_BATCH_SIZE")
     lease_seconds: int = Field(default=300, ge=5, alias="DIGEST_LEASE_SECONDS")
     send_max_attempts: int = Field(default=5, ge=1, alias="DIGEST_SEND_MAX_ATTEMPTS")
-    send_task_retries: int = Field(default=2, ge=0, alias="DIGEST_SEND_TASK_RETRIES")
-    send_retry_delay_seconds: float = Field(
-        default=10.0, ge=0, alias="DIGEST_SEND_RETRY_DELAY_SECONDS"
-    )
     schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
 
     @field_validator("database_url")

@@ -12,8 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event, inspect
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy import DateTime, Table, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -49,6 +50,22 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # Concurrent writers (a send batch and the web app) wait instead of failing at once.
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def insert_ignore(connection: Connection, table: Table, *, key: list[str] | None = None) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` for the connection's dialect (on `key`, else any).
+
+    Both dialects take `RETURNING` after it, so callers learn which rows were new.
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
+    raise DatabaseNotReadyError(
+        f"verdict-digest cannot keep its ledger in a {dialect} database. "
+        "Set DIGEST_DATABASE_URL to a PostgreSQL or SQLite database."
+    )
 
 
 @lru_cache(maxsize=8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from digest.db import UTCDateTime
@@ -158,3 +158,11 @@ class DeliveryEvent(SQLModel, table=True):
     occurred_at: datetime | None = _utc(default=None)
     received_at: datetime = _utc()
     raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+# Core table handles for the set-based statements of the ledger and the event applier.
+DIGEST_TABLE: Table = Digest.__table__  # type: ignore[attr-defined]
+VARIANT_TABLE: Table = DigestVariant.__table__  # type: ignore[attr-defined]
+DELIVERY_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
+EVENT_TABLE: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
+SUBSCRIBER_TABLE: Table = Subscriber.__table__  # type: ignore[attr-defined]

@@ -2,6 +2,9 @@
 
 Run it once in this process with `python flows/weekly_digest.py [WEEK]` or `digest run`; serve it
 on its weekly schedule with `digest serve`; deploy it with deployments/prefect.yaml.
+
+Each task builds what it needs (engine, backend, links) from the settings where it runs, so no
+secret ever travels as a task or flow parameter, and closes what it opened.
 """
 
 # No `from __future__ import annotations` here: Prefect validates parameters from these
@@ -15,78 +18,103 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import Task, exponential_backoff
 from prefect.utilities.annotations import unmapped
 from pydantic import Field
+from sqlalchemy.engine import Engine
 
 from digest.config import Settings, get_settings
+from digest.db import ensure_schema
+from digest.delivery import sending
 from digest.delivery.ledger import new_owner
-from digest.errors import DigestError, RunIncompleteError, RunInProgressError
-from digest.run import steps as pipeline
+from digest.errors import DigestError, RunInProgressError
+from digest.links import Links
+from digest.run import bookkeeping, compliance, preparation
+from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
-from digest.send.base import TransientSendError
+from digest.send import get_backend
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
-
-def _only_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a send only for errors worth retrying: never a refused key or a refused batch."""
-    try:
-        state.result()
-    except TransientSendError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
 # Task results stay in memory only: some hold rendered bodies, none may reach result storage.
-# Tasks read settings themselves, so no secret ever travels as a task or flow parameter.
+# No task retries: transient provider errors are retried inside the backend, the one retry layer.
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
+def _engine(settings: Settings) -> Engine:
+    return ensure_schema(settings.database_url)
+
+
 @task(name="select-and-pair", **_TASK_DEFAULTS)
-def select_and_pair(week: IsoWeek, freeze: bool) -> pipeline.PreparedDigest:
-    return pipeline.prepare_digest(get_settings(), week, freeze=freeze)
+def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest:
+    settings = get_settings()
+    edition = preparation.Edition.from_settings(settings)
+    return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
 
 
-@task(name="plan-recipients", **_TASK_DEFAULTS)
-def plan_recipients(prepared: pipeline.PreparedDigest) -> dict[str, int]:
-    summary = pipeline.plan(get_settings(), prepared)
-    return {"planned": summary.planned, "skipped": summary.skipped, "variants": summary.variants}
+@task(name="count-recipients", **_TASK_DEFAULTS)
+def count_recipients(prepared: preparation.PreparedDigest) -> dict[str, int]:
+    settings = get_settings()
+    return preparation.dry_run_recipients(
+        _engine(settings), prepared.content, page_size=settings.batch_size
+    )
+
+
+@task(name="check-complete", **_TASK_DEFAULTS)
+def check_complete(digest_id: int | None) -> bool:
+    assert digest_id is not None
+    return bookkeeping.week_is_complete(_engine(get_settings()), digest_id=digest_id)
 
 
 @task(name="begin-run", **_TASK_DEFAULTS)
-def begin_run(digest_id: int, owner: str, resend_uncertain: bool) -> dict[str, int] | str:
+def begin_run(digest_id: int | None, owner: str, resend_uncertain: bool) -> dict[str, int] | str:
     """The run's start counts, or why another run keeps this one from starting."""
+    assert digest_id is not None
+    settings = get_settings()
     try:
-        return pipeline.begin_run(
-            get_settings(), digest_id, owner=owner, resend_uncertain=resend_uncertain
+        return bookkeeping.begin_run(
+            _engine(settings),
+            digest_id=digest_id,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
+            resend_uncertain=resend_uncertain,
         )
     except RunInProgressError as refused:
         return str(refused)
 
 
-@task(
-    name="send-lane",
-    task_run_name="send-lane-{lane}",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_only_transient,
-    **_TASK_DEFAULTS,
-)
-def send_lane(lane: int, plan: pipeline.SendPlan, week: str, owner: str) -> pipeline.LaneReport:
-    """One sender: batch after batch until nothing is pending; a retry picks up what is left."""
+@task(name="plan-recipients", **_TASK_DEFAULTS)
+def plan_recipients(prepared: preparation.PreparedDigest) -> dict[str, int]:
+    settings = get_settings()
+    edition = preparation.Edition.from_settings(settings)
+    summary = preparation.plan(_engine(settings), edition, prepared, page_size=settings.batch_size)
+    return {"planned": summary.planned, "skipped": summary.skipped, "variants": summary.variants}
+
+
+@task(name="plan-send", **_TASK_DEFAULTS)
+def plan_send(digest_id: int, week: str, owner: str) -> sending.SendPlan:
+    settings = get_settings()
+    return sending.send_plan(
+        _engine(settings),
+        digest_id=digest_id,
+        week=week,
+        owner=owner,
+        batch_size=settings.batch_size,
+    )
+
+
+@task(name="send-lane", task_run_name="send-lane-{lane}", **_TASK_DEFAULTS)
+def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sending.LaneReport:
+    """One sender: batch after batch until nothing is pending, or the run must stop."""
+    settings = get_settings()
     logger = get_run_logger()
 
-    def log_batch(batch: pipeline.BatchReport) -> None:
+    def log_batch(batch: sending.BatchReport) -> None:
         logger.info(
             "lane %s, variant %s: claimed %s, sent %s, failed %s%s",
             lane,
@@ -97,18 +125,43 @@ def send_lane(lane: int, plan: pipeline.SendPlan, week: str, owner: str) -> pipe
             f" ({batch.error})" if batch.error else "",
         )
 
-    return pipeline.send_lane(
-        get_settings(), plan, lane=lane, week=week, owner=owner, on_batch=log_batch
-    )
+    with get_backend(settings) as backend:
+        sender = sending.Sender(
+            engine=_engine(settings),
+            backend=backend,
+            links=Links.from_settings(settings),
+            from_email=settings.from_email,
+            from_name=settings.from_name,
+            batch_size=settings.batch_size,
+            lease_seconds=settings.lease_seconds,
+        )
+        return sending.send_lane(sender, plan, lane=lane, stop=stop, on_batch=log_batch)
+
+
+@task(name="end-run", **_TASK_DEFAULTS)
+def end_run(digest_id: int, owner: str) -> None:
+    bookkeeping.end_run(_engine(get_settings()), digest_id=digest_id, owner=owner)
 
 
 @task(name="reconcile", **_TASK_DEFAULTS)
-def reconcile(digest_id: int) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
-    return pipeline.reconcile(get_settings(), digest_id)
+def reconcile(summary: RunSummary, owner: str | None) -> RunSummary:
+    """The ledger's account of the digest, written into the summary."""
+    settings = get_settings()
+    engine = _engine(settings)
+    assert summary.digest_id is not None
+    summary.counts, summary.reasons = bookkeeping.reconcile(engine, digest_id=summary.digest_id)
+    if owner is not None:
+        summary.sent_this_run, summary.batches = bookkeeping.sent_by_run(
+            engine, digest_id=summary.digest_id, owner=owner
+        )
+    summary.compliance = compliance.compliance_checks(
+        engine, digest_id=summary.digest_id, postal_address=settings.postal_address
+    )
+    return summary
 
 
 @task(name="report", **_TASK_DEFAULTS)
-def report(summary: pipeline.RunSummary) -> str:
+def report(summary: RunSummary) -> str:
     markdown = render_markdown(summary)
     create_markdown_artifact(
         key=f"weekly-digest-{summary.week.lower()}",
@@ -124,39 +177,80 @@ def scheduled_week(settings: Settings) -> IsoWeek:
     return last_complete_week(start or utcnow(), settings.zone)
 
 
+def _send(
+    summary: RunSummary, prepared: preparation.PreparedDigest, owner: str
+) -> RunSummary | State[Any]:
+    """Plan the recipients and run the sender lanes; the lanes' stop, if any, decides the end."""
+    logger = get_run_logger()
+    assert summary.digest_id is not None
+    stop = sending.RunStop()
+    try:
+        clock = time.perf_counter()
+        planned = plan_recipients(prepared)
+        summary.plan_seconds = time.perf_counter() - clock
+        logger.info(
+            "planned %s recipients (%s skipped, %s variants)",
+            planned["planned"],
+            planned["skipped"],
+            planned["variants"],
+        )
+        clock = time.perf_counter()
+        plan = plan_send(summary.digest_id, summary.week, owner)
+        lanes = send_lane.map(plan.lanes, unmapped(plan), unmapped(stop))
+        lanes.wait()
+        summary.send_seconds = time.perf_counter() - clock
+    finally:
+        end_run(summary.digest_id, owner)
+    summary = reconcile(summary, owner)
+    report(summary)
+    return _finish(summary, run_error(summary, stop))
+
+
+def _finish(summary: RunSummary, error: DigestError | None) -> RunSummary | State[Any]:
+    if error is None:
+        return summary
+    get_run_logger().error("%s", error)
+    return Failed(message=str(error), data=error)
+
+
+WeekParameter = Annotated[
+    str | None,
+    Field(
+        description="ISO week to send, such as 2026-W47. Empty: the last complete week before "
+        "the run's scheduled start time.",
+        pattern=WEEK_PATTERN,
+    ),
+]
+DryRunParameter = Annotated[
+    bool,
+    Field(
+        description="Select, pair and render, and report what would be sent; send and record "
+        "nothing."
+    ),
+]
+ResendUncertainParameter = Annotated[
+    bool,
+    Field(
+        description="Also resend deliveries left 'uncertain' by a run that died mid-batch "
+        "(their recipients may get the digest twice)."
+    ),
+]
+
+
 @flow(
     name="weekly-digest",
     # Lanes overlap their network waits; four keep two cores busy.
     task_runner=ThreadPoolTaskRunner[PrefectFuture[Any]](  # type: ignore[arg-type]
-        max_workers=pipeline.SENDER_LANES
+        max_workers=sending.SENDER_LANES
     ),
     validate_parameters=True,
     log_prints=False,
 )
 def weekly_digest(
-    week: Annotated[
-        str | None,
-        Field(
-            description="ISO week to send, such as 2026-W47. Empty: the last complete week "
-            "before the run's scheduled start time.",
-            pattern=WEEK_PATTERN,
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        Field(
-            description="Select, pair and render, and report what would be sent; send and "
-            "record nothing."
-        ),
-    ] = False,
-    resend_uncertain: Annotated[
-        bool,
-        Field(
-            description="Also resend deliveries left 'uncertain' by a run that died mid-batch "
-            "(their recipients may get the digest twice)."
-        ),
-    ] = False,
-) -> pipeline.RunSummary | State[Any]:
+    week: WeekParameter = None,
+    dry_run: DryRunParameter = False,
+    resend_uncertain: ResendUncertainParameter = False,
+) -> RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
     Args:
@@ -166,105 +260,48 @@ def weekly_digest(
         resend_uncertain: Also resend deliveries left 'uncertain' by a run that died mid-batch;
             their recipients may get the digest twice.
     """
-    logger = get_run_logger()
+    # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
     settings = get_settings()
     try:
-        the_week = (
-            resolve_week(week, now=utcnow(), zone=settings.zone)
-            if week
-            else scheduled_week(settings)
-        )
+        the_week = resolve_week(week, now=utcnow(), zone=settings.zone) if week else None
     except DigestError as bad_week:
-        return _failed(bad_week)
+        return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
+    the_week = the_week or scheduled_week(settings)
     prepared = select_and_pair(the_week, freeze=not dry_run)
-    content = prepared.content
-    summary = pipeline.RunSummary(
-        week=str(the_week),
-        digest_id=prepared.digest_id,
-        subject=content.subject if not content.is_empty else None,
-        pairs=[(p.a.slug, p.b.slug, p.category) for p in content.pairs],
-        also_new=[t.slug for t in content.also_new],
-        excluded=[(e.slug, e.reason) for e in content.excluded],
-        new_tools=content.new_tool_count,
-        dry_run=dry_run,
+    summary = RunSummary.of_content(
+        str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
     )
-    if content.is_empty:
+    if prepared.content.is_empty:
         summary.note = f"No new tools in {the_week}: nothing to send."
-        logger.info(summary.note)
-        report(summary)
-        return summary
-    if dry_run:
-        would = pipeline.active_recipients_preview(settings, content)
+    elif dry_run:
+        would = count_recipients(prepared)
         summary.counts = {"would_send": would["would_send"], "would_skip": would["would_skip"]}
         summary.note = "Dry run: nothing was sent or recorded."
-        report(summary)
-        return summary
-
-    assert prepared.digest_id is not None
-    digest_id = prepared.digest_id
-    if pipeline.week_is_complete(settings, digest_id) and not resend_uncertain:
-        summary.counts, summary.reasons = reconcile(digest_id)
+    elif check_complete(prepared.digest_id) and not resend_uncertain:
+        summary = reconcile(summary, None)
         summary.already_complete = True
         summary.note = f"{the_week} was already fully sent: nothing to do."
-        summary.compliance = pipeline.compliance_checks(settings, digest_id)
-        logger.info(summary.note)
-        report(summary)
-        return summary
-
-    owner = new_owner()
-    started = begin_run(digest_id, owner, resend_uncertain)
-    if isinstance(started, str):
-        return _failed(RunInProgressError(started))
-    lane_reports: list[pipeline.LaneReport] = []
-    try:
-        clock = time.perf_counter()
-        planned = plan_recipients(prepared)
-        summary.plan_seconds = time.perf_counter() - clock
-        logger.info(
-            "planned %s recipients (%s skipped, %s variants); %s rows found uncertain; "
-            "%s rows settled by provider events",
-            planned["planned"],
-            planned["skipped"],
-            planned["variants"],
-            started["found_uncertain"],
-            started["settled_by_events"],
-        )
-        clock = time.perf_counter()
-        sender = send_lane.with_options(
-            retries=settings.send_task_retries,
-            retry_delay_seconds=exponential_backoff(
-                backoff_factor=settings.send_retry_delay_seconds
-            ),
-        )
-        plan = pipeline.send_plan(settings, digest_id)
-        futures = sender.map(plan.lanes, unmapped(plan), unmapped(str(the_week)), unmapped(owner))
-        for future in futures:
-            future.wait()
-            if future.state.is_completed():
-                lane_reports.append(future.result())
-        summary.send_seconds = time.perf_counter() - clock
-        summary.sent_this_run, summary.batches = pipeline.sent_by_run(
-            settings, digest_id, owner=owner
-        )
-    finally:
-        pipeline.end_run(settings, digest_id, owner=owner)
-    summary.counts, summary.reasons = reconcile(digest_id)
-    summary.compliance = pipeline.compliance_checks(settings, digest_id)
+    else:
+        return _begin_and_send(summary, prepared, resend_uncertain=resend_uncertain)
+    get_run_logger().info("%s", summary.note)
     report(summary)
-    stop = next((r.stop for r in lane_reports if r.stop), None)
-    if pipeline.auth_rejected():
-        return _failed(pipeline.auth_error())
-    if stop is not None:
-        return _failed(RunInProgressError(stop))
-    if summary.unfinished:
-        return _failed(RunIncompleteError(pipeline.incomplete_message(summary)))
     return summary
 
 
-def _failed(error: DigestError) -> State[Any]:
-    """End the run Failed with a sentence for people: the caller gets `error` back, no traceback."""
-    get_run_logger().error("%s", error)
-    return Failed(message=str(error), data=error)
+def _begin_and_send(
+    summary: RunSummary, prepared: preparation.PreparedDigest, *, resend_uncertain: bool
+) -> RunSummary | State[Any]:
+    owner = new_owner()
+    started = begin_run(prepared.digest_id, owner, resend_uncertain)
+    if isinstance(started, str):
+        return _finish(summary, RunInProgressError(started))
+    get_run_logger().info(
+        "%s rows found uncertain; %s settled by provider events; %s requeued on purpose",
+        started["found_uncertain"],
+        started["settled_by_events"],
+        started["requeued_uncertain"],
+    )
+    return _send(summary, prepared, owner)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,6 @@ def test_retrying_the_same_flow_run_after_a_failed_send_skips_nobody_and_doubles
             fake,
             DIGEST_BATCH_SIZE="2",
             DIGEST_SEND_MAX_ATTEMPTS="2",
-            DIGEST_SEND_TASK_RETRIES="1",
-            DIGEST_SEND_RETRY_DELAY_SECONDS="0",
         )
         seed(the_settings, tmp_path, subscribers=7)
         # The first batch goes through, then SendGrid fails for good.
@@ -118,19 +116,13 @@ def test_retrying_the_same_flow_run_after_a_failed_send_skips_nobody_and_doubles
         assert _status(the_settings.database_url) == (total, {"sent": total})
 
 
-def test_a_send_lane_retried_by_prefect_finishes_the_run_with_nobody_twice(
+def test_a_short_outage_is_ridden_out_by_the_backend_and_sends_nobody_twice(
     settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A short outage fails both lanes' first requests; without Prefect retrying the lane tasks
-    # the run would end with rows pending. With them, the same run sends everyone once.
+    # A short outage fails both lanes' first requests; the backend (the one retry layer) tries
+    # again, so the same run sends everyone once and ends Completed.
     with FakeSendGrid(api_key="SG.test-key") as fake:
-        the_settings = send_through(
-            monkeypatch,
-            fake,
-            DIGEST_SEND_MAX_ATTEMPTS="1",
-            DIGEST_SEND_TASK_RETRIES="2",
-            DIGEST_SEND_RETRY_DELAY_SECONDS="0",
-        )
+        the_settings = send_through(monkeypatch, fake, DIGEST_SEND_MAX_ATTEMPTS="3")
         seed(the_settings, tmp_path, subscribers=7)
         fake.fail_next(2, 503, message="back soon")
         summary = weekly_digest(week=WEEK)

@@ -12,7 +12,8 @@ from digest.config import Settings
 from digest.db import get_engine
 from digest.delivery import ledger
 from digest.errors import RunInProgressError
-from digest.models import Delivery, Subscriber
+from digest.models import DIGEST_TABLE, Delivery, Subscriber
+from digest.weeks import utcnow
 from tests.support.ledger_data import make_digest, make_subscribers, render_everything
 
 
@@ -138,7 +139,7 @@ def test_rows_left_sending_by_a_dead_run_become_uncertain_not_pending(engine: En
             connection, digest_id=digest_id, variant_id=variant_id, owner=dead_owner, limit=3
         )
         connection.execute(
-            update(ledger.DIGEST).values(lease_expires_at=ledger.now_utc().replace(year=2000))
+            update(DIGEST_TABLE).values(lease_expires_at=utcnow().replace(year=2000))
         )
     found = ledger.acquire_lease(engine, digest_id=digest_id, owner="rerun", ttl_seconds=60)
     assert found == 3
@@ -161,7 +162,7 @@ def test_a_lease_held_by_a_dead_local_process_is_taken_over_at_once(engine: Engi
     ledger.acquire_lease(engine, digest_id=digest_id, owner=dead_owner, ttl_seconds=600)
     ledger.acquire_lease(engine, digest_id=digest_id, owner="rerun", ttl_seconds=60)
     with engine.connect() as connection:
-        assert connection.execute(select(ledger.DIGEST.c.lease_owner)).scalar_one() == "rerun"
+        assert connection.execute(select(DIGEST_TABLE.c.lease_owner)).scalar_one() == "rerun"
 
 
 def test_planning_twice_concurrently_never_duplicates_rows(engine: Engine) -> None:
@@ -237,6 +238,6 @@ def test_a_refused_lease_names_its_holder_even_without_an_expiry(engine: Engine)
     # The refusal is a sentence for people, whatever state the holder's row is in.
     digest_id = make_digest(engine)
     with engine.begin() as connection:
-        connection.execute(update(ledger.DIGEST).values(lease_owner="elsewhere:1:abc"))
+        connection.execute(update(DIGEST_TABLE).values(lease_owner="elsewhere:1:abc"))
     with pytest.raises(RunInProgressError, match=r"lease held by elsewhere:1:abc\)"):
         ledger.acquire_lease(engine, digest_id=digest_id, owner="me", ttl_seconds=60)

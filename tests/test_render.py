@@ -21,14 +21,15 @@ from digest.render.placeholders import (
     PREFERENCES_URL,
     TOKENS,
     UNSUBSCRIBE_URL,
+    neutral_substitutions,
+    subscriber_substitutions,
 )
 from digest.render.variant import (
     RenderedVariant,
-    blank_tokens,
-    fill_tokens,
     render_variant,
     templates_dir,
 )
+from digest.send.base import substitute
 from tests.content_factories import (
     ADDRESS,
     GMAIL_CLIP_BYTES,
@@ -215,19 +216,21 @@ def test_tokens_survive_compiling_and_fill_into_working_links() -> None:
     rendered = render(make_content())
     unsubscribe = f"{SITE}/u/abc.DEF_123?list=weekly&src=email"
     preferences = f"{SITE}/p/xyz-789"
-    html = fill_tokens(
+    html = substitute(
         rendered.html,
-        is_html=True,
-        unsubscribe_url=unsubscribe,
-        preferences_url=preferences,
-        name='Ada <marquee>"Lovelace"</marquee>',
+        subscriber_substitutions(
+            unsubscribe_url=unsubscribe,
+            preferences_url=preferences,
+            name='Ada <marquee>"Lovelace"</marquee>',
+        ),
     )
-    text = fill_tokens(
+    text = substitute(
         rendered.text,
-        is_html=False,
-        unsubscribe_url=unsubscribe,
-        preferences_url=preferences,
-        name='Ada <marquee>"Lovelace"</marquee>',
+        subscriber_substitutions(
+            unsubscribe_url=unsubscribe,
+            preferences_url=preferences,
+            name='Ada <marquee>"Lovelace"</marquee>',
+        ),
     )
     parsed = parse(html)
     assert unsubscribe in parsed.hrefs() and preferences in parsed.hrefs()
@@ -240,12 +243,11 @@ def test_tokens_survive_compiling_and_fill_into_working_links() -> None:
 
 def test_missing_name_greets_with_there() -> None:
     # A subscriber without a name is greeted "Hi there," rather than "Hi ,".
-    html = fill_tokens(
+    html = substitute(
         render(make_content()).html,
-        is_html=True,
-        unsubscribe_url="https://x.test/u",
-        preferences_url="https://x.test/p",
-        name="  ",
+        subscriber_substitutions(
+            unsubscribe_url="https://x.test/u", preferences_url="https://x.test/p", name="  "
+        ),
     )
     assert "Hi there," in parse(html).visible()
 
@@ -253,8 +255,8 @@ def test_missing_name_greets_with_there() -> None:
 def test_blank_tokens_leaves_no_personal_link_in_the_archive() -> None:
     # The public archive page must carry nobody's token, only neutral links and greeting.
     rendered = render(make_content())
-    html = blank_tokens(rendered.html, site_url=SITE)
-    text = blank_tokens(rendered.text)
+    html = substitute(rendered.html, neutral_substitutions(SITE))
+    text = substitute(rendered.text, neutral_substitutions(None))
     assert not any(token in html or token in text for token in TOKENS)
     hrefs = parse(html).hrefs()
     assert f"{SITE}/unsubscribe" in hrefs and f"{SITE}/preferences" in hrefs
@@ -350,19 +352,21 @@ def test_catalog_text_cannot_pose_as_a_subscriber_token() -> None:
     sneaky = f"Click {UNSUBSCRIBE_URL} or {NAME_HTML} / {NAME_TEXT}"
     content = make_content(pairs=[make_pair(0, a=make_tool("sneaky", tagline=sneaky))], also_new=0)
     rendered = render(content)
-    html = fill_tokens(
+    html = substitute(
         rendered.html,
-        is_html=True,
-        unsubscribe_url="https://x.test/u/secret",
-        preferences_url="https://x.test/p/secret",
-        name="Grace",
+        subscriber_substitutions(
+            unsubscribe_url="https://x.test/u/secret",
+            preferences_url="https://x.test/p/secret",
+            name="Grace",
+        ),
     )
-    text = fill_tokens(
+    text = substitute(
         rendered.text,
-        is_html=False,
-        unsubscribe_url="https://x.test/u/secret",
-        preferences_url="https://x.test/p/secret",
-        name="Grace",
+        subscriber_substitutions(
+            unsubscribe_url="https://x.test/u/secret",
+            preferences_url="https://x.test/p/secret",
+            name="Grace",
+        ),
     )
     assert html.count("https://x.test/u/secret") == 1
     assert text.count("https://x.test/u/secret") == 1

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from digest.render.variant import fill_tokens, render_variant
+from digest.render.placeholders import subscriber_substitutions
+from digest.render.variant import render_variant
+from digest.send.base import substitute
 from tests.content_factories import ADDRESS, HOSTILE, SITE, make_content, make_pair, make_tool
 from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
@@ -26,12 +28,13 @@ def browser() -> Iterator[Browser]:
 
 
 def personalised(html: str) -> str:
-    return fill_tokens(
+    return substitute(
         html,
-        is_html=True,
-        unsubscribe_url=f"{SITE}/unsubscribe/tok-123",
-        preferences_url=f"{SITE}/preferences/tok-456",
-        name="Ada",
+        subscriber_substitutions(
+            unsubscribe_url=f"{SITE}/unsubscribe/tok-123",
+            preferences_url=f"{SITE}/preferences/tok-456",
+            name="Ada",
+        ),
     )
 
 

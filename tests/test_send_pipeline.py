@@ -11,27 +11,28 @@ from sqlalchemy import update
 
 from digest.config import Settings, get_settings
 from digest.db import get_engine, session_scope
+from digest.delivery import sending
 from digest.delivery.events import NormalizedEvent, apply_events
 from digest.delivery.ledger import (
-    DIGEST,
     ClaimedBatch,
     acquire_lease,
     claim_batch,
     mark_sent,
     new_owner,
-    now_utc,
     pending_by_variant,
     state_counts,
 )
 from digest.delivery.states import DeliveryState
 from digest.errors import SendAuthError
+from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Subscriber
-from digest.run import steps as pipeline
-from digest.send.base import TransientSendError
-from digest.weeks import IsoWeek
+from digest.run import bookkeeping, outcome, preparation
+from digest.run.outcome import RunSummary
+from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers
 from tests.support.scenario import WEEK, seed
+from tests.support.senders import lane_of
 from tests.support.sendgrid_env import send_through
 
 API_KEY = "SG.pipeline-test-key"
@@ -52,23 +53,65 @@ def _prepare(
     if extra:
         make_subscribers(get_engine(settings.database_url), extra, start=1000)
     settings = settings.model_copy(update={"batch_size": batch_size})
-    prepared = pipeline.prepare_digest(settings, IsoWeek.parse(WEEK), freeze=True)
+    engine = get_engine(settings.database_url)
+    edition = preparation.Edition.from_settings(settings)
+    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
     assert prepared.digest_id is not None
-    pipeline.plan(settings, prepared)
+    preparation.plan(engine, edition, prepared, page_size=settings.batch_size)
     return settings, prepared.digest_id
 
 
-def _begin_run(settings: Settings, digest_id: int) -> str:
+def _begin_run(settings: Settings, digest_id: int, *, resend_uncertain: bool = False) -> str:
     """Start a run of the digest as the flow does; returns the run's owner."""
     owner = new_owner()
-    pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=False)
+    _begin(settings, digest_id, owner, resend_uncertain=resend_uncertain)
     return owner
 
 
-def _lane(settings: Settings, digest_id: int, owner: str, lane: int = 0) -> pipeline.LaneReport:
+def _begin(
+    settings: Settings, digest_id: int, owner: str, *, resend_uncertain: bool
+) -> dict[str, int]:
+    return bookkeeping.begin_run(
+        get_engine(settings.database_url),
+        digest_id=digest_id,
+        owner=owner,
+        lease_seconds=settings.lease_seconds,
+        resend_uncertain=resend_uncertain,
+    )
+
+
+def _plan(settings: Settings, digest_id: int, owner: str) -> sending.SendPlan:
+    return sending.send_plan(
+        get_engine(settings.database_url),
+        digest_id=digest_id,
+        week=WEEK,
+        owner=owner,
+        batch_size=settings.batch_size,
+    )
+
+
+def _lane(
+    settings: Settings,
+    digest_id: int,
+    owner: str,
+    lane: int = 0,
+    stop: sending.RunStop | None = None,
+) -> sending.LaneReport:
     """One sender lane on a plan of its own, run to the end in this thread."""
-    plan = pipeline.send_plan(settings, digest_id)
-    return pipeline.send_lane(settings, plan, lane=lane, week=WEEK, owner=owner)
+    plan = _plan(settings, digest_id, owner)
+    return lane_of(settings, plan, lane=lane, stop=stop or sending.RunStop())
+
+
+def _reconcile(
+    settings: Settings, digest_id: int
+) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    return bookkeeping.reconcile(get_engine(settings.database_url), digest_id=digest_id)
+
+
+def _sent_by(settings: Settings, digest_id: int, owner: str) -> tuple[int, int]:
+    return bookkeeping.sent_by_run(
+        get_engine(settings.database_url), digest_id=digest_id, owner=owner
+    )
 
 
 def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
@@ -76,7 +119,7 @@ def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
         return state_counts(connection, digest_id=digest_id)
 
 
-def _send_all(settings: Settings, digest_id: int, owner: str) -> list[pipeline.BatchReport]:
+def _send_all(settings: Settings, digest_id: int, owner: str) -> list[sending.BatchReport]:
     return _lane(settings, digest_id, owner).batches
 
 
@@ -113,9 +156,9 @@ def test_a_refused_batch_is_failed_with_the_reason_and_the_run_goes_on(
     counts = _counts(settings, digest_id)
     assert counts["failed"] == reports[0].failed > 0
     assert counts["sent"] == 6 - counts["failed"]
-    summary = pipeline.RunSummary(week=WEEK, digest_id=digest_id, subject=None)
-    summary.counts, summary.reasons = pipeline.reconcile(settings, digest_id)
-    message = pipeline.incomplete_message(summary)
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    summary.counts, summary.reasons = _reconcile(settings, digest_id)
+    message = outcome.incomplete_message(summary)
     assert "failed" in message and "The content value must be a string." in message
 
 
@@ -127,17 +170,20 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     get_settings.cache_clear()
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
-    variants = pipeline.send_plan(settings, digest_id).variants
-    with pytest.raises(SendAuthError) as caught:
-        pipeline.send_batch(settings, digest_id, variants[0], week=WEEK, owner=owner)
-    assert "SG.wrong-key" not in str(caught.value)
-    later = pipeline.send_batch(settings, digest_id, variants[-1], week=WEEK, owner=owner)
-    assert later.claimed == 0 and later.error
-    lane = _lane(settings, digest_id, owner, lane=1)
-    assert lane.batches == [] and lane.stop and "rejected the API key" in lane.stop
+    stop = sending.RunStop()
+    first = _lane(settings, digest_id, owner, lane=0, stop=stop)
+    assert [b.claimed for b in first.batches] == [2] and first.batches[0].released == 2
+    assert stop.kind is sending.StopKind.KEY_REFUSED
+    assert "SG.wrong-key" not in stop.reason
+    other = _lane(settings, digest_id, owner, lane=1, stop=stop)  # the run's other lanes stop too
+    assert other.batches == [] and other.stop and "rejected the API key" in other.stop
     assert len(fake.requests) == 1
     assert _counts(settings, digest_id) == {"pending": 6}
-    assert "SENDGRID_API_KEY" in str(pipeline.auth_error())
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    summary.counts, summary.reasons = _reconcile(settings, digest_id)
+    error = outcome.run_error(summary, stop)
+    assert isinstance(error, SendAuthError)
+    assert "SENDGRID_API_KEY" in str(error) and "SG.wrong-key" not in str(error)
 
 
 def test_a_subscriber_who_unsubscribes_after_planning_is_never_sent_to(
@@ -153,7 +199,7 @@ def test_a_subscriber_who_unsubscribes_after_planning_is_never_sent_to(
         )
     owner = _begin_run(settings, digest_id)
     _send_all(settings, digest_id, owner)
-    pipeline.reconcile(settings, digest_id)
+    _reconcile(settings, digest_id)
     assert "reader2@example.com" not in {m.to for m in fake.accepted}
     assert _counts(settings, digest_id) == {"sent": 5, "suppressed": 1}
 
@@ -169,15 +215,16 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     upgrade(postgres_url)
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
     owner = _begin_run(settings, digest_id)
-    plan = pipeline.send_plan(settings, digest_id)  # one plan shared by every lane, as in the flow
-    barrier = threading.Barrier(pipeline.SENDER_LANES)
+    plan = _plan(settings, digest_id, owner)  # one plan shared by every lane, as in the flow
+    stop = sending.RunStop()
+    barrier = threading.Barrier(sending.SENDER_LANES)
     errors: list[BaseException] = []
-    lanes: list[pipeline.LaneReport] = []
+    lanes: list[sending.LaneReport] = []
 
     def sender(lane: int) -> None:
         barrier.wait()
         try:
-            lanes.append(pipeline.send_lane(settings, plan, lane=lane, week=WEEK, owner=owner))
+            lanes.append(lane_of(settings, plan, lane=lane, stop=stop))
         except BaseException as exc:  # pragma: no cover - reported by the assertion
             errors.append(exc)
 
@@ -197,18 +244,22 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     # SKIP LOCKED may hand a lane a short batch, so count batches from the lanes' own reports.
     batches = sum(len(lane.batches) for lane in lanes)
     assert batches >= 20
-    assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (1000, batches)
+    assert _sent_by(settings, digest_id, owner) == (1000, batches)
 
 
 def test_transient_failures_leave_rows_pending_for_the_next_run(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
-    # 5xx after every retry hands rows back (`pending`, attempt counted); the next run sends them.
+    # 5xx after every attempt hands rows back (`pending`, attempt counted) and stops the lane;
+    # the next run sends them.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
     owner = _begin_run(settings, digest_id)
     fake.always(Fault(status=503, message="try later"))
-    with pytest.raises(TransientSendError):
-        _send_all(settings, digest_id, owner)
+    stop = sending.RunStop()
+    stopped = _lane(settings, digest_id, owner, stop=stop)
+    assert stop.kind is sending.StopKind.PROVIDER_UNAVAILABLE and "try later" in stop.reason
+    # The lane stops at its first refused batch (one of the two variants: 5 rows or 1).
+    assert len(stopped.batches) == 1 and stopped.batches[0].released in (1, 5)
     assert _counts(settings, digest_id) == {"pending": 6}
     fake.always(None)
     _send_all(settings, digest_id, owner)
@@ -220,23 +271,23 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
 def test_a_lane_stopped_by_a_transient_error_is_resumed_by_its_retry(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
-    # The lane raises with its rows handed back; running it again sends exactly what is left.
+    # The lane stops with its rows handed back; running it again sends exactly what is left.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
-    plan = pipeline.send_plan(settings, digest_id)  # a Prefect retry gets the same parameters
+    plan = _plan(settings, digest_id, owner)  # a retried run gets the same plan
     fake.queue(Fault())  # the first batch goes through
     fake.always(Fault(status=503, message="try later"))
-    with pytest.raises(TransientSendError):
-        pipeline.send_lane(settings, plan, lane=0, week=WEEK, owner=owner)
+    stopped = lane_of(settings, plan, lane=0)
+    assert stopped.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE
     first = _counts(settings, digest_id)
     assert first["sent"] in (1, 2) and first["sent"] + first["pending"] == 6
     fake.always(None)
-    retried = pipeline.send_lane(settings, plan, lane=0, week=WEEK, owner=owner)
+    retried = lane_of(settings, plan, lane=0)
     assert retried.sent == 6 - first["sent"]
     assert Counter(m.to for m in fake.accepted) == Counter(
         {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
     )
-    assert pipeline.sent_by_run(settings, digest_id, owner=owner)[0] == 6
+    assert _sent_by(settings, digest_id, owner)[0] == 6
 
 
 def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
@@ -245,7 +296,7 @@ def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
     # One lane alone drains both variants; another run's owner has sent nothing.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
-    plan = pipeline.send_plan(settings, digest_id)
+    plan = _plan(settings, digest_id, owner)
     assert plan.lanes == (0, 1, 2, 3)  # 5 + 1 rows: 3 + 1 batches
     variants = plan.variants
     assert len(variants) == 2
@@ -253,9 +304,9 @@ def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
     assert lane.stop is None
     assert {batch.variant_id for batch in lane.batches} == set(variants)
     assert _counts(settings, digest_id) == {"sent": 6}
-    assert pipeline.sent_by_run(settings, digest_id, owner=owner) == (6, len(lane.batches))
-    assert pipeline.sent_by_run(settings, digest_id, owner=new_owner()) == (0, 0)
-    assert pipeline.send_plan(settings, digest_id).lanes == ()
+    assert _sent_by(settings, digest_id, owner) == (6, len(lane.batches))
+    assert _sent_by(settings, digest_id, new_owner()) == (0, 0)
+    assert _plan(settings, digest_id, owner).lanes == ()
 
 
 def _record_event(settings: Settings, delivery_id: int, state: DeliveryState) -> None:
@@ -290,10 +341,10 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
         _record_event(settings, recipient.delivery_id, DeliveryState.DELIVERED)
     assert _counts(settings, digest_id) == {"sending": 6}  # recorded, not applied yet
     with engine.begin() as connection:
-        connection.execute(update(DIGEST).values(lease_expires_at=now_utc().replace(year=2000)))
+        connection.execute(update(DIGEST).values(lease_expires_at=utcnow().replace(year=2000)))
 
     owner = new_owner()
-    started = pipeline.begin_run(settings, digest_id, owner=owner, resend_uncertain=True)
+    started = _begin(settings, digest_id, owner, resend_uncertain=True)
     assert started == {"found_uncertain": 6, "settled_by_events": 2, "requeued_uncertain": 4}
     _lane(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
@@ -314,5 +365,5 @@ def test_an_event_that_beat_the_senders_record_is_applied_when_the_run_ends(
         for batch in batches:
             mark_sent(connection, batch=batch, message_id="accepted")
     assert _counts(settings, digest_id) == {"sent": 6}
-    counts, _ = pipeline.reconcile(settings, digest_id)
+    counts, _ = _reconcile(settings, digest_id)
     assert counts == {"bounced": 1, "sent": 5}

@@ -18,11 +18,15 @@ from email.utils import format_datetime, formataddr, make_msgid
 import pytest
 
 from digest.content.model import DigestContent
-from digest.render.placeholders import PREFERENCES_URL, UNSUBSCRIBE_URL
-from digest.render.variant import fill_tokens, render_variant
-from digest.send.base import OutgoingBatch, Recipient
+from digest.render.placeholders import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    greeting_substitutions,
+    subscriber_substitutions,
+)
+from digest.render.variant import render_variant
+from digest.send.base import OutgoingBatch, Recipient, substitute
 from digest.send.messages import build_message as build_outgoing_message
-from digest.send.messages import greeting_substitutions
 from tests.content_factories import ADDRESS, SITE, make_content
 
 SPAMASSASSIN = shutil.which("spamassassin") or "/usr/bin/spamassassin"
@@ -50,8 +54,10 @@ def build_message(content: DigestContent) -> bytes:
     message["MIME-Version"] = "1.0"
     message["List-Unsubscribe"] = f"<{UNSUBSCRIBE}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(fill_tokens(rendered.text, is_html=False, **personal))
-    message.add_alternative(fill_tokens(rendered.html, is_html=True, **personal), subtype="html")
+    message.set_content(substitute(rendered.text, subscriber_substitutions(**personal)))
+    message.add_alternative(
+        substitute(rendered.html, subscriber_substitutions(**personal)), subtype="html"
+    )
     return bytes(message)
 
 

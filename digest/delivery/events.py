@@ -15,21 +15,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from digest.audience.addresses import email_key
-from digest.audience.lifecycle import SUPPRESSION_RANK, suppress_many
-from digest.delivery.states import EVENT_RANK, DeliveryState, SubscriberStatus
-from digest.errors import ConfigError
-from digest.models import Delivery, DeliveryEvent, Subscriber
+from digest.audience.lifecycle import suppress_many
+from digest.db import insert_ignore
+from digest.delivery.states import (
+    EVENT_RANK,
+    EVENTS_MAY_WAIT,
+    SUPPRESSION_RANK,
+    Cause,
+    DeliveryState,
+    SubscriberStatus,
+    sources_of,
+    values,
+)
+from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.models import EVENT_TABLE as EVENT
+from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.weeks import utcnow
-
-DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
-EVENT: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
-SUBSCRIBER: Table = Subscriber.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -69,17 +75,13 @@ class EventSummary:
 
 
 def movable_from(target: DeliveryState) -> list[str]:
-    """The states a delivery may leave for `target`: those ranked below it.
+    """The states an event may move to `target` (the state machine's event moves).
 
     Any provider event proves that an `uncertain` send was accepted, so `uncertain` moves even to
-    `sent`. Rows not yet settled by the sender (`pending`, `sending`) are never touched: the
-    ledger owns them, and the event stays recorded.
+    `sent`. Rows the sender still owns (`pending`, `sending`) are never touched: the event stays
+    recorded until they settle.
     """
-    rank = EVENT_RANK[target]
-    lower = {state.value for state, r in EVENT_RANK.items() if r < rank}
-    if target is not DeliveryState.UNCERTAIN:
-        lower.add(DeliveryState.UNCERTAIN.value)
-    return sorted(lower)
+    return values(sources_of(target, Cause.EVENT))
 
 
 def target_states(
@@ -127,7 +129,7 @@ def apply_recorded(connection: Connection, *, digest_id: int) -> int:
         .join(DELIVERY, DELIVERY.c.id == EVENT.c.delivery_id)
         .where(
             DELIVERY.c.digest_id == digest_id,
-            DELIVERY.c.state.in_([DeliveryState.SENT.value, DeliveryState.UNCERTAIN.value]),
+            DELIVERY.c.state.in_(values(EVENTS_MAY_WAIT)),
             EVENT.c.state.is_not(None),
         )
     )
@@ -157,19 +159,6 @@ def first_of_each(events: Sequence[NormalizedEvent]) -> list[NormalizedEvent]:
     return unique
 
 
-def _insert_ignore(connection: Connection) -> Any:
-    """INSERT ... ON CONFLICT (provider_event_id) DO NOTHING for the connection's dialect."""
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(EVENT).on_conflict_do_nothing(index_elements=["provider_event_id"])
-    if dialect == "sqlite":
-        return sqlite.insert(EVENT).on_conflict_do_nothing(index_elements=["provider_event_id"])
-    raise ConfigError(
-        f"Delivery events cannot be stored in a {dialect} database. "
-        "Set DIGEST_DATABASE_URL to a PostgreSQL or SQLite database."
-    )
-
-
 def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -180,33 +169,8 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
     if not unique:
         return EventSummary(len(events), 0, len(events), 0, 0, 0)
     connection = session.connection()
-    now = utcnow()
-
-    wanted = {e.delivery_id for e in unique if e.delivery_id is not None}
-    owners: dict[int, int] = {}
-    if wanted:
-        rows = connection.execute(
-            select(DELIVERY.c.id, DELIVERY.c.subscriber_id).where(DELIVERY.c.id.in_(sorted(wanted)))
-        )
-        owners = {int(did): int(sid) for did, sid in rows}
-
-    values = [
-        {
-            "provider_event_id": e.provider_event_id,
-            # An id we do not have is kept in the raw payload only: the column is a foreign key.
-            "delivery_id": e.delivery_id if e.delivery_id in owners else None,
-            "provider_event": e.provider_event,
-            "state": e.state.value if e.state is not None else None,
-            "occurred_at": e.occurred_at,
-            "received_at": now,
-            "raw": e.raw,
-        }
-        for e in unique
-    ]
-    statement = _insert_ignore(connection).values(values).returning(EVENT.c.provider_event_id)
-    inserted = set(connection.execute(statement).scalars())
-    fresh = [e for e in unique if e.provider_event_id in inserted]
-
+    owners = _owners(connection, unique)
+    fresh = _record_new(connection, unique, owners)
     known = [e for e in fresh if e.delivery_id in owners]
     moved = _move_forward(connection, target_states((e.delivery_id, e.state) for e in known))
 
@@ -218,21 +182,59 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
     suppressions += _by_address(
         connection, [e for e in fresh if e.delivery_id not in owners and e.suppress_as is not None]
     )
-    by_status: dict[SubscriberStatus, list[int]] = defaultdict(list)
-    for subscriber_id, status in strongest(suppressions).items():
-        by_status[status].append(subscriber_id)
-    suppressed = sum(
-        suppress_many(session=session, subscriber_ids=ids, status=status)
-        for status, ids in by_status.items()
-    )
-
     return EventSummary(
         received=len(events),
         recorded=len(fresh),
         duplicates=len(events) - len(fresh),
         unknown_delivery=len(fresh) - len(known),
         moved=moved,
-        suppressed=suppressed,
+        suppressed=_suppress(session, suppressions),
+    )
+
+
+def _owners(connection: Connection, events: list[NormalizedEvent]) -> dict[int, int]:
+    """Delivery id -> subscriber id, for the events' delivery ids that name a row we have."""
+    wanted = sorted({e.delivery_id for e in events if e.delivery_id is not None})
+    if not wanted:
+        return {}
+    rows = connection.execute(
+        select(DELIVERY.c.id, DELIVERY.c.subscriber_id).where(DELIVERY.c.id.in_(wanted))
+    )
+    return {int(did): int(sid) for did, sid in rows}
+
+
+def _record_new(
+    connection: Connection, events: list[NormalizedEvent], owners: dict[int, int]
+) -> list[NormalizedEvent]:
+    """Store the events; those not stored before (providers deliver at least once)."""
+    now = utcnow()
+    rows = [
+        {
+            "provider_event_id": e.provider_event_id,
+            # An id we do not have is kept in the raw payload only: the column is a foreign key.
+            "delivery_id": e.delivery_id if e.delivery_id in owners else None,
+            "provider_event": e.provider_event,
+            "state": e.state.value if e.state is not None else None,
+            "occurred_at": e.occurred_at,
+            "received_at": now,
+            "raw": e.raw,
+        }
+        for e in events
+    ]
+    statement = insert_ignore(connection, EVENT, key=["provider_event_id"])
+    statement = statement.values(rows).returning(EVENT.c.provider_event_id)
+    inserted = set(connection.execute(statement).scalars())
+    return [e for e in events if e.provider_event_id in inserted]
+
+
+def _suppress(session: Session, suppressions: list[tuple[int, SubscriberStatus]]) -> int:
+    """Apply the strongest suppression per subscriber; how many changed status."""
+    by_status: dict[SubscriberStatus, list[int]] = defaultdict(list)
+    for subscriber_id, status in strongest(suppressions).items():
+        by_status[status].append(subscriber_id)
+    return sum(
+        suppress_many(session=session, subscriber_ids=ids, status=status)
+        for status, ids in by_status.items()
     )
 
 

@@ -1,11 +1,18 @@
-"""The one vocabulary of delivery and subscriber states, and which moves between them are allowed.
+"""The delivery state machine, in one place: the states, every allowed move and its cause.
 
-Provider words (SendGrid's `bounce`, `spamreport`, ...) are translated to these at the edge,
-in `digest/webhooks/sendgrid.py`; nothing inside speaks a provider's language.
+`MOVES` is the table a reader consults to answer "where can a delivery go from here, and why";
+the ledger, the event applier and the run's outcome use the named sets below instead of listing
+states of their own, and `tests/test_states.py` checks the code against the table (every move a
+scenario makes is in it; provider events never lower a row's rank). The README's table of moves
+is generated from `MOVES` by `moves_markdown()`, and a test keeps the two equal.
+
+Provider words (SendGrid's `bounce`, `spamreport`, ...) are translated to these at the edge, in
+`digest/webhooks/sendgrid.py`; nothing inside speaks a provider's language.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -30,23 +37,119 @@ class DeliveryState(StrEnum):
     COMPLAINED = "complained"
 
 
-# States a rerun must never send again.
-FINAL_FOR_SENDING = frozenset(set(DeliveryState) - {DeliveryState.PENDING})
+S = DeliveryState
 
-# Rank of the post-send states: an event never moves a row to a lower rank, so a late
-# `delivered` after `bounced` leaves `bounced`.
+# Rank of the states a provider event can prove: an event never moves a row to a lower rank, so
+# a late `delivered` after `bounced` leaves `bounced`. `uncertain` ranks with `sent`, but any
+# event proves an uncertain row accepted, so every event state is reachable from it.
 EVENT_RANK: dict[DeliveryState, int] = {
-    DeliveryState.SENT: 0,
-    DeliveryState.UNCERTAIN: 0,
-    DeliveryState.DEFERRED: 1,
-    DeliveryState.DELIVERED: 2,
-    DeliveryState.OPENED: 3,
-    DeliveryState.CLICKED: 4,
-    DeliveryState.DROPPED: 5,
-    DeliveryState.BOUNCED: 5,
-    DeliveryState.UNSUBSCRIBED: 6,
-    DeliveryState.COMPLAINED: 7,
+    S.SENT: 0,
+    S.UNCERTAIN: 0,
+    S.DEFERRED: 1,
+    S.DELIVERED: 2,
+    S.OPENED: 3,
+    S.CLICKED: 4,
+    S.DROPPED: 5,
+    S.BOUNCED: 5,
+    S.UNSUBSCRIBED: 6,
+    S.COMPLAINED: 7,
 }
+
+# --- named sets: the rest of the code asks these, never lists states itself ---------------------
+
+# Where planning puts a row: the subscriber gets the week's variant, or nothing this week.
+PLANNED = frozenset({S.PENDING, S.SKIPPED})
+# Rows the sender still owns: events wait for them to settle, and the digest is not complete.
+OWNED_BY_SENDER = frozenset({S.PENDING, S.SENDING})
+# Rows a rerun still has work on; none left and planning done means the week is fully sent.
+OPEN = OWNED_BY_SENDER | {S.UNCERTAIN}
+# Rows that end a run Failed: not yet sent, or refused by the provider.
+FAILS_THE_RUN = OWNED_BY_SENDER | {S.FAILED}
+# Rows that events stored while they were `sending` may still move: settled, no event applied.
+EVENTS_MAY_WAIT = frozenset({S.SENT, S.UNCERTAIN})
+# Rows whose `last_error` the run report explains.
+NEEDS_ATTENTION = frozenset({S.PENDING, S.FAILED, S.UNCERTAIN})
+# The provider accepted the message (202, or an event since).
+ACCEPTED = frozenset(EVENT_RANK) - {S.UNCERTAIN}
+# The subscriber may hold the message: its head-to-heads count as shown in later weeks.
+MAY_HAVE_REACHED = ACCEPTED | {S.SENDING, S.UNCERTAIN}
+
+
+class Cause(StrEnum):
+    """Why a delivery moves; each move of `MOVES` names one."""
+
+    CLAIM = "a sender lane claims the row in a batch"
+    LEFT_BEFORE_SEND = "the subscriber left (unsubscribed, bounced, complained) before a claim"
+    ACCEPTED = "the provider accepted the batch (HTTP 202)"
+    REFUSED = "the provider refused the batch for good (HTTP 400), reason kept"
+    TRANSIENT = "a transient error (429, 5xx, timeout): handed back, attempt counted"
+    RUN_DIED = "its run died before the provider's answer was recorded; found by the next run"
+    RESEND_ON_PURPOSE = "`digest run --resend-uncertain`: resent on purpose"
+    EVENT = "a provider event proves a later stage (never a lower rank)"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One allowed move of a delivery row."""
+
+    source: DeliveryState
+    target: DeliveryState
+    cause: Cause
+
+
+def _event_moves() -> list[Move]:
+    """Every event move: to a state of higher rank, and from `uncertain` to any event state."""
+    return [
+        Move(source, target, Cause.EVENT)
+        for target, rank in EVENT_RANK.items()
+        if target is not S.UNCERTAIN
+        for source, source_rank in EVENT_RANK.items()
+        if source_rank < rank or source is S.UNCERTAIN
+    ]
+
+
+MOVES: tuple[Move, ...] = (
+    Move(S.PENDING, S.SENDING, Cause.CLAIM),
+    Move(S.PENDING, S.SUPPRESSED, Cause.LEFT_BEFORE_SEND),
+    Move(S.SENDING, S.SENT, Cause.ACCEPTED),
+    Move(S.SENDING, S.FAILED, Cause.REFUSED),
+    Move(S.SENDING, S.PENDING, Cause.TRANSIENT),
+    Move(S.SENDING, S.UNCERTAIN, Cause.RUN_DIED),
+    Move(S.UNCERTAIN, S.PENDING, Cause.RESEND_ON_PURPOSE),
+    *_event_moves(),
+)
+
+
+def targets_from(source: DeliveryState) -> dict[DeliveryState, Cause]:
+    """Where a row in `source` may go, and why."""
+    return {move.target: move.cause for move in MOVES if move.source is source}
+
+
+def sources_of(target: DeliveryState, cause: Cause) -> frozenset[DeliveryState]:
+    """The states that `cause` may move to `target`: what an UPDATE's WHERE clause allows."""
+    return frozenset(m.source for m in MOVES if m.target is target and m.cause is cause)
+
+
+def is_allowed(source: DeliveryState, target: DeliveryState) -> bool:
+    return any(m.source is source and m.target is target for m in MOVES)
+
+
+def values(states: frozenset[DeliveryState]) -> list[str]:
+    """The stored strings of a set of states, sorted: for `column.in_(...)`."""
+    return sorted(state.value for state in states)
+
+
+def moves_markdown() -> str:
+    """The README's table of moves, made from `MOVES` (event moves folded into one line each)."""
+    lines = ["| from | to | cause |", "|---|---|---|"]
+    lines += [f"| (planning) | `{state}` | planned |" for state in sorted(PLANNED)]
+    folded: dict[tuple[DeliveryState, Cause], list[DeliveryState]] = {}
+    for move in MOVES:
+        folded.setdefault((move.source, move.cause), []).append(move.target)
+    for (source, cause), targets in folded.items():
+        shown = ", ".join(f"`{t}`" for t in targets)
+        lines.append(f"| `{source}` | {shown} | {cause.value} |")
+    return "\n".join(lines) + "\n"
 
 
 class SubscriberStatus(StrEnum):
@@ -59,12 +162,25 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"
 
 
-SUPPRESSED_STATUSES = frozenset(
-    {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
-)
+# How strong a status is as a suppression; a subscriber only ever moves up this scale by events.
+SUPPRESSION_RANK: dict[SubscriberStatus, int] = {
+    SubscriberStatus.PENDING: 0,
+    SubscriberStatus.ACTIVE: 0,
+    SubscriberStatus.UNSUBSCRIBED: 1,
+    SubscriberStatus.BOUNCED: 2,
+    SubscriberStatus.COMPLAINED: 3,
+}
+
+SUPPRESSED_STATUSES = frozenset(s for s, rank in SUPPRESSION_RANK.items() if rank > 0)
 
 
-def check_constraint_sql(column: str, values: type[StrEnum]) -> str:
+def weaker_statuses_than(status: SubscriberStatus) -> list[str]:
+    """The statuses a suppression to `status` may replace: every weaker one."""
+    rank = SUPPRESSION_RANK[status]
+    return [s.value for s, r in SUPPRESSION_RANK.items() if r < rank]
+
+
+def check_constraint_sql(column: str, states: type[StrEnum]) -> str:
     """`column IN ('a', 'b', ...)`: states are strings with a check, not a database enum."""
-    listed = ", ".join(f"'{v.value}'" for v in values)
+    listed = ", ".join(f"'{v.value}'" for v in states)
     return f"{column} IN ({listed})"

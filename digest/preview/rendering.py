@@ -13,17 +13,21 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from digest.delivery import ledger
-from digest.run import steps as pipeline
-from digest.content.compose import filter_for_categories
-from digest.config import Settings
-from digest.content.model import DigestContent
-from digest.errors import NotFoundError
-from digest.links import links_for
-from digest.send.messages import build_message
-from digest.models import Subscriber
-from digest.send.base import OutgoingBatch
+from sqlalchemy.engine import Engine
+
 from digest.audience.csv_files import email_key
+from digest.config import Settings
+from digest.content.compose import filter_for_categories
+from digest.content.model import DigestContent
+from digest.db import ensure_schema
+from digest.delivery import ledger
+from digest.delivery.sending import recipient_for
+from digest.errors import NotFoundError
+from digest.links import Links
+from digest.models import Subscriber
+from digest.run.preparation import Edition, prepare_digest, render_for_categories
+from digest.send.base import OutgoingBatch, Recipient
+from digest.send.messages import build_message
 from digest.weeks import IsoWeek
 
 # Tokens in a preview for no particular subscriber are made for this id, which no row has.
@@ -41,14 +45,15 @@ class Preview:
     text: str
     message: EmailMessage
     frozen: bool  # True when rendered from the digest a run already froze
+    recipient: Recipient  # who it was rendered for, with their links and headers
 
     @property
     def headers(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.message.items()}
 
 
-def _subscriber(settings: Settings, email: str) -> Subscriber:
-    with Session(pipeline.engine_for(settings)) as session:
+def _subscriber(engine: Engine, email: str) -> Subscriber:
+    with Session(engine) as session:
         found = session.exec(
             select(Subscriber).where(Subscriber.email_key == email_key(email))
         ).first()
@@ -62,31 +67,25 @@ def _subscriber(settings: Settings, email: str) -> Subscriber:
 
 
 def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None) -> Preview:
-    prepared = pipeline.prepare_digest(settings, week, freeze=False)
-    subscriber = _subscriber(settings, email) if email else None
+    engine = ensure_schema(settings.database_url)
+    edition = Edition.from_settings(settings)
+    prepared = prepare_digest(engine, edition, week, freeze=False)
+    subscriber = _subscriber(engine, email) if email else None
     categories = list(subscriber.categories) if subscriber else []
     variant_content = filter_for_categories(prepared.content, categories)
     if variant_content is None:
         variant_content = prepared.content.model_copy(update={"pairs": [], "also_new": []})
-    bodies: dict[str, Any] | None = None
-    if prepared.digest_id is not None:
-        with pipeline.engine_for(settings).connect() as connection:
-            bodies = ledger.stored_variant(
-                connection, digest_id=prepared.digest_id, key=ledger.variant_key(categories)
-            )
+    bodies = _bodies(engine, edition, prepared.digest_id, prepared.content, categories)
     if bodies is None:
-        rendered = pipeline.render_for_categories(settings, prepared.content, categories)
-        if rendered is None:
-            rendered = pipeline.render_for_categories(settings, variant_content, [])
-        assert rendered is not None
-        bodies = {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+        bodies = _bodies(engine, edition, None, variant_content, [])
+    assert bodies is not None
     claimed = ledger.ClaimedRecipient(
         delivery_id=0,
         subscriber_id=subscriber.id if subscriber and subscriber.id else PREVIEW_SUBSCRIBER_ID,
         email=subscriber.email if subscriber else "subscriber@example.com",
         name=subscriber.name if subscriber else None,
     )
-    recipient = pipeline.recipient_for(links_for(settings), claimed)
+    recipient = recipient_for(Links.from_settings(settings), claimed)
     batch = OutgoingBatch(
         digest_id=prepared.digest_id or 0,
         week=str(week),
@@ -109,11 +108,33 @@ def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None
         text=text_part.get_content(),
         message=message,
         frozen=prepared.frozen_earlier,
+        recipient=recipient,
     )
 
 
+def _bodies(
+    engine: Engine,
+    edition: Edition,
+    digest_id: int | None,
+    content: DigestContent,
+    categories: list[str],
+) -> dict[str, Any] | None:
+    """The variant's bodies: as a run froze them, else rendered now; None if it shows nothing."""
+    if digest_id is not None:
+        with engine.connect() as connection:
+            stored = ledger.stored_variant(
+                connection, digest_id=digest_id, key=ledger.variant_key(categories)
+            )
+        if stored is not None:
+            return stored
+    rendered = render_for_categories(edition, content, categories)
+    if rendered is None:
+        return None
+    return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+
+
 def preview_json(preview: Preview) -> dict[str, Any]:
-    """The `digest preview --format json` document (INTERFACE.md)."""
+    """The `digest preview --format json` document: week, subject, pairs, also-new, exclusions."""
     content = preview.content
     return {
         "week": preview.week,
@@ -138,21 +159,12 @@ def write_files(preview: Preview, directory: Path) -> list[Path]:
 def send_test(settings: Settings, preview: Preview, address: str) -> str | None:
     """Mail the preview to an editor through the backend: marked a test, recorded nowhere."""
     from digest.send import get_backend
-    from digest.send.base import Recipient
 
     html_part = preview.message.get_body(("html",))
     text_part = preview.message.get_body(("plain",))
     assert html_part is not None and text_part is not None
-    recipient = Recipient(
-        delivery_id=0,
-        email=address,
-        name=None,
-        substitutions={},
-        headers={
-            "List-Unsubscribe": str(preview.message["List-Unsubscribe"]),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-    )
+    # The editor gets the bodies already filled, with the previewed subscriber's headers.
+    recipient = preview.recipient._replace(email=address, name=None, substitutions={})
     batch = OutgoingBatch(
         digest_id=0,
         week=preview.week,

@@ -42,7 +42,6 @@ _TITLE_MARKER = "VERDICTDIGESTTITLEMARKER"
 _PREHEADER_DIV = re.compile(r'(<body[^>]*>\s*<div style=")display:none;[^"]*(")')
 _PREHEADER_STYLE = "display:none;max-height:0;max-width:0;overflow:hidden;opacity:0;mso-hide:all;"
 _INLINE_STYLE = re.compile(r"<mj-style\s+inline=\"inline\"\s*>(.*?)</mj-style>", re.DOTALL)
-_NEUTRAL_NAME = "there"
 
 
 @dataclass(frozen=True)
@@ -433,37 +432,3 @@ def _tidy_text(text: str) -> str:
     lines = [line.rstrip() for line in text.splitlines()]
     tidy = re.sub(r"\n{4,}", "\n\n\n", "\n".join(lines)).strip("\n")
     return tidy + "\n"
-
-
-def blank_tokens(html_or_text: str, *, site_url: str | None = None) -> str:
-    """Fill the tokens with neutral values, for the public web archive of a digest."""
-    base = site_url.rstrip("/") if site_url else None
-    values = {
-        UNSUBSCRIBE_URL: f"{base}/unsubscribe" if base else "#",
-        PREFERENCES_URL: f"{base}/preferences" if base else "#",
-        NAME_HTML: _NEUTRAL_NAME,
-        NAME_TEXT: _NEUTRAL_NAME,
-    }
-    out = html_or_text
-    for token, value in values.items():
-        out = out.replace(token, value)
-    return out
-
-
-def fill_tokens(
-    body: str,
-    *,
-    is_html: bool,
-    unsubscribe_url: str,
-    preferences_url: str,
-    name: str | None,
-) -> str:
-    """Fill the tokens for one subscriber; in HTML the values are escaped, in text not."""
-    shown = " ".join(name.split()) if name and name.strip() else _NEUTRAL_NAME
-    escape = (lambda value: html.escape(value, quote=True)) if is_html else (lambda value: value)
-    return (
-        body.replace(UNSUBSCRIBE_URL, escape(unsubscribe_url))
-        .replace(PREFERENCES_URL, escape(preferences_url))
-        .replace(NAME_HTML, html.escape(shown, quote=True))
-        .replace(NAME_TEXT, shown)
-    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digest.run.steps import RunSummary
+from digest.run.outcome import RunSummary
 
 
 def _md(text: str) -> str:

@@ -6,16 +6,11 @@ byte for byte what the outbox backend would write for that subscriber.
 
 from __future__ import annotations
 
-import html
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
-from digest.render.placeholders import NAME_HTML, NAME_TEXT
 from digest.send.base import OutgoingBatch, Recipient, substitute
-
-# Token values for a message with no subscriber behind it (archive, test sends without a row).
-NAME_FALLBACK = "there"
 
 
 def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, str, str]:
@@ -49,9 +44,3 @@ def build_message(
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(body_html, subtype="html", charset="utf-8")
     return message
-
-
-def greeting_substitutions(name: str | None) -> dict[str, str]:
-    """The greeting tokens: HTML-escaped for the HTML part, raw for the text part."""
-    shown = (name or "").strip() or NAME_FALLBACK
-    return {NAME_HTML: html.escape(shown), NAME_TEXT: shown}

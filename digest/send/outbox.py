@@ -33,6 +33,3 @@ class OutboxBackend(BaseBackend):
             temporary.write_bytes(bytes(build_message(batch, recipient)))
             temporary.replace(target)
         return BatchResult(message_id=f"outbox-{batch.week}", accepted=len(batch.recipients))
-
-    def path_for_week(self, week: str) -> Path:
-        return self.directory / week

@@ -44,26 +44,28 @@ _BEARER_RE = re.compile(r"Bearer\s+[^\s'\",}]+")
 _NAME_NEEDS_CARE = re.compile(r'[,;"\\\r\n]')
 
 
-class _RedactSecrets(logging.Filter):
-    """python_http_client logs request headers (Authorization included) and bodies at DEBUG."""
+class _RedactSecret(logging.Filter):
+    """python_http_client logs request headers (Authorization included) and bodies at DEBUG.
 
-    def __init__(self) -> None:
+    Each open backend attaches one for its own key and removes it when it closes.
+    """
+
+    def __init__(self, secret: str) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = _BEARER_RE.sub("Bearer [redacted]", message)
-        for secret in self.secrets:
-            redacted = redacted.replace(secret, "[redacted]")
+        if self.secret:
+            redacted = redacted.replace(self.secret, "[redacted]")
         if redacted != message:
             record.msg = redacted
             record.args = ()
         return True
 
 
-_REDACT = _RedactSecrets()
-logging.getLogger("python_http_client.client").addFilter(_REDACT)
+_CLIENT_LOG = logging.getLogger("python_http_client.client")
 
 
 class _Verdict(Enum):
@@ -236,6 +238,7 @@ class SendGridBackend(BaseBackend):
         self._clock = clock
         self._rng = rng or random.Random()
         self._mail_send: Any = None
+        self._redact: _RedactSecret | None = None
 
     def __repr__(self) -> str:
         return (
@@ -252,7 +255,8 @@ class SendGridBackend(BaseBackend):
     def open(self) -> None:
         if self._mail_send is None:
             secret = self._key.get_secret_value()
-            _REDACT.secrets.add(secret)
+            self._redact = _RedactSecret(secret)
+            _CLIENT_LOG.addFilter(self._redact)
             client = sendgrid.SendGridAPIClient(secret, host=self._host)
             # The client has no timeout by default: a silent server would hang the run forever.
             client.client.timeout = self._timeout
@@ -260,11 +264,23 @@ class SendGridBackend(BaseBackend):
 
     def close(self) -> None:
         self._mail_send = None
+        if self._redact is not None:
+            _CLIENT_LOG.removeFilter(self._redact)
+            self._redact = None
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
         if not batch.recipients:
             return BatchResult(message_id=None, accepted=0)
+        # Close only what we opened: a caller's `with` keeps the client for every batch.
+        opened_here = self._mail_send is None
         self.open()
+        try:
+            return self._post(batch)
+        finally:
+            if opened_here:
+                self.close()
+
+    def _post(self, batch: OutgoingBatch) -> BatchResult:
         # A dict, not helpers.mail.Mail: add_personalization prepends by default; ~15x slower too.
         # Serialised once here, not on every retry, by orjson: compact UTF-8 (no \u escapes),
         # five times faster than json. A Content-Type other than bare application/json makes

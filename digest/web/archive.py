@@ -21,7 +21,9 @@ from starlette.routing import Route
 from digest.content.model import DigestContent
 from digest.errors import WeekError
 from digest.models import Digest, DigestVariant
-from digest.render.variant import blank_tokens, render_variant
+from digest.render.placeholders import neutral_substitutions
+from digest.render.variant import render_variant
+from digest.send.base import substitute
 from digest.web.context import WebContext
 from digest.web.security import ARCHIVE_POLICY
 from digest.weeks import IsoWeek
@@ -115,7 +117,7 @@ class Archive:
         digest_id, html, content = found
         if html is None:
             html = self._render_full(digest_id, content)
-        body = blank_tokens(html, site_url=self.ctx.settings.site_url)
+        body = substitute(html, neutral_substitutions(self.ctx.settings.site_url))
         return HTMLResponse(
             body,
             headers={

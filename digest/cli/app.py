@@ -1,0 +1,80 @@
+"""The `digest` command's Typer application, its shared options, and the one place user errors
+become a paragraph on stderr and a non-zero exit.
+
+Each command is a thin shell over the library, in a module named for what it works on; the
+Prefect-backed commands (run, serve, demo) are added by `flows/cli.py`, beside the flow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from digest.config import Settings
+from digest.errors import DigestError
+
+app = typer.Typer(
+    name="digest",
+    help="verdict-digest: the weekly email of head-to-head AI-tool verdicts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+WeekOption = Annotated[
+    str | None,
+    typer.Option("--week", help="ISO week such as 2026-W47; default: the last complete week."),
+]
+
+
+def engine(settings: Settings) -> Any:
+    """The database engine, its schema created when the database is empty."""
+    from digest.db import ensure_schema
+
+    return ensure_schema(settings.database_url)
+
+
+def print_problems(
+    problems: list[str], *, heading: str = "Left out {n} invalid record(s):"
+) -> None:
+    if problems:
+        typer.echo(heading.format(n=len(problems)), err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+
+
+def main_with(command: typer.Typer) -> None:
+    """Run `command`: user errors become one paragraph and a non-zero exit, never a traceback."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        command()
+    except DigestError as error:
+        typer.echo(f"Error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except (OperationalError, ArgumentError) as error:
+        typer.echo(f"Error: {_database_message(error)}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+def _database_message(error: Exception) -> str:
+    from sqlalchemy.engine import make_url
+
+    raw = os.environ.get("DIGEST_DATABASE_URL", "sqlite:///digest.db")
+    try:
+        shown = make_url(raw).render_as_string(hide_password=True)
+    except Exception:
+        shown = "(unparsable URL)"
+    reason = (
+        str(getattr(error, "orig", error)).splitlines()[0] if str(error) else type(error).__name__
+    )
+    return (
+        f"Cannot use the database {shown}: {reason}. Check DIGEST_DATABASE_URL and that the "
+        "database server is running, then try again."
+    )

@@ -1,0 +1,86 @@
+"""`digest preview`: the week's digest rendered exactly as it would be sent, without sending."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from digest.cli.app import WeekOption, app, engine
+from digest.config import Settings, get_settings
+
+
+@app.command("preview")
+def preview(
+    week: WeekOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write digest-<week>.html/.txt/.eml here.")
+    ] = None,
+    email: Annotated[
+        str | None, typer.Option("--email", help="Render this subscriber's variant.")
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="html (files or a summary) or json (to stdout).")
+    ] = "html",
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve a live preview on 127.0.0.1.")
+    ] = False,
+    send_to: Annotated[
+        str | None,
+        typer.Option("--send-to", help="Mail this rendering to an editor, marked as a test."),
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="Port for --serve (0: any free port).")
+    ] = 8025,
+) -> None:
+    """Render the digest of a week exactly as it would be sent, without sending it."""
+    from digest.errors import ConfigError
+    from digest.preview.rendering import build_preview, preview_json, send_test, write_files
+    from digest.weeks import resolve_week, utcnow
+
+    if output_format not in {"html", "json"}:
+        raise ConfigError(
+            f"--format {output_format!r} is not known. Use --format html or --format json."
+        )
+    settings = get_settings()
+    the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
+    engine(settings)
+    if serve:
+        _serve_preview(settings, the_week, email, port)
+        return
+    result = build_preview(settings, the_week, email=email)
+    if output_format == "json":
+        typer.echo(json.dumps(preview_json(result), ensure_ascii=False, indent=2))
+    if out is not None:
+        paths = write_files(result, out)
+        typer.echo("Wrote " + ", ".join(str(p) for p in paths), err=output_format == "json")
+    if send_to:
+        send_test(settings, result, send_to)
+        typer.echo(
+            f"Sent a test copy of {the_week} to {send_to} through the "
+            f"{settings.email_backend} backend.",
+            err=output_format == "json",
+        )
+    if output_format == "html" and out is None and not send_to:
+        typer.echo(f"{result.week}: {result.subject}")
+        typer.echo(
+            f"{len(result.content.pairs)} pair(s), {len(result.content.also_new)} also new, "
+            f"{len(result.content.excluded)} excluded; "
+            f"HTML {len(result.html.encode()) / 1024:.1f} KB. "
+            "Use --out DIR to write the files, --serve to view them."
+        )
+
+
+def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) -> None:
+    from digest.preview.rendering import build_preview
+    from digest.preview.server import PreviewBundle, serve_preview
+
+    def render() -> PreviewBundle:
+        fresh = build_preview(settings, week, email=email)
+        return PreviewBundle(
+            subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers
+        )
+
+    serve_preview(render, host="127.0.0.1", port=port)

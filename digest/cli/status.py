@@ -1,0 +1,35 @@
+"""`digest status`: delivery counts by state for a week."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from digest.cli.app import WeekOption, app, engine
+from digest.config import get_settings
+
+
+@app.command("status")
+def status(
+    week: WeekOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delivery counts by state for a week."""
+    from digest.delivery.ledger import digest_status
+    from digest.weeks import resolve_week, utcnow
+
+    settings = get_settings()
+    the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
+    with engine(settings).connect() as connection:
+        total, counts = digest_status(connection, week=str(the_week))
+    if as_json:
+        typer.echo(json.dumps({"week": str(the_week), "total": total, "counts": counts}))
+        return
+    if not total:
+        typer.echo(f"{the_week}: no deliveries recorded.")
+        return
+    typer.echo(f"{the_week}: {total} deliveries")
+    for state, n in sorted(counts.items()):
+        typer.echo(f"  {state:<12} {n}")

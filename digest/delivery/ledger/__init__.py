@@ -1,0 +1,86 @@
+"""The delivery ledger: the durable record of a week's digest and of every delivery in it.
+
+Invariants the ledger keeps (each has a test named for it):
+- one delivery row per (digest, subscriber); the recipient list is fixed once planning completes;
+- a row leaves `pending` only when a batch claims it, and becomes `sent` only after the provider
+  accepted its batch: nothing durable runs ahead of a confirmed send;
+- one run at a time holds a digest's lease; rows left in `sending` by a run that is gone become
+  `uncertain`, never `pending`, so a rerun cannot mail them twice;
+- every move of a row is one of `digest.delivery.states.MOVES`;
+- statements are set-based: one per batch, never one ORM object per recipient.
+
+One module per job: `digests` (the frozen content), `leases` (one run at a time), `planning`
+(who gets which variant), `claims` (claiming and settling batches), `reporting` (counts).
+The names below are the ledger's public face, the store the run's steps talk to.
+"""
+
+from digest.delivery.ledger.claims import (
+    ClaimedBatch,
+    ClaimedRecipient,
+    claim_batch,
+    mark_failed,
+    mark_sent,
+    pending_by_variant,
+    release_pending,
+    requeue_uncertain,
+    suppress_unsendable,
+)
+from digest.delivery.ledger.digests import (
+    find_digest,
+    freeze_digest,
+    is_planned,
+    mark_completed,
+    previous_matchups,
+    stored_variant,
+    variant_bodies,
+    variant_row,
+)
+from digest.delivery.ledger.leases import acquire_lease, new_owner, release_lease, renew_lease
+from digest.delivery.ledger.planning import (
+    PlanSummary,
+    RenderedBodies,
+    VariantRenderer,
+    active_subscriber_pages,
+    plan_recipients,
+    variant_key,
+)
+from digest.delivery.ledger.reporting import (
+    digest_status,
+    failure_reasons,
+    sent_by_run,
+    state_counts,
+)
+
+__all__ = [
+    "ClaimedBatch",
+    "ClaimedRecipient",
+    "PlanSummary",
+    "RenderedBodies",
+    "VariantRenderer",
+    "acquire_lease",
+    "active_subscriber_pages",
+    "claim_batch",
+    "digest_status",
+    "failure_reasons",
+    "find_digest",
+    "freeze_digest",
+    "is_planned",
+    "mark_completed",
+    "mark_failed",
+    "mark_sent",
+    "new_owner",
+    "pending_by_variant",
+    "plan_recipients",
+    "previous_matchups",
+    "release_lease",
+    "release_pending",
+    "renew_lease",
+    "requeue_uncertain",
+    "sent_by_run",
+    "state_counts",
+    "stored_variant",
+    "suppress_unsendable",
+    "variant_bodies",
+    "variant_key",
+    "variant_row",
+]

@@ -1,0 +1,175 @@
+"""Claiming and settling batches: rows move `pending` → `sending` → an outcome, one statement each.
+
+A claim stamps its rows with a claim id of its own, "<run owner>#<batch>"; settling matches on
+that id alone, so a row another run has since taken over is never settled by this one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from digest.delivery.states import Cause, DeliveryState, SubscriberStatus, sources_of, values
+from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
+from digest.weeks import utcnow
+
+_REASON_LIMIT = 2000
+
+
+class ClaimedRecipient(NamedTuple):
+    """One claimed row: who it goes to."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """Rows one batch moved to `sending`, under a claim id of its own."""
+
+    digest_id: int
+    claim: str  # written to each row's claim_owner: "<run owner>#<batch>"
+    recipients: list[ClaimedRecipient]
+
+    def __len__(self) -> int:
+        return len(self.recipients)
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        return [r.delivery_id for r in self.recipients]
+
+
+def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, int]:
+    """How many rows wait to be sent, per variant id."""
+    rows = connection.execute(
+        select(DELIVERY.c.variant_id, func.count())
+        .where(DELIVERY.c.digest_id == digest_id, DELIVERY.c.state == DeliveryState.PENDING.value)
+        .group_by(DELIVERY.c.variant_id)
+    )
+    return {int(vid): int(n) for vid, n in rows if vid is not None}
+
+
+def claim_batch(
+    connection: Connection, *, digest_id: int, variant_id: int, owner: str, limit: int
+) -> ClaimedBatch:
+    """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
+
+    Only rows of currently active subscribers are claimed, so an unsubscribe takes effect before
+    the next batch. On PostgreSQL, SKIP LOCKED lets several senders claim disjoint batches.
+    """
+    claimable = values(sources_of(DeliveryState.SENDING, Cause.CLAIM))
+    candidates = (
+        select(DELIVERY.c.id)
+        .join(SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.variant_id == variant_id,
+            DELIVERY.c.state.in_(claimable),
+            SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
+        )
+        .order_by(DELIVERY.c.id)
+        .limit(limit)
+    )
+    if connection.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(of=DELIVERY, skip_locked=True)
+    claim = f"{owner}#{uuid.uuid4().hex[:12]}"
+    now = utcnow()
+    claimed = connection.execute(
+        update(DELIVERY)
+        .where(DELIVERY.c.id.in_(candidates.scalar_subquery()), DELIVERY.c.state.in_(claimable))
+        .values(
+            state=DeliveryState.SENDING.value,
+            claim_owner=claim,
+            claimed_at=now,
+            attempts=DELIVERY.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
+    ).all()
+    recipients = sorted(ClaimedRecipient(*row) for row in claimed)
+    return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=recipients)
+
+
+def _settle(
+    connection: Connection, batch: ClaimedBatch, to: DeliveryState, cause: Cause, **fields: Any
+) -> int:
+    """Move the batch's rows that are still its own, and still where `cause` starts, to `to`."""
+    return int(
+        connection.execute(
+            update(DELIVERY)
+            .where(
+                DELIVERY.c.digest_id == batch.digest_id,
+                DELIVERY.c.state.in_(values(sources_of(to, cause))),
+                DELIVERY.c.claim_owner == batch.claim,
+            )
+            .values(state=to.value, updated_at=utcnow(), **fields)
+        ).rowcount
+    )
+
+
+def mark_sent(connection: Connection, *, batch: ClaimedBatch, message_id: str | None) -> int:
+    return _settle(
+        connection,
+        batch,
+        DeliveryState.SENT,
+        Cause.ACCEPTED,
+        sent_at=utcnow(),
+        provider_message_id=message_id,
+        last_error=None,
+    )
+
+
+def mark_failed(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
+    return _settle(
+        connection,
+        batch,
+        DeliveryState.FAILED,
+        Cause.REFUSED,
+        last_error=reason[:_REASON_LIMIT],
+    )
+
+
+def release_pending(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
+    """Hand rows back after a transient error; the attempt count stays raised."""
+    return _settle(
+        connection,
+        batch,
+        DeliveryState.PENDING,
+        Cause.TRANSIENT,
+        claim_owner=None,
+        last_error=reason[:_REASON_LIMIT],
+    )
+
+
+def suppress_unsendable(connection: Connection, *, digest_id: int) -> int:
+    """Pending rows whose subscriber left after planning are settled as `suppressed`."""
+    gone = select(SUBSCRIBER.c.id).where(SUBSCRIBER.c.status != SubscriberStatus.ACTIVE.value)
+    movable = sources_of(DeliveryState.SUPPRESSED, Cause.LEFT_BEFORE_SEND)
+    result = connection.execute(
+        update(DELIVERY)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.state.in_(values(movable)),
+            DELIVERY.c.subscriber_id.in_(gone.scalar_subquery()),
+        )
+        .values(state=DeliveryState.SUPPRESSED.value, updated_at=utcnow())
+    )
+    return int(result.rowcount)
+
+
+def requeue_uncertain(connection: Connection, *, digest_id: int) -> int:
+    """`--resend-uncertain`: put uncertain rows back to `pending`, on purpose."""
+    movable = sources_of(DeliveryState.PENDING, Cause.RESEND_ON_PURPOSE)
+    result = connection.execute(
+        update(DELIVERY)
+        .where(DELIVERY.c.digest_id == digest_id, DELIVERY.c.state.in_(values(movable)))
+        .values(state=DeliveryState.PENDING.value, claim_owner=None, updated_at=utcnow())
+    )
+    return int(result.rowcount)

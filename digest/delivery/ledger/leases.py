@@ -1,0 +1,128 @@
+"""The digest's lease: one run sends a digest at a time, and a dead run's rows turn uncertain."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from digest.delivery.states import Cause, DeliveryState, sources_of, values
+from digest.errors import RunInProgressError
+from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.models import DIGEST_TABLE as DIGEST
+from digest.weeks import utcnow
+
+
+def new_owner() -> str:
+    """A lease owner id: host and pid let a rerun on the same host see that a holder died."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _holder(connection: Connection, digest_id: int) -> Any:
+    return connection.execute(
+        select(DIGEST.c.lease_owner, DIGEST.c.lease_expires_at, DIGEST.c.week).where(
+            DIGEST.c.id == digest_id
+        )
+    ).one()
+
+
+def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: int) -> int:
+    """Take the digest's lease for `owner`; returns how many rows were found `uncertain`.
+
+    Raises RunInProgressError while another live run holds it. On taking the lease, every row
+    still `sending` belongs to a run that is gone: it becomes `uncertain`.
+    """
+    now = utcnow()
+    with engine.begin() as connection:
+        holder = _holder(connection, digest_id)
+        free = or_(
+            DIGEST.c.lease_owner.is_(None),
+            DIGEST.c.lease_owner == owner,
+            DIGEST.c.lease_expires_at < now,
+        )
+        if holder.lease_owner and _owner_is_dead(holder.lease_owner):
+            free = or_(free, DIGEST.c.lease_owner == holder.lease_owner)
+        taken = connection.execute(
+            update(DIGEST)
+            .where(DIGEST.c.id == digest_id, free)
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
+        ).rowcount
+        if not taken:
+            # Read the holder again: the first read may predate the run that just won the race.
+            raise _in_progress(_holder(connection, digest_id))
+        return _mark_orphans_uncertain(connection, digest_id=digest_id, owner=owner)
+
+
+def _in_progress(holder: Any) -> RunInProgressError:
+    until = (
+        f" until {holder.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder.lease_expires_at else ""
+    )
+    return RunInProgressError(
+        f"Another run is sending the digest of {holder.week} (lease held by "
+        f"{holder.lease_owner or 'another run'}{until}). "
+        "Wait for it to finish and run again; nothing was sent by this run."
+    )
+
+
+def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: str) -> int:
+    """Rows claimed by any run but `owner` were left by a run that is gone."""
+    result = connection.execute(
+        update(DELIVERY)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.state.in_(values(sources_of(DeliveryState.UNCERTAIN, Cause.RUN_DIED))),
+            # Claims read "<owner>#<batch>": any claim not this run's is from a run now gone.
+            or_(
+                DELIVERY.c.claim_owner.is_(None),
+                ~DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
+            ),
+        )
+        .values(
+            state=DeliveryState.UNCERTAIN.value,
+            last_error="its sending run ended before the provider's answer was recorded",
+            updated_at=utcnow(),
+        )
+    )
+    return int(result.rowcount)
+
+
+def renew_lease(connection: Connection, *, digest_id: int, owner: str, ttl_seconds: int) -> None:
+    """Extend the lease; RunInProgressError if another run took it meanwhile."""
+    renewed = connection.execute(
+        update(DIGEST)
+        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+    ).rowcount
+    if not renewed:
+        raise RunInProgressError(
+            "This run lost the digest's lease to another run (it was paused longer than "
+            "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
+        )
+
+
+def release_lease(engine: Engine, *, digest_id: int, owner: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(DIGEST)
+            .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )

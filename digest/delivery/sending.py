@@ -1,0 +1,248 @@
+"""The send loop: sender lanes claim batch after batch, hand each to the backend, record the answer.
+
+Everything it uses is handed in (`Sender`: the engine, an open backend, the link builder and the
+sizes), so the loop holds no state of its own between runs and tests pass a recording backend.
+Rows move to `sent` only after the provider accepted them; see `digest/delivery/states.py` for
+every move and its cause. Transient errors are retried inside the backend (the one retry layer);
+one that outlasts the backend's attempts hands the batch back to `pending` and stops the lane.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from digest.delivery import ledger
+from digest.errors import RunInProgressError
+from digest.links import Links, recipient_headers
+from digest.render.placeholders import subscriber_substitutions
+from digest.send.base import (
+    EmailBackend,
+    OutgoingBatch,
+    PermanentSendError,
+    Recipient,
+    SendAuthError,
+    TransientSendError,
+)
+
+log = logging.getLogger(__name__)
+
+# Senders working one digest at once. Each claims batch after batch until nothing is pending, so
+# four coarse tasks carry the whole send; one task per batch spent a fifth of it in orchestration.
+SENDER_LANES = 4
+
+
+@dataclass(frozen=True)
+class Sender:
+    """What a lane sends with: handed in by whoever opened the backend (and closes it)."""
+
+    engine: Engine
+    backend: EmailBackend
+    links: Links
+    from_email: str
+    from_name: str
+    batch_size: int
+    lease_seconds: int
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """What a run's sender lanes share, read once before they start."""
+
+    digest_id: int
+    week: str
+    owner: str  # the run's lease owner; every claim of the run starts with it
+    variants: tuple[int, ...]  # variants with rows pending
+    lanes: tuple[int, ...]  # lane numbers: never more lanes than batches
+
+
+def send_plan(
+    engine: Engine, *, digest_id: int, week: str, owner: str, batch_size: int
+) -> SendPlan:
+    with engine.connect() as connection:
+        pending = ledger.pending_by_variant(connection, digest_id=digest_id)
+    batches = sum(-(-count // batch_size) for count in pending.values())
+    return SendPlan(
+        digest_id=digest_id,
+        week=week,
+        owner=owner,
+        variants=tuple(sorted(pending)),
+        lanes=tuple(range(min(SENDER_LANES, batches))),
+    )
+
+
+class StopKind(StrEnum):
+    """Why a run's lanes stopped before the work was done."""
+
+    KEY_REFUSED = "key-refused"  # the provider refused our credentials: no lane may go on
+    LEASE_LOST = "lease-lost"  # another run took the digest over
+    PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
+
+
+class RunStop:
+    """Shared by a run's lanes: once one lane meets a stop for everyone, the others stop too.
+
+    A plain object (not a dataclass), so Prefect hands the same instance to every lane task.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.kind: StopKind | None = None
+        self.reason = ""
+
+    def set(self, kind: StopKind, reason: str) -> None:
+        if not self._event.is_set():
+            self.kind, self.reason = kind, reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class BatchReport:
+    """What one batch did; counts only, never an address."""
+
+    variant_id: int
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    released: int = 0
+    message_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class LaneReport:
+    """What one sender lane did: its batches in order, and why it stopped early, if it did."""
+
+    lane: int
+    batches: list[BatchReport] = field(default_factory=list)
+    stop: str | None = None
+    stop_kind: StopKind | None = None
+
+    @property
+    def sent(self) -> int:
+        return sum(batch.sent for batch in self.batches)
+
+
+def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
+    """One claimed row as the backend's recipient: their own links, greeting and headers."""
+    unsubscribe = links.unsubscribe(claimed.subscriber_id)
+    return Recipient(
+        delivery_id=claimed.delivery_id,
+        email=claimed.email,
+        name=claimed.name,
+        substitutions=subscriber_substitutions(
+            unsubscribe_url=unsubscribe,
+            preferences_url=links.preferences(claimed.subscriber_id),
+            name=claimed.name,
+        ),
+        headers=recipient_headers(unsubscribe),
+    )
+
+
+def _claim(sender: Sender, plan: SendPlan, variant_id: int) -> ledger.ClaimedBatch:
+    with sender.engine.begin() as connection:
+        ledger.renew_lease(
+            connection,
+            digest_id=plan.digest_id,
+            owner=plan.owner,
+            ttl_seconds=sender.lease_seconds,
+        )
+        return ledger.claim_batch(
+            connection,
+            digest_id=plan.digest_id,
+            variant_id=variant_id,
+            owner=plan.owner,
+            limit=sender.batch_size,
+        )
+
+
+def send_batch(
+    sender: Sender, plan: SendPlan, variant: dict[str, Any], stop: RunStop
+) -> BatchReport:
+    """Claim one batch of `variant`, hand it to the backend, and record the provider's answer.
+
+    A permanent refusal marks the rows `failed`; a transient error that outlasted the backend's
+    attempts, or a refused key, hands them back to `pending` and sets `stop`. If the process
+    dies between claim and record, the rows stay `sending` and the next run finds them
+    `uncertain`. Raises RunInProgressError when another run took the lease.
+    """
+    report = BatchReport(variant_id=int(variant["id"]))
+    claimed = _claim(sender, plan, report.variant_id)
+    if not claimed.recipients:
+        return report
+    report.claimed = len(claimed)
+    batch = OutgoingBatch(
+        digest_id=plan.digest_id,
+        week=plan.week,
+        subject=variant["subject"],
+        html=variant["html"],
+        text=variant["text"],
+        recipients=[recipient_for(sender.links, c) for c in claimed.recipients],
+        from_email=sender.from_email,
+        from_name=sender.from_name,
+    )
+    try:
+        result = sender.backend.send_batch(batch)
+    except PermanentSendError as refused:
+        with sender.engine.begin() as connection:
+            report.failed = ledger.mark_failed(connection, batch=claimed, reason=refused.reason)
+        report.error = refused.reason
+        return report
+    except (TransientSendError, SendAuthError) as stopped:
+        with sender.engine.begin() as connection:
+            report.released = ledger.release_pending(connection, batch=claimed, reason=str(stopped))
+        report.error = str(stopped)
+        kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
+        stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, str(stopped))
+        return report
+    with sender.engine.begin() as connection:
+        report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
+    report.message_id = result.message_id
+    return report
+
+
+def send_lane(
+    sender: Sender,
+    plan: SendPlan,
+    *,
+    lane: int,
+    stop: RunStop,
+    on_batch: Callable[[BatchReport], None] | None = None,
+) -> LaneReport:
+    """Send batch after batch of every planned variant until none of its rows is left pending.
+
+    Several lanes run at once: claims never overlap, so lanes share the work however fast each
+    one goes. Every batch moves its rows out of `pending` for good, or sets `stop`, so the loop
+    always ends; a stopped lane's rows wait, `pending`, for the next run.
+    """
+    report = LaneReport(lane=lane)
+    # Lanes start on different variants, so they seldom wait on each other's claims.
+    start = lane % len(plan.variants) if plan.variants else 0
+    variants = plan.variants[start:] + plan.variants[:start]
+    with sender.engine.connect() as connection:
+        # Variant bodies never change once stored: each lane reads each one once.
+        bodies = {vid: ledger.variant_row(connection, variant_id=vid) for vid in variants}
+    for variant_id in variants:
+        while not stop.is_set():
+            try:
+                batch = send_batch(sender, plan, bodies[variant_id], stop)
+            except RunInProgressError as lost:
+                stop.set(StopKind.LEASE_LOST, str(lost))
+                break
+            if not batch.claimed:
+                break
+            report.batches.append(batch)
+            if on_batch is not None:
+                on_batch(batch)
+    if stop.is_set():
+        report.stop, report.stop_kind = stop.reason, stop.kind
+    return report

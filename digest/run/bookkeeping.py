@@ -1,0 +1,65 @@
+"""Around the send: taking the digest's lease, settling what a dead run left, and the count at
+the end."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from digest.delivery import events, ledger
+from digest.delivery.states import OPEN, OWNED_BY_SENDER
+
+
+def begin_run(
+    engine: Engine, *, digest_id: int, owner: str, lease_seconds: int, resend_uncertain: bool
+) -> dict[str, int]:
+    """Take the digest's lease, find rows a dead run left behind, requeue uncertain ones on ask.
+
+    Provider events stored while those rows were `sending` are applied first: a row they prove
+    accepted is settled, and never requeued. Raises RunInProgressError while another run lives.
+    """
+    uncertain = ledger.acquire_lease(
+        engine, digest_id=digest_id, owner=owner, ttl_seconds=lease_seconds
+    )
+    requeued = 0
+    with engine.begin() as connection:
+        settled = events.apply_recorded(connection, digest_id=digest_id)
+        if resend_uncertain:
+            requeued = ledger.requeue_uncertain(connection, digest_id=digest_id)
+    return {
+        "found_uncertain": uncertain,
+        "settled_by_events": settled,
+        "requeued_uncertain": requeued,
+    }
+
+
+def end_run(engine: Engine, *, digest_id: int, owner: str) -> None:
+    ledger.release_lease(engine, digest_id=digest_id, owner=owner)
+
+
+def sent_by_run(engine: Engine, *, digest_id: int, owner: str) -> tuple[int, int]:
+    """(deliveries sent, batches that sent them) by the run `owner`."""
+    with engine.connect() as connection:
+        return ledger.sent_by_run(connection, digest_id=digest_id, owner=owner)
+
+
+def reconcile(
+    engine: Engine, *, digest_id: int
+) -> tuple[dict[str, int], list[tuple[str, str, int]]]:
+    """Settle rows of subscribers who left or events proved, count states, mark complete if done."""
+    with engine.begin() as connection:
+        ledger.suppress_unsendable(connection, digest_id=digest_id)
+        events.apply_recorded(connection, digest_id=digest_id)
+        counts = ledger.state_counts(connection, digest_id=digest_id)
+        reasons = ledger.failure_reasons(connection, digest_id=digest_id)
+        if not any(counts.get(state, 0) for state in OWNED_BY_SENDER):
+            ledger.mark_completed(connection, digest_id=digest_id)
+    return counts, reasons
+
+
+def week_is_complete(engine: Engine, *, digest_id: int) -> bool:
+    """Planning is done and no row is left for a rerun to work on."""
+    with engine.connect() as connection:
+        if not ledger.is_planned(connection, digest_id=digest_id):
+            return False
+        counts = ledger.state_counts(connection, digest_id=digest_id)
+    return not any(counts.get(state, 0) for state in OPEN)

@@ -1,0 +1,147 @@
+"""Before sending: the week's content composed (or read back frozen), rendered per variant, and
+every recipient planned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from digest.catalog.importer import load_tools
+from digest.config import Settings
+from digest.content.compose import build_content, filter_for_categories
+from digest.content.model import DigestContent
+from digest.content.pairing import pair_tools
+from digest.content.selection import select_week
+from digest.delivery import ledger
+from digest.render.variant import render_variant
+from digest.weeks import IsoWeek
+
+
+@dataclass(frozen=True)
+class Edition:
+    """What composing and rendering need besides the catalog: the week's zone and the site."""
+
+    zone: ZoneInfo
+    site_url: str
+    postal_address: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            zone=settings.zone, site_url=settings.site_url, postal_address=settings.postal_address
+        )
+
+
+@dataclass(frozen=True)
+class PreparedDigest:
+    """The week's content, and its digest row when it has been frozen."""
+
+    week: str
+    content: DigestContent
+    digest_id: int | None
+    frozen_earlier: bool
+
+
+def compute_content(engine: Engine, edition: Edition, week: IsoWeek) -> DigestContent:
+    """Select the week's tools, pair them and compose the content, from the catalog as it is now."""
+    with Session(engine) as session:
+        tools = load_tools(session)
+    with engine.connect() as connection:
+        history = ledger.previous_matchups(connection, before_week=str(week))
+    selection = select_week(tools, week=week, zone=edition.zone)
+    # A match-up on record under a since-merged duplicate slug still counts as already sent.
+    pairing = pair_tools(
+        selection.new, selection.incumbents, previous_matchups=selection.canonical_matchups(history)
+    )
+    return build_content(selection, pairing, site_url=edition.site_url, zone=edition.zone)
+
+
+def frozen_content(engine: Engine, week: IsoWeek) -> PreparedDigest | None:
+    """The content stored for `week`, if a run already froze it."""
+    with engine.connect() as connection:
+        row = ledger.find_digest(connection, str(week))
+    if row is None:
+        return None
+    return PreparedDigest(
+        week=str(week),
+        content=DigestContent.model_validate(row["content"]),
+        digest_id=int(row["id"]),
+        frozen_earlier=True,
+    )
+
+
+def prepare_digest(
+    engine: Engine, edition: Edition, week: IsoWeek, *, freeze: bool
+) -> PreparedDigest:
+    """The content to send for `week`: the frozen copy if there is one, else freshly composed.
+
+    With `freeze`, fresh non-empty content is stored so every later run and preview reuses it.
+    """
+    existing = frozen_content(engine, week)
+    if existing is not None:
+        return existing
+    content = compute_content(engine, edition, week)
+    if not freeze or content.is_empty:
+        return PreparedDigest(week=str(week), content=content, digest_id=None, frozen_earlier=False)
+    with engine.begin() as connection:
+        row = ledger.freeze_digest(
+            connection,
+            week=str(week),
+            subject=content.subject,
+            content=content.model_dump(mode="json"),
+        )
+    stored = DigestContent.model_validate(row["content"])
+    return PreparedDigest(
+        week=str(week), content=stored, digest_id=int(row["id"]), frozen_earlier=False
+    )
+
+
+def render_for_categories(
+    edition: Edition, content: DigestContent, categories: list[str]
+) -> ledger.RenderedBodies | None:
+    """The rendered variant for a category set; None when it would show nothing."""
+    variant = filter_for_categories(content, categories)
+    if variant is None:
+        return None
+    rendered = render_variant(
+        variant, site_url=edition.site_url, postal_address=edition.postal_address
+    )
+    return ledger.RenderedBodies(subject=rendered.subject, html=rendered.html, text=rendered.text)
+
+
+def plan(
+    engine: Engine, edition: Edition, prepared: PreparedDigest, *, page_size: int
+) -> ledger.PlanSummary:
+    """Plan every active subscriber of the frozen digest (once; later calls add nobody)."""
+    assert prepared.digest_id is not None
+    return ledger.plan_recipients(
+        engine,
+        digest_id=prepared.digest_id,
+        render_variant=lambda cats: render_for_categories(edition, prepared.content, cats),
+        page_size=page_size,
+    )
+
+
+def dry_run_recipients(engine: Engine, content: DigestContent, *, page_size: int) -> dict[str, int]:
+    """For a dry run: how many active subscribers would get mail, and how many be skipped."""
+    would_send = would_skip = 0
+    shows_something: dict[str, bool] = {}
+    for page in ledger.active_subscriber_pages(engine, page_size=page_size):
+        for person in page:
+            key = ledger.variant_key(person.categories or [])
+            if key not in shows_something:
+                categories = key.split(";") if key else []
+                shows_something[key] = filter_for_categories(content, categories) is not None
+            if shows_something[key]:
+                would_send += 1
+            else:
+                would_skip += 1
+    return {
+        "would_send": would_send,
+        "would_skip": would_skip,
+        "variants": sum(shows_something.values()),
+    }
