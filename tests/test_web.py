@@ -1,7 +1,8 @@
 """The subscriber-facing web app through HTTP, on a real database (SQLite and PostgreSQL).
 
 Requests go through Starlette's TestClient (httpx) to the app `digest web` serves; emails go
-through the memory backend, which builds each message exactly as the outbox would.
+through a memory backend handed to the app, which builds each message exactly as the outbox
+would and keeps it in the test's own list.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from starlette.testclient import TestClient
 from digest.audience.lifecycle import CONFIRMATION_COOLDOWN
 from digest.config import Settings, get_settings
 from digest.db import get_engine
-from digest.links import confirm_url, preferences_url, unsubscribe_url
+from digest.links import Links
 from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
-from digest.send import memory
+from digest.send.base import EmailBackend
+from digest.send.memory import MemoryBackend
 from digest.tokens import Purpose, make_token
 from digest.web import csrf
 from digest.web.app import create_app
@@ -133,6 +135,22 @@ def make_delivery(engine: Engine, digest_id: int, subscriber_id: int, state: str
         )
 
 
+def _links(settings: Settings) -> Links:
+    return Links(site_url=settings.site_url.rstrip("/"), key=settings.signing_key())
+
+
+def unsubscribe_url(settings: Settings, subscriber_id: int) -> str:
+    return _links(settings).unsubscribe(subscriber_id)
+
+
+def preferences_url(settings: Settings, subscriber_id: int) -> str:
+    return _links(settings).preferences(subscriber_id)
+
+
+def confirm_url(settings: Settings, subscriber_id: int) -> str:
+    return _links(settings).confirm(subscriber_id)
+
+
 def subscriber_row(engine: Engine, subscriber_id: int) -> dict[str, Any]:
     with engine.begin() as connection:
         row = connection.execute(
@@ -170,10 +188,21 @@ def csrf_from(page: str) -> str:
 # --- fixtures ------------------------------------------------------------------------------------
 
 
+class RecordingBackends:
+    """A backend factory for `create_app`: memory backends that keep mail and settings here."""
+
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage] = []
+        self.settings: list[Settings] = []
+
+    def __call__(self, settings: Settings) -> EmailBackend:
+        self.settings.append(settings)
+        return MemoryBackend(sent=self.sent)
+
+
 @pytest.fixture
 def web_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The shared test settings (schema created), sending through the memory backend."""
-    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "memory")
+    """The shared test settings (schema created), with the test site's address."""
     monkeypatch.setenv("DIGEST_SITE_URL", SITE)
     get_settings.cache_clear()
     return get_settings()
@@ -185,11 +214,21 @@ def engine(web_settings: Settings) -> Engine:
 
 
 @pytest.fixture
-def client(web_settings: Settings) -> Iterator[TestClient]:
-    memory.SENT.clear()
-    with TestClient(create_app(web_settings), base_url=SITE, follow_redirects=False) as c:
+def backends() -> RecordingBackends:
+    return RecordingBackends()
+
+
+@pytest.fixture
+def sent(backends: RecordingBackends) -> list[EmailMessage]:
+    """Every message the app sent in this test, in order."""
+    return backends.sent
+
+
+@pytest.fixture
+def client(web_settings: Settings, backends: RecordingBackends) -> Iterator[TestClient]:
+    app = create_app(web_settings, backend_factory=backends)
+    with TestClient(app, base_url=SITE, follow_redirects=False) as c:
         yield c
-    memory.SENT.clear()
 
 
 # --- unsubscribe ---------------------------------------------------------------------------------
@@ -346,6 +385,23 @@ def test_forged_or_altered_tokens_get_400_and_no_ones_data(
     assert status_of(engine, sid) == "active"
 
 
+@pytest.mark.parametrize("prefix", ["unsubscribe", "preferences", "confirm"])
+def test_non_ascii_tokens_get_a_400_page_not_a_server_error(
+    client: TestClient, engine: Engine, web_settings: Settings, prefix: str
+) -> None:
+    # A token with non-ASCII characters (here percent-encoded UTF-8) is a bad link, not a 500.
+    sid = make_subscriber(engine)
+    payload = make_token(web_settings.signing_key(), Purpose.UNSUBSCRIBE, sid).partition(".")[0]
+    for bad in ["a.%C3%A9", f"{payload}.%C3%A9%C3%A9", "%E2%80%AE.abc"]:
+        for response in (
+            client.get(f"/{prefix}/{bad}"),
+            client.post(f"/{prefix}/{bad}", data={"List-Unsubscribe": "One-Click"}),
+        ):
+            assert response.status_code == 400, (prefix, bad, response.status_code)
+            assert "This link is not valid" in response.text
+    assert status_of(engine, sid) == "active"
+
+
 def test_a_token_signed_with_another_key_is_refused(client: TestClient, engine: Engine) -> None:
     # Only DIGEST_SECRET_KEY signs valid links: a token made with any other key is a forgery.
     sid = make_subscriber(engine)
@@ -457,7 +513,7 @@ def confirmation_links(messages: list[EmailMessage], site: str = SITE) -> list[s
 
 
 def test_subscribe_then_confirm_twice_records_consent_once(
-    client: TestClient, engine: Engine
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
 ) -> None:
     # Double opt-in: pending until the emailed link is opened; a second click changes nothing.
     make_tool(engine, "a", "Writing")
@@ -472,12 +528,12 @@ def test_subscribe_then_confirm_twice_records_consent_once(
     assert row["email_key"] == "new@example.com"
     assert row["categories"] == ["Writing"]
 
-    assert len(memory.SENT) == 1
-    message = memory.SENT[0]
+    assert len(sent) == 1
+    message = sent[0]
     # Stored and mailed as email-validator normalises it: the domain lower-cased.
     assert message["To"] == "New@example.com"
     assert message["X-Digest-Kind"] == "confirmation"
-    [link] = confirmation_links(memory.SENT)
+    [link] = confirmation_links(sent)
 
     first = client.get(path_of(link))
     assert first.status_code == 200
@@ -493,7 +549,9 @@ def test_subscribe_then_confirm_twice_records_consent_once(
     assert subscriber_row(engine, row["id"])["confirmed_at"] == confirmed["confirmed_at"]
 
 
-def test_subscribing_twice_is_harmless(client: TestClient, engine: Engine) -> None:
+def test_subscribing_twice_is_harmless(
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
+) -> None:
     # A second sign-up of a pending address resends the link once a pause has passed, never
     # sooner (the form cannot flood an inbox); of an active one, it changes nothing.
     client.post("/subscribe", data={"email": "twice@example.com"})
@@ -501,7 +559,7 @@ def test_subscribing_twice_is_harmless(client: TestClient, engine: Engine) -> No
     with engine.begin() as connection:
         rows = connection.execute(select(Subscriber.__table__)).mappings().all()  # type: ignore[attr-defined]
     assert len(rows) == 1
-    assert len(memory.SENT) == 1
+    assert len(sent) == 1
     with engine.begin() as connection:
         connection.execute(
             update(Subscriber)
@@ -509,14 +567,14 @@ def test_subscribing_twice_is_harmless(client: TestClient, engine: Engine) -> No
             .values(confirmation_sent_at=datetime.now(UTC) - CONFIRMATION_COOLDOWN)
         )
     client.post("/subscribe", data={"email": "twice@example.com"})
-    assert len(memory.SENT) == 2
-    assert len(set(confirmation_links(memory.SENT))) == 1
+    assert len(sent) == 2
+    assert len(set(confirmation_links(sent))) == 1
 
     active = make_subscriber(engine, "active@example.com", categories=["Writing"])
-    memory.SENT.clear()
+    sent.clear()
     response = client.post("/subscribe", data={"email": "active@example.com"})
     assert "Check your inbox" in response.text
-    assert memory.SENT == []
+    assert sent == []
     assert subscriber_row(engine, active)["categories"] == ["Writing"]
     assert status_of(engine, active) == "active"
 
@@ -540,15 +598,46 @@ def test_the_confirmation_goes_through_sendgrid_with_no_delivery_row(
     assert accepted[0].subject == "Confirm your subscription to Verdict Digest"
 
 
+def test_the_confirmation_goes_through_the_backend_the_app_was_given(
+    client: TestClient, backends: RecordingBackends, web_settings: Settings
+) -> None:
+    # The app sends with the factory handed to create_app, asking it to give up soon: a visitor
+    # is waiting for the page (at most 2 tries of at most 10 s each).
+    assert client.post("/subscribe", data={"email": "wait@example.com"}).status_code == 200
+    [message] = backends.sent
+    assert message["To"] == "wait@example.com"
+    [asked] = backends.settings
+    assert asked.send_max_attempts == min(web_settings.send_max_attempts, 2)
+    assert asked.sendgrid_timeout_seconds == min(web_settings.sendgrid_timeout_seconds, 10.0)
+    assert asked.database_url == web_settings.database_url
+
+
+def test_sign_up_categories_match_the_catalog_through_the_one_category_key(
+    client: TestClient, engine: Engine
+) -> None:
+    # Case, runs of spaces and compatibility forms do not matter; the catalog's spelling is kept.
+    make_tool(engine, "a", "Developer Tools")
+    make_tool(engine, "b", "Writing")
+    data = {"email": "keys@example.com", "category": ["  developer   TOOLS ", "\uff37riting"]}
+    assert client.post("/subscribe", data=data).status_code == 200
+    with engine.begin() as connection:
+        row = connection.execute(select(Subscriber.__table__)).mappings().one()  # type: ignore[attr-defined]
+    assert row["categories"] == ["Developer Tools", "Writing"]
+
+
 @pytest.mark.parametrize("status", ["bounced", "complained"])
 def test_sign_up_never_revives_a_bounced_or_complaining_address(
-    client: TestClient, engine: Engine, web_settings: Settings, status: str
+    client: TestClient,
+    engine: Engine,
+    web_settings: Settings,
+    status: str,
+    sent: list[EmailMessage],
 ) -> None:
     # Neither the form nor any confirm link brings back an address that bounced or complained.
     sid = make_subscriber(engine, "gone@example.com", status=status)
     response = client.post("/subscribe", data={"email": "gone@example.com"})
     assert "Check your inbox" in response.text
-    assert memory.SENT == []
+    assert sent == []
     path = path_of(confirm_url(web_settings, sid))
     page = client.get(path)
     assert "This address gets no digest" in page.text
@@ -558,13 +647,13 @@ def test_sign_up_never_revives_a_bounced_or_complaining_address(
 
 
 def test_an_unsubscribed_person_comes_back_only_by_confirming_with_a_button(
-    client: TestClient, engine: Engine
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
 ) -> None:
     # Re-subscribing through the form mails a link; opening it asks, and only the POST reactivates.
     sid = make_subscriber(engine, "back@example.com", status="unsubscribed")
     client.post("/subscribe", data={"email": "back@example.com"})
     assert status_of(engine, sid) == "unsubscribed"
-    [link] = confirmation_links(memory.SENT)
+    [link] = confirmation_links(sent)
     page = client.get(path_of(link))
     assert "Subscribe again?" in page.text
     assert status_of(engine, sid) == "unsubscribed"
@@ -574,7 +663,7 @@ def test_an_unsubscribed_person_comes_back_only_by_confirming_with_a_button(
 
 
 def test_a_bad_address_is_refused_and_shown_back_escaped(
-    client: TestClient, engine: Engine
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
 ) -> None:
     # The form says what is wrong, keeps what was typed, and never echoes it as markup.
     response = client.post("/subscribe", data={"email": '<script>x</script>"@'})
@@ -582,7 +671,7 @@ def test_a_bad_address_is_refused_and_shown_back_escaped(
     assert "not an email address" in response.text
     assert "<script>x" not in response.text
     assert "&lt;script&gt;x" in response.text
-    assert memory.SENT == []
+    assert sent == []
     with engine.begin() as connection:
         assert connection.execute(select(Subscriber.__table__)).first() is None  # type: ignore[attr-defined]
 

@@ -17,8 +17,9 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from digest.config import Settings
+from digest.send import get_backend
 from digest.web.archive import Archive
-from digest.web.context import WebContext
+from digest.web.context import BackendFactory, WebContext
 from digest.web.security import SecurityHeadersMiddleware, page_policy
 from digest.web.signup import Signup
 from digest.web.subscriber_pages import SubscriberPages
@@ -79,9 +80,13 @@ class DigestWebApp(Starlette):
         )
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The web app for `settings`; raises `DigestError` at once on a bad setting or database."""
-    ctx = WebContext.build(settings)
+def create_app(settings: Settings, *, backend_factory: BackendFactory = get_backend) -> Starlette:
+    """The web app for `settings`; raises `DigestError` at once on a bad setting or database.
+
+    Confirmation emails go through `backend_factory(settings)`: the configured backend, or the
+    one a caller hands in (tests pass a recording backend).
+    """
+    ctx = WebContext.build(settings, backend_factory=backend_factory)
     routes: list[BaseRoute] = [
         *Archive(ctx).routes(),
         *SubscriberPages(ctx).routes(),

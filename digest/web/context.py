@@ -1,4 +1,4 @@
-"""What every route of the web app shares: settings, database, signing key, pages, webhook."""
+"""What every route of the web app shares: settings, database, key, pages, webhook, sender."""
 
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ from starlette.responses import Response
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
 from digest.links import Links, links_for
+from digest.send.base import EmailBackend
 from digest.tokens import BadTokenError, Purpose, read_token
 from digest.web import csrf
 from digest.web.pages import Pages
 from digest.webhooks.sendgrid import SendGridWebhook
 
 T = TypeVar("T")
+
+# Makes the backend that sends for the app, from the settings it is given (`digest.send`'s
+# `get_backend` unless the app was built with another, e.g. a recording one in tests).
+BackendFactory = Callable[[Settings], EmailBackend]
 
 # Our tokens are about 40 characters; anything far longer is not one and is not even checked.
 _MAX_TOKEN = 200
@@ -38,9 +43,10 @@ class WebContext:
     pages: Pages
     webhook: SendGridWebhook | None
     secure_cookies: bool
+    backend_factory: BackendFactory
 
     @classmethod
-    def build(cls, settings: Settings) -> WebContext:
+    def build(cls, settings: Settings, *, backend_factory: BackendFactory) -> WebContext:
         """Everything checked once at start-up, so a bad setting fails `digest web` at once."""
         public_key = (settings.sendgrid_webhook_public_key or "").strip()
         return cls(
@@ -51,6 +57,7 @@ class WebContext:
             pages=Pages(settings),
             webhook=SendGridWebhook(public_key) if public_key else None,
             secure_cookies=settings.site_url.startswith("https://"),
+            backend_factory=backend_factory,
         )
 
     def subscriber_id(self, purpose: Purpose, token: str) -> int | None:

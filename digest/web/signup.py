@@ -111,6 +111,7 @@ class Signup:
                     send_confirmation,
                     self.ctx.settings,
                     self.ctx.pages,
+                    backend_factory=self.ctx.backend_factory,
                     email=subscriber.email,
                     confirm_url=self.ctx.links.confirm(subscriber.id),
                 )
