@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
-from digest.links import Links, links_for
+from digest.links import Links
 from digest.send.base import EmailBackend
 from digest.tokens import BadTokenError, Purpose, read_token
 from digest.web import csrf
@@ -53,7 +53,7 @@ class WebContext:
             settings=settings,
             engine=ensure_schema(settings.database_url),
             key=settings.signing_key(),
-            links=links_for(settings),
+            links=Links.from_settings(settings),
             pages=Pages(settings),
             webhook=SendGridWebhook(public_key) if public_key else None,
             secure_cookies=settings.site_url.startswith("https://"),
