@@ -1,0 +1,210 @@
+"""The delivery state machine: the table itself, the code checked against it, the README's copy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sqlalchemy import text, update
+from sqlalchemy.engine import Engine
+
+from digest.config import Settings, get_settings
+from digest.db import ensure_schema, session_scope
+from digest.delivery import ledger, sending
+from digest.delivery.events import NormalizedEvent, apply_events
+from digest.delivery.states import (
+    EVENT_RANK,
+    MOVES,
+    OWNED_BY_SENDER,
+    PLANNED,
+    Cause,
+    DeliveryState,
+    is_allowed,
+    moves_markdown,
+    targets_from,
+)
+from digest.links import Links
+from digest.models import DIGEST_TABLE, Subscriber
+from digest.run import bookkeeping, preparation
+from digest.send.base import (
+    BaseBackend,
+    BatchResult,
+    OutgoingBatch,
+    PermanentSendError,
+    TransientSendError,
+)
+from digest.weeks import IsoWeek, utcnow
+from tests.support.ledger_data import make_subscribers
+from tests.support.scenario import WEEK, seed
+
+S = DeliveryState
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_from_sending_a_row_goes_only_to_an_outcome_or_uncertain() -> None:
+    # The question a newcomer asks first, answered by the table alone.
+    assert targets_from(S.SENDING) == {
+        S.SENT: Cause.ACCEPTED,
+        S.FAILED: Cause.REFUSED,
+        S.PENDING: Cause.TRANSIENT,
+        S.UNCERTAIN: Cause.RUN_DIED,
+    }
+
+
+def test_no_move_goes_backwards() -> None:
+    # Events never lower a row's rank; only two named causes ever put a row back to `pending`.
+    for move in MOVES:
+        if move.cause is Cause.EVENT:
+            assert EVENT_RANK[move.target] >= EVENT_RANK[move.source], move
+            assert move.source not in OWNED_BY_SENDER, move
+    back_to_pending = {m.cause for m in MOVES if m.target is S.PENDING}
+    assert back_to_pending == {Cause.TRANSIENT, Cause.RESEND_ON_PURPOSE}
+
+
+def test_every_state_is_reachable_and_the_table_has_no_repeats() -> None:
+    # A state nothing leads to is dead vocabulary; a move listed twice would have two causes.
+    reached = set(PLANNED) | {m.target for m in MOVES}
+    assert reached == set(DeliveryState)
+    assert len({(m.source, m.target) for m in MOVES}) == len(MOVES)
+
+
+def test_the_readme_table_of_moves_is_the_state_machine() -> None:
+    # The README's table is generated from MOVES; regenerate it when the table changes.
+    readme = README.read_text(encoding="utf-8")
+    found = re.search(r"<!-- moves:start -->\n(.*?)<!-- moves:end -->", readme, re.S)
+    assert found, "README.md lacks the <!-- moves:start --> ... <!-- moves:end --> block"
+    assert found.group(1) == moves_markdown()
+
+
+class _ScriptedBackend(BaseBackend):
+    """Answers batches from a script (accept, refuse for good, fail for now), then accepts."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+
+    def send_batch(self, batch: OutgoingBatch) -> BatchResult:
+        answer = self.script.pop(0) if self.script else "accept"
+        if answer == "refuse":
+            raise PermanentSendError("HTTP 400: the content value must be a string")
+        if answer == "later":
+            raise TransientSendError("HTTP 503: try later")
+        return BatchResult(message_id="scripted", accepted=len(batch.recipients))
+
+
+def _record_moves(engine: Engine) -> None:
+    """A trigger that writes down every change of a delivery's state, whoever makes it."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE moves_seen (source TEXT, target TEXT)"))
+        connection.execute(
+            text(
+                "CREATE TRIGGER record_moves AFTER UPDATE OF state ON delivery "
+                "WHEN OLD.state <> NEW.state BEGIN "
+                "INSERT INTO moves_seen VALUES (OLD.state, NEW.state); END"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TRIGGER record_plans AFTER INSERT ON delivery BEGIN "
+                "INSERT INTO moves_seen VALUES ('(planning)', NEW.state); END"
+            )
+        )
+
+
+def _lane(
+    settings: Settings, engine: Engine, owner: str, digest_id: int, script: list[str]
+) -> None:
+    plan = sending.send_plan(
+        engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=settings.batch_size
+    )
+    sender = sending.Sender(
+        engine=engine,
+        backend=_ScriptedBackend(script),
+        links=Links.from_settings(settings),
+        from_email=settings.from_email,
+        from_name=settings.from_name,
+        batch_size=settings.batch_size,
+        lease_seconds=settings.lease_seconds,
+    )
+    for lane in plan.lanes[:1]:
+        sending.send_lane(sender, plan, lane=lane, stop=sending.RunStop())
+
+
+def _event(engine: Engine, delivery_id: int, state: DeliveryState, n: int) -> None:
+    event = NormalizedEvent(f"e{n}", state.value, delivery_id, state, None, None, None, {})
+    with session_scope(engine) as session:
+        apply_events(session=session, events=[event])
+
+
+def test_every_move_the_code_makes_is_in_the_table(tmp_path: Path) -> None:
+    # A week with every kind of trouble; a trigger records each state change the code makes.
+    settings = get_settings().model_copy(update={"batch_size": 2})
+    seed(settings, tmp_path, subscribers=9)
+    engine = ensure_schema(settings.database_url)
+    make_subscribers(engine, 1, categories=["Robotics"], start=500)  # nothing new for them
+    _record_moves(engine)
+    edition = preparation.Edition.from_settings(settings)
+    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
+    assert prepared.digest_id is not None
+    digest_id = prepared.digest_id
+    preparation.plan(engine, edition, prepared, page_size=2)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Subscriber)
+            .where(Subscriber.email == "reader7@example.com")
+            .values(status="unsubscribed")
+        )
+
+    # A run that dies mid-batch, with an event arriving for one of its rows meanwhile.
+    dead = "another-host:1:deadbeef"
+    ledger.acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
+    with engine.begin() as connection:
+        variant = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))[0]
+        orphan = ledger.claim_batch(
+            connection, digest_id=digest_id, variant_id=variant, owner=dead, limit=2
+        )
+        connection.execute(
+            update(DIGEST_TABLE).values(lease_expires_at=utcnow().replace(year=2000))
+        )
+    _event(engine, orphan.delivery_ids[0], S.DELIVERED, 1)
+
+    # The rerun: finds them uncertain, resends on purpose, meets a refusal and an outage.
+    owner = ledger.new_owner()
+    bookkeeping.begin_run(
+        engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=True
+    )
+    bookkeeping.reconcile(engine, digest_id=digest_id)
+    _lane(settings, engine, owner, digest_id, ["refuse", "later"])
+    _lane(settings, engine, owner, digest_id, [])
+    counts, _ = bookkeeping.reconcile(engine, digest_id=digest_id)
+    with engine.connect() as connection:
+        sent = (
+            connection.execute(text("SELECT id FROM delivery WHERE state = 'sent' ORDER BY id"))
+            .scalars()
+            .all()
+        )
+    for n, (delivery_id, state) in enumerate(
+        [(sent[0], S.BOUNCED), (sent[0], S.DELIVERED), (sent[1], S.OPENED)], start=2
+    ):
+        _event(engine, delivery_id, state, n)
+    with engine.connect() as connection:
+        seen = set(connection.execute(text("SELECT source, target FROM moves_seen")))
+    planned = {target for source, target in seen if source == "(planning)"}
+    seen -= {(source, target) for source, target in seen if source == "(planning)"}
+
+    assert counts["failed"] == 2 and counts["suppressed"] == 1
+    assert planned == {"pending", "skipped"} and planned <= {s.value for s in PLANNED}
+    expected = {
+        ("pending", "sending"),
+        ("sending", "uncertain"),
+        ("uncertain", "delivered"),
+        ("uncertain", "pending"),
+        ("sending", "failed"),
+        ("sending", "pending"),
+        ("sending", "sent"),
+        ("pending", "suppressed"),
+        ("sent", "bounced"),
+        ("sent", "opened"),
+    }
+    assert expected <= seen  # the scenario exercised what it meant to
+    for source, target in seen:
+        assert is_allowed(S(source), S(target)), f"{source} -> {target} is not in MOVES"
