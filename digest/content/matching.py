@@ -425,22 +425,42 @@ class _Solver:
 
     def step_duals(self) -> bool:
         """Move the duals as far as allowed and act on what became tight; False when optimal."""
-        n, label, top, ends, dual, weight = (
-            self.n,
-            self.label,
-            self.top,
-            self.ends,
-            self.dual,
-            self.weight,
-        )
         tops = self.top_level()
         if self.stale:
             self.stale = False
             self.revalidate(tops)
             if self.queue:
                 return True  # a tight edge turned up: scan before moving any dual
-        free_slack, free_edges = -1, []  # edges from an outer to an unlabelled vertex
-        for k, b in zip(self.best_free, top, strict=True):
+        free_slack, free_edges = self._tightest_free()
+        outer_slack, outer_edges, inner_dual, inner_blossoms = self._tightest_in_trees(tops)
+        # Free vertices hold the smallest vertex dual: once it reaches 0 the matching is optimal.
+        delta = min(self.dual[: self.n], default=0)
+        optimal = True
+        for candidate in (free_slack, outer_slack, inner_dual):
+            if 0 <= candidate < delta:
+                delta, optimal = candidate, False
+        self._move_duals(tops, delta)
+        if optimal:
+            return False
+        # Every edge and blossom that reached zero is acted on at once: ties are common.
+        label, top, ends = self.label, self.top, self.ends
+        if free_slack == delta:
+            for k in free_edges:
+                u, v = ends[k]
+                self.queue.append(u if label[top[u]] == _OUTER else v)
+        if outer_slack == delta:
+            self.queue.extend(ends[k][0] for k in outer_edges)
+        if inner_dual == delta:
+            for b in inner_blossoms:
+                if b in self.blossoms and self.parent[b] == -1 and label[b] == _INNER:
+                    self.expand(b)
+        return True
+
+    def _tightest_free(self) -> tuple[int, list[int]]:
+        """The least slack of an edge from an outer to an unlabelled vertex, and those edges."""
+        label, ends, dual, weight = self.label, self.ends, self.dual, self.weight
+        free_slack, free_edges = -1, []
+        for k, b in zip(self.best_free, self.top, strict=True):
             if k >= 0 and label[b] == _FREE:
                 u, v = ends[k]
                 slack = dual[u] + dual[v] - 2 * weight[k]
@@ -448,8 +468,14 @@ class _Solver:
                     free_slack, free_edges = slack, [k]
                 elif slack == free_slack:
                     free_edges.append(k)
-        outer_slack, outer_edges = -1, []  # edges between two outer blossoms
-        inner_dual, inner_blossoms = -1, []  # inner blossoms that may have to expand
+        return free_slack, free_edges
+
+    def _tightest_in_trees(self, tops: list[int]) -> tuple[int, list[int], int, list[int]]:
+        """Half the least slack between two outer blossoms (and those edges); half the least
+        dual of an inner blossom (and those blossoms, which may have to expand)."""
+        n, label, ends, dual, weight = self.n, self.label, self.ends, self.dual, self.weight
+        outer_slack, outer_edges = -1, []
+        inner_dual, inner_blossoms = -1, []
         for b in tops:
             if label[b] == _OUTER:
                 k = self.best_outer[b]
@@ -466,13 +492,12 @@ class _Solver:
                     inner_dual, inner_blossoms = half, [b]
                 elif half == inner_dual:
                     inner_blossoms.append(b)
-        # Free vertices hold the smallest vertex dual: once it reaches 0 the matching is optimal.
-        delta = min(dual[:n], default=0)
-        optimal = True
-        for candidate in (free_slack, outer_slack, inner_dual):
-            if 0 <= candidate < delta:
-                delta, optimal = candidate, False
-        labels = [label[b] for b in top]
+        return outer_slack, outer_edges, inner_dual, inner_blossoms
+
+    def _move_duals(self, tops: list[int], delta: int) -> None:
+        """Outer vertices down and inner ones up by delta; blossoms the other way, doubled."""
+        n, label, dual = self.n, self.label, self.dual
+        labels = [label[b] for b in self.top]
         dual[:n] = [
             y - delta if lab == _OUTER else y + delta if lab == _INNER else y
             for y, lab in zip(dual[:n], labels, strict=True)
@@ -483,20 +508,6 @@ class _Solver:
                     dual[b] += 2 * delta
                 elif label[b] == _INNER:
                     dual[b] -= 2 * delta
-        if optimal:
-            return False
-        # Every edge and blossom that reached zero is acted on at once: ties are common.
-        if free_slack == delta:
-            for k in free_edges:
-                u, v = ends[k]
-                self.queue.append(u if label[top[u]] == _OUTER else v)
-        if outer_slack == delta:
-            self.queue.extend(ends[k][0] for k in outer_edges)
-        if inner_dual == delta:
-            for b in inner_blossoms:
-                if b in self.blossoms and self.parent[b] == -1 and label[b] == _INNER:
-                    self.expand(b)
-        return True
 
     def solve(self) -> list[int]:
         for v in range(self.n):

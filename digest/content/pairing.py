@@ -186,6 +186,9 @@ def _match_new(
     return [(i, j, (weights[i][j] - 1) // scale) for i, j in enumerate(mate) if j > i]
 
 
+_Ranked = list[tuple[tuple[int, int, str, str, str], Pair]]
+
+
 def pair_tools(
     new: Iterable[ToolRecord],
     incumbents: Iterable[ToolRecord],
@@ -198,20 +201,9 @@ def pair_tools(
     clash = {tool.slug for tool in fresh} & {tool.slug for tool in settled}
     if clash:
         raise ValueError(f"tools are both new and incumbent: {sorted(clash)}")
+    new_by_key, old_by_key, everyone = _by_category(fresh, settled)
 
-    new_by_key: dict[str, list[ToolRecord]] = defaultdict(list)
-    old_by_key: dict[str, list[ToolRecord]] = defaultdict(list)
-    everyone: dict[str, list[ToolRecord]] = defaultdict(list)
-    for tool in fresh:
-        everyone[category_key(tool.category)].append(tool)
-        if tool.reviews:
-            new_by_key[category_key(tool.category)].append(tool)
-    for tool in settled:
-        everyone[category_key(tool.category)].append(tool)
-        if tool.reviews:
-            old_by_key[category_key(tool.category)].append(tool)
-
-    ranked: list[tuple[tuple[int, int, str, str, str], Pair]] = []
+    ranked: _Ranked = []
     paired: set[str] = set()
     for key in sorted(new_by_key):
         label = _category_label(everyone[key])
@@ -224,28 +216,10 @@ def pair_tools(
             pair = Pair(a, b, label, units / SIMILARITY_SCALE)
             ranked.append(((0, -units, key, a.slug, b.slug), pair))
             paired.update((a.slug, b.slug))
-
-        left = [i for i, tool in enumerate(group) if tool.slug not in paired]
         rival_profiles = [_profile(tool, index) for tool in rivals]
-        options: list[tuple[tuple[int, float, int, str, str], int, int]] = []
-        for i in left:
-            for r, rival in enumerate(rivals):
-                if frozenset((group[i].slug, rival.slug)) in previous_matchups:
-                    continue
-                units = _units(profiles[i], rival_profiles[r])
-                share, count = _strength(rival)
-                options.append(((-units, -share, -count, rival.slug, group[i].slug), i, r))
-        options.sort()
-        taken: set[int] = set()
-        for rank, i, r in options:
-            if group[i].slug in paired or r in taken:
-                continue
-            a, b = group[i], rivals[r]
-            ranked.append(
-                ((1, rank[0], key, a.slug, b.slug), Pair(a, b, label, -rank[0] / SIMILARITY_SCALE))
-            )
-            paired.add(a.slug)
-            taken.add(r)
+        ranked += _against_incumbents(
+            key, label, group, profiles, rivals, rival_profiles, paired, previous_matchups
+        )
 
     ranked.sort(key=lambda item: item[0])
     also_new = sorted(
@@ -253,3 +227,54 @@ def pair_tools(
         key=lambda tool: (category_key(tool.category), tool.name.casefold(), tool.slug),
     )
     return PairingResult(tuple(pair for _, pair in ranked), tuple(also_new))
+
+
+def _by_category(
+    fresh: list[ToolRecord], settled: list[ToolRecord]
+) -> tuple[dict[str, list[ToolRecord]], dict[str, list[ToolRecord]], dict[str, list[ToolRecord]]]:
+    """Reviewed new tools, reviewed incumbents, and every tool, by category key."""
+    new_by_key: dict[str, list[ToolRecord]] = defaultdict(list)
+    old_by_key: dict[str, list[ToolRecord]] = defaultdict(list)
+    everyone: dict[str, list[ToolRecord]] = defaultdict(list)
+    for tools, reviewed in ((fresh, new_by_key), (settled, old_by_key)):
+        for tool in tools:
+            everyone[category_key(tool.category)].append(tool)
+            if tool.reviews:
+                reviewed[category_key(tool.category)].append(tool)
+    return new_by_key, old_by_key, everyone
+
+
+def _against_incumbents(
+    key: str,
+    label: str,
+    group: list[ToolRecord],
+    profiles: list[_Profile],
+    rivals: list[ToolRecord],
+    rival_profiles: list[_Profile],
+    paired: set[str],
+    previous_matchups: frozenset[frozenset[str]],
+) -> _Ranked:
+    """Each new tool still unpaired meets its most similar incumbent not met before (rule 4)."""
+    options: list[tuple[tuple[int, float, int, str, str], int, int]] = []
+    for i, tool in enumerate(group):
+        if tool.slug in paired:
+            continue
+        for r, rival in enumerate(rivals):
+            if frozenset((tool.slug, rival.slug)) in previous_matchups:
+                continue
+            units = _units(profiles[i], rival_profiles[r])
+            share, count = _strength(rival)
+            options.append(((-units, -share, -count, rival.slug, tool.slug), i, r))
+    options.sort()
+    ranked: _Ranked = []
+    taken: set[int] = set()
+    for rank, i, r in options:
+        if group[i].slug in paired or r in taken:
+            continue
+        a, b = group[i], rivals[r]
+        ranked.append(
+            ((1, rank[0], key, a.slug, b.slug), Pair(a, b, label, -rank[0] / SIMILARITY_SCALE))
+        )
+        paired.add(a.slug)
+        taken.add(r)
+    return ranked
