@@ -83,8 +83,8 @@ class DigestWebApp(Starlette):
 def create_app(settings: Settings, *, backend_factory: BackendFactory = get_backend) -> Starlette:
     """The web app for `settings`; raises `DigestError` at once on a bad setting or database.
 
-    Confirmation emails go through `backend_factory(settings)`: the configured backend, or the
-    one a caller hands in (tests pass a recording backend).
+    Confirmation emails go through `backend_factory(settings, interactive=True)`: by default the
+    configured backend, or the one a caller hands in (tests pass a recording backend).
     """
     ctx = WebContext.build(settings, backend_factory=backend_factory)
     routes: list[BaseRoute] = [

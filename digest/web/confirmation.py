@@ -9,16 +9,13 @@ carry delivery id 0, which the webhook records without touching any delivery row
 from __future__ import annotations
 
 from digest.config import Settings
-from digest.send.base import BatchResult, EmailBackend, OutgoingBatch, Recipient
+from digest.send.base import BatchResult, OutgoingBatch, Recipient
 from digest.web.context import BackendFactory
 from digest.web.pages import Pages
 
 CONFIRMATION_WEEK = "confirm"
 CONFIRMATION_CATEGORY = "verdict-digest-confirmation"
 KIND_HEADER = "X-Digest-Kind"
-# Someone is waiting for the page: at most this many tries, each at most this long.
-INTERACTIVE_ATTEMPTS = 2
-INTERACTIVE_TIMEOUT_SECONDS = 10.0
 
 
 def confirmation_batch(
@@ -39,23 +36,6 @@ def confirmation_batch(
     )
 
 
-def interactive_backend(backend_factory: BackendFactory, settings: Settings) -> EmailBackend:
-    """A backend that gives up soon (one retry, a short timeout), for a visitor who waits.
-
-    `digest.send` has no provider-neutral way to ask for that yet, so the settings the factory
-    reads are tightened here; this function goes once the factory takes `interactive=True`.
-    """
-    tightened = settings.model_copy(
-        update={
-            "send_max_attempts": min(settings.send_max_attempts, INTERACTIVE_ATTEMPTS),
-            "sendgrid_timeout_seconds": min(
-                settings.sendgrid_timeout_seconds, INTERACTIVE_TIMEOUT_SECONDS
-            ),
-        }
-    )
-    return backend_factory(tightened)
-
-
 def send_confirmation(
     settings: Settings,
     pages: Pages,
@@ -66,5 +46,6 @@ def send_confirmation(
 ) -> BatchResult:
     """Send it now; the backend's errors (transient, permanent, auth) reach the caller."""
     batch = confirmation_batch(settings, pages, email=email, confirm_url=confirm_url)
-    with interactive_backend(backend_factory, settings) as backend:
+    # Someone is waiting for the page: the backend gives up soon, then the page says so.
+    with backend_factory(settings, interactive=True) as backend:
         return backend.send_batch(batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -24,9 +24,14 @@ from digest.webhooks.sendgrid import SendGridWebhook
 
 T = TypeVar("T")
 
-# Makes the backend that sends for the app, from the settings it is given (`digest.send`'s
-# `get_backend` unless the app was built with another, e.g. a recording one in tests).
-BackendFactory = Callable[[Settings], EmailBackend]
+
+class BackendFactory(Protocol):
+    """Makes the backend the app sends with: `digest.send.get_backend`, or a test's own."""
+
+    def __call__(self, settings: Settings, *, interactive: bool = False) -> EmailBackend:
+        """`interactive` asks for a backend that gives up soon: someone waits for the page."""
+        ...
+
 
 # Our tokens are about 40 characters; anything far longer is not one and is not even checked.
 _MAX_TOKEN = 200
