@@ -32,7 +32,6 @@ from digest.db import ensure_schema
 from digest.delivery import sending
 from digest.delivery.ledger import new_owner
 from digest.errors import DigestError, RunInProgressError
-from digest.links import Links
 from digest.run import bookkeeping, compliance, preparation
 from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
@@ -126,15 +125,7 @@ def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sendi
         )
 
     with get_backend(settings) as backend:
-        sender = sending.Sender(
-            engine=_engine(settings),
-            backend=backend,
-            links=Links.from_settings(settings),
-            from_email=settings.from_email,
-            from_name=settings.from_name,
-            batch_size=settings.batch_size,
-            lease_seconds=settings.lease_seconds,
-        )
+        sender = sending.Sender.from_settings(settings, engine=_engine(settings), backend=backend)
         return sending.send_lane(sender, plan, lane=lane, stop=stop, on_batch=log_batch)
 
 

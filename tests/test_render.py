@@ -26,8 +26,8 @@ from digest.render.placeholders import (
 )
 from digest.render.variant import (
     RenderedVariant,
+    default_templates_dir,
     render_variant,
-    templates_dir,
 )
 from digest.send.base import substitute
 from tests.content_factories import (
@@ -459,7 +459,7 @@ def test_text_part_wraps_prose_but_never_breaks_a_link() -> None:
 @pytest.fixture
 def broken_templates(tmp_path: Path) -> Path:
     target = tmp_path / "templates"
-    shutil.copytree(templates_dir(), target)
+    shutil.copytree(default_templates_dir(), target)
     return target
 
 
@@ -543,7 +543,7 @@ def test_html_left_open_inside_mj_text_names_the_template_and_line(
 
 def test_templates_dir_finds_the_shipped_templates() -> None:
     # The renderer finds its templates without configuration, in the repo or in a wheel.
-    directory = templates_dir()
+    directory = default_templates_dir()
     assert (directory / "digest.mjml.j2").is_file()
     assert (directory / "digest.txt.j2").is_file()
     assert (directory / "partials" / "pair_card.mjml.j2").is_file()

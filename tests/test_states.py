@@ -23,7 +23,6 @@ from digest.delivery.states import (
     moves_markdown,
     targets_from,
 )
-from digest.links import Links
 from digest.models import DIGEST_TABLE, Subscriber
 from digest.run import bookkeeping, preparation
 from digest.send.base import (
@@ -116,15 +115,7 @@ def _lane(
     plan = sending.send_plan(
         engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=settings.batch_size
     )
-    sender = sending.Sender(
-        engine=engine,
-        backend=_ScriptedBackend(script),
-        links=Links.from_settings(settings),
-        from_email=settings.from_email,
-        from_name=settings.from_name,
-        batch_size=settings.batch_size,
-        lease_seconds=settings.lease_seconds,
-    )
+    sender = sending.Sender.from_settings(settings, engine=engine, backend=_ScriptedBackend(script))
     for lane in plan.lanes[:1]:
         sending.send_lane(sender, plan, lane=lane, stop=sending.RunStop())
 

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
+from digest.config import Settings
 from digest.delivery import ledger
 from digest.errors import RunInProgressError
 from digest.links import Links, recipient_headers
@@ -49,6 +50,18 @@ class Sender:
     from_name: str
     batch_size: int
     lease_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: Engine, backend: EmailBackend) -> Self:
+        return cls(
+            engine=engine,
+            backend=backend,
+            links=Links.from_settings(settings),
+            from_email=settings.from_email,
+            from_name=settings.from_name,
+            batch_size=settings.batch_size,
+            lease_seconds=settings.lease_seconds,
+        )
 
 
 @dataclass(frozen=True)

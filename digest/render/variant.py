@@ -68,16 +68,13 @@ class _Token(str):
     __slots__ = ()
 
 
-def templates_dir() -> Path:
+def default_templates_dir() -> Path:
     """The templates folder: packaged in a wheel as digest/_templates, else the repo's."""
     package = Path(__file__).parents[1]
     packaged = package / "_templates"
     if packaged.is_dir():
         return packaged
     return package.parent / "templates"
-
-
-_default_templates_dir = templates_dir
 
 
 def http_url(value: object) -> str:
@@ -404,7 +401,7 @@ def render_variant(
             f"DIGEST_SITE_URL={site_url!r} is not an http(s) URL. "
             "Set it to the site's address, such as https://verdicts.example.com."
         )
-    directory = (templates_dir or _default_templates_dir()).resolve()
+    directory = (templates_dir or default_templates_dir()).resolve()
     env = _environment(directory)
     subject = _one_line(content.subject)
     context: dict[str, Any] = {

@@ -5,21 +5,14 @@ from __future__ import annotations
 from digest.config import Settings
 from digest.db import get_engine
 from digest.delivery import sending
-from digest.links import Links
 from digest.send import get_backend
 from digest.send.base import EmailBackend
 
 
 def sender_for(settings: Settings, backend: EmailBackend) -> sending.Sender:
     """What a lane sends with, as the flow's task builds it from the same settings."""
-    return sending.Sender(
-        engine=get_engine(settings.database_url),
-        backend=backend,
-        links=Links.from_settings(settings),
-        from_email=settings.from_email,
-        from_name=settings.from_name,
-        batch_size=settings.batch_size,
-        lease_seconds=settings.lease_seconds,
+    return sending.Sender.from_settings(
+        settings, engine=get_engine(settings.database_url), backend=backend
     )
 
 
