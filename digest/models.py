@@ -65,7 +65,7 @@ class Review(SQLModel, table=True):
 
 
 class Subscriber(SQLModel, table=True):
-    """A person on the list; `email_key` is the lower-cased address that identifies them."""
+    """A person on the list; `email_key` is their matching key (digest/audience/addresses.py)."""
 
     id: int | None = Field(default=None, primary_key=True)
     email: str

@@ -22,9 +22,7 @@ from typing import Any, TextIO
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-# `email_key` is imported from here by callers older than digest/audience/addresses.py.
-from digest.audience.addresses import AddressError, clean_address, clean_display_name
-from digest.audience.addresses import email_key as email_key
+from digest.audience.addresses import AddressError, clean_address, clean_display_name, email_key
 from digest.audience.categories import (
     catalog_categories,
     unknown_categories,

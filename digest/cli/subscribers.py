@@ -36,6 +36,7 @@ def subscribers_import(
         f"{len(report.problems)} invalid left out."
     )
     print_problems(report.problems)
+    print_problems(report.warnings, heading="Imported; {n} thing(s) to check:")
 
 
 @subscribers_app.command("export")
@@ -47,14 +48,16 @@ def subscribers_export(
     """Every subscriber as CSV: the import columns plus status."""
     from sqlmodel import Session
 
-    from digest.audience.csv_files import write_export
+    from digest.audience.csv_files import export_warnings, write_export
 
     with Session(engine(get_settings())) as session:
         if out is None:
             write_export(session, sys.stdout)
-            return
-        temporary = out.with_name(out.name + ".tmp")
-        with temporary.open("w", newline="", encoding="utf-8") as stream:
-            count = write_export(session, stream)
-        temporary.replace(out)
-    typer.echo(f"Wrote {count} subscribers to {out}.", err=True)
+        else:
+            temporary = out.with_name(out.name + ".tmp")
+            with temporary.open("w", newline="", encoding="utf-8") as stream:
+                count = write_export(session, stream)
+            temporary.replace(out)
+            typer.echo(f"Wrote {count} subscribers to {out}.", err=True)
+        for warning in export_warnings(session):
+            typer.echo(f"warning: {warning}", err=True)

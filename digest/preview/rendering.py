@@ -11,11 +11,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from sqlalchemy.engine import Engine
-
-from digest.audience.csv_files import email_key
+from digest.audience.addresses import email_key
 from digest.config import Settings
 from digest.content.compose import filter_for_categories
 from digest.content.model import DigestContent
