@@ -57,6 +57,13 @@ def run(
             "--resend-uncertain", help="Also resend deliveries left uncertain by a crash."
         ),
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Put deliveries the provider refused back to pending first (after a fix).",
+        ),
+    ] = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.run.outcome import RunSummary
@@ -68,7 +75,9 @@ def run(
     engine(get_settings())
     from flows.weekly_digest import weekly_digest
 
-    summary = weekly_digest(week=week, dry_run=dry_run, resend_uncertain=resend_uncertain)
+    summary = weekly_digest(
+        week=week, dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+    )
     assert isinstance(summary, RunSummary)
     print_summary(summary)
 

@@ -71,7 +71,9 @@ def check_complete(digest_id: int | None) -> bool:
 
 
 @task(name="begin-run", **_TASK_DEFAULTS)
-def begin_run(digest_id: int | None, owner: str, resend_uncertain: bool) -> dict[str, int] | str:
+def begin_run(
+    digest_id: int | None, owner: str, resend_uncertain: bool, retry_failed: bool
+) -> dict[str, int] | str:
     """The run's start counts, or why another run keeps this one from starting."""
     assert digest_id is not None
     settings = get_settings()
@@ -82,6 +84,7 @@ def begin_run(digest_id: int | None, owner: str, resend_uncertain: bool) -> dict
             owner=owner,
             lease_seconds=settings.lease_seconds,
             resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
         )
     except RunInProgressError as refused:
         return str(refused)
@@ -226,6 +229,13 @@ ResendUncertainParameter = Annotated[
         "(their recipients may get the digest twice)."
     ),
 ]
+RetryFailedParameter = Annotated[
+    bool,
+    Field(
+        description="Put deliveries the provider refused ('failed') back to pending first, "
+        "once their cause is fixed."
+    ),
+]
 
 
 @flow(
@@ -241,6 +251,7 @@ def weekly_digest(
     week: WeekParameter = None,
     dry_run: DryRunParameter = False,
     resend_uncertain: ResendUncertainParameter = False,
+    retry_failed: RetryFailedParameter = False,
 ) -> RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
@@ -250,6 +261,8 @@ def weekly_digest(
         dry_run: Select, pair and render, and report what would be sent; send and record nothing.
         resend_uncertain: Also resend deliveries left 'uncertain' by a run that died mid-batch;
             their recipients may get the digest twice.
+        retry_failed: Put deliveries the provider refused ('failed') back to pending first,
+            once their cause is fixed.
     """
     # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
     settings = get_settings()
@@ -268,29 +281,39 @@ def weekly_digest(
         would = count_recipients(prepared)
         summary.counts = {"would_send": would["would_send"], "would_skip": would["would_skip"]}
         summary.note = "Dry run: nothing was sent or recorded."
-    elif check_complete(prepared.digest_id) and not resend_uncertain:
+    elif check_complete(prepared.digest_id) and not (resend_uncertain or retry_failed):
         summary = reconcile(summary, None)
         summary.already_complete = True
-        summary.note = f"{the_week} was already fully sent: nothing to do."
+        summary.note = f"{the_week} was already sent: nothing left to send."
+        report(summary)
+        return _finish(summary, run_error(summary))
     else:
-        return _begin_and_send(summary, prepared, resend_uncertain=resend_uncertain)
+        return _begin_and_send(
+            summary, prepared, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+        )
     get_run_logger().info("%s", summary.note)
     report(summary)
     return summary
 
 
 def _begin_and_send(
-    summary: RunSummary, prepared: preparation.PreparedDigest, *, resend_uncertain: bool
+    summary: RunSummary,
+    prepared: preparation.PreparedDigest,
+    *,
+    resend_uncertain: bool,
+    retry_failed: bool,
 ) -> RunSummary | State[Any]:
     owner = new_owner()
-    started = begin_run(prepared.digest_id, owner, resend_uncertain)
+    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed)
     if isinstance(started, str):
         return _finish(summary, RunInProgressError(started))
     get_run_logger().info(
-        "%s rows found uncertain; %s settled by provider events; %s requeued on purpose",
+        "%s rows found uncertain; %s settled by provider events; %s uncertain and %s failed "
+        "requeued on purpose",
         started["found_uncertain"],
         started["settled_by_events"],
         started["requeued_uncertain"],
+        started["requeued_failed"],
     )
     return _send(summary, prepared, owner)
 

@@ -130,7 +130,7 @@ def test_run_then_status_then_rerun(tmp_path: Path) -> None:
     assert status == {"week": WEEK, "total": 2, "counts": {"sent": 2}}
     second = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert second.returncode == 0
-    assert "already fully sent" in second.stdout
+    assert "already sent: nothing left to send" in second.stdout
     assert len(list((tmp_path / "outbox" / WEEK).glob("*.eml"))) == 2
 
 

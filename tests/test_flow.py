@@ -62,7 +62,7 @@ def test_flow_parameter_schema_describes_every_parameter() -> None:
     from prefect.utilities.callables import parameter_schema
 
     schema = parameter_schema(weekly_digest.fn).model_dump()
-    for name in ("week", "dry_run", "resend_uncertain"):
+    for name in ("week", "dry_run", "resend_uncertain", "retry_failed"):
         assert schema["properties"][name].get("description"), name
 
 
@@ -165,8 +165,13 @@ def test_a_lane_that_crashes_mid_batch_fails_the_run_and_its_rows_turn_uncertain
     stuck = counts["sending"]
     assert stuck in (1, 2) and counts["sent"] == total - stuck
 
-    again = weekly_digest(week=WEEK)
-    assert again.sent_this_run == 0
-    assert again.counts == {"sent": total - stuck, "uncertain": stuck}
+    again = weekly_digest(week=WEEK, return_state=True)
+    assert again.is_failed()  # uncertain rows need a decision: the run says which command
+    with pytest.raises(RunIncompleteError, match=r"--resend-uncertain"):
+        again.result()
+    assert _status(the_settings.database_url) == (
+        total,
+        {"sent": total - stuck, "uncertain": stuck},
+    )
     outbox = list((tmp_path / "outbox" / WEEK).glob("*.eml"))
     assert len(outbox) == total  # the stuck batch went out once, and only once

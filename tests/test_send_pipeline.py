@@ -25,7 +25,7 @@ from digest.delivery.ledger import (
 from digest.delivery.states import DeliveryState
 from digest.errors import SendAuthError
 from digest.models import DIGEST_TABLE as DIGEST
-from digest.models import Subscriber
+from digest.models import Delivery, Subscriber
 from digest.run import bookkeeping, outcome, preparation
 from digest.run.outcome import RunSummary
 from digest.weeks import IsoWeek, utcnow
@@ -69,7 +69,12 @@ def _begin_run(settings: Settings, digest_id: int, *, resend_uncertain: bool = F
 
 
 def _begin(
-    settings: Settings, digest_id: int, owner: str, *, resend_uncertain: bool
+    settings: Settings,
+    digest_id: int,
+    owner: str,
+    *,
+    resend_uncertain: bool,
+    retry_failed: bool = False,
 ) -> dict[str, int]:
     return bookkeeping.begin_run(
         get_engine(settings.database_url),
@@ -77,6 +82,7 @@ def _begin(
         owner=owner,
         lease_seconds=settings.lease_seconds,
         resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
     )
 
 
@@ -143,23 +149,6 @@ def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
         seen_urls.add(unsubscribe)
     assert len(seen_urls) == 6
     assert _counts(settings, digest_id) == {"sent": 6}
-
-
-def test_a_refused_batch_is_failed_with_the_reason_and_the_run_goes_on(
-    fake: FakeSendGrid, tmp_path: Path
-) -> None:
-    # HTTP 400 marks that batch `failed` with SendGrid's message; the other batches still go.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = _begin_run(settings, digest_id)
-    fake.fail_next(1, 400, message="The content value must be a string.")
-    reports = _send_all(settings, digest_id, owner)
-    counts = _counts(settings, digest_id)
-    assert counts["failed"] == reports[0].failed > 0
-    assert counts["sent"] == 6 - counts["failed"]
-    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
-    summary.counts, summary.reasons = _reconcile(settings, digest_id)
-    message = outcome.incomplete_message(summary)
-    assert "failed" in message and "The content value must be a string." in message
 
 
 def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
@@ -345,7 +334,12 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
 
     owner = new_owner()
     started = _begin(settings, digest_id, owner, resend_uncertain=True)
-    assert started == {"found_uncertain": 6, "settled_by_events": 2, "requeued_uncertain": 4}
+    assert started == {
+        "found_uncertain": 6,
+        "settled_by_events": 2,
+        "requeued_uncertain": 4,
+        "requeued_failed": 0,
+    }
     _lane(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert set(received) == {r.email for r in claimed[2:]} and set(received.values()) == {1}
@@ -367,3 +361,88 @@ def test_an_event_that_beat_the_senders_record_is_applied_when_the_run_ends(
     assert _counts(settings, digest_id) == {"sent": 6}
     counts, _ = _reconcile(settings, digest_id)
     assert counts == {"bounced": 1, "sent": 5}
+
+
+def _break_address(settings: Settings, digest_id: int, email: str) -> None:
+    """Legacy data: a planned row whose address SendGrid will refuse."""
+    with get_engine(settings.database_url).begin() as connection:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.digest_id == digest_id, Delivery.email == email)
+            .values(email="reader2 at example")
+        )
+
+
+def test_a_400_naming_one_recipient_fails_only_that_recipient_and_sends_the_rest(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # SendGrid refuses a whole request for one bad address; only that row may pay for it.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    _break_address(settings, digest_id, "reader2@example.com")
+    owner = _begin_run(settings, digest_id)
+    stop = sending.RunStop()
+    _lane(settings, digest_id, owner, stop=stop)
+    assert not stop.is_set()
+    assert _counts(settings, digest_id) == {"sent": 5, "failed": 1}
+    assert {m.to for m in fake.accepted} == {
+        "reader0@example.com",
+        "reader1@example.com",
+        "reader3@example.com",
+        "reader4@example.com",
+        "writer@example.com",
+    }
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    summary.counts, summary.reasons = _reconcile(settings, digest_id)
+    assert summary.reasons == [
+        (
+            "failed",
+            "SendGrid refused this recipient: Does not contain a valid address. (field to.0.email)",
+            1,
+        )
+    ]
+    error = outcome.run_error(summary, stop)
+    assert error is not None and "--retry-failed" in str(error)
+
+
+def test_a_400_naming_no_recipient_stops_the_run_with_every_row_pending(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # A refused sender or content is no recipient's fault: nothing is failed, the run stops.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    settings = settings.model_copy(update={"from_email": "not an address"})
+    owner = _begin_run(settings, digest_id)
+    stop = sending.RunStop()
+    _lane(settings, digest_id, owner, stop=stop)
+    other = _lane(settings, digest_id, owner, lane=1, stop=stop)
+    assert stop.kind is sending.StopKind.REQUEST_REFUSED and other.batches == []
+    assert len(fake.requests) == 1
+    assert _counts(settings, digest_id) == {"pending": 6}
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    summary.counts, summary.reasons = _reconcile(settings, digest_id)
+    error = outcome.run_error(summary, stop)
+    assert error is not None
+    assert "from.email" in str(error) and "worker" in str(error) and "Retry" in str(error)
+
+
+def test_retry_failed_sends_the_refused_rows_once_the_cause_is_fixed(
+    fake: FakeSendGrid, tmp_path: Path
+) -> None:
+    # After a fix, --retry-failed puts `failed` rows back; nobody else is mailed again.
+    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    _break_address(settings, digest_id, "reader2@example.com")
+    first = _begin_run(settings, digest_id)
+    _lane(settings, digest_id, first)
+    bookkeeping.end_run(get_engine(settings.database_url), digest_id=digest_id, owner=first)
+    with get_engine(settings.database_url).begin() as connection:
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.digest_id == digest_id, Delivery.state == "failed")
+            .values(email="reader2@example.com")
+        )
+    owner = new_owner()
+    started = _begin(settings, digest_id, owner, resend_uncertain=False, retry_failed=True)
+    assert started["requeued_failed"] == 1
+    _lane(settings, digest_id, owner)
+    received = Counter(m.to for m in fake.accepted)
+    assert len(received) == 6 and set(received.values()) == {1}
+    assert _counts(settings, digest_id) == {"sent": 6}

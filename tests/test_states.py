@@ -43,28 +43,34 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_from_sending_a_row_goes_only_to_an_outcome_or_uncertain() -> None:
     # The question a newcomer asks first, answered by the table alone.
     assert targets_from(S.SENDING) == {
-        S.SENT: Cause.ACCEPTED,
-        S.FAILED: Cause.REFUSED,
-        S.PENDING: Cause.TRANSIENT,
-        S.UNCERTAIN: Cause.RUN_DIED,
+        S.SENT: {Cause.ACCEPTED},
+        S.FAILED: {Cause.REFUSED},
+        S.PENDING: {Cause.TRANSIENT, Cause.NEIGHBOUR_REFUSED, Cause.REQUEST_REFUSED},
+        S.UNCERTAIN: {Cause.RUN_DIED},
     }
 
 
 def test_no_move_goes_backwards() -> None:
-    # Events never lower a row's rank; only two named causes ever put a row back to `pending`.
+    # Events never lower a row's rank; only named causes ever put a row back to `pending`.
     for move in MOVES:
         if move.cause is Cause.EVENT:
             assert EVENT_RANK[move.target] >= EVENT_RANK[move.source], move
             assert move.source not in OWNED_BY_SENDER, move
     back_to_pending = {m.cause for m in MOVES if m.target is S.PENDING}
-    assert back_to_pending == {Cause.TRANSIENT, Cause.RESEND_ON_PURPOSE}
+    assert back_to_pending == {
+        Cause.TRANSIENT,
+        Cause.NEIGHBOUR_REFUSED,
+        Cause.REQUEST_REFUSED,
+        Cause.RESEND_ON_PURPOSE,
+        Cause.RETRY_FAILED,
+    }
 
 
 def test_every_state_is_reachable_and_the_table_has_no_repeats() -> None:
-    # A state nothing leads to is dead vocabulary; a move listed twice would have two causes.
+    # A state nothing leads to is dead vocabulary; a move listed twice says nothing new.
     reached = set(PLANNED) | {m.target for m in MOVES}
     assert reached == set(DeliveryState)
-    assert len({(m.source, m.target) for m in MOVES}) == len(MOVES)
+    assert len({(m.source, m.target, m.cause) for m in MOVES}) == len(MOVES)
 
 
 def test_the_readme_table_of_moves_is_the_state_machine() -> None:
@@ -72,7 +78,10 @@ def test_the_readme_table_of_moves_is_the_state_machine() -> None:
     readme = README.read_text(encoding="utf-8")
     found = re.search(r"<!-- moves:start -->\n(.*?)<!-- moves:end -->", readme, re.S)
     assert found, "README.md lacks the <!-- moves:start --> ... <!-- moves:end --> block"
-    assert found.group(1) == moves_markdown()
+    assert found.group(1) == moves_markdown(), (
+        "README.md's table of moves is out of date: paste the output of "
+        "`python -c 'from digest.delivery.states import moves_markdown as m; print(m(), end=\"\")'`"
+    )
 
 
 class _ScriptedBackend(BaseBackend):

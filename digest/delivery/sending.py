@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings
 from digest.delivery import ledger
+from digest.delivery.states import Cause
 from digest.errors import RunInProgressError
 from digest.links import Links, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
@@ -95,6 +96,7 @@ class StopKind(StrEnum):
 
     KEY_REFUSED = "key-refused"  # the provider refused our credentials: no lane may go on
     LEASE_LOST = "lease-lost"  # another run took the digest over
+    REQUEST_REFUSED = "request-refused"  # a refusal no recipient explains: sender or content
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
 
 
@@ -183,8 +185,9 @@ def send_batch(
 ) -> BatchReport:
     """Claim one batch of `variant`, hand it to the backend, and record the provider's answer.
 
-    A permanent refusal marks the rows `failed`; a transient error that outlasted the backend's
-    attempts, or a refused key, hands them back to `pending` and sets `stop`. If the process
+    A refusal marks the recipients the provider blamed `failed` and hands the others back; a
+    refusal of the request as such, a transient error that outlasted the backend's attempts,
+    or a refused key hands every row back to `pending` and sets `stop`. If the process
     dies between claim and record, the rows stay `sending` and the next run finds them
     `uncertain`. Raises RunInProgressError when another run took the lease.
     """
@@ -206,20 +209,56 @@ def send_batch(
     try:
         result = sender.backend.send_batch(batch)
     except PermanentSendError as refused:
-        with sender.engine.begin() as connection:
-            report.failed = ledger.mark_failed(connection, batch=claimed, reason=refused.reason)
-        report.error = refused.reason
-        return report
+        return _refused(sender, claimed, report, refused, stop)
     except (TransientSendError, SendAuthError) as stopped:
-        with sender.engine.begin() as connection:
-            report.released = ledger.release_pending(connection, batch=claimed, reason=str(stopped))
-        report.error = str(stopped)
         kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
-        stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, str(stopped))
-        return report
+        return _hand_back(sender, claimed, report, stopped, stop, kind)
     with sender.engine.begin() as connection:
         report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
     report.message_id = result.message_id
+    return report
+
+
+def _refused(
+    sender: Sender,
+    claimed: ledger.ClaimedBatch,
+    report: BatchReport,
+    refused: PermanentSendError,
+    stop: RunStop,
+) -> BatchReport:
+    """Fail the recipients the provider blamed and send the rest again; if it blamed none, the
+    request itself is at fault (sender, content): every row waits and the run stops."""
+    if not refused.refused:
+        return _hand_back(sender, claimed, report, refused, stop, StopKind.REQUEST_REFUSED)
+    with sender.engine.begin() as connection:
+        report.failed = ledger.mark_refused(connection, batch=claimed, reasons=refused.refused)
+        report.released = ledger.release_pending(
+            connection,
+            batch=claimed,
+            reason="sent again: the provider refused another recipient of its request",
+            cause=Cause.NEIGHBOUR_REFUSED,
+        )
+    report.error = refused.reason
+    return report
+
+
+def _hand_back(
+    sender: Sender,
+    claimed: ledger.ClaimedBatch,
+    report: BatchReport,
+    error: Exception,
+    stop: RunStop,
+    kind: StopKind | None,
+) -> BatchReport:
+    """Every row of the batch back to `pending`, and every lane of the run stops."""
+    cause = Cause.REQUEST_REFUSED if kind is StopKind.REQUEST_REFUSED else Cause.TRANSIENT
+    reason = getattr(error, "reason", None) or str(error)
+    with sender.engine.begin() as connection:
+        report.released = ledger.release_pending(
+            connection, batch=claimed, reason=reason, cause=cause
+        )
+    report.error = reason
+    stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, reason)
     return report
 
 

@@ -63,8 +63,8 @@ PLANNED = frozenset({S.PENDING, S.SKIPPED})
 OWNED_BY_SENDER = frozenset({S.PENDING, S.SENDING})
 # Rows a rerun still has work on; none left and planning done means the week is fully sent.
 OPEN = OWNED_BY_SENDER | {S.UNCERTAIN}
-# Rows that end a run Failed: not yet sent, or refused by the provider.
-FAILS_THE_RUN = OWNED_BY_SENDER | {S.FAILED}
+# Rows that end a run Failed: not yet sent, refused by the provider, or maybe never sent.
+FAILS_THE_RUN = OPEN | {S.FAILED}
 # Rows that events stored while they were `sending` may still move: settled, no event applied.
 EVENTS_MAY_WAIT = frozenset({S.SENT, S.UNCERTAIN})
 # Rows whose `last_error` the run report explains.
@@ -83,8 +83,11 @@ class Cause(StrEnum):
     ACCEPTED = "the provider accepted the batch (HTTP 202)"
     REFUSED = "the provider refused the batch for good (HTTP 400), reason kept"
     TRANSIENT = "a transient error (429, 5xx, timeout): handed back, attempt counted"
+    NEIGHBOUR_REFUSED = "the provider refused another recipient of its request: sent again"
+    REQUEST_REFUSED = "the provider refused the whole request (sender, content): handed back"
     RUN_DIED = "its run died before the provider's answer was recorded; found by the next run"
     RESEND_ON_PURPOSE = "`digest run --resend-uncertain`: resent on purpose"
+    RETRY_FAILED = "`digest run --retry-failed`: its cause was fixed, sent again"
     EVENT = "a provider event proves a later stage (never a lower rank)"
 
 
@@ -114,15 +117,22 @@ MOVES: tuple[Move, ...] = (
     Move(S.SENDING, S.SENT, Cause.ACCEPTED),
     Move(S.SENDING, S.FAILED, Cause.REFUSED),
     Move(S.SENDING, S.PENDING, Cause.TRANSIENT),
+    Move(S.SENDING, S.PENDING, Cause.NEIGHBOUR_REFUSED),
+    Move(S.SENDING, S.PENDING, Cause.REQUEST_REFUSED),
     Move(S.SENDING, S.UNCERTAIN, Cause.RUN_DIED),
     Move(S.UNCERTAIN, S.PENDING, Cause.RESEND_ON_PURPOSE),
+    Move(S.FAILED, S.PENDING, Cause.RETRY_FAILED),
     *_event_moves(),
 )
 
 
-def targets_from(source: DeliveryState) -> dict[DeliveryState, Cause]:
+def targets_from(source: DeliveryState) -> dict[DeliveryState, set[Cause]]:
     """Where a row in `source` may go, and why."""
-    return {move.target: move.cause for move in MOVES if move.source is source}
+    found: dict[DeliveryState, set[Cause]] = {}
+    for move in MOVES:
+        if move.source is source:
+            found.setdefault(move.target, set()).add(move.cause)
+    return found
 
 
 def sources_of(target: DeliveryState, cause: Cause) -> frozenset[DeliveryState]:

@@ -10,9 +10,16 @@ from digest.delivery.states import OPEN, OWNED_BY_SENDER
 
 
 def begin_run(
-    engine: Engine, *, digest_id: int, owner: str, lease_seconds: int, resend_uncertain: bool
+    engine: Engine,
+    *,
+    digest_id: int,
+    owner: str,
+    lease_seconds: int,
+    resend_uncertain: bool,
+    retry_failed: bool = False,
 ) -> dict[str, int]:
-    """Take the digest's lease, find rows a dead run left behind, requeue uncertain ones on ask.
+    """Take the digest's lease, find rows a dead run left behind, requeue on ask: uncertain rows
+    (`resend_uncertain`) and rows the provider refused (`retry_failed`, after a fix).
 
     Provider events stored while those rows were `sending` are applied first: a row they prove
     accepted is settled, and never requeued. Raises RunInProgressError while another run lives.
@@ -20,15 +27,18 @@ def begin_run(
     uncertain = ledger.acquire_lease(
         engine, digest_id=digest_id, owner=owner, ttl_seconds=lease_seconds
     )
-    requeued = 0
+    requeued = retried = 0
     with engine.begin() as connection:
         settled = events.apply_recorded(connection, digest_id=digest_id)
         if resend_uncertain:
             requeued = ledger.requeue_uncertain(connection, digest_id=digest_id)
+        if retry_failed:
+            retried = ledger.requeue_failed(connection, digest_id=digest_id)
     return {
         "found_uncertain": uncertain,
         "settled_by_events": settled,
         "requeued_uncertain": requeued,
+        "requeued_failed": retried,
     }
 
 

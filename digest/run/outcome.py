@@ -68,33 +68,68 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
     if stop is not None and stop.kind is StopKind.KEY_REFUSED:
         return SendAuthError(
             f"{stop.reason} The run stopped before sending anything more; every unsent "
-            "delivery is still pending and goes out with the next run once the key is fixed."
+            "delivery is still pending. After fixing the key where the flow runs (the `digest "
+            "serve` process or the work pool's worker, restarted), press Retry on this flow run."
         )
     if stop is not None and stop.kind is StopKind.LEASE_LOST:
         return RunInProgressError(stop.reason)
+    if stop is not None and stop.kind is StopKind.REQUEST_REFUSED:
+        return RunIncompleteError(
+            f"{stop.reason}. The provider refused the request as a whole, not one recipient, "
+            "so the run stopped and every unsent delivery is still pending. Fix what it names "
+            "(often DIGEST_FROM_EMAIL, an unverified sender) in the environment of the process "
+            "that runs the flow (the `digest serve` process or the work pool's worker, "
+            f"restarted after the change), then press Retry on this flow run or run "
+            f"`digest run --week {summary.week}`."
+        )
     if summary.unfinished:
         return RunIncompleteError(incomplete_message(summary))
     return None
 
 
+# What resolves rows left in each state, in the words of the Prefect UI and the shell.
+_REMEDIES: dict[DeliveryState, str] = {
+    DeliveryState.PENDING: (
+        "still pending: they go out when this flow run is retried (Retry in the Prefect UI) "
+        "or with `digest run --week {week}`"
+    ),
+    DeliveryState.SENDING: (
+        "left `sending` by a sender that stopped unexpectedly (its error is in the flow run's "
+        "logs): the provider may have them, so the next run reports them `uncertain` rather "
+        "than resending them"
+    ),
+    DeliveryState.FAILED: (
+        "refused by the provider: fix the cause, then send them with "
+        "`digest run --week {week} --retry-failed` (or a custom run of the deployment with "
+        "retry_failed set)"
+    ),
+    DeliveryState.UNCERTAIN: (
+        "uncertain, because a run died while the provider may have held them: provider "
+        "events settle those it accepted; resend the rest on purpose, knowing some may arrive "
+        "twice, with `digest run --week {week} --resend-uncertain`"
+    ),
+}
+
+
 def incomplete_message(summary: RunSummary) -> str:
-    pending = summary.counts.get(DeliveryState.PENDING.value, 0)
-    failed = summary.counts.get(DeliveryState.FAILED.value, 0)
-    sending = summary.counts.get(DeliveryState.SENDING.value, 0)
-    reasons = (
-        "; ".join(f"{n} {state}: {reason}" for state, reason, n in summary.reasons)
-        or "no reason recorded"
-    )
-    stuck = (
-        f" {sending} were left `sending` by a sender that stopped unexpectedly (its error is in "
-        "the flow run's logs): the provider may have them, so the next run reports them "
-        "`uncertain` rather than resending them."
-        if sending
-        else ""
-    )
-    return (
-        f"The run for {summary.week} ended with {pending} deliveries still pending and {failed} "
-        f"failed ({reasons}).{stuck} Pending ones are sent by the next "
-        f"`digest run --week {summary.week}`; "
-        "failed ones were refused by the provider and need the cause above fixed first."
-    )
+    """One sentence per state that fails the run: how many, why (adding up), and the remedy."""
+    parts = []
+    for state in (each for each in DeliveryState if each in FAILS_THE_RUN):
+        count = summary.counts.get(state.value, 0)
+        if count:
+            remedy = _REMEDIES[state].format(week=summary.week)
+            parts.append(f"{count} {remedy}{_why(summary, state, count)}.")
+    return f"The run for {summary.week} did not reach everyone. " + " ".join(parts)
+
+
+def _why(summary: RunSummary, state: DeliveryState, count: int) -> str:
+    """The recorded reasons of `state`, largest first, with a remainder so the counts add up."""
+    reasons = [(reason, n) for s, reason, n in summary.reasons if s == state.value]
+    if not reasons:
+        return ""
+    shown = reasons[:3]
+    listed = "; ".join(f"{n}: {reason}" for reason, n in shown)
+    rest = count - sum(n for _, n in shown)
+    if rest:
+        listed += f"; {rest}: {'other reasons' if len(reasons) > 3 else 'no reason recorded'}"
+    return f" ({listed})"

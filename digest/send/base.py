@@ -74,11 +74,17 @@ class TransientSendError(Exception):
 
 
 class PermanentSendError(Exception):
-    """The provider refused the batch as it is (HTTP 400); resending it unchanged cannot help."""
+    """The provider refused the batch as it is (HTTP 400); resending it unchanged cannot help.
 
-    def __init__(self, reason: str) -> None:
+    `refused` names the recipients the provider blamed (delivery id -> reason): the others were
+    refused only for being in the same request. Empty when the request as a whole was refused
+    (the sender, the content), which no recipient can fix.
+    """
+
+    def __init__(self, reason: str, *, refused: dict[int, str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.refused = refused or {}
 
 
 class EmailBackend(Protocol):

@@ -146,22 +146,51 @@ def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
     return body
 
 
+# A field such as "personalizations.12.to.0.email" blames the 13th recipient of the request.
+_PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.|$)")
+
+
+def _error_list(body: bytes | str | None) -> list[dict[str, Any]]:
+    """SendGrid's `{"errors": [{"message", "field"}]}`, or [] when the body is not that."""
+    if not body:
+        return []
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        errors = json.loads(text).get("errors") or []
+    except (ValueError, AttributeError):
+        return []
+    return (
+        [error for error in errors if isinstance(error, dict)] if isinstance(errors, list) else []
+    )
+
+
+def refused_recipients(body: bytes | str | None, batch: OutgoingBatch) -> dict[int, str]:
+    """The recipients a 400 blames (delivery id -> SendGrid's message), or {} if it blames the
+    request as a whole: any error not about one personalization makes the request at fault."""
+    blamed: dict[int, str] = {}
+    errors = _error_list(body)
+    for error in errors:
+        found = _PERSONALIZATION_FIELD.match(str(error.get("field") or ""))
+        index = int(found.group(1)) if found else -1
+        if not 0 <= index < len(batch.recipients):
+            return {}
+        # The row names the recipient; the field's remainder says what of theirs was wrong.
+        where = {**error, "field": _PERSONALIZATION_FIELD.sub("", str(error["field"]))}
+        blamed[batch.recipients[index].delivery_id] = _described(where)[:500]
+    return blamed
+
+
+def _described(error: dict[str, Any]) -> str:
+    field = error.get("field")
+    return f"{error.get('message')} (field {field})" if field else str(error.get("message"))
+
+
 def _sendgrid_errors(body: bytes | str | None) -> str:
     """SendGrid's `{"errors": [{"message", "field"}]}` as one readable line."""
     if not body:
         return "no details given"
+    parts = [_described(error) for error in _error_list(body)]
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    try:
-        errors = json.loads(text).get("errors") or []
-        parts = [
-            f"{error.get('message')} (field {error['field']})"
-            if error.get("field")
-            else str(error.get("message"))
-            for error in errors
-            if isinstance(error, dict)
-        ]
-    except (ValueError, AttributeError):
-        parts = []
     joined = "; ".join(parts) if parts else text.strip()
     return joined[:1000] or "no details given"
 
@@ -295,7 +324,7 @@ class SendGridBackend(BaseBackend):
                     request_body=body, request_headers={"Content-Type": _JSON_UTF8}
                 )
             except SendGridHTTPError as exc:
-                problem, wait, retry_after = self._judge(exc, attempt, size)
+                problem, wait, retry_after = self._judge(exc, attempt, batch)
             except (OSError, http.client.HTTPException) as exc:
                 problem, wait, retry_after = (
                     self._network_problem(exc),
@@ -318,13 +347,12 @@ class SendGridBackend(BaseBackend):
                 )
                 self._sleep(wait)
         raise TransientSendError(
-            f"SendGrid did not accept the batch of {size} after {self._max_attempts} "
-            f"attempt(s): {problem}",
+            f"SendGrid did not accept the request after {self._max_attempts} attempt(s): {problem}",
             retry_after=retry_after,
         )
 
     def _judge(
-        self, exc: SendGridHTTPError, attempt: int, size: int
+        self, exc: SendGridHTTPError, attempt: int, batch: OutgoingBatch
     ) -> tuple[str, float, float | None]:
         """Raise when retrying cannot help; else say what happened and how long to wait."""
         status = int(exc.status_code)
@@ -340,7 +368,11 @@ class SendGridBackend(BaseBackend):
             ) from None
         if verdict is _Verdict.PERMANENT:
             raise PermanentSendError(
-                f"SendGrid refused the batch of {size} (HTTP {status}): {detail}"
+                f"SendGrid refused the request (HTTP {status}): {detail}",
+                refused={
+                    delivery_id: self._scrub(f"SendGrid refused this recipient: {message}")
+                    for delivery_id, message in refused_recipients(exc.body, batch).items()
+                },
             ) from None
         if verdict is _Verdict.UNEXPECTED:
             raise TransientSendError(

@@ -98,19 +98,24 @@ def claim_batch(
 
 
 def _settle(
-    connection: Connection, batch: ClaimedBatch, to: DeliveryState, cause: Cause, **fields: Any
+    connection: Connection,
+    batch: ClaimedBatch,
+    to: DeliveryState,
+    cause: Cause,
+    *,
+    only: list[int] | None = None,
+    **fields: Any,
 ) -> int:
     """Move the batch's rows that are still its own, and still where `cause` starts, to `to`."""
+    statement = update(DELIVERY).where(
+        DELIVERY.c.digest_id == batch.digest_id,
+        DELIVERY.c.state.in_(values(sources_of(to, cause))),
+        DELIVERY.c.claim_owner == batch.claim,
+    )
+    if only is not None:
+        statement = statement.where(DELIVERY.c.id.in_(only))
     return int(
-        connection.execute(
-            update(DELIVERY)
-            .where(
-                DELIVERY.c.digest_id == batch.digest_id,
-                DELIVERY.c.state.in_(values(sources_of(to, cause))),
-                DELIVERY.c.claim_owner == batch.claim,
-            )
-            .values(state=to.value, updated_at=utcnow(), **fields)
-        ).rowcount
+        connection.execute(statement.values(state=to.value, updated_at=utcnow(), **fields)).rowcount
     )
 
 
@@ -126,23 +131,33 @@ def mark_sent(connection: Connection, *, batch: ClaimedBatch, message_id: str | 
     )
 
 
-def mark_failed(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
-    return _settle(
-        connection,
-        batch,
-        DeliveryState.FAILED,
-        Cause.REFUSED,
-        last_error=reason[:_REASON_LIMIT],
+def mark_refused(connection: Connection, *, batch: ClaimedBatch, reasons: dict[int, str]) -> int:
+    """The recipients the provider blamed are `failed`, each with its own reason."""
+    by_reason: dict[str, list[int]] = {}
+    for delivery_id, reason in reasons.items():
+        by_reason.setdefault(reason[:_REASON_LIMIT], []).append(delivery_id)
+    return sum(
+        _settle(
+            connection,
+            batch,
+            DeliveryState.FAILED,
+            Cause.REFUSED,
+            only=sorted(ids),
+            last_error=reason,
+        )
+        for reason, ids in by_reason.items()
     )
 
 
-def release_pending(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
-    """Hand rows back after a transient error; the attempt count stays raised."""
+def release_pending(
+    connection: Connection, *, batch: ClaimedBatch, reason: str, cause: Cause = Cause.TRANSIENT
+) -> int:
+    """Hand the batch's unsettled rows back to `pending`; the attempt count stays raised."""
     return _settle(
         connection,
         batch,
         DeliveryState.PENDING,
-        Cause.TRANSIENT,
+        cause,
         claim_owner=None,
         last_error=reason[:_REASON_LIMIT],
     )
@@ -164,12 +179,21 @@ def suppress_unsendable(connection: Connection, *, digest_id: int) -> int:
     return int(result.rowcount)
 
 
-def requeue_uncertain(connection: Connection, *, digest_id: int) -> int:
-    """`--resend-uncertain`: put uncertain rows back to `pending`, on purpose."""
-    movable = sources_of(DeliveryState.PENDING, Cause.RESEND_ON_PURPOSE)
+def _requeue(connection: Connection, *, digest_id: int, cause: Cause) -> int:
+    movable = sources_of(DeliveryState.PENDING, cause)
     result = connection.execute(
         update(DELIVERY)
         .where(DELIVERY.c.digest_id == digest_id, DELIVERY.c.state.in_(values(movable)))
         .values(state=DeliveryState.PENDING.value, claim_owner=None, updated_at=utcnow())
     )
     return int(result.rowcount)
+
+
+def requeue_uncertain(connection: Connection, *, digest_id: int) -> int:
+    """`--resend-uncertain`: put uncertain rows back to `pending`, on purpose."""
+    return _requeue(connection, digest_id=digest_id, cause=Cause.RESEND_ON_PURPOSE)
+
+
+def requeue_failed(connection: Connection, *, digest_id: int) -> int:
+    """`--retry-failed`: put rows the provider refused back to `pending`, once fixed."""
+    return _requeue(connection, digest_id=digest_id, cause=Cause.RETRY_FAILED)

@@ -44,9 +44,9 @@ def sent_by_run(connection: Connection, *, digest_id: int, owner: str) -> tuple[
 
 
 def failure_reasons(
-    connection: Connection, *, digest_id: int, limit: int = 5
+    connection: Connection, *, digest_id: int, limit: int = 50
 ) -> list[tuple[str, str, int]]:
-    """The commonest reasons rows need attention: (state, reason, count)."""
+    """The reasons rows need attention, commonest first: (state, reason, count)."""
     rows = connection.execute(
         select(DELIVERY.c.state, DELIVERY.c.last_error, func.count())
         .where(
@@ -55,7 +55,7 @@ def failure_reasons(
             DELIVERY.c.last_error.is_not(None),
         )
         .group_by(DELIVERY.c.state, DELIVERY.c.last_error)
-        .order_by(func.count().desc())
+        .order_by(func.count().desc(), DELIVERY.c.state, DELIVERY.c.last_error)
         .limit(limit)
     )
     return [(s, r, int(n)) for s, r, n in rows]
