@@ -214,7 +214,7 @@ def test_name_with_comma_is_still_delivered(fake: FakeSendGrid) -> None:
     backend, _ = make_backend(fake.url)
     backend.send_batch(make_batch([recipient]))
     assert [m.to for m in fake.accepted] == ["jane@example.com"]
-    assert fake.accepted[0].name == '"Doe, Jane JD"'
+    assert fake.accepted[0].name == '"Doe, Jane \\"JD\\""'
     assert fake.dropped == []
 
 

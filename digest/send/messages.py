@@ -6,9 +6,11 @@ byte for byte what the outbox backend would write for that subscriber.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 
 from digest.send.base import OutgoingBatch, Recipient, substitute
 
@@ -23,14 +25,24 @@ def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, st
     )
 
 
+def _address(name: str | None, email: str) -> Address:
+    """One mailbox; a name with line breaks or other control characters is put on one line."""
+    shown = name or ""
+    if any(unicodedata.category(ch) == "Cc" for ch in shown):
+        spaced = (" " if unicodedata.category(ch) == "Cc" else ch for ch in shown)
+        shown = " ".join("".join(spaced).split())
+    return Address(display_name=shown, addr_spec=email)
+
+
 def build_message(
     batch: OutgoingBatch, recipient: Recipient, *, now: datetime | None = None
 ) -> EmailMessage:
     """One multipart/alternative message (text first, then HTML) addressed to one person."""
     subject, text, body_html = personal_bodies(batch, recipient)
     message = EmailMessage()
-    message["From"] = formataddr((batch.from_name, batch.from_email))
-    message["To"] = formataddr((recipient.name or "", recipient.email))
+    # Address quotes or encodes the whole name, so a comma in "Zoë O'Brien, PhD" stays in it.
+    message["From"] = _address(batch.from_name, batch.from_email)
+    message["To"] = _address(recipient.name, recipient.email)
     message["Subject"] = ("[TEST] " if batch.is_test else "") + subject
     message["Date"] = format_datetime(now or datetime.now(UTC))
     domain = batch.from_email.rpartition("@")[2] or "localhost"

@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 SEND_PATH = "/v3/mail/send"
 _BEARER_RE = re.compile(r"Bearer\s+[^\s'\",}]+")
-# SendGrid silently drops a message whose to.name holds an unquoted comma or semicolon.
-_NAME_NEEDS_CARE = re.compile(r'[,;"\\\r\n]')
+# RFC 5322 specials: SendGrid drops a to.name with a bare comma or semicolon, so such names go
+# as a quoted-string.
+_NAME_NEEDS_CARE = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
 class _RedactSecret(logging.Filter):
@@ -94,13 +95,15 @@ def _verdict(status: int) -> _Verdict:
 
 
 def _display_name(name: str) -> str | None:
-    """A to.name SendGrid delivers as given: quoted when it holds a comma or semicolon."""
-    if not _NAME_NEEDS_CARE.search(name):
-        return name
-    cleaned = " ".join(name.replace('"', "").replace("\\", "").split())
-    if not cleaned:
+    """A to.name SendGrid delivers as given: an RFC 5322 quoted-string when it holds a special."""
+    # Line breaks would end the header SendGrid writes; other spacing is kept exactly.
+    flat = " ".join(name.split()) if any(ch in name for ch in "\r\n\t") else name
+    if not flat.strip():
         return None
-    return f'"{cleaned}"' if ("," in cleaned or ";" in cleaned) else cleaned
+    if not _NAME_NEEDS_CARE.search(flat):
+        return flat
+    escaped = flat.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
