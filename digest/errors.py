@@ -52,6 +52,10 @@ class RunIncompleteError(DigestError):
     exit_code = 1
 
 
+class RefreezeRefusedError(DigestError):
+    """A week's frozen digest may already be with subscribers, or is being sent."""
+
+
 class TemplateError(DigestError):
     """A template or the MJML it produced is broken."""
 

@@ -64,6 +64,13 @@ def run(
             help="Put deliveries the provider refused back to pending first (after a fix).",
         ),
     ] = False,
+    refreeze: Annotated[
+        bool,
+        typer.Option(
+            "--refreeze",
+            help="Compose a week that never sent anything again, from the catalog as it is now.",
+        ),
+    ] = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.run.outcome import RunSummary
@@ -76,7 +83,11 @@ def run(
     from flows.weekly_digest import weekly_digest
 
     summary = weekly_digest(
-        week=week, dry_run=dry_run, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+        week=week,
+        dry_run=dry_run,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        refreeze=refreeze,
     )
     assert isinstance(summary, RunSummary)
     print_summary(summary)

@@ -56,6 +56,11 @@ def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest:
     return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
 
 
+@task(name="drop-frozen", **_TASK_DEFAULTS)
+def drop_frozen(week: IsoWeek) -> bool:
+    return preparation.refreeze(_engine(get_settings()), week)
+
+
 @task(name="count-recipients", **_TASK_DEFAULTS)
 def count_recipients(prepared: preparation.PreparedDigest) -> dict[str, int]:
     settings = get_settings()
@@ -229,6 +234,13 @@ ResendUncertainParameter = Annotated[
         "(their recipients may get the digest twice)."
     ),
 ]
+RefreezeParameter = Annotated[
+    bool,
+    Field(
+        description="Compose the week again from the catalog as it is now, dropping its frozen "
+        "content; refused once anything was sent."
+    ),
+]
 RetryFailedParameter = Annotated[
     bool,
     Field(
@@ -252,6 +264,7 @@ def weekly_digest(
     dry_run: DryRunParameter = False,
     resend_uncertain: ResendUncertainParameter = False,
     retry_failed: RetryFailedParameter = False,
+    refreeze: RefreezeParameter = False,
 ) -> RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
@@ -263,6 +276,8 @@ def weekly_digest(
             their recipients may get the digest twice.
         retry_failed: Put deliveries the provider refused ('failed') back to pending first,
             once their cause is fixed.
+        refreeze: Compose the week again from the catalog as it is now, dropping its
+            frozen content; refused once anything was sent.
     """
     # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
     settings = get_settings()
@@ -271,7 +286,12 @@ def weekly_digest(
     except DigestError as bad_week:
         return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
     the_week = the_week or scheduled_week(settings)
-    prepared = select_and_pair(the_week, freeze=not dry_run)
+    try:
+        if refreeze and not dry_run:
+            drop_frozen(the_week)
+        prepared = select_and_pair(the_week, freeze=not dry_run)
+    except DigestError as refused:
+        return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), refused)
     summary = RunSummary.of_content(
         str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
     )

@@ -71,6 +71,8 @@ EVENTS_MAY_WAIT = frozenset({S.SENT, S.UNCERTAIN})
 NEEDS_ATTENTION = frozenset({S.PENDING, S.FAILED, S.UNCERTAIN})
 # The provider accepted the message (202, or an event since).
 ACCEPTED = frozenset(EVENT_RANK) - {S.UNCERTAIN}
+# No subscriber can hold the message: a digest whose rows are all here may be recomposed.
+NEVER_SENT = frozenset({S.PENDING, S.SKIPPED, S.SUPPRESSED, S.FAILED})
 # The subscriber may hold the message: its head-to-heads count as shown in later weeks.
 MAY_HAVE_REACHED = ACCEPTED | {S.SENDING, S.UNCERTAIN}
 

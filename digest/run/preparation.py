@@ -17,6 +17,7 @@ from digest.content.model import DigestContent
 from digest.content.pairing import pair_tools
 from digest.content.selection import select_week
 from digest.delivery import ledger
+from digest.errors import TemplateError
 from digest.render.variant import render_variant
 from digest.weeks import IsoWeek
 
@@ -87,6 +88,7 @@ def prepare_digest(
     content = compute_content(engine, edition, week)
     if not freeze or content.is_empty:
         return PreparedDigest(week=str(week), content=content, digest_id=None, frozen_earlier=False)
+    _must_render(edition, content, week)
     with engine.begin() as connection:
         row = ledger.freeze_digest(
             connection,
@@ -98,6 +100,24 @@ def prepare_digest(
     return PreparedDigest(
         week=str(week), content=stored, digest_id=int(row["id"]), frozen_earlier=False
     )
+
+
+def _must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None:
+    """Freeze only content that renders: a week frozen broken could never be sent."""
+    try:
+        render_for_categories(edition, content, [])
+    except TemplateError as broken:
+        raise TemplateError(
+            f"The digest of {week} was not frozen, because its content does not render: "
+            f"{broken} If catalog text caused it, fix that record and import the catalog "
+            "again; nothing was sent."
+        ) from None
+
+
+def refreeze(engine: Engine, week: IsoWeek) -> bool:
+    """Drop the week's frozen digest if nobody can hold it yet; True if there was one."""
+    with engine.begin() as connection:
+        return ledger.discard_unsent(connection, week=str(week))
 
 
 def render_for_categories(

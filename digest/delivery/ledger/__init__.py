@@ -27,6 +27,7 @@ from digest.delivery.ledger.claims import (
     suppress_unsendable,
 )
 from digest.delivery.ledger.digests import (
+    discard_unsent,
     find_digest,
     freeze_digest,
     is_planned,
@@ -62,6 +63,7 @@ __all__ = [
     "active_subscriber_pages",
     "claim_batch",
     "digest_status",
+    "discard_unsent",
     "failure_reasons",
     "find_digest",
     "freeze_digest",

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from digest.db import insert_ignore
-from digest.delivery.states import MAY_HAVE_REACHED, values
-from digest.errors import NotFoundError
+from digest.delivery.states import MAY_HAVE_REACHED, NEVER_SENT, values
+from digest.errors import NotFoundError, RefreezeRefusedError
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import EVENT_TABLE as EVENT
 from digest.models import VARIANT_TABLE as VARIANT
 from digest.weeks import utcnow
 
@@ -95,3 +96,49 @@ def variant_bodies(connection: Connection, *, digest_id: int) -> list[tuple[str,
         )
     )
     return [(key, html, text) for key, html, text in rows]
+
+
+def discard_unsent(connection: Connection, *, week: str) -> bool:
+    """Delete the week's frozen digest, its variants and its rows, so it can be composed anew.
+
+    Refused (RefreezeRefusedError) once any row may have reached a subscriber, or while a run
+    holds the lease; False when the week has no digest yet.
+    """
+    digest = find_digest(connection, week)
+    if digest is None:
+        return False
+    reached = connection.execute(
+        select(DELIVERY.c.state, DELIVERY.c.id)
+        .where(DELIVERY.c.digest_id == digest["id"], DELIVERY.c.state.not_in(values(NEVER_SENT)))
+        .limit(1)
+    ).first()
+    if reached is not None:
+        raise RefreezeRefusedError(
+            f"The digest of {week} cannot be recomposed: some deliveries are already "
+            f"`{reached.state}`, so subscribers may hold it. Fix the catalog for next week, or "
+            "send what is frozen."
+        )
+    taken = connection.execute(
+        update(DIGEST)
+        .where(
+            DIGEST.c.id == digest["id"],
+            or_(DIGEST.c.lease_owner.is_(None), DIGEST.c.lease_expires_at < utcnow()),
+        )
+        .values(lease_owner="refreeze", lease_expires_at=utcnow())
+    ).rowcount
+    if not taken:
+        raise RefreezeRefusedError(
+            f"A run is sending the digest of {week} right now; wait for it to end, then "
+            "run again with --refreeze."
+        )
+    rows = select(DELIVERY.c.id).where(DELIVERY.c.digest_id == digest["id"])
+    # Events stay on record (the raw payload keeps the id), detached from the rows removed.
+    connection.execute(
+        update(EVENT)
+        .where(EVENT.c.delivery_id.in_(rows.scalar_subquery()))
+        .values(delivery_id=None)
+    )
+    connection.execute(delete(DELIVERY).where(DELIVERY.c.digest_id == digest["id"]))
+    connection.execute(delete(VARIANT).where(VARIANT.c.digest_id == digest["id"]))
+    connection.execute(delete(DIGEST).where(DIGEST.c.id == digest["id"]))
+    return True
