@@ -52,6 +52,30 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def shown_url(url: str) -> str:
+    """The database URL as it may be printed: the password replaced by ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported by whoever opens it
+        return "(an unparsable DIGEST_DATABASE_URL)"
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names, if it does not exist: read-only commands must not make it."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def insert_ignore(connection: Connection, table: Table, *, key: list[str] | None = None) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING` for the connection's dialect (on `key`, else any).
 

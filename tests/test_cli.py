@@ -160,3 +160,16 @@ def test_a_plain_postgresql_url_works(tmp_path: Path, postgres_url: str) -> None
     assert result.returncode == 0, result.stderr
     status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
     assert json.loads(status.stdout)["total"] == 0
+
+
+def test_status_never_creates_a_database_and_names_the_one_it_reads(tmp_path: Path) -> None:
+    # In a shell without the worker's DIGEST_DATABASE_URL, status must not report an empty,
+    # freshly made SQLite file as "no deliveries": it says where it looked and what to set.
+    env = {**_env(tmp_path), "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'absent.db'}"}
+    result = run_digest("status", "--week", WEEK, cwd=tmp_path, env=env)
+    assert_user_error(result, "absent.db", "DIGEST_DATABASE_URL")
+    assert not (tmp_path / "absent.db").exists()
+
+    env = _seed(tmp_path)
+    shown = run_digest("status", "--week", WEEK, cwd=tmp_path, env=env)
+    assert shown.returncode == 0 and "digest.db" in shown.stdout

@@ -64,13 +64,9 @@ def main_with(command: typer.Typer) -> None:
 
 
 def _database_message(error: Exception) -> str:
-    from sqlalchemy.engine import make_url
+    from digest.db import shown_url
 
-    raw = os.environ.get("DIGEST_DATABASE_URL", "sqlite:///digest.db")
-    try:
-        shown = make_url(raw).render_as_string(hide_password=True)
-    except Exception:
-        shown = "(unparsable URL)"
+    shown = shown_url(os.environ.get("DIGEST_DATABASE_URL", "sqlite:///digest.db"))
     reason = (
         str(getattr(error, "orig", error)).splitlines()[0] if str(error) else type(error).__name__
     )
