@@ -12,10 +12,29 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
+from digest.http_urls import is_http_url
 
 # Where a development key is kept when DIGEST_SECRET_KEY is unset, so that links written by
 # `digest demo` still verify in a later `digest web` started from the same folder.
 DEV_SECRET_FILE = Path(".digest-secret-key")
+
+
+def _link_template(
+    value: str | None, name: str, placeholders: tuple[str, ...], example: str
+) -> str | None:
+    """An http(s) link template holding every placeholder; empty means unset."""
+    if value is None or not value.strip():
+        return None
+    filled = value
+    for placeholder in placeholders:
+        filled = filled.replace(placeholder, "x")
+    missing = [p for p in placeholders if p not in value]
+    if missing or not is_http_url(filled):
+        raise ConfigError(
+            f"{name}={value!r} is not an http(s) URL holding {' and '.join(placeholders)}. "
+            f"Set it to a template such as {example}, or leave it unset."
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -52,6 +71,8 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=300, ge=5, alias="DIGEST_LEASE_SECONDS")
     send_max_attempts: int = Field(default=5, ge=1, alias="DIGEST_SEND_MAX_ATTEMPTS")
     schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
+    compare_url: str | None = Field(default=None, alias="DIGEST_COMPARE_URL")
+    tool_url: str | None = Field(default=None, alias="DIGEST_TOOL_URL")
 
     @field_validator("database_url")
     @classmethod
@@ -67,6 +88,20 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("compare_url")
+    @classmethod
+    def _compare_template(cls, value: str | None) -> str | None:
+        return _link_template(
+            value, "DIGEST_COMPARE_URL", ("{a}", "{b}"), "https://verdicts.example.com/{a}-vs-{b}"
+        )
+
+    @field_validator("tool_url")
+    @classmethod
+    def _tool_template(cls, value: str | None) -> str | None:
+        return _link_template(
+            value, "DIGEST_TOOL_URL", ("{slug}",), "https://verdicts.example.com/tools/{slug}"
+        )
 
     @property
     def zone(self) -> ZoneInfo:

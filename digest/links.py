@@ -49,6 +49,32 @@ class Links:
         return f"{self.site_url}/compare/{quote(a, safe='')}-vs-{quote(b, safe='')}"
 
 
+@dataclass(frozen=True)
+class LinkTemplates:
+    """Where the email's comparison and tool-name links go when they leave DIGEST_SITE_URL.
+
+    `compare` holds `{a}` and `{b}`, `tool` holds `{slug}` (DIGEST_COMPARE_URL, DIGEST_TOOL_URL);
+    None keeps the site's own /compare page and the tool's own URL. Slugs go in URL-quoted.
+    """
+
+    compare: str | None = None
+    tool: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(compare=settings.compare_url, tool=settings.tool_url)
+
+    def compare_url(self, a: str, b: str) -> str | None:
+        if self.compare is None:
+            return None
+        return self.compare.replace("{a}", quote(a, safe="")).replace("{b}", quote(b, safe=""))
+
+    def tool_url(self, slug: str) -> str | None:
+        if self.tool is None:
+            return None
+        return self.tool.replace("{slug}", quote(slug, safe=""))
+
+
 def recipient_headers(unsubscribe_url: str) -> dict[str, str]:
     """The RFC 8058 one-click unsubscribe headers every message carries."""
     return {

@@ -26,7 +26,14 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
-from digest.content.model import DigestContent, Exclusion, PairCard, ToolCard
+from digest.content.model import (
+    DigestContent,
+    Exclusion,
+    PairCard,
+    ReviewCard,
+    ToolCard,
+    stance,
+)
 from digest.content.pairing import Pair, PairingResult
 from digest.content.selection import WeekSelection
 
@@ -60,15 +67,6 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 # -- cards --------------------------------------------------------------------------------------
 
 
-def stance(ship: int, skip: int) -> str:
-    """ship, skip or split: what the panel's majority says."""
-    if ship > skip:
-        return "ship"
-    if skip > ship:
-        return "skip"
-    return "split"
-
-
 def pull_quote(tool: ToolRecord) -> tuple[str, str, str] | None:
     """(quote, reviewer, verdict) by the rule in the module docstring, or None."""
     majority = stance(tool.ship_count, tool.skip_count)
@@ -91,6 +89,20 @@ def community_label(tool: ToolRecord) -> str:
     if ship + skip == 0:
         return "No community votes yet"
     return f"{ship} ship / {skip} skip"
+
+
+def review_cards(tool: ToolRecord) -> list[ReviewCard]:
+    """Every review, highest score first, then by reviewer: the comparison page lists them all."""
+    ordered = sorted(
+        tool.reviews,
+        key=lambda r: (-(r.score if r.score is not None else -1), r.reviewer.casefold()),
+    )
+    return [
+        ReviewCard(
+            reviewer=r.reviewer, verdict=r.verdict, quote=r.quote, lens=r.lens, score=r.score
+        )
+        for r in ordered
+    ]
 
 
 def panel_label(tool: ToolRecord) -> str:
@@ -120,6 +132,9 @@ def tool_card(tool: ToolRecord, *, is_new: bool) -> ToolCard:
         quote_reviewer=quote[1] if quote else None,
         quote_verdict=quote[2] if quote else None,
         is_new=is_new,
+        reviews=review_cards(tool),
+        community_ship=tool.community_ship or 0,
+        community_skip=tool.community_skip or 0,
     )
 
 

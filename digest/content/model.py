@@ -10,6 +10,25 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+def stance(ship: int, skip: int) -> str:
+    """ship, skip or split: what the panel's majority says."""
+    if ship > skip:
+        return "ship"
+    if skip > ship:
+        return "skip"
+    return "split"
+
+
+class ReviewCard(BaseModel):
+    """One panel member's review, as the comparison page shows it."""
+
+    reviewer: str
+    verdict: str  # ship | skip
+    quote: str = ""
+    lens: str | None = None
+    score: int | None = None
+
+
 class ToolCard(BaseModel):
     """One side of a head-to-head, or one "also new" entry."""
 
@@ -31,6 +50,23 @@ class ToolCard(BaseModel):
     quote_reviewer: str | None = None
     quote_verdict: str | None = None  # ship | skip
     is_new: bool = True
+    # Added later: content frozen before them loads with no reviews and no community counts.
+    reviews: list[ReviewCard] = Field(default_factory=list)
+    community_ship: int = 0
+    community_skip: int = 0
+
+    @property
+    def panel_stance(self) -> str | None:
+        """ship, skip or split; None while the panel has not reviewed the tool."""
+        if self.ship_count + self.skip_count == 0:
+            return None
+        return stance(self.ship_count, self.skip_count)
+
+    @property
+    def community_share(self) -> float | None:
+        """Community ship votes over all votes; None without votes."""
+        total = self.community_ship + self.community_skip
+        return self.community_ship / total if total else None
 
 
 class PairCard(BaseModel):
@@ -42,6 +78,12 @@ class PairCard(BaseModel):
     verdict: str  # the one-line verdict, e.g. "Both ship; Code Llama 4 has the stronger panel"
     compare_path: str  # "/compare/<a>-vs-<b>", joined to DIGEST_SITE_URL by the renderer
     similarity: float = 0.0
+
+    @property
+    def shared_vendor(self) -> str | None:
+        """The vendor both tools come from, when they share one (compared case-insensitively)."""
+        va, vb = (self.a.vendor or "").strip(), (self.b.vendor or "").strip()
+        return va if va and va.casefold() == vb.casefold() else None
 
 
 class Exclusion(BaseModel):

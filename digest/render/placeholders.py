@@ -19,9 +19,72 @@ TOKENS = (UNSUBSCRIBE_URL, PREFERENCES_URL, NAME_HTML, NAME_TEXT)
 NEUTRAL_NAME = "there"
 
 
+# Words before a name that are not the name: "Dr. Ada Lovelace" is greeted as Ada.
+_TITLES = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "mx",
+        "miss",
+        "dr",
+        "prof",
+        "sir",
+        "dame",
+        "lady",
+        "lord",
+        "rev",
+        "fr",
+        "herr",
+        "frau",
+        "mme",
+        "mlle",
+        "sr",
+        "sra",
+    ]
+)
+
+# Words after a comma that are not a first name: "Zoë O'Brien, PhD" is greeted as Zoë.
+_SUFFIXES = frozenset(
+    ["phd", "md", "jr", "sr", "ii", "iii", "iv", "esq", "mba", "msc", "bsc", "dds", "rn", "cpa"]
+)
+
+
+def first_name(name: str | None) -> str | None:
+    """The first name to greet by, or None when it cannot be told with confidence.
+
+    "Liskov, Barbara" gives Barbara; "Ada Lovelace", "Dr. Ada Lovelace" and "Ada Lovelace, PhD"
+    give Ada; a single word is taken as the name. Initials, more than one comma, and words
+    without a letter give None.
+    """
+    flat = " ".join((name or "").split())
+    if not flat or "@" in flat:
+        return None
+    if flat.count(",") == 1:
+        last, _, rest = flat.partition(",")
+        if rest.strip().replace(".", "").casefold() in _SUFFIXES:
+            # "Smith, Jr." leaves a surname alone: no first name to tell.
+            words = last.split() if len(last.split()) > 1 else []
+        else:
+            words = rest.split() if last.strip() else []
+    elif "," in flat:
+        return None
+    else:
+        words = flat.split()
+    while words and words[0].rstrip(".").casefold() in _TITLES:
+        words = words[1:]
+    if not words:
+        return None
+    first = words[0]
+    letters = first.rstrip(".")
+    if len(letters) < 2 or not any(ch.isalpha() for ch in letters) or first.endswith("."):
+        return None
+    return first
+
+
 def greeting_substitutions(name: str | None) -> dict[str, str]:
     """The greeting tokens: HTML-escaped for the HTML part, raw for the text part."""
-    shown = " ".join((name or "").split()) or NEUTRAL_NAME
+    shown = first_name(name) or NEUTRAL_NAME
     return {NAME_HTML: html.escape(shown, quote=True), NAME_TEXT: shown}
 
 

@@ -24,9 +24,10 @@ import css_inline
 import jinja2
 import mjml
 
-from digest.content.model import DigestContent
+from digest.content.model import DigestContent, PairCard, ToolCard
 from digest.errors import ConfigError, TemplateError
 from digest.http_urls import is_http_url
+from digest.links import LinkTemplates
 from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -41,6 +42,8 @@ _TITLE_MARKER = "VERDICTDIGESTTITLEMARKER"
 # it stays hidden (Outlook included) without either.
 _PREHEADER_DIV = re.compile(r'(<body[^>]*>\s*<div style=")display:none;[^"]*(")')
 _PREHEADER_STYLE = "display:none;max-height:0;max-width:0;overflow:hidden;opacity:0;mso-hide:all;"
+# The colour of a panel's figures follows its verdict, never the share alone.
+_STANCE_COLOURS = {"ship": "#15803d", "skip": "#b91c1c", "split": "#92400e"}
 _INLINE_STYLE = re.compile(r"<mj-style\s+inline=\"inline\"\s*>(.*?)</mj-style>", re.DOTALL)
 
 
@@ -133,6 +136,18 @@ def _site_link(site_url: str) -> Any:
         return base + clean
 
     return link
+
+
+def _pair_and_tool_links(site_link: Any, templates: LinkTemplates) -> tuple[Any, Any]:
+    """The templates' `compare_link(pair)` and `tool_link(tool)`, honouring the link settings."""
+
+    def compare_link(pair: PairCard) -> str:
+        return templates.compare_url(pair.a.slug, pair.b.slug) or site_link(pair.compare_path)
+
+    def tool_link(tool: ToolCard) -> str:
+        return templates.tool_url(tool.slug) or http_url(tool.url)
+
+    return compare_link, tool_link
 
 
 def _display(path: str | None) -> str:
@@ -394,8 +409,13 @@ def render_variant(
     site_url: str,
     postal_address: str,
     templates_dir: Path | None = None,
+    link_templates: LinkTemplates | None = None,
 ) -> RenderedVariant:
-    """Render one content variant; the result still holds the per-subscriber tokens."""
+    """Render one content variant; the result still holds the per-subscriber tokens.
+
+    `link_templates` (DIGEST_COMPARE_URL, DIGEST_TOOL_URL) sends comparison and tool-name links
+    elsewhere than the site's /compare pages and the tools' own URLs.
+    """
     if not http_url(site_url):
         raise ConfigError(
             f"DIGEST_SITE_URL={site_url!r} is not an http(s) URL. "
@@ -404,10 +424,15 @@ def render_variant(
     directory = (templates_dir or default_templates_dir()).resolve()
     env = _environment(directory)
     subject = _one_line(content.subject)
+    site_link = _site_link(site_url)
+    compare_link, tool_link = _pair_and_tool_links(site_link, link_templates or LinkTemplates())
     context: dict[str, Any] = {
         "content": content,
         "postal_address": postal_address,
-        "site_link": _site_link(site_url),
+        "site_link": site_link,
+        "compare_link": compare_link,
+        "tool_link": tool_link,
+        "stance_colours": _STANCE_COLOURS,
         "title_marker": _Token(_TITLE_MARKER),
         "tokens": {
             "unsubscribe_url": _Token(UNSUBSCRIBE_URL),
