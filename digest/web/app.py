@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from digest.config import Settings
 from digest.send import get_backend
 from digest.web.archive import Archive
+from digest.web.compare import ComparePages
 from digest.web.context import BackendFactory, WebContext
 from digest.web.security import SecurityHeadersMiddleware, page_policy
 from digest.web.signup import Signup
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, backend_factory: BackendFactory = get_back
     ctx = WebContext.build(settings, backend_factory=backend_factory)
     routes: list[BaseRoute] = [
         *Archive(ctx).routes(),
+        *ComparePages(ctx).routes(),
         *SubscriberPages(ctx).routes(),
         *Signup(ctx).routes(),
         *Webhooks(ctx).routes(),

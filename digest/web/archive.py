@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from digest.content.model import DigestContent
 from digest.errors import WeekError
+from digest.links import LinkTemplates
 from digest.models import Digest, DigestVariant
 from digest.render.placeholders import neutral_substitutions
 from digest.render.variant import render_variant
@@ -135,6 +136,7 @@ class Archive:
             DigestContent.model_validate(content),
             site_url=self.ctx.settings.site_url,
             postal_address=self.ctx.settings.postal_address,
+            link_templates=LinkTemplates.from_settings(self.ctx.settings),
         ).html
         if len(self._rendered) >= _RENDER_CACHE_LIMIT:
             self._rendered.clear()
