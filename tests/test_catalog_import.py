@@ -118,9 +118,9 @@ def test_changed_record_is_updated_and_reviews_replaced(settings: Settings, tmp_
     assert [r.reviewer for r in tool.reviews] == ["Solo"]
 
 
-def test_untrusted_text_is_stored_verbatim(settings: Settings, tmp_path: Path) -> None:
-    # The importer keeps hostile text as data; escaping is the renderer's job, done everywhere.
-    hostile = "<script>alert('x')</script> \u202e RTL 🎉"
+def test_untrusted_markup_is_stored_verbatim(settings: Settings, tmp_path: Path) -> None:
+    # The importer keeps hostile markup as data; escaping is the renderer's job, done everywhere.
+    hostile = "<script>alert('x')</script> RTL 🎉"
     _import(settings, write_catalog(tmp_path / "c.json", [tool_dict("evil", name=hostile)]))
     with Session(get_engine(settings.database_url)) as session:
         (tool,) = load_tools(session)

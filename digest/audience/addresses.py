@@ -19,6 +19,7 @@ and those are different mailboxes.
 from __future__ import annotations
 
 import unicodedata
+from email.header import decode_header
 from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
@@ -29,6 +30,9 @@ from digest.errors import DigestError
 _BREAKING = frozenset({"Cc", "Zl", "Zp"})
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 ADDRESS_FIX = "Write one plain address, such as ada@example.com."
+NAME_LIMIT = 200
+# Bidirectional controls would reorder the To name as shown; the catalog strips the same set.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 NAME_FIX = "Remove them from the name."
 
 
@@ -40,7 +44,7 @@ class AddressError(DigestError):
         super().__init__(f"{reason} {fix}")
 
 
-def _breaking_characters(text: str) -> list[str]:
+def breaking_characters(text: str) -> list[str]:
     return sorted({f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in _BREAKING})
 
 
@@ -49,7 +53,7 @@ def clean_address(text: str) -> str:
     address = text.strip()
     if not address:
         raise AddressError("The address is empty.")
-    breaking = _breaking_characters(address)
+    breaking = breaking_characters(address)
     if breaking:
         raise AddressError(
             f"The address holds control characters ({', '.join(breaking)}), such as a line "
@@ -71,14 +75,46 @@ def clean_address(text: str) -> str:
 def clean_display_name(text: str) -> str | None:
     """A subscriber's name as shown in the To header, trimmed; None when blank."""
     name = text.strip()
-    breaking = _breaking_characters(name)
+    breaking = breaking_characters(name)
     if breaking:
         raise AddressError(
             f"The name holds control characters ({', '.join(breaking)}), such as a line break, "
             "which would break the email's To header.",
             fix=NAME_FIX,
         )
+    bidi = sorted({f"U+{ord(ch):04X}" for ch in name if ch in _BIDI_CONTROLS})
+    if bidi:
+        raise AddressError(
+            f"The name holds bidirectional controls ({', '.join(bidi)}), which would reorder "
+            "how the email's To header reads.",
+            fix=NAME_FIX,
+        )
+    if len(name) > NAME_LIMIT:
+        raise AddressError(
+            f"The name is {len(name):,} characters long; at most {NAME_LIMIT} fit a To header.",
+            fix="Shorten the name.",
+        )
+    if _encoded_words_break(name):
+        raise AddressError(
+            "The name holds an encoded word (=?...?=) that decodes to a line break, which "
+            "would break the email's To header.",
+            fix=NAME_FIX,
+        )
     return name or None
+
+
+def _encoded_words_break(name: str) -> bool:
+    """Whether RFC 2047 encoded words in the name decode to header-breaking characters."""
+    if "=?" not in name:
+        return False
+    try:
+        decoded = [
+            chunk.decode(charset or "ascii", "replace") if isinstance(chunk, bytes) else chunk
+            for chunk, charset in decode_header(name)
+        ]
+    except (ValueError, LookupError):
+        return True  # an encoded word no reader can decode: refuse rather than guess
+    return any(breaking_characters(text) for text in decoded)
 
 
 def _ascii_lower(text: str) -> str:

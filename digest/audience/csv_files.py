@@ -22,7 +22,14 @@ from typing import Any, TextIO
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from digest.audience.addresses import AddressError, clean_address, clean_display_name, email_key
+from digest.audience.addresses import (
+    NAME_LIMIT,
+    AddressError,
+    breaking_characters,
+    clean_address,
+    clean_display_name,
+    email_key,
+)
 from digest.audience.categories import (
     catalog_categories,
     unknown_categories,
@@ -36,6 +43,11 @@ from digest.models import Subscriber
 IMPORT_COLUMNS = ["email", "name", "categories", "subscribed_at", "consent_source"]
 EXPORT_COLUMNS = [*IMPORT_COLUMNS, "status"]
 _CHUNK = 1000
+# The longest cell each column may hold; an address's own limit (254) is the validator's.
+CELL_LIMITS = {"email": 320, "name": NAME_LIMIT, "categories": 2000, "consent_source": 200}
+_DEFAULT_CELL_LIMIT = 200
+# The years a subscribed_at may name: any real sign-up, nothing a date's arithmetic overflows.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
 # What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -103,7 +115,13 @@ def _parse_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError("is not an ISO 8601 date or time, e.g. 2026-11-02T09:30:00Z") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"is not a time in the years {FIRST_YEAR} to {LAST_YEAR}") from exc
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"is not a time in the years {FIRST_YEAR} to {LAST_YEAR}")
+    return moment
 
 
 def _parse_status(text: str) -> SubscriberStatus | None:
@@ -118,7 +136,16 @@ def _parse_status(text: str) -> SubscriberStatus | None:
 
 def _parse_row(line: int, row: dict[str, str | None]) -> SubscriberRow:
     def text(name: str) -> str:
-        return unescape_cell((row.get(name) or "").strip())
+        cell = unescape_cell((row.get(name) or "").strip())
+        limit = CELL_LIMITS.get(name, _DEFAULT_CELL_LIMIT)
+        if len(cell) > limit:
+            raise ValueError(f"field {name}: is {len(cell):,} characters long; at most {limit:,}")
+        if name != "name" and breaking_characters(cell):  # names say it in their own words
+            raise ValueError(
+                f"field {name}: holds control characters ({', '.join(breaking_characters(cell))})"
+                "; remove them"
+            )
+        return cell
 
     raw_email = text("email")
     if not raw_email:
@@ -174,6 +201,18 @@ def _merge_repeat(earlier: SubscriberRow, later: SubscriberRow) -> SubscriberRow
     )
 
 
+def _rows_of(reader: csv.DictReader[str], *, source: str) -> Iterator[dict[str, str | None]]:
+    """The reader's rows; a line the csv module cannot read becomes `ImportFileError`."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise ImportFileError(
+            f"{source} line {reader.line_num + 1}: {exc} (a cell may hold at most "
+            f"{csv.field_size_limit():,} characters, and quotes must be closed). Fix the line; "
+            "nothing was imported."
+        ) from exc
+
+
 def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
     """Valid rows (repeats merged) and a description of each invalid one, by line number."""
     reader = csv.DictReader(stream)
@@ -188,7 +227,7 @@ def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
     problems: list[str] = []
     repeated: list[int] = []
     position: dict[str, int] = {}
-    for raw in reader:
+    for raw in _rows_of(reader, source=source):
         line = reader.line_num
         try:
             row = _parse_row(line, raw)

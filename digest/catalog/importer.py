@@ -11,19 +11,33 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
 from digest.catalog.records import ReviewRecord, ToolRecord
+from digest.catalog.text_cleaning import clean_record
 from digest.errors import ImportFileError
 from digest.http_urls import is_http_url
 from digest.models import Review, Tool
 
 CATALOG_FORMAT = "verdict-digest/catalog@1"
 SLUG_PATTERN = r"^[a-z0-9-]+$"
+# Far beyond any real vote count, and small enough for every database's integer column.
+MAX_COUNT = 1_000_000_000
+# The years an added_at may name: any real tool, and nothing a week's arithmetic would overflow.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
+def _encodable(text: str) -> bool:
+    """Whether the text can be written as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ReviewIn(BaseModel):
@@ -31,18 +45,18 @@ class ReviewIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    reviewer: str = Field(min_length=1)
-    lens: str | None = None
+    reviewer: str = Field(min_length=1, max_length=200)
+    lens: str | None = Field(default=None, max_length=200)
     verdict: Literal["ship", "skip"]
     score: int | None = Field(default=None, ge=0, le=100)
-    quote: str = ""
+    quote: str = Field(default="", max_length=1000)
 
 
 class CommunityIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    ship: int = Field(default=0, ge=0)
-    skip: int = Field(default=0, ge=0)
+    ship: int = Field(default=0, ge=0, le=MAX_COUNT)
+    skip: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class ToolIn(BaseModel):
@@ -51,20 +65,20 @@ class ToolIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     slug: str = Field(pattern=SLUG_PATTERN, max_length=200)
-    name: str = Field(min_length=1)
-    vendor: str | None = None
-    category: str = Field(min_length=1)
-    tagline: str = Field(min_length=1)
-    description: str | None = None
-    url: str | None = None
+    name: str = Field(min_length=1, max_length=200)
+    vendor: str | None = Field(default=None, max_length=200)
+    category: str = Field(min_length=1, max_length=100)
+    tagline: str = Field(min_length=1, max_length=300)
+    description: str | None = Field(default=None, max_length=5000)
+    url: str | None = Field(default=None, max_length=2000)
     pricing: Literal["free", "freemium", "paid", "unknown"] = "unknown"
-    license: str | None = None
+    license: str | None = Field(default=None, max_length=100)
     open_weights: bool | None = None
-    tags: list[str] = Field(default_factory=list)
-    best_for: str | None = None
+    tags: list[Annotated[str, Field(max_length=50)]] = Field(default_factory=list, max_length=30)
+    best_for: str | None = Field(default=None, max_length=300)
     added_at: datetime
     community: CommunityIn | None = None
-    reviews: list[ReviewIn] = Field(default_factory=list)
+    reviews: list[ReviewIn] = Field(default_factory=list, max_length=50)
 
     @field_validator("name", "category", "tagline")
     @classmethod
@@ -78,7 +92,7 @@ class ToolIn(BaseModel):
     def _http_only(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not is_http_url(value.strip()):
+        if not is_http_url(value.strip()) or not _encodable(value):
             raise ValueError("must be an http(s) URL")
         return value.strip()
 
@@ -87,7 +101,13 @@ class ToolIn(BaseModel):
     def _needs_offset(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a UTC offset, e.g. 2026-11-24T10:00:00Z")
-        return value.astimezone(UTC)
+        try:
+            moment = value.astimezone(UTC)
+        except OverflowError:
+            moment = datetime.max.replace(tzinfo=UTC)  # past year 9999 in UTC: out of range below
+        if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+            raise ValueError(f"must be a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
+        return moment
 
     def content_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
@@ -102,6 +122,8 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     problems: list[str] = field(default_factory=list)
+    # What was imported but changed at the door: characters removed from text fields.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -117,11 +139,25 @@ def _describe_errors(index: int, slug: str, error: ValidationError) -> list[str]
     return lines
 
 
-def parse_catalog(raw: bytes, *, source: str) -> tuple[list[ToolIn], list[str]]:
-    """Every valid record and a description of every invalid one (index, slug, field, why)."""
+@dataclass(frozen=True)
+class ParsedCatalog:
+    """A file read: its valid records, each invalid one described, each text field cleaned."""
+
+    tools: list[ToolIn]
+    problems: list[str]
+    warnings: list[str]
+
+
+def _load_document(raw: bytes, *, source: str) -> list[Any]:
+    """The file's `tools` list; `ImportFileError` for a file that is not a catalog at all."""
     try:
         document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError as exc:
+        raise ImportFileError(
+            f"{source} nests arrays or objects too deeply to be a catalog. Fix the file and "
+            "import it again; nothing was imported."
+        ) from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a 5,000-digit number
         raise ImportFileError(
             f"{source} is not valid JSON ({exc}). Fix the file and import it again; "
             "nothing was imported."
@@ -137,14 +173,27 @@ def parse_catalog(raw: bytes, *, source: str) -> tuple[list[ToolIn], list[str]]:
         raise ImportFileError(
             f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
         )
+    return records
+
+
+def _shown_slug(record: dict[str, Any]) -> str:
+    """The record's slug as a message may show it: printable ASCII, at most 80 characters."""
+    value = record.get("slug")
+    return ascii(value)[1:-1][:80] if isinstance(value, str) else "?"
+
+
+def parse_catalog(raw: bytes, *, source: str) -> ParsedCatalog:
+    """Every valid record and a description of every invalid one (index, slug, field, why)."""
     valid: list[ToolIn] = []
     problems: list[str] = []
+    warnings: list[str] = []
     seen: dict[str, int] = {}
-    for index, record in enumerate(records):
-        slug = str(record.get("slug", "?")) if isinstance(record, dict) else "?"
+    for index, record in enumerate(_load_document(raw, source=source)):
         if not isinstance(record, dict):
             problems.append(f"record {index}: is not a JSON object")
             continue
+        warnings += clean_record(index, record)
+        slug = _shown_slug(record)
         try:
             tool = ToolIn.model_validate(record)
         except ValidationError as exc:
@@ -158,7 +207,7 @@ def parse_catalog(raw: bytes, *, source: str) -> tuple[list[ToolIn], list[str]]:
             continue
         seen[tool.slug] = index
         valid.append(tool)
-    return valid, problems
+    return ParsedCatalog(tools=valid, problems=problems, warnings=warnings)
 
 
 def _apply(session: Session, tool_in: ToolIn, existing: Tool | None, now: datetime) -> str:
@@ -217,14 +266,15 @@ def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) 
         raise ImportFileError(
             f"Cannot read {path}: {exc.strerror}. Check the path and try again."
         ) from exc
-    valid, problems = parse_catalog(raw, source=str(path))
+    parsed = parse_catalog(raw, source=str(path))
+    valid, problems = parsed.tools, parsed.problems
     if problems and not skip_invalid:
         raise ImportFileError(
             f"{path} has {len(problems)} invalid record problem(s); nothing was imported. "
             "Fix them, or pass --skip-invalid to import the valid records only:",
             problems,
         )
-    report = ImportReport(problems=problems)
+    report = ImportReport(problems=problems, warnings=parsed.warnings)
     existing = {
         tool.slug: tool
         for tool in session.exec(select(Tool).where(Tool.slug.in_([t.slug for t in valid])))  # type: ignore[attr-defined]

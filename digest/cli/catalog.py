@@ -32,3 +32,4 @@ def catalog_import(
         f"{report.unchanged} unchanged, {report.skipped} invalid left out."
     )
     print_problems(report.problems)
+    print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")
