@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
-from digest.send.messages import build_message
+from digest.send.buildable import build_all
 
 # Shared by every MemoryBackend in the process, as Django's locmem outbox is.
 SENT: list[EmailMessage] = []
@@ -20,8 +20,8 @@ class MemoryBackend(BaseBackend):
     batches: int = 0
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
-        for recipient in batch.recipients:
-            self.sent.append(build_message(batch, recipient))
+        for _recipient, message, _data in build_all(batch):  # all built first: see buildable
+            self.sent.append(message)
         self.batches += 1
         return BatchResult(
             message_id=f"memory-{batch.digest_id}-{self.batches}", accepted=len(batch.recipients)

@@ -1,17 +1,27 @@
 """A backend that writes one `.eml` file per recipient under `<outbox>/<week>/`.
 
 Files are written to a temporary name and renamed, so a crash never leaves half a message.
+A file is named by delivery id, the address's first 64 safe characters and a hash of the whole
+address, so any valid address (a local part of 240 characters too) fits a file name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
-from digest.send.messages import build_message
+from digest.send.buildable import build_all
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+_SHOWN_ADDRESS = 64
+
+
+def file_stem(email: str) -> str:
+    """A short, safe, unique file-name part for an address: readable prefix plus its hash."""
+    shown = _UNSAFE.sub("_", email.lower())[:_SHOWN_ADDRESS]
+    return f"{shown}-{hashlib.sha256(email.encode('utf-8', 'replace')).hexdigest()[:12]}"
 
 
 class OutboxBackend(BaseBackend):
@@ -23,13 +33,13 @@ class OutboxBackend(BaseBackend):
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
         folder = self.directory / ("test" if batch.is_test else batch.week)
         folder.mkdir(parents=True, exist_ok=True)
-        for recipient in batch.recipients:
-            safe_address = _UNSAFE.sub("_", recipient.email.lower())
-            name = f"{recipient.delivery_id:08d}-{safe_address}.eml"
+        for recipient, _message, data in build_all(batch):  # all built first: see buildable
+            stem = file_stem(recipient.email)
+            name = f"{recipient.delivery_id:08d}-{stem}.eml"
             if batch.is_test:
-                name = f"test-{batch.week}-{safe_address}.eml"
+                name = f"test-{batch.week}-{stem}.eml"
             target = folder / name
             temporary = target.with_suffix(".eml.tmp")
-            temporary.write_bytes(bytes(build_message(batch, recipient)))
+            temporary.write_bytes(data)
             temporary.replace(target)
         return BatchResult(message_id=f"outbox-{batch.week}", accepted=len(batch.recipients))
