@@ -62,3 +62,7 @@ class TemplateError(DigestError):
 
 class NotFoundError(DigestError):
     """A named week, digest or subscriber does not exist."""
+
+
+class PreviewSkippedError(DigestError):
+    """The previewed subscriber gets nothing this week, so there is no email to show."""

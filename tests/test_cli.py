@@ -82,7 +82,17 @@ def test_preview_json_follows_the_interface(tmp_path: Path) -> None:
     result = run_digest("preview", "--week", WEEK, "--format", "json", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"week", "subject", "pairs", "also_new", "excluded"}
+    assert set(document) == {
+        "week",
+        "subject",
+        "intro",
+        "pairs",
+        "also_new",
+        "excluded",
+        "skipped",
+    }
+    assert document["intro"].startswith("This week our panel weighed")
+    assert document["skipped"] is False
     assert document["week"] == WEEK and document["subject"]
     new_slugs = {"code-llama-4", "mistral-3-8b", "patchpilot", "stackscribe", "inkwell"}
     paired = [slug for pair in document["pairs"] for slug in (pair["a"], pair["b"])]

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from digest.cli.app import WeekOption, app, engine
 from digest.config import Settings, get_settings
 
+if TYPE_CHECKING:
+    from digest.preview.rendering import SkippedPreview
+
 
 @app.command("preview")
 def preview(
     week: WeekOption = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write digest-<week>.html/.txt/.eml here.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write digest-<week>.html/.txt/.eml here; with --email, digest-<week>-<variant>.*",
+        ),
     ] = None,
     email: Annotated[
         str | None, typer.Option("--email", help="Render this subscriber's variant.")
@@ -37,7 +45,13 @@ def preview(
 ) -> None:
     """Render the digest of a week exactly as it would be sent, without sending it."""
     from digest.errors import ConfigError
-    from digest.preview.rendering import build_preview, preview_json, send_test, write_files
+    from digest.preview.rendering import (
+        SkippedPreview,
+        plan_preview,
+        preview_json,
+        send_test,
+        write_files,
+    )
     from digest.weeks import resolve_week, utcnow
 
     if output_format not in {"html", "json"}:
@@ -50,7 +64,10 @@ def preview(
     if serve:
         _serve_preview(settings, the_week, email, port)
         return
-    result = build_preview(settings, the_week, email=email)
+    result = plan_preview(settings, the_week, email=email)
+    if isinstance(result, SkippedPreview):
+        _report_skipped(result, output_format)
+        return
     if output_format == "json":
         typer.echo(json.dumps(preview_json(result), ensure_ascii=False, indent=2))
     if out is not None:
@@ -73,12 +90,33 @@ def preview(
         )
 
 
+def _report_skipped(skipped: SkippedPreview, output_format: str) -> None:
+    """A subscriber the run would skip: say so and why; no email is rendered, written or sent."""
+    from digest.preview.rendering import preview_json
+
+    if output_format == "json":
+        typer.echo(json.dumps(preview_json(skipped), ensure_ascii=False, indent=2))
+        return
+    categories = ", ".join(skipped.categories) or "(every category)"
+    typer.echo(f"{skipped.week}: no email for {skipped.email}.")
+    typer.echo(skipped.reason)
+    typer.echo(f"Their categories: {categories}")
+    typer.echo("Nothing was written or sent. Preview without --email to see the week's email.")
+
+
 def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) -> None:
-    from digest.preview.rendering import build_preview
+    from digest.preview.rendering import SkippedPreview, plan_preview
     from digest.preview.server import PreviewBundle, serve_preview
 
     def render() -> PreviewBundle:
-        fresh = build_preview(settings, week, email=email)
+        fresh = plan_preview(settings, week, email=email)
+        if isinstance(fresh, SkippedPreview):
+            notice = f"{fresh.reason} Their categories: {', '.join(fresh.categories)}."
+            return PreviewBundle(
+                subject=f"No email for {fresh.email} this week",
+                html=f"<!doctype html><p>{html.escape(notice)}</p>",
+                text=notice,
+            )
         return PreviewBundle(
             subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers
         )

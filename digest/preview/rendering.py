@@ -1,11 +1,17 @@
 """The editor's preview: exactly what a run would send for one subscriber's variant, unsent.
 
 It renders through the same functions as a run, from the frozen content when the week already
-has a digest, and builds the message with the same MIME builder as the outbox.
+has a digest, and builds the message with the same MIME builder as the outbox. Its personal
+links (unsubscribe, preferences) and, before the week is sent, "View in browser" lead to the web
+app's /preview-link page instead, so an editor's click changes nobody's subscription and finds
+no 404; a banner in both parts says so. A subscriber whom the run would skip gets no rendering:
+`plan_preview` says why instead.
 """
 
 from __future__ import annotations
 
+import html as html_escaping
+import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,17 +26,22 @@ from digest.content.compose import filter_for_categories
 from digest.content.model import DigestContent
 from digest.db import ensure_schema
 from digest.delivery import ledger
-from digest.delivery.sending import recipient_for
-from digest.errors import NotFoundError
-from digest.links import Links
-from digest.models import Subscriber
+from digest.errors import NotFoundError, PreviewSkippedError
+from digest.links import Links, recipient_headers
+from digest.models import Digest, Subscriber
+from digest.render.placeholders import subscriber_substitutions
 from digest.run.preparation import Edition, prepare_digest, render_for_categories
 from digest.send.base import OutgoingBatch, Recipient
 from digest.send.messages import build_message
 from digest.weeks import IsoWeek
 
-# Tokens in a preview for no particular subscriber are made for this id, which no row has.
-PREVIEW_SUBSCRIBER_ID = 0
+# The web app's page that says a link came from a preview (digest/web/archive.py).
+PREVIEW_LINK_PATH = "/preview-link"
+BANNER_TEXT = (
+    "PREVIEW, not sent to anyone. Its unsubscribe and preferences links, and View in browser "
+    "before the week is sent, open a page that says so; they change nobody's subscription."
+)
+_BODY_OPEN = re.compile(r"<body[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -45,10 +56,22 @@ class Preview:
     message: EmailMessage
     frozen: bool  # True when rendered from the digest a run already froze
     recipient: Recipient  # who it was rendered for, with their links and headers
+    variant_key: str | None = None  # the variant's file-name key with --email, else None
 
     @property
     def headers(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.message.items()}
+
+
+@dataclass(frozen=True)
+class SkippedPreview:
+    """A subscriber the run would send nothing this week, and why: shown instead of an email."""
+
+    week: str
+    email: str
+    categories: list[str]
+    reason: str
+    excluded: list[dict[str, str]]
 
 
 def _subscriber(engine: Engine, email: str) -> Subscriber:
@@ -65,37 +88,42 @@ def _subscriber(engine: Engine, email: str) -> Subscriber:
     return found
 
 
-def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None) -> Preview:
+def plan_preview(
+    settings: Settings, week: IsoWeek, *, email: str | None = None
+) -> Preview | SkippedPreview:
+    """The preview of `email`'s variant (or the every-category one), or why they get nothing."""
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
     prepared = prepare_digest(engine, edition, week, freeze=False)
     subscriber = _subscriber(engine, email) if email else None
     categories = list(subscriber.categories) if subscriber else []
     variant_content = filter_for_categories(prepared.content, categories)
+    if subscriber is not None:
+        reason = skip_reason(subscriber, prepared.content, variant_content)
+        if reason is not None:
+            return SkippedPreview(
+                week=str(week),
+                email=subscriber.email,
+                categories=categories,
+                reason=reason,
+                excluded=[e.model_dump() for e in prepared.content.excluded],
+            )
     if variant_content is None:
         variant_content = prepared.content.model_copy(update={"pairs": [], "also_new": []})
     bodies = _bodies(engine, edition, prepared.digest_id, prepared.content, categories)
     if bodies is None:
         bodies = _bodies(engine, edition, None, variant_content, [])
     assert bodies is not None
-    claimed = ledger.ClaimedRecipient(
-        delivery_id=0,
-        subscriber_id=subscriber.id if subscriber and subscriber.id else PREVIEW_SUBSCRIBER_ID,
-        email=subscriber.email if subscriber else "subscriber@example.com",
-        name=subscriber.name if subscriber else None,
-    )
-    recipient = recipient_for(Links.from_settings(settings), claimed)
-    batch = OutgoingBatch(
-        digest_id=prepared.digest_id or 0,
-        week=str(week),
-        subject=bodies["subject"],
-        html=bodies["html"],
-        text=bodies["text"],
-        recipients=[recipient],
-        from_email=settings.from_email,
-        from_name=settings.from_name,
-    )
-    message = build_message(batch, recipient)
+    placeholder = f"{settings.site_url.rstrip('/')}{PREVIEW_LINK_PATH}"
+    recipient = _preview_recipient(subscriber, placeholder)
+    archive = Links.from_settings(settings).archive(str(week))
+    if not _archived(engine, str(week)):
+        bodies = {
+            **bodies,
+            "html": bodies["html"].replace(f'href="{archive}"', f'href="{placeholder}"'),
+            "text": bodies["text"].replace(archive, placeholder),
+        }
+    message = _message(settings, week, prepared.digest_id, bodies, recipient)
     html_part = message.get_body(("html",))
     text_part = message.get_body(("plain",))
     assert html_part is not None and text_part is not None
@@ -108,7 +136,109 @@ def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None
         message=message,
         frozen=prepared.frozen_earlier,
         recipient=recipient,
+        variant_key=file_key(categories) if subscriber is not None else None,
     )
+
+
+def build_preview(settings: Settings, week: IsoWeek, *, email: str | None = None) -> Preview:
+    """The rendered preview; a subscriber the run would skip is a `PreviewSkippedError`."""
+    planned = plan_preview(settings, week, email=email)
+    if isinstance(planned, SkippedPreview):
+        raise PreviewSkippedError(
+            f"{planned.reason} Preview without --email to see the every-category email."
+        )
+    return planned
+
+
+def skip_reason(
+    subscriber: Subscriber, content: DigestContent, variant: DigestContent | None
+) -> str | None:
+    """Why the run would send `subscriber` nothing this week, or None when it sends them mail."""
+    if subscriber.status != "active":
+        return (
+            f"{subscriber.email} gets nothing this week: their status is {subscriber.status}, "
+            "and only active subscribers are sent the digest."
+        )
+    if content.is_empty:
+        return f"{subscriber.email} gets nothing this week: no new tool was added to the catalog."
+    if variant is None:
+        covered = sorted(
+            {p.category for p in content.pairs} | {t.category for t in content.also_new}
+        )
+        return (
+            f"{subscriber.email} gets nothing this week: none of their categories "
+            f"({', '.join(subscriber.categories)}) has a new tool or a head-to-head this week "
+            f"(this week covers {', '.join(covered)})."
+        )
+    return None
+
+
+def file_key(categories: list[str]) -> str:
+    """A variant's key as a file-name part: "all" for every category, else the categories."""
+    key = ledger.variant_key(categories)
+    if not key:
+        return "all"
+    return re.sub(r"[^a-z0-9]+", "-", key.casefold()).strip("-") or "all"
+
+
+def _preview_recipient(subscriber: Subscriber | None, placeholder: str) -> Recipient:
+    """The previewed subscriber (or a stand-in) with every personal link on the preview page."""
+    name = subscriber.name if subscriber else None
+    return Recipient(
+        delivery_id=0,
+        email=subscriber.email if subscriber else "subscriber@example.com",
+        name=name,
+        substitutions=subscriber_substitutions(
+            unsubscribe_url=placeholder, preferences_url=placeholder, name=name
+        ),
+        headers=recipient_headers(placeholder),
+    )
+
+
+def _archived(engine: Engine, week: str) -> bool:
+    """Whether /archive/<week> serves the week: its digest was planned (sent)."""
+    with Session(engine) as session:
+        found = session.exec(
+            select(Digest.id).where(Digest.week == week, Digest.planned_at.is_not(None))  # type: ignore[union-attr]
+        ).first()
+    return found is not None
+
+
+def with_banner(bodies: dict[str, Any]) -> dict[str, Any]:
+    """The bodies with the preview banner first in the HTML body and the text."""
+    banner = (
+        '<div style="background:#fef3c7;color:#78350f;border:2px solid #f59e0b;padding:10px 14px;'
+        'font:14px/1.4 sans-serif;">' + html_escaping.escape(BANNER_TEXT) + "</div>"
+    )
+    page = bodies["html"]
+    opened = _BODY_OPEN.search(page)
+    at = opened.end() if opened else 0
+    return {
+        **bodies,
+        "html": page[:at] + banner + page[at:],
+        "text": f"[{BANNER_TEXT}]\n\n" + bodies["text"],
+    }
+
+
+def _message(
+    settings: Settings,
+    week: IsoWeek,
+    digest_id: int | None,
+    bodies: dict[str, Any],
+    recipient: Recipient,
+) -> EmailMessage:
+    marked = with_banner(bodies)
+    batch = OutgoingBatch(
+        digest_id=digest_id or 0,
+        week=str(week),
+        subject=marked["subject"],
+        html=marked["html"],
+        text=marked["text"],
+        recipients=[recipient],
+        from_email=settings.from_email,
+        from_name=settings.from_name,
+    )
+    return build_message(batch, recipient)
 
 
 def _bodies(
@@ -132,23 +262,51 @@ def _bodies(
     return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
 
 
-def preview_json(preview: Preview) -> dict[str, Any]:
-    """The `digest preview --format json` document: week, subject, pairs, also-new, exclusions."""
+def intro_of(text: str) -> str | None:
+    """The email's opening paragraph (after the greeting) from its text part."""
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+    for index, paragraph in enumerate(paragraphs):
+        if paragraph.startswith("Hi ") and index + 1 < len(paragraphs):
+            return paragraphs[index + 1] or None
+    return None
+
+
+def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
+    """The `digest preview --format json` document: week, subject, intro, pairs, also-new,
+    exclusions; for a subscriber the run would skip, `skipped`, `reason` and `categories` too."""
+    if isinstance(preview, SkippedPreview):
+        return {
+            "week": preview.week,
+            "subject": None,
+            "intro": None,
+            "pairs": [],
+            "also_new": [],
+            "excluded": preview.excluded,
+            "skipped": True,
+            "reason": preview.reason,
+            "email": preview.email,
+            "categories": preview.categories,
+        }
     content = preview.content
     return {
         "week": preview.week,
         "subject": preview.subject,
+        "intro": intro_of(preview.text),
         "pairs": [{"a": p.a.slug, "b": p.b.slug, "category": p.category} for p in content.pairs],
         "also_new": [t.slug for t in content.also_new],
         "excluded": [{"slug": e.slug, "reason": e.reason} for e in content.excluded],
+        "skipped": False,
     }
 
 
 def write_files(preview: Preview, directory: Path) -> list[Path]:
-    """`digest-<week>.html`, `.txt` and `.eml` in `directory`."""
+    """`digest-<week>.html`, `.txt` and `.eml` in `directory`; a subscriber's variant (--email)
+    as `digest-<week>-<variant>.*`, so previews of two variants never overwrite each other."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / f"digest-{preview.week}"
-    paths = [stem.with_suffix(".html"), stem.with_suffix(".txt"), stem.with_suffix(".eml")]
+    name = f"digest-{preview.week}"
+    if preview.variant_key is not None:
+        name += f"-{preview.variant_key}"
+    paths = [directory / f"{name}.{suffix}" for suffix in ("html", "txt", "eml")]
     paths[0].write_text(preview.html, encoding="utf-8")
     paths[1].write_text(preview.text, encoding="utf-8")
     paths[2].write_bytes(bytes(preview.message))

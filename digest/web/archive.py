@@ -48,10 +48,23 @@ class Archive:
             Route("/favicon.ico", self.favicon, methods=["GET"]),
             Route("/archive", self.index, methods=["GET"]),
             Route("/archive/{week}", self.week, methods=["GET"]),
+            # POST too: a test copy's List-Unsubscribe header points here for one-click clients.
+            Route("/preview-link", self.preview_link, methods=["GET", "POST"]),
         ]
 
     async def home(self, request: Request) -> Response:
         return self.ctx.pages.render("home.html", title="Home", noindex=False)
+
+    async def preview_link(self, request: Request) -> Response:
+        return self.ctx.pages.message(
+            title="This link came from a preview",
+            lines=[
+                "An editor's preview or test copy of the digest links here instead of to a "
+                "subscriber's own page, so nothing was changed.",
+                "In the email subscribers receive, this link opens their own page.",
+            ],
+            link=("/archive", "See every sent digest"),
+        )
 
     async def favicon(self, request: Request) -> Response:
         # Browsers ask for it on every site; an empty answer keeps 404s out of the logs.
