@@ -428,6 +428,7 @@ def test_a_batch_of_a_thousand_events_is_applied_in_one_request(
         "unknown_delivery": 0,
         "moved": 250,
         "suppressed": 0,
+        "skipped": 0,
     }
     assert {delivery_state(engine, d) for d in deliveries[::50]} == {"clicked"}
 
@@ -473,3 +474,44 @@ def test_the_mapping_table_names_every_event_sendgrid_documents() -> None:
         "spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe",
     }  # fmt: skip
     assert documented <= set(SendGridWebhook.EVENTS)
+
+
+# --- hostile signed bodies ------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _post_raw(client: TestClient, signer: Signer, body: bytes) -> Any:
+    return client.post(PATH, content=body, headers=signer.headers(body))
+
+
+def test_a_deeply_nested_signed_body_is_a_400(client: TestClient, signer: Signer) -> None:
+    # JSON nested past the parser's recursion limit is refused, not a 500 SendGrid retries.
+    body = b"[" * 200_000 + b"]" * 200_000
+    response = _post_raw(client, signer, body)
+    assert response.status_code == 400
+
+
+def test_unstorable_events_are_skipped_and_counted_while_the_rest_apply(
+    client: TestClient, signer: Signer, engine: Engine, sent: tuple[int, int]
+) -> None:
+    # NaN, a lone surrogate, NUL or deep nesting skip only their event; the good one is applied.
+    _, delivery_id = sent
+    good = json.dumps(event("delivered", delivery_id))
+    bad = [
+        json.dumps(event("open", delivery_id)).replace('"open"', '"open", "score": NaN'),
+        json.dumps(event("open", delivery_id, email="ada\ud800@example.com")),
+        json.dumps(event("open", delivery_id, reason="a\u0000b")),
+        json.dumps(event("open", delivery_id, nested=_nested(40))),
+    ]
+    body = ("[" + ", ".join([*bad, good]) + "]").encode()
+    response = _post_raw(client, signer, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["skipped"] == 4
+    assert [r["provider_event"] for r in recorded(engine)] == ["delivered"]
+    assert delivery_state(engine, delivery_id) == "delivered"

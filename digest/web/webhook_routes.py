@@ -63,9 +63,9 @@ class Webhooks:
             log.warning("SendGrid webhook refused: %s", exc)
             return PlainTextResponse("Forbidden\n", status_code=403)
         try:
-            events = SendGridWebhook.parse(body)
+            parsed = SendGridWebhook.parse_batch(body)
         except WebhookPayloadError as exc:
             log.warning("SendGrid webhook payload refused: %s", exc)
             return PlainTextResponse("Bad Request\n", status_code=400)
-        summary = await self.ctx.db(lambda s: apply_events(session=s, events=events))
-        return JSONResponse(summary.as_dict())
+        summary = await self.ctx.db(lambda s: apply_events(session=s, events=parsed.events))
+        return JSONResponse({**summary.as_dict(), "skipped": parsed.skipped})

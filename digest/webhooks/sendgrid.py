@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -37,6 +39,44 @@ MAX_AHEAD_SECONDS = 300
 # Delivery ids are our INTEGER primary keys.
 _MAX_ID = 2**31 - 1
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+
+
+# Real events are flat; anything nested deeper is no event of SendGrid's.
+MAX_EVENT_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A verified body's events that can be stored, and the count of items left out."""
+
+    events: list[NormalizedEvent]
+    skipped: int
+
+
+def _storable_text(text: str) -> bool:
+    # PostgreSQL's text and jsonb refuse NUL; no UTF-8 column takes a lone surrogate.
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(value: Any, depth: int = 0) -> bool:
+    """Whether every database can store the JSON value as it came (rule: `_storable_text`)."""
+    if depth > MAX_EVENT_DEPTH:
+        return False
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_storable_text(key) and storable(item, depth + 1) for key, item in value.items())
+    if isinstance(value, list):
+        return all(storable(item, depth + 1) for item in value)
+    return True
 
 
 class WebhookRejected(Exception):
@@ -125,16 +165,29 @@ class SendGridWebhook:
     @classmethod
     def parse(cls, body: bytes) -> list[NormalizedEvent]:
         """The events of a verified body; `WebhookPayloadError` if it is not a JSON array."""
+        return cls.parse_batch(body).events
+
+    @classmethod
+    def parse_batch(cls, body: bytes) -> ParsedBatch:
+        """The storable events of a verified body, and how many items were skipped."""
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except RecursionError as exc:
+            raise WebhookPayloadError("body nests too deeply to be an event batch") from exc
+        except ValueError as exc:  # not JSON, not UTF-8, or a number past Python's digit limit
             raise WebhookPayloadError("body is not JSON") from exc
         if not isinstance(data, list):
             raise WebhookPayloadError("body is not a JSON array of events")
-        events = [cls.normalize(item) for item in data if isinstance(item, dict)]
-        if len(events) != len(data):
-            log.warning("ignored %d webhook item(s) that are not objects", len(data) - len(events))
-        return events
+        events = [cls.normalize(item) for item in data if isinstance(item, dict) and storable(item)]
+        skipped = len(data) - len(events)
+        if skipped:
+            log.warning(
+                "skipped %d webhook item(s): not objects, or holding what no database stores "
+                "(NaN or Infinity, NUL, lone surrogates, nesting deeper than %d)",
+                skipped,
+                MAX_EVENT_DEPTH,
+            )
+        return ParsedBatch(events=events, skipped=skipped)
 
     @classmethod
     def normalize(cls, raw: dict[str, Any]) -> NormalizedEvent:
