@@ -8,6 +8,7 @@ values go. The values come from here in every case (a send, a preview, the publi
 from __future__ import annotations
 
 import html
+import unicodedata
 
 UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 PREFERENCES_URL = "%%preferences_url%%"
@@ -49,16 +50,23 @@ _SUFFIXES = frozenset(
     ["phd", "md", "jr", "sr", "ii", "iii", "iv", "esq", "mba", "msc", "bsc", "dds", "rn", "cpa"]
 )
 
+_FAMILY_FIRST_SCRIPTS = ("CJK", "HANGUL", "HIRAGANA", "KATAKANA")
+
+
+def _family_name_first(text: str) -> bool:
+    """Whether the name uses a script whose names usually start with the family name."""
+    return any(unicodedata.name(ch, "").startswith(_FAMILY_FIRST_SCRIPTS) for ch in text)
+
 
 def first_name(name: str | None) -> str | None:
     """The first name to greet by, or None when it cannot be told with confidence.
 
     "Liskov, Barbara" gives Barbara; "Ada Lovelace", "Dr. Ada Lovelace" and "Ada Lovelace, PhD"
-    give Ada; a single word is taken as the name. Initials, more than one comma, and words
-    without a letter give None.
+    give Ada; a single word is taken as the name. Initials, more than one comma, words without
+    a letter, and names in scripts written family name first (Chinese, Japanese, Korean) give None.
     """
     flat = " ".join((name or "").split())
-    if not flat or "@" in flat:
+    if not flat or "@" in flat or _family_name_first(flat):
         return None
     if flat.count(",") == 1:
         last, _, rest = flat.partition(",")
