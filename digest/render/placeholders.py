@@ -58,6 +58,19 @@ def _family_name_first(text: str) -> bool:
     return any(unicodedata.name(ch, "").startswith(_FAMILY_FIRST_SCRIPTS) for ch in text)
 
 
+def _given_words(words: list[str]) -> list[str]:
+    """The words that start with the given name: after the comma of "Last, First" forms."""
+    flat = " ".join(words)
+    if flat.count(",") != 1:
+        return [] if "," in flat else words
+    last, _, rest = flat.partition(",")
+    if rest.strip().replace(".", "").casefold() in _SUFFIXES:
+        # "Smith, Jr." leaves a surname alone: no first name to tell.
+        before = last.split()
+        return before if len(before) > 1 else []
+    return rest.split() if last.strip() else []
+
+
 def first_name(name: str | None) -> str | None:
     """The first name to greet by, or None when it cannot be told with confidence.
 
@@ -65,27 +78,20 @@ def first_name(name: str | None) -> str | None:
     give Ada; a single word is taken as the name. Initials, more than one comma, words without
     a letter, and names in scripts written family name first (Chinese, Japanese, Korean) give None.
     """
-    flat = " ".join((name or "").split())
-    if not flat or "@" in flat or _family_name_first(flat):
+    if not name or "@" in name:
         return None
-    if flat.count(",") == 1:
-        last, _, rest = flat.partition(",")
-        if rest.strip().replace(".", "").casefold() in _SUFFIXES:
-            # "Smith, Jr." leaves a surname alone: no first name to tell.
-            words = last.split() if len(last.split()) > 1 else []
-        else:
-            words = rest.split() if last.strip() else []
-    elif "," in flat:
+    # Called once per recipient of a send: ASCII names skip the per-character script lookup.
+    if not name.isascii() and _family_name_first(name):
         return None
-    else:
-        words = flat.split()
+    words = name.split()
+    if "," in name:
+        words = _given_words(words)
     while words and words[0].rstrip(".").casefold() in _TITLES:
         words = words[1:]
     if not words:
         return None
     first = words[0]
-    letters = first.rstrip(".")
-    if len(letters) < 2 or not any(ch.isalpha() for ch in letters) or first.endswith("."):
+    if first.endswith(".") or len(first) < 2 or not any(map(str.isalpha, first)):
         return None
     return first
 
