@@ -35,8 +35,11 @@ def _share_colours(html: str) -> dict[str, str]:
 def test_the_panel_share_is_coloured_by_the_verdict_not_green_for_all() -> None:
     # "33% ship" of a tool the panel skips is red; "75% ship" of a shipped tool is green.
     pair = make_pair(0, b=make_tool("skipped", **SKIPPED))
-    colours = _share_colours(render(make_content(pairs=[pair], also_new=0)).html)
-    assert colours == {"75": "#15803d", "33": "#b91c1c"}
+    rendered = render(make_content(pairs=[pair], also_new=0))
+    assert _share_colours(rendered.html) == {"75": "#15803d", "33": "#b91c1c"}
+    # The text part has no colour: it names the verdict beside the share.
+    assert "Panel: ship, 75% ship (3 ship / 1 skip)" in rendered.text
+    assert "Panel: skip, 33% ship (1 ship / 2 skip)" in rendered.text
 
 
 def test_community_votes_get_a_percentage_in_both_parts() -> None:
