@@ -73,6 +73,21 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
     compare_url: str | None = Field(default=None, alias="DIGEST_COMPARE_URL")
     tool_url: str | None = Field(default=None, alias="DIGEST_TOOL_URL")
+    confirm_token_days: int = Field(default=7, ge=1, le=365, alias="DIGEST_CONFIRM_TOKEN_DAYS")
+    signup_limit_per_ip: int = Field(default=20, ge=1, alias="DIGEST_SIGNUP_LIMIT_PER_IP")
+    signup_limit_per_address: int = Field(default=5, ge=1, alias="DIGEST_SIGNUP_LIMIT_PER_ADDRESS")
+    signup_limit_total: int = Field(default=1000, ge=1, alias="DIGEST_SIGNUP_LIMIT_TOTAL")
+    signup_limit_window_seconds: int = Field(
+        default=3600, ge=1, alias="DIGEST_SIGNUP_LIMIT_WINDOW_SECONDS"
+    )
+    web_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, alias="DIGEST_WEB_HEADER_TIMEOUT_SECONDS"
+    )
+    web_keep_alive_seconds: int = Field(default=5, ge=1, alias="DIGEST_WEB_KEEP_ALIVE_SECONDS")
+    web_max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, alias="DIGEST_WEB_MAX_HEADER_BYTES"
+    )
+    web_limit_concurrency: int = Field(default=200, ge=1, alias="DIGEST_WEB_LIMIT_CONCURRENCY")
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,8 @@ A token is `<payload>.<signature>`, both base64url: the payload names the purpos
 subscriber id, the signature is HMAC-SHA256 with DIGEST_SECRET_KEY over a domain prefix and the
 payload. A token made for one purpose never verifies for another, and an altered one never
 verifies at all. Signing must stay cheap: a 100,000-recipient send signs 200,000 tokens.
+Confirmation tokens alone are timed (`make_timed_token`): their payload also carries the Unix
+time they were issued, signed with the rest, so a sign-up link expires; the others never do.
 `sign` is the one HMAC signer of the code base; the web forms' CSRF values use it too.
 """
 
@@ -26,6 +28,10 @@ class Purpose(StrEnum):
 
 class BadTokenError(ValueError):
     """The token is forged, altered, truncated or for another purpose."""
+
+
+class ExpiredTokenError(BadTokenError):
+    """The timed token is authentic but older than its allowed age (or has no issue time)."""
 
 
 _DOMAIN = b"verdict-digest/token/"
@@ -63,6 +69,47 @@ def _signature(key: bytes, payload: str) -> str:
 def make_token(key: bytes, purpose: Purpose, subscriber_id: int) -> str:
     payload = _b64(f"{purpose.value}:{subscriber_id}".encode())
     return f"{payload}.{_signature(key, payload)}"
+
+
+def make_timed_token(key: bytes, purpose: Purpose, subscriber_id: int, *, issued_at: int) -> str:
+    """A token that also carries (and signs) the Unix time it was issued."""
+    payload = _b64(f"{purpose.value}:{subscriber_id}:{issued_at}".encode())
+    return f"{payload}.{_signature(key, payload)}"
+
+
+def read_timed_token(
+    key: bytes, purpose: Purpose, token: str, *, now: float, max_age: float
+) -> int:
+    """The subscriber id of a valid timed token no older than `max_age` seconds.
+
+    `ExpiredTokenError` for an old one, or an untimed one from before tokens were timed;
+    `BadTokenError` for anything forged or altered.
+    """
+    raw_id = _verified_fields(key, purpose, token)
+    subscriber_id, _, issued = raw_id.partition(":")
+    try:
+        number, issued_at = int(subscriber_id), int(issued) if issued else None
+    except ValueError as exc:
+        raise BadTokenError("unreadable payload") from exc
+    if issued_at is None or not -300 <= now - issued_at <= max_age:  # 5 minutes of clock skew
+        raise ExpiredTokenError("token has expired")
+    return number
+
+
+def _verified_fields(key: bytes, purpose: Purpose, token: str) -> str:
+    """What follows the purpose in an authentic token's payload; `BadTokenError` otherwise."""
+    if not _TOKEN.fullmatch(token):
+        raise BadTokenError("malformed token")
+    payload, _, signature = token.partition(".")
+    if not hmac.compare_digest(_signature(key, payload).encode(), signature.encode()):
+        raise BadTokenError("bad signature")
+    try:
+        got_purpose, _, rest = _unb64(payload).decode("ascii").partition(":")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadTokenError("unreadable payload") from exc
+    if got_purpose != purpose.value:
+        raise BadTokenError("token is for another purpose")
+    return rest
 
 
 def read_token(key: bytes, purpose: Purpose, token: str) -> int:

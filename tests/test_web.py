@@ -8,6 +8,8 @@ would and keeps it in the test's own list.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -25,7 +27,7 @@ from digest.links import Links
 from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
 from digest.send.base import EmailBackend
 from digest.send.memory import MemoryBackend
-from digest.tokens import Purpose, make_token
+from digest.tokens import Purpose, make_timed_token, make_token
 from digest.web import csrf
 from digest.web.app import create_app
 from tests.content_factories import make_content, make_pair
@@ -147,8 +149,13 @@ def preferences_url(settings: Settings, subscriber_id: int) -> str:
     return _links(settings).preferences(subscriber_id)
 
 
-def confirm_url(settings: Settings, subscriber_id: int) -> str:
-    return _links(settings).confirm(subscriber_id)
+def confirm_url(settings: Settings, subscriber_id: int, *, issued_at: float | None = None) -> str:
+    """A confirmation link as the sign-up mail carries it: timed, issued now unless told."""
+    stamp = int(time.time() if issued_at is None else issued_at)
+    token = make_timed_token(
+        settings.signing_key(), Purpose.CONFIRM, subscriber_id, issued_at=stamp
+    )
+    return f"{settings.site_url}/confirm/{token}"
 
 
 def subscriber_row(engine: Engine, subscriber_id: int) -> dict[str, Any]:
@@ -224,10 +231,19 @@ def sent(backends: RecordingBackends) -> list[EmailMessage]:
     return backends.sent
 
 
+class SettledClient(TestClient):
+    """A TestClient that waits after each request for the mail the app queued to be tried."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().request(*args, **kwargs)
+        self.app.state.confirmation_mailer.wait_idle()  # type: ignore[attr-defined]
+        return response
+
+
 @pytest.fixture
 def client(web_settings: Settings, backends: RecordingBackends) -> Iterator[TestClient]:
     app = create_app(web_settings, backend_factory=backends)
-    with TestClient(app, base_url=SITE, follow_redirects=False) as c:
+    with SettledClient(app, base_url=SITE, follow_redirects=False) as c:
         yield c
 
 
@@ -535,7 +551,11 @@ def test_subscribe_then_confirm_twice_records_consent_once(
     assert message["X-Digest-Kind"] == "confirmation"
     [link] = confirmation_links(sent)
 
-    first = client.get(path_of(link))
+    page = client.get(path_of(link))
+    assert page.status_code == 200
+    assert "Confirm your subscription" in page.text
+    assert subscriber_row(engine, row["id"])["status"] == "pending"
+    first = client.post(path_of(link), data={"csrf": csrf_from(page.text)})
     assert first.status_code == 200
     assert "You are subscribed" in first.text
     confirmed = subscriber_row(engine, row["id"])
@@ -544,7 +564,7 @@ def test_subscribe_then_confirm_twice_records_consent_once(
     assert confirmed["consent_ip"] == "testclient"
     assert confirmed["consent_form_version"] == "subscribe-form/1"
 
-    again = client.get(path_of(link))
+    again = client.post(path_of(link), data={"csrf": csrf_from(page.text)})
     assert again.status_code == 200
     assert subscriber_row(engine, row["id"])["confirmed_at"] == confirmed["confirmed_at"]
 
@@ -583,12 +603,12 @@ def test_the_confirmation_goes_through_sendgrid_with_no_delivery_row(
     web_settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Through the real SendGrid client the confirmation carries delivery id "0", so its events
-    # can never touch a digest's ledger row; a failed send says so and a retry works.
+    # can never touch a digest's ledger row; a failed send shows nothing and a retry works.
     with FakeSendGrid(api_key="SG.test-key") as fake:
-        with TestClient(create_app(send_through(monkeypatch, fake)), base_url=SITE) as c:
+        with SettledClient(create_app(send_through(monkeypatch, fake)), base_url=SITE) as c:
             fake.always(Fault(status=500, message="internal error"))
             failed = c.post("/subscribe", data={"email": "sg@example.com"})
-            assert failed.status_code == 503
+            assert failed.status_code == 200 and "Check your inbox" in failed.text
             assert "SG.test-key" not in failed.text
             fake.always(None)
             assert c.post("/subscribe", data={"email": "sg@example.com"}).status_code == 200
@@ -811,3 +831,142 @@ def test_request_bodies_are_limited(
     # Two MB is fine for the webhook (refused only for lacking a signature), six MB is not.
     assert client.post("/webhooks/sendgrid", content=b" " * (2 * 1024 * 1024)).status_code == 403
     assert client.post("/webhooks/sendgrid", content=b" " * (6 * 1024 * 1024)).status_code == 413
+
+
+# --- hostile sign-ups ------------------------------------------------------------------------
+
+
+def _pending(engine: Engine, email: str) -> int:
+    return make_subscriber(engine, email, status="pending")
+
+
+def test_get_and_head_on_a_confirm_link_never_activate(
+    client: TestClient, engine: Engine, web_settings: Settings
+) -> None:
+    # A mail scanner that prefetches the link (GET or HEAD) confirms nobody: only the button does.
+    sid = _pending(engine, "scan@example.com")
+    path = path_of(confirm_url(web_settings, sid))
+    assert client.head(path).status_code == 200
+    page = client.get(path)
+    assert page.status_code == 200 and "Yes, subscribe me" in page.text
+    assert status_of(engine, sid) == "pending"
+    assert client.post(path, data={"csrf": csrf_from(page.text)}).status_code == 200
+    assert status_of(engine, sid) == "active"
+
+
+@pytest.mark.parametrize("kind", ["old", "untimed"])
+def test_an_expired_or_untimed_confirm_link_confirms_nobody(
+    client: TestClient, engine: Engine, web_settings: Settings, kind: str
+) -> None:
+    # A confirm token older than DIGEST_CONFIRM_TOKEN_DAYS (or one without a time) is refused.
+    sid = _pending(engine, "late@example.com")
+    if kind == "old":
+        url = confirm_url(web_settings, sid, issued_at=time.time() - 8 * 86400)
+    else:
+        url = _links(web_settings).confirm(sid)
+    path = path_of(url)
+    page = client.get(path)
+    assert page.status_code == 400 and "expired" in page.text
+    value = forge_valid_csrf(client, web_settings, token_of(path))
+    assert client.post(path, data={"csrf": value}).status_code == 400
+    assert status_of(engine, sid) == "pending"
+
+
+class FailingBackends(RecordingBackends):
+    """A provider that is down: every send raises a transient error."""
+
+    def __call__(self, settings: Settings, *, interactive: bool = False) -> EmailBackend:
+        from digest.send.base import TransientSendError
+
+        class Down(MemoryBackend):
+            def send_batch(self, batch: Any) -> Any:
+                raise TransientSendError("provider down")
+
+        return Down(sent=self.sent)
+
+
+def test_known_and_new_addresses_get_the_same_answer_when_the_provider_fails(
+    web_settings: Settings, engine: Engine
+) -> None:
+    # A provider error no longer gives a 503 for new addresses only: the answer tells nothing.
+    make_subscriber(engine, "known@example.com")
+    app = create_app(web_settings, backend_factory=FailingBackends())
+    with SettledClient(app, base_url=SITE) as c:
+        known = c.post("/subscribe", data={"email": "known@example.com"})
+        new = c.post("/subscribe", data={"email": "new@example.com"})
+    assert (known.status_code, new.status_code) == (200, 200)
+    assert known.text == new.text
+
+
+class BlockedBackends(RecordingBackends):
+    """A provider that answers only once the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def __call__(self, settings: Settings, *, interactive: bool = False) -> EmailBackend:
+        release, sent = self.release, self.sent
+
+        class Slow(MemoryBackend):
+            def send_batch(self, batch: Any) -> Any:
+                release.wait(30)
+                return super().send_batch(batch)
+
+        return Slow(sent=sent)
+
+
+def test_the_sign_up_answer_does_not_wait_for_the_provider(
+    web_settings: Settings, engine: Engine
+) -> None:
+    # The page comes before the provider call, so a new address answers as fast as a known one.
+    backends = BlockedBackends()
+    with TestClient(create_app(web_settings, backend_factory=backends), base_url=SITE) as c:
+        started = time.monotonic()
+        response = c.post("/subscribe", data={"email": "slow@example.com"})
+        assert time.monotonic() - started < 5
+        assert response.status_code == 200 and backends.sent == []
+        backends.release.set()
+    assert [m["To"] for m in backends.sent] == ["slow@example.com"]
+
+
+def _limited_client(
+    monkeypatch: pytest.MonkeyPatch, backends: RecordingBackends, **limits: str
+) -> SettledClient:
+    for name, value in limits.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return SettledClient(create_app(get_settings(), backend_factory=backends), base_url=SITE)
+
+
+def test_sign_ups_per_mailbox_are_limited_with_plus_tags_folded(
+    web_settings: Settings, monkeypatch: pytest.MonkeyPatch, backends: RecordingBackends
+) -> None:
+    # a+x@d and a+y@d count as a@d: a third sign-up of that mailbox gets the 429 page.
+    with _limited_client(monkeypatch, backends, DIGEST_SIGNUP_LIMIT_PER_ADDRESS="2") as c:
+        assert c.post("/subscribe", data={"email": "a+x@example.com"}).status_code == 200
+        assert c.post("/subscribe", data={"email": "A+y@example.com"}).status_code == 200
+        refused = c.post("/subscribe", data={"email": "a@example.com"})
+        assert c.post("/subscribe", data={"email": "b@example.com"}).status_code == 200
+    assert refused.status_code == 429
+    assert "Too many sign-ups" in refused.text
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'none'" in refused.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "setting", ["DIGEST_SIGNUP_LIMIT_PER_IP", "DIGEST_SIGNUP_LIMIT_TOTAL"], ids=["ip", "total"]
+)
+def test_sign_ups_per_ip_and_overall_are_limited(
+    web_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    backends: RecordingBackends,
+    setting: str,
+) -> None:
+    # One client (or everyone together) gets 429 past the limit, whatever the addresses.
+    with _limited_client(monkeypatch, backends, **{setting: "3"}) as c:
+        codes = [
+            c.post("/subscribe", data={"email": f"p{i}@example.com"}).status_code for i in range(4)
+        ]
+    assert codes == [200, 200, 200, 429]

@@ -8,13 +8,14 @@ are no redirects anywhere (not even for trailing slashes), so there is no open r
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Lifespan
 
 from digest.config import Settings
 from digest.send import get_backend
@@ -42,10 +43,13 @@ _TITLES = {
 class DigestWebApp(Starlette):
     """Starlette with the security headers outside everything, error pages included."""
 
-    def __init__(self, ctx: WebContext, routes: list[BaseRoute]) -> None:
+    def __init__(
+        self, ctx: WebContext, routes: list[BaseRoute], *, lifespan: Lifespan[Any] | None = None
+    ) -> None:
         self.context = ctx
         super().__init__(
             routes=routes,
+            lifespan=lifespan,
             exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
             max_body_size=MAX_BODY,
         )
@@ -88,11 +92,12 @@ def create_app(settings: Settings, *, backend_factory: BackendFactory = get_back
     configured backend, or the one a caller hands in (tests pass a recording backend).
     """
     ctx = WebContext.build(settings, backend_factory=backend_factory)
+    signup = Signup(ctx)
     routes: list[BaseRoute] = [
         *Archive(ctx).routes(),
         *ComparePages(ctx).routes(),
         *SubscriberPages(ctx).routes(),
-        *Signup(ctx).routes(),
+        *signup.routes(),
         *Webhooks(ctx).routes(),
     ]
     if ctx.webhook is None:
@@ -100,4 +105,6 @@ def create_app(settings: Settings, *, backend_factory: BackendFactory = get_back
             "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not set: /webhooks/sendgrid will refuse "
             "every request until it is"
         )
-    return DigestWebApp(ctx, routes)
+    web_app = DigestWebApp(ctx, routes, lifespan=signup.mailer.lifespan)
+    web_app.state.confirmation_mailer = signup.mailer  # tests wait on it: mail goes off-request
+    return web_app

@@ -1,9 +1,11 @@
 """Sign-up with double opt-in: the form, the confirmation email, the confirm link.
 
 Whatever happened to the address (new, pending, active, unsubscribed, bounced), the form answers
-the same "check your inbox" page, so it tells nobody who is on the list. The confirm link
-activates a pending sign-up on GET, as people expect of a link; bringing back someone who had
-unsubscribed takes a button press (POST), so an old link fetched by a mail scanner cannot.
+the same "check your inbox" page in the same time: the confirmation email is queued for a worker
+(`mail_queue`), so no provider call or error shows in the answer. Sign-ups are limited per IP,
+per mailbox and overall (`throttle`), with a 429 page. The confirm link never acts on GET or
+HEAD (mail scanners prefetch links): it shows a page whose button (POST) confirms. Confirm
+tokens carry their signed issue time and expire after DIGEST_CONFIRM_TOKEN_DAYS.
 The sign-up form itself takes no CSRF value, so the main site can embed it: the emailed link is
 what proves that the address wants the digest.
 """
@@ -11,9 +13,11 @@ what proves that the address wants the digest.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import Literal
 
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,14 +30,22 @@ from digest.audience.lifecycle import (
     record_confirmation_sent,
     request_subscription,
 )
+from digest.db import session_scope
 from digest.delivery.states import SubscriberStatus
-from digest.errors import NotFoundError, SendAuthError
+from digest.errors import NotFoundError
 from digest.models import Subscriber
-from digest.send.base import PermanentSendError, TransientSendError
-from digest.tokens import Purpose, make_token
+from digest.tokens import (
+    BadTokenError,
+    ExpiredTokenError,
+    Purpose,
+    make_timed_token,
+    make_token,
+    read_timed_token,
+)
 from digest.web.categories import Choice, offered, pick
-from digest.web.confirmation import send_confirmation
 from digest.web.context import WebContext, client_ip, mask_email, read_form
+from digest.web.mail_queue import ConfirmationMailer
+from digest.web.throttle import Limits, SignupLimiter
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +53,7 @@ log = logging.getLogger(__name__)
 FORM_VERSION = "subscribe-form/1"
 
 _CONFIRM_STATE = {
-    SubscriberStatus.PENDING.value: "confirmed",  # only after confirm() ran, see confirm_page
+    SubscriberStatus.PENDING.value: "pending",  # GET shows a button; only its POST confirms
     SubscriberStatus.ACTIVE.value: "confirmed",
     SubscriberStatus.UNSUBSCRIBED.value: "ask",
     SubscriberStatus.BOUNCED.value: "blocked",
@@ -49,9 +61,60 @@ _CONFIRM_STATE = {
 }
 
 
+_DAY = 86400
+_MAX_TOKEN = 200
+
+
 class Signup:
-    def __init__(self, ctx: WebContext) -> None:
+    def __init__(self, ctx: WebContext, *, clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
+        self.clock = clock
+        self.mailer = ConfirmationMailer(
+            ctx.settings, ctx.pages, backend_factory=ctx.backend_factory, on_sent=self._record_sent
+        )
+        self.limiter = SignupLimiter(Limits.from_settings(ctx.settings), clock=clock)
+
+    def confirm_url(self, subscriber_id: int) -> str:
+        """The timed confirmation link (a Links.confirm token would never expire)."""
+        token = make_timed_token(
+            self.ctx.key, Purpose.CONFIRM, subscriber_id, issued_at=int(self.clock())
+        )
+        return f"{self.ctx.links.site_url}/confirm/{token}"
+
+    def _confirm_id(self, token: str) -> int | Literal["expired"] | None:
+        """The subscriber of a live confirm token, "expired", or None for a bad one."""
+        if len(token) > _MAX_TOKEN:
+            return None
+        max_age = self.ctx.settings.confirm_token_days * _DAY
+        try:
+            return read_timed_token(
+                self.ctx.key, Purpose.CONFIRM, token, now=self.clock(), max_age=max_age
+            )
+        except ExpiredTokenError:
+            return "expired"
+        except BadTokenError:
+            return None
+
+    def _expired(self) -> Response:
+        return self.ctx.pages.message(
+            title="This confirmation link has expired",
+            lines=[
+                f"Confirmation links work for {self.ctx.settings.confirm_token_days} days.",
+                "Fill in the form again and we will send a fresh one.",
+            ],
+            status=400,
+            link=("/subscribe", "Back to the form"),
+        )
+
+    def _throttled(self, retry_after: int) -> Response:
+        response = self.ctx.pages.message(
+            title="Too many sign-ups",
+            lines=["Please wait a while before you try again."],
+            status=429,
+            link=("/subscribe", "Back to the form"),
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
 
     def routes(self) -> list[Route]:
         return [
@@ -84,6 +147,9 @@ class Signup:
         email = raw_email if isinstance(raw_email, str) else ""
         submitted = [v for v in form.getlist("category") if isinstance(v, str)]
         ip = client_ip(request)
+        retry_after = self.limiter.allow(ip=ip, address=email[:320])
+        if retry_after is not None:
+            return self._throttled(retry_after)
 
         def record(session: Session) -> tuple[Subscriber | None, str | None, list[Choice]]:
             choices = offered(catalog_categories(session), [])
@@ -103,35 +169,15 @@ class Signup:
         subscriber, error, choices = await self.ctx.db(record)
         if subscriber is None:
             return self._form(choices, email=email[:254], error=error, status=400)
-        if confirmation_due(subscriber):
-            assert subscriber.id is not None
-            subscriber_id = subscriber.id
-            try:
-                await run_in_threadpool(
-                    send_confirmation,
-                    self.ctx.settings,
-                    self.ctx.pages,
-                    backend_factory=self.ctx.backend_factory,
-                    email=subscriber.email,
-                    confirm_url=self.ctx.links.confirm(subscriber.id),
-                )
-            except (TransientSendError, PermanentSendError, SendAuthError, OSError) as exc:
-                log.error(
-                    "confirmation email to subscriber %s not sent: %s",
-                    subscriber.id,
-                    type(exc).__name__,
-                )
-                return self.ctx.pages.message(
-                    title="We could not send the confirmation email",
-                    lines=["Nothing is lost: please try again in a few minutes."],
-                    status=503,
-                    link=("/subscribe", "Back to the form"),
-                )
-            await self.ctx.db(
-                lambda session: record_confirmation_sent(
-                    session=session, subscriber_id=subscriber_id
-                )
+        if confirmation_due(subscriber) and subscriber.id is not None:
+            self.mailer.submit(
+                subscriber_id=subscriber.id,
+                email=subscriber.email,
+                confirm_url=self.confirm_url(subscriber.id),
             )
+        return self._check_inbox()
+
+    def _check_inbox(self) -> Response:
         return self.ctx.pages.message(
             title="Check your inbox",
             lines=[
@@ -141,27 +187,28 @@ class Signup:
             ],
         )
 
+    def _record_sent(self, subscriber_id: int) -> None:
+        """Called by the mailer once the email went: the pause before another starts now."""
+        with session_scope(self.ctx.engine) as session:
+            record_confirmation_sent(session=session, subscriber_id=subscriber_id)
+
     async def confirm_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        subscriber_id = self.ctx.subscriber_id(Purpose.CONFIRM, token)
+        subscriber_id = self._confirm_id(token)
+        if subscriber_id == "expired":
+            return self._expired()
         if subscriber_id is None:
             return self.ctx.pages.bad_link()
-        ip = client_ip(request)
-
-        def activate_pending(session: Session) -> Subscriber | None:
-            subscriber = session.get(Subscriber, subscriber_id)
-            if subscriber is not None and subscriber.status == SubscriberStatus.PENDING.value:
-                subscriber = confirm(session=session, subscriber_id=subscriber_id, ip=ip)
-            return subscriber
-
-        subscriber = await self.ctx.db(activate_pending)
+        subscriber = await self.ctx.db(lambda session: session.get(Subscriber, subscriber_id))
         if subscriber is None:
             return self.ctx.pages.bad_link()
         return self._confirm_view(request, token, subscriber)
 
     async def confirm_post(self, request: Request) -> Response:
         token = request.path_params["token"]
-        subscriber_id = self.ctx.subscriber_id(Purpose.CONFIRM, token)
+        subscriber_id = self._confirm_id(token)
+        if subscriber_id == "expired":
+            return self._expired()
         if subscriber_id is None:
             return self.ctx.pages.bad_link()
         form = await read_form(request)
@@ -187,15 +234,17 @@ class Signup:
         preferences_token = make_token(self.ctx.key, Purpose.PREFERENCES, subscriber.id)
         response = self.ctx.pages.render(
             "confirm.html",
-            title={"confirmed": "You are subscribed", "ask": "Subscribe again?"}.get(
-                state, "This address gets no digest"
-            ),
+            title={
+                "confirmed": "You are subscribed",
+                "pending": "Confirm your subscription",
+                "ask": "Subscribe again?",
+            }.get(state, "This address gets no digest"),
             state=state,
             masked_email=mask_email(subscriber.email),
             path=f"/confirm/{token}",
             preferences_path=f"/preferences/{preferences_token}",
             csrf=field,
         )
-        if state == "ask":
+        if state in ("ask", "pending"):
             self.ctx.set_csrf_cookie(response, nonce)
         return response
