@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert, select
 from starlette.testclient import TestClient
 
+from digest.cli.preview import preview_bundle
 from digest.config import Settings, get_settings
 from digest.db import get_engine, upgrade
 from digest.errors import PreviewSkippedError
@@ -137,3 +138,12 @@ def test_a_preview_says_plainly_that_it_is_one(seeded: Settings) -> None:
     body = preview.html[preview.html.index("<body") :]
     assert BANNER_TEXT.split(",")[0] in body[:2000]
     assert preview.text.startswith(f"[{BANNER_TEXT}]")
+
+
+def test_the_live_preview_of_a_skipped_subscriber_says_so(seeded: Settings) -> None:
+    # `--serve --email` shows the reason, escaped, instead of an email they would never get.
+    bundle = preview_bundle(seeded, THE_WEEK, "pics@example.com")
+    assert bundle.subject == "No email for pics@example.com this week"
+    assert "gets nothing this week" in bundle.html and "Image Generation, Audio" in bundle.text
+    shown = preview_bundle(seeded, THE_WEEK, "writer@example.com")
+    assert "Inkwell" in shown.text

@@ -14,6 +14,7 @@ from digest.config import Settings, get_settings
 
 if TYPE_CHECKING:
     from digest.preview.rendering import SkippedPreview
+    from digest.preview.server import PreviewBundle
 
 
 @app.command("preview")
@@ -104,21 +105,25 @@ def _report_skipped(skipped: SkippedPreview, output_format: str) -> None:
     typer.echo("Nothing was written or sent. Preview without --email to see the week's email.")
 
 
-def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) -> None:
+def preview_bundle(settings: Settings, week: Any, email: str | None) -> PreviewBundle:
+    """What `--serve` shows on each reload: the email, or why this subscriber gets none."""
     from digest.preview.rendering import SkippedPreview, plan_preview
-    from digest.preview.server import PreviewBundle, serve_preview
+    from digest.preview.server import PreviewBundle
 
-    def render() -> PreviewBundle:
-        fresh = plan_preview(settings, week, email=email)
-        if isinstance(fresh, SkippedPreview):
-            notice = f"{fresh.reason} Their categories: {', '.join(fresh.categories)}."
-            return PreviewBundle(
-                subject=f"No email for {fresh.email} this week",
-                html=f"<!doctype html><p>{html.escape(notice)}</p>",
-                text=notice,
-            )
+    fresh = plan_preview(settings, week, email=email)
+    if isinstance(fresh, SkippedPreview):
+        notice = f"{fresh.reason} Their categories: {', '.join(fresh.categories)}."
         return PreviewBundle(
-            subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers
+            subject=f"No email for {fresh.email} this week",
+            html=f"<!doctype html><p>{html.escape(notice)}</p>",
+            text=notice,
         )
+    return PreviewBundle(
+        subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers
+    )
 
-    serve_preview(render, host="127.0.0.1", port=port)
+
+def _serve_preview(settings: Settings, week: Any, email: str | None, port: int) -> None:
+    from digest.preview.server import serve_preview
+
+    serve_preview(lambda: preview_bundle(settings, week, email), host="127.0.0.1", port=port)
