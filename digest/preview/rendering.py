@@ -39,7 +39,8 @@ from digest.weeks import IsoWeek
 PREVIEW_LINK_PATH = "/preview-link"
 BANNER_TEXT = (
     "PREVIEW, not sent to anyone. Its unsubscribe and preferences links, and View in browser "
-    "before the week is sent, open a page that says so; they change nobody's subscription."
+    "before the week is sent, open a page that says so; they change nobody's subscription. "
+    "The comparison pages go live when the week is sent."
 )
 _BODY_OPEN = re.compile(r"<body[^>]*>")
 
