@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 from prefect.schedules import Cron
 
 from digest.config import Settings
@@ -12,7 +15,14 @@ DEPLOYMENT_NAME = "weekly"
 WEEKLY_CRON = "0 8 * * 1"
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A service manager stops us with SIGTERM: leave as on Ctrl-C, at once, so no later run
+    # starts with settings the operator has just changed.
+    raise KeyboardInterrupt
+
+
 def serve_weekly(settings: Settings) -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     weekly_digest.serve(
         name=DEPLOYMENT_NAME,
         schedules=[Cron(WEEKLY_CRON, timezone=settings.schedule_timezone)],

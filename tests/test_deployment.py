@@ -103,11 +103,13 @@ def test_served_deployment_runs_a_given_week_from_the_api(
             assert "List-Unsubscribe link in every variant: yes" in report
             assert "SG." not in report and os.environ["DIGEST_SECRET_KEY"] not in report
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
+        # One SIGTERM, as a service manager sends it, stops `digest serve`.
+        os.kill(serve.pid, signal.SIGTERM)
         try:
             serve.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
+            pytest.fail("digest serve kept running 30 s after SIGTERM")
     status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
     assert '"sent": 3' in status.stdout
     assert len(list((tmp_path / "outbox" / WEEK).glob("*.eml"))) == 3
