@@ -18,15 +18,12 @@ def web(
     """The subscriber-facing web app: unsubscribe, preferences, webhook, archive."""
     import uvicorn
 
+    from digest.web.access_log import install as redact_logs
     from digest.web.app import create_app
+    from digest.web.server import server_config
 
     settings = get_settings()
     engine(settings)
-    from digest.web.access_log import install as redact_access_log
-
-    config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="info", proxy_headers=True
-    )
-    server = uvicorn.Server(config)
-    redact_access_log()  # after uvicorn configured its loggers, before the first request
+    server = uvicorn.Server(server_config(create_app(settings), settings, host=host, port=port))
+    redact_logs()  # after uvicorn configured its loggers, before the first request
     server.run()
