@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(default="sqlite:///digest.db", alias="DIGEST_DATABASE_URL")
-    email_backend: Literal["outbox", "sendgrid", "memory"] = Field(
+    email_backend: Literal["outbox", "sendgrid"] = Field(
         default="outbox", alias="DIGEST_EMAIL_BACKEND"
     )
     outbox_dir: Path = Field(default=Path("outbox"), alias="DIGEST_OUTBOX_DIR")

@@ -14,7 +14,7 @@ from digest.audience.csv_files import import_subscribers
 from digest.catalog.importer import import_catalog
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema, session_scope
-from digest.run.steps import RunSummary
+from digest.run.outcome import RunSummary
 from digest.samples.catalog import sample_catalog
 from digest.weeks import utcnow, week_of
 

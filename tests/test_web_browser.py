@@ -20,9 +20,10 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings, get_settings
 from digest.db import get_engine, upgrade
-from digest.links import preferences_url, unsubscribe_url
+from digest.links import Links
 from digest.models import Subscriber
-from digest.send import memory
+from digest.send.base import EmailBackend
+from digest.send.memory import MemoryBackend
 from digest.web.app import create_app
 from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_web import (
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.browser
 class LiveSite:
     settings: Settings
     engine: Engine
+    outbox: MemoryBackend  # what the app "sent"
 
 
 @pytest.fixture
@@ -50,14 +52,16 @@ def live_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveSite]:
     listener.listen(64)
     port = listener.getsockname()[1]
     monkeypatch.setenv("DIGEST_SITE_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "memory")
-    memory.SENT.clear()
     get_settings.cache_clear()
     settings = get_settings()
     upgrade(settings.database_url)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", lifespan="off")
-    )
+    outbox = MemoryBackend()
+
+    def recording(settings: Settings, *, interactive: bool = False) -> EmailBackend:
+        return outbox
+
+    app = create_app(settings, backend_factory=recording)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -65,12 +69,11 @@ def live_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveSite]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield LiveSite(settings, get_engine(settings.database_url))
+        yield LiveSite(settings, get_engine(settings.database_url), outbox)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
-        memory.SENT.clear()
 
 
 @pytest.fixture
@@ -112,7 +115,7 @@ def assert_styled(page: Page) -> None:
 def test_a_person_unsubscribes_and_comes_back_by_clicking(live_site: LiveSite, page: Page) -> None:
     # Opening the link changes nothing; the button unsubscribes; the next button re-subscribes.
     sid = make_subscriber(live_site.engine, "ada@example.com")
-    page.goto(unsubscribe_url(live_site.settings, sid))
+    page.goto(Links.from_settings(live_site.settings).unsubscribe(sid))
     page.get_by_role("heading", name="Unsubscribe from Verdict Digest?").wait_for()
     assert_styled(page)
     assert status_of(live_site.engine, sid) == "active"
@@ -134,7 +137,7 @@ def test_a_person_picks_categories_and_saves(live_site: LiveSite, page: Page) ->
     for slug, category in [("a", "Developer Tools"), ("b", "Writing"), ("c", "Image & Video")]:
         make_tool(live_site.engine, slug, category)
     sid = make_subscriber(live_site.engine, "grace@example.com")
-    page.goto(preferences_url(live_site.settings, sid))
+    page.goto(Links.from_settings(live_site.settings).preferences(sid))
     page.get_by_role("heading", name="Your Verdict Digest preferences").wait_for()
     assert_styled(page)
     shoot(page, "preferences-1-open")
@@ -162,9 +165,9 @@ def test_a_person_signs_up_and_confirms_from_the_email(live_site: LiveSite, page
     shoot(page, "signup-2-sent")
 
     deadline = time.monotonic() + 10  # the mail goes from the app's worker, just after the page
-    while not memory.SENT and time.monotonic() < deadline:
+    while not live_site.outbox.sent and time.monotonic() < deadline:
         time.sleep(0.05)
-    [message] = memory.SENT
+    [message] = live_site.outbox.sent
     html_part = message.get_body(preferencelist=("html",))
     assert html_part is not None
     # The email opens in a blank tab of its own, outside the site's CSP, as a mail client shows it.

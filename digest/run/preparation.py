@@ -3,7 +3,7 @@ every recipient planned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from digest.content.pairing import pair_tools
 from digest.content.selection import select_week
 from digest.delivery import ledger
 from digest.errors import TemplateError
+from digest.links import LinkTemplates
 from digest.render.variant import render_variant
 from digest.weeks import IsoWeek
 
@@ -29,11 +30,15 @@ class Edition:
     zone: ZoneInfo
     site_url: str
     postal_address: str
+    link_templates: LinkTemplates = field(default_factory=LinkTemplates)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         return cls(
-            zone=settings.zone, site_url=settings.site_url, postal_address=settings.postal_address
+            zone=settings.zone,
+            site_url=settings.site_url,
+            postal_address=settings.postal_address,
+            link_templates=LinkTemplates.from_settings(settings),
         )
 
 
@@ -128,7 +133,10 @@ def render_for_categories(
     if variant is None:
         return None
     rendered = render_variant(
-        variant, site_url=edition.site_url, postal_address=edition.postal_address
+        variant,
+        site_url=edition.site_url,
+        postal_address=edition.postal_address,
+        link_templates=edition.link_templates,
     )
     return ledger.RenderedBodies(subject=rendered.subject, html=rendered.html, text=rendered.text)
 

@@ -31,16 +31,9 @@ def _sendgrid(settings: Settings, interactive: bool) -> EmailBackend:
     )
 
 
-def _memory(settings: Settings, interactive: bool) -> EmailBackend:
-    from digest.send.memory import MemoryBackend
-
-    return MemoryBackend()
-
-
 BACKENDS: dict[str, Callable[[Settings, bool], EmailBackend]] = {
     "outbox": _outbox,
     "sendgrid": _sendgrid,
-    "memory": _memory,
 }
 
 

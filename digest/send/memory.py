@@ -1,4 +1,8 @@
-"""A backend that keeps what it "sent" in a list: the test double, no mocks needed."""
+"""A backend that keeps what it "sent" in a list: the test double, no mocks needed.
+
+It is handed in by tests (to a lane, or to `create_app(backend_factory=...)`), never picked by
+configuration: whoever made it reads its `sent` list.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,12 @@ from email.message import EmailMessage
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
 from digest.send.buildable import build_all
 
-# Shared by every MemoryBackend in the process, as Django's locmem outbox is.
-SENT: list[EmailMessage] = []
-
 
 @dataclass
 class MemoryBackend(BaseBackend):
-    """Builds each message exactly as the outbox would and appends it to `SENT`."""
+    """Builds each message exactly as the outbox would and appends it to `sent`."""
 
-    sent: list[EmailMessage] = field(default_factory=lambda: SENT)
+    sent: list[EmailMessage] = field(default_factory=list)
     batches: int = 0
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
