@@ -125,3 +125,24 @@ def test_csrf_values_are_signed_by_the_same_signer() -> None:
     assert value == f"{nonce}.{signature}"
     assert csrf.is_valid(KEY, "page-token", nonce, value)
     assert not csrf.is_valid(KEY, "other-page", nonce, value)
+
+
+def test_a_timed_confirm_token_expires_and_its_time_cannot_be_altered() -> None:
+    # The issue time is signed with the rest: an old token is expired, an edited one is forged.
+    from digest.tokens import ExpiredTokenError, make_timed_token, read_timed_token
+
+    key = b"k" * 32
+    token = make_timed_token(key, Purpose.CONFIRM, 42, issued_at=1_000_000)
+    assert read_timed_token(key, Purpose.CONFIRM, token, now=1_000_100, max_age=3600) == 42
+    with pytest.raises(ExpiredTokenError):
+        read_timed_token(key, Purpose.CONFIRM, token, now=1_000_000 + 3601, max_age=3600)
+    later = make_timed_token(key, Purpose.CONFIRM, 42, issued_at=2_000_000)
+    forged = later.split(".")[0] + "." + token.split(".")[1]
+    with pytest.raises(BadTokenError):
+        read_timed_token(key, Purpose.CONFIRM, forged, now=2_000_000, max_age=3600)
+    with pytest.raises(BadTokenError):
+        read_token(key, Purpose.CONFIRM, token)  # an untimed reader never accepts it
+    with pytest.raises(ExpiredTokenError):
+        read_timed_token(
+            key, Purpose.CONFIRM, make_token(key, Purpose.CONFIRM, 42), now=0, max_age=3600
+        )
