@@ -8,6 +8,7 @@ from types import FrameType
 from prefect.schedules import Cron
 
 from digest.config import Settings
+from digest.errors import ConfigError
 from flows.weekly_digest import weekly_digest
 
 DEPLOYMENT_NAME = "weekly"
@@ -21,7 +22,29 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _refuse_work_pool_deployment() -> None:
+    """Serving would take a work pool's deployment of the same name over, and pause it on exit."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_deployment_by_name(f"{weekly_digest.name}/{DEPLOYMENT_NAME}")
+        except ObjectNotFound:
+            return
+    if existing.work_pool_name:
+        raise ConfigError(
+            f"The deployment {weekly_digest.name}/{DEPLOYMENT_NAME} belongs to the work pool "
+            f"{existing.work_pool_name!r}; `digest serve` would take it over and pause its "
+            "schedule when it stops. Keep the worker (`prefect worker start --pool "
+            f"{existing.work_pool_name}`), or, to serve from this machine instead, stop the "
+            f"worker, run `prefect deployment delete {weekly_digest.name}/{DEPLOYMENT_NAME}`, "
+            "then `digest serve` again."
+        )
+
+
 def serve_weekly(settings: Settings) -> None:
+    _refuse_work_pool_deployment()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     weekly_digest.serve(
         name=DEPLOYMENT_NAME,

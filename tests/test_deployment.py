@@ -5,6 +5,7 @@ ledger tell the same story."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -113,3 +114,107 @@ def test_served_deployment_runs_a_given_week_from_the_api(
     status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
     assert '"sent": 3' in status.stdout
     assert len(list((tmp_path / "outbox" / WEEK).glob("*.eml"))) == 3
+
+
+def _deployment(prefect_server: PrefectServer) -> object | None:
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        try:
+            return client.read_deployment_by_name("weekly-digest/weekly")
+        except ObjectNotFound:
+            return None
+
+
+def _serve_until_registered(
+    tmp_path: Path, env: dict[str, str], prefect_server: PrefectServer
+) -> None:
+    serve = subprocess.Popen(
+        [DIGEST, "serve"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _deployment(prefect_server) is None:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "digest serve did not register the deployment"
+            time.sleep(1)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+
+
+def test_moving_from_digest_serve_to_a_work_pool_keeps_the_schedule(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # Stopping `digest serve` pauses its deployment; deploying to the pool must run it again,
+    # and a later `digest serve` must refuse to take the pool's deployment back.
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        **prefect_server.env(),
+    }
+    prefect = [str(Path(DIGEST).with_name("prefect"))]
+    project = tmp_path / "project"
+    for folder in ("flows", "deployments"):
+        shutil.copytree(ROOT / folder, project / folder)
+    try:
+        _serve_until_registered(tmp_path, env, prefect_server)
+        served = _deployment(prefect_server)
+        assert served is not None and served.paused and not served.work_pool_name  # type: ignore[attr-defined]
+
+        deploy_env = {
+            **os.environ,
+            **env,
+            "DIGEST_PROJECT_DIR": str(project),
+            "DIGEST_SCHEDULE_TIMEZONE": "Europe/Berlin",
+        }
+        for command in (
+            ["work-pool", "create", "digest-pool", "--type", "process", "--overwrite"],
+            ["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
+        ):
+            done = subprocess.run(
+                prefect + command,
+                cwd=project,
+                env=deploy_env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        pooled = _deployment(prefect_server)
+        assert pooled is not None
+        assert pooled.work_pool_name == "digest-pool" and not pooled.paused  # type: ignore[attr-defined]
+        assert pooled.schedules[0].schedule.timezone == "Europe/Berlin"  # type: ignore[attr-defined]
+
+        again = run_digest("serve", cwd=tmp_path, env=env, timeout=120)
+        assert again.returncode != 0 and "work pool" in again.stderr, again.stderr[-2000:]
+        kept = _deployment(prefect_server)
+        assert kept is not None
+        assert kept.work_pool_name == "digest-pool" and not kept.paused  # type: ignore[attr-defined]
+    finally:
+        subprocess.run(
+            [*prefect, "deployment", "delete", "weekly-digest/weekly"],
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def test_the_pool_schedule_and_the_served_schedule_are_one() -> None:
+    # One cron for both ways of running, and one zone setting (DIGEST_SCHEDULE_TIMEZONE).
+    from flows.serve import WEEKLY_CRON
+
+    document = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    (schedule,) = document["deployments"][0]["schedules"]
+    assert schedule["cron"] == WEEKLY_CRON
+    assert schedule["timezone"] == "{{ $DIGEST_SCHEDULE_TIMEZONE }}"
