@@ -24,8 +24,10 @@ from tests.test_web import make_subscriber
 
 @pytest.fixture
 def served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Settings]]:
-    """The app as `digest web` serves it, on a free loopback port, header deadline 1 s."""
+    """The app as `digest web` serves it, on a free loopback port, header deadline 1 s, at most
+    three connections."""
     monkeypatch.setenv("DIGEST_WEB_HEADER_TIMEOUT_SECONDS", "1")
+    monkeypatch.setenv("DIGEST_WEB_LIMIT_CONCURRENCY", "3")
     get_settings.cache_clear()
     current = get_settings()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -144,3 +146,21 @@ def test_an_error_on_a_tokened_path_logs_no_token(served: tuple[int, Settings]) 
     assert b"nosniff" in answer.lower()
     assert "/unsubscribe/[token]" in logged
     assert token not in logged
+
+
+def test_a_connection_past_the_limit_gets_a_503_with_the_security_headers(
+    served: tuple[int, Settings],
+) -> None:
+    # Past DIGEST_WEB_LIMIT_CONCURRENCY connections, the next is refused, headers and all.
+    port, _ = served
+    held = [_connect(port) for _ in range(3)]
+    for conn in held:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # headers unfinished: the connections stay
+    time.sleep(0.2)
+    extra = _connect(port)
+    answer = _read_all(extra).lower()
+    extra.close()
+    for conn in held:
+        conn.close()
+    assert answer.startswith(b"http/1.1 503")
+    assert b"x-content-type-options: nosniff" in answer

@@ -5,7 +5,7 @@ time would keep its connection forever; the protocol here closes any connection 
 headers are not complete within DIGEST_WEB_HEADER_TIMEOUT_SECONDS of the connection or of the
 request's first byte, idle keep-alive connections
 after DIGEST_WEB_KEEP_ALIVE_SECONDS, and caps header size and concurrent connections. The 400
-uvicorn writes for a broken request carries the app's security headers.
+for a broken request and the 503 past the connection limit carry the app's security headers.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._awaited_cycle: object = None
+        # Enforced here, per connection, so that the 503 carries the security headers too.
+        self.connection_limit, self.limit_concurrency = self.limit_concurrency, None
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
@@ -56,6 +58,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.connection_limit is not None and len(self.connections) > self.connection_limit:
+            self._refuse_connection()
+            return
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
@@ -70,16 +75,29 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm_header_deadline()
         super().connection_lost(exc)
 
+    def _refuse_connection(self) -> None:
+        # No request was read yet, so h11 cannot write a response: the bytes are written here.
+        body = b"Too many connections; try again in a moment.\n"
+        head = [b"HTTP/1.1 503 Service Unavailable", b"content-type: text/plain; charset=utf-8"]
+        head += [b"content-length: " + str(len(body)).encode(), b"connection: close"]
+        head += [name + b": " + value for name, value in PROTOCOL_ERROR_HEADERS]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own 400 (a broken request) never reaches the app's security middleware.
+        self._answer_plainly(400, b"Bad Request", msg)
+
+    def _answer_plainly(self, status: int, reason: bytes, text: str) -> None:
+        """A plain-text answer written here, with the security headers, then the close."""
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"connection", b"close"),
             *PROTOCOL_ERROR_HEADERS,
         ]
         for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=msg.encode("ascii")),
+            h11.Response(status_code=status, headers=headers, reason=reason),
+            h11.Data(data=text.encode("ascii")),
             h11.EndOfMessage(),
         ):
             self.transport.write(self.conn.send(event))
