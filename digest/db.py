@@ -12,8 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Table, event, inspect
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import DateTime, Table, event, inspect, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -81,10 +80,15 @@ def insert_ignore(connection: Connection, table: Table, *, key: list[str] | None
 
     Both dialects take `RETURNING` after it, so callers learn which rows were new.
     """
+    # Imported here: loading the PostgreSQL dialect costs a SQLite-only command 0.1 s.
     dialect = connection.dialect.name
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
     raise DatabaseNotReadyError(
         f"verdict-digest cannot keep its ledger in a {dialect} database. "
@@ -145,11 +149,19 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+# The newest migration, which this code expects; a test keeps it equal to Alembic's head. Every
+# command checks the schema first, and reading one row here instead of loading Alembic saves
+# about 0.2 s of a command that takes 1 s.
+SCHEMA_REVISION = "0001"
 
+
+def current_revision(url: str) -> str | None:
+    """The revision stored in the database, or None when it has no verdict-digest schema."""
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        found = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return str(found) if found is not None else None
 
 
 # URLs whose schema this process has already found current: the check costs queries, and a
@@ -174,7 +186,7 @@ def ensure_schema(url: str) -> Engine:
                 "Point DIGEST_DATABASE_URL at a database of its own, or an empty one."
             )
         upgrade(url)
-    elif current != head_revision():
+    elif current != SCHEMA_REVISION:
         raise DatabaseNotReadyError(
             f"The database schema is at revision {current}, older than this version of "
             "verdict-digest needs. Run `digest db upgrade` to migrate it."

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from digest.cli import app
-from digest.cli.app import WeekOption, engine, main_with
-from digest.config import get_settings
+from digest.cli.app import WeekOption, engine, load_settings, main_with
 
 if TYPE_CHECKING:
     from digest.run.outcome import RunSummary
@@ -79,7 +78,7 @@ def run(
     if week:
         IsoWeek.parse(week)  # a bad week fails here, before Prefect starts
     _prefect_defaults()
-    engine(get_settings())
+    engine(load_settings())
     from flows.weekly_digest import weekly_digest
 
     summary = weekly_digest(
@@ -99,17 +98,17 @@ def demo() -> None:
     _prefect_defaults()
     from flows.demo import run_demo
 
-    run_demo(get_settings(), echo=typer.echo)
+    run_demo(load_settings(), echo=typer.echo)
 
 
 @app.command("serve")
 def serve() -> None:
     """Serve the weekly deployment (cron schedule) for the Prefect UI, on this machine."""
     _prefect_defaults()
-    engine(get_settings())
+    engine(load_settings())
     from flows.serve import serve_weekly
 
-    serve_weekly(get_settings())
+    serve_weekly(load_settings())
 
 
 def main() -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from digest.config import Settings
 from digest.errors import DigestError
+
+if TYPE_CHECKING:
+    from digest.config import Settings
 
 app = typer.Typer(
     name="digest",
@@ -28,6 +30,13 @@ WeekOption = Annotated[
     str | None,
     typer.Option("--week", help="ISO week such as 2026-W47; default: the last complete week."),
 ]
+
+
+def load_settings() -> Settings:
+    """The process's settings. Imported here, not at the top: `--help` needs none of it."""
+    from digest.config import get_settings
+
+    return get_settings()
 
 
 def engine(settings: Settings) -> Any:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli.app import app, engine, print_problems
-from digest.config import get_settings
+from digest.cli.app import app, engine, load_settings, print_problems
 
 catalog_app = typer.Typer(help="The tool catalog.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
@@ -25,7 +24,7 @@ def catalog_import(
     from digest.catalog.importer import import_catalog
     from digest.db import session_scope
 
-    with session_scope(engine(get_settings())) as session:
+    with session_scope(engine(load_settings())) as session:
         report = import_catalog(session=session, path=file, skip_invalid=skip_invalid)
     typer.echo(
         f"Catalog {file}: {report.created} created, {report.updated} updated, "

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from digest.cli.app import WeekOption, app, engine
-from digest.config import Settings, get_settings
+from digest.cli.app import WeekOption, app, engine, load_settings
+
+if TYPE_CHECKING:
+    from digest.config import Settings
 
 if TYPE_CHECKING:
     from digest.preview.rendering import SkippedPreview
@@ -59,7 +61,7 @@ def preview(
         raise ConfigError(
             f"--format {output_format!r} is not known. Use --format html or --format json."
         )
-    settings = get_settings()
+    settings = load_settings()
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     engine(settings)
     if serve:

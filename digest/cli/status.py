@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli.app import WeekOption, app, engine
-from digest.config import get_settings
+from digest.cli.app import WeekOption, app, engine, load_settings
 from digest.errors import ConfigError
 
 
@@ -22,7 +21,7 @@ def status(
     from digest.delivery.ledger import digest_status
     from digest.weeks import resolve_week, utcnow
 
-    settings = get_settings()
+    settings = load_settings()
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     database = shown_url(settings.database_url)
     missing = missing_sqlite_file(settings.database_url)

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli.app import app, engine, print_problems
-from digest.config import get_settings
+from digest.cli.app import app, engine, load_settings, print_problems
 
 subscribers_app = typer.Typer(help="The subscriber list.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -28,7 +27,7 @@ def subscribers_import(
     from digest.audience.csv_files import import_subscribers
     from digest.db import session_scope
 
-    with session_scope(engine(get_settings())) as session:
+    with session_scope(engine(load_settings())) as session:
         report = import_subscribers(session=session, path=file, skip_invalid=skip_invalid)
     typer.echo(
         f"Subscribers {file}: {report.created} created, {report.updated} updated, "
@@ -50,7 +49,7 @@ def subscribers_export(
 
     from digest.audience.csv_files import export_warnings, write_export
 
-    with Session(engine(get_settings())) as session:
+    with Session(engine(load_settings())) as session:
         if out is None:
             write_export(session, sys.stdout)
         else:

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli.app import app, engine
-from digest.config import get_settings
+from digest.cli.app import app, engine, load_settings
 
 
 @app.command("web")
@@ -22,7 +21,7 @@ def web(
     from digest.web.app import create_app
     from digest.web.server import server_config
 
-    settings = get_settings()
+    settings = load_settings()
     engine(settings)
     server = uvicorn.Server(server_config(create_app(settings), settings, host=host, port=port))
     redact_logs()  # after uvicorn configured its loggers, before the first request

@@ -1,0 +1,43 @@
+"""The schema check every command runs: it agrees with Alembic, creates an empty database once,
+and refuses a database that is behind or not ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from digest.db import SCHEMA_REVISION, current_revision, ensure_schema, head_revision
+from digest.errors import DatabaseNotReadyError
+
+
+def test_the_expected_revision_is_alembics_head() -> None:
+    # A new migration must move SCHEMA_REVISION too, or every command would refuse the database.
+    assert head_revision() == SCHEMA_REVISION
+
+
+def test_an_empty_database_gets_the_schema_and_a_lagging_one_is_refused(tmp_path: Path) -> None:
+    # First use creates the schema; a database left at an older revision is never migrated
+    # behind the operator's back.
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    ensure_schema(url)
+    assert current_revision(url) == SCHEMA_REVISION
+    lagging = f"sqlite:///{tmp_path / 'lagging.db'}"
+    ensure_schema(lagging)
+    with create_engine(lagging).begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    from digest import db
+
+    db._SCHEMA_CHECKED.discard(lagging)
+    with pytest.raises(DatabaseNotReadyError, match="digest db upgrade"):
+        ensure_schema(lagging)
+
+
+def test_a_database_of_someone_else_is_refused(tmp_path: Path) -> None:
+    # Tables without our version row: not ours, and nothing is created in it.
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    with create_engine(url).begin() as connection:
+        connection.execute(text("CREATE TABLE invoices (id INTEGER)"))
+    with pytest.raises(DatabaseNotReadyError, match="no verdict-digest schema"):
+        ensure_schema(url)
