@@ -35,8 +35,7 @@ from digest.audience.categories import (
     unknown_categories,
     unknown_category_warnings,
 )
-from digest.audience.lifecycle import SUPPRESSION_RANK
-from digest.delivery.states import SUPPRESSED_STATUSES, SubscriberStatus
+from digest.delivery.states import SUPPRESSED_STATUSES, SUPPRESSION_RANK, SubscriberStatus
 from digest.errors import ImportFileError
 from digest.models import Subscriber
 

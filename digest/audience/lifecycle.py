@@ -23,21 +23,12 @@ from sqlmodel import Session, col, select
 
 from digest.audience.addresses import AddressError, clean_address, email_key
 from digest.audience.categories import clean_categories
-from digest.delivery.states import SubscriberStatus
+from digest.delivery.states import SUPPRESSION_RANK, SubscriberStatus, weaker_statuses_than
 from digest.errors import DigestError, NotFoundError
 from digest.models import Subscriber
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
-
-# How strong a status is as a suppression; a subscriber only ever moves up this scale by events.
-SUPPRESSION_RANK: dict[SubscriberStatus, int] = {
-    SubscriberStatus.PENDING: 0,
-    SubscriberStatus.ACTIVE: 0,
-    SubscriberStatus.UNSUBSCRIBED: 1,
-    SubscriberStatus.BOUNCED: 2,
-    SubscriberStatus.COMPLAINED: 3,
-}
 
 # Statuses a confirmed sign-up may (re)activate.
 CONFIRMABLE = frozenset({SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED})
@@ -47,9 +38,6 @@ CONSENT_SOURCE_FORM = "web-form"
 
 class SubscriptionError(DigestError):
     """A sign-up cannot be accepted as it was given."""
-
-
-now_utc = utcnow
 
 
 def _form_address(email: str) -> str:
@@ -80,7 +68,7 @@ def unsubscribe(*, session: Session, subscriber_id: int, source: str) -> Subscri
     """Stop sending to this subscriber; bounced or complained ones stay as they are."""
     subscriber = _load(session, subscriber_id)
     if SUPPRESSION_RANK[SubscriberStatus(subscriber.status)] == 0:
-        _set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, now_utc())
+        _set_status(subscriber, SubscriberStatus.UNSUBSCRIBED, utcnow())
         session.add(subscriber)
         session.flush()
         log.info("subscriber %s unsubscribed (%s)", subscriber_id, source)
@@ -91,7 +79,7 @@ def resubscribe(*, session: Session, subscriber_id: int, source: str) -> Subscri
     """Undo the person's own unsubscribe from their own page; any other status is kept."""
     subscriber = _load(session, subscriber_id)
     if subscriber.status == SubscriberStatus.UNSUBSCRIBED.value:
-        _set_status(subscriber, SubscriberStatus.ACTIVE, now_utc())
+        _set_status(subscriber, SubscriberStatus.ACTIVE, utcnow())
         session.add(subscriber)
         session.flush()
         log.info("subscriber %s resubscribed (%s)", subscriber_id, source)
@@ -126,12 +114,12 @@ def confirmation_due(subscriber: Subscriber, *, now: datetime | None = None) -> 
     if not needs_confirmation_email(subscriber):
         return False
     sent = subscriber.confirmation_sent_at
-    return sent is None or (now or now_utc()) - sent >= CONFIRMATION_COOLDOWN
+    return sent is None or (now or utcnow()) - sent >= CONFIRMATION_COOLDOWN
 
 
 def record_confirmation_sent(*, session: Session, subscriber_id: int) -> None:
     subscriber = _load(session, subscriber_id)
-    subscriber.confirmation_sent_at = now_utc()
+    subscriber.confirmation_sent_at = utcnow()
     session.add(subscriber)
     session.flush()
 
@@ -155,7 +143,7 @@ def request_subscription(
     address = _form_address(email)
     key = email_key(address)
     chosen = clean_categories(categories)
-    now = now_utc()
+    now = utcnow()
     existing = session.exec(
         select(Subscriber).where(col(Subscriber.email_key) == key).with_for_update()
     ).first()
@@ -202,7 +190,7 @@ def confirm(*, session: Session, subscriber_id: int, ip: str | None) -> Subscrib
     subscriber = _load(session, subscriber_id)
     if SubscriberStatus(subscriber.status) not in CONFIRMABLE:
         return subscriber
-    now = now_utc()
+    now = utcnow()
     _set_status(subscriber, SubscriberStatus.ACTIVE, now)
     subscriber.confirmed_at = now
     subscriber.subscribed_at = now
@@ -211,25 +199,6 @@ def confirm(*, session: Session, subscriber_id: int, ip: str | None) -> Subscrib
     session.add(subscriber)
     session.flush()
     log.info("subscriber %s confirmed", subscriber_id)
-    return subscriber
-
-
-def weaker_statuses_than(status: SubscriberStatus) -> list[str]:
-    """The statuses a suppression to `status` may replace: every weaker one."""
-    rank = SUPPRESSION_RANK[status]
-    return [s.value for s, r in SUPPRESSION_RANK.items() if r < rank]
-
-
-def suppress(*, session: Session, subscriber_id: int, status: SubscriberStatus) -> Subscriber:
-    """Mark the subscriber unsubscribed, bounced or complained, never weakening a suppression."""
-    if SUPPRESSION_RANK[status] == 0:
-        raise ValueError(f"{status.value!r} is not a suppression")
-    subscriber = _load(session, subscriber_id)
-    if SUPPRESSION_RANK[SubscriberStatus(subscriber.status)] < SUPPRESSION_RANK[status]:
-        _set_status(subscriber, status, now_utc())
-        session.add(subscriber)
-        session.flush()
-        log.info("subscriber %s suppressed as %s", subscriber_id, status.value)
     return subscriber
 
 
@@ -246,7 +215,7 @@ def suppress_many(
     result = session.connection().execute(
         update(table)
         .where(table.c.id.in_(ids), table.c.status.in_(weaker_statuses_than(status)))
-        .values(status=status.value, status_changed_at=now_utc())
+        .values(status=status.value, status_changed_at=utcnow())
     )
     changed = int(getattr(result, "rowcount", 0) or 0)
     if changed:
