@@ -42,7 +42,10 @@ def _raw_catalog(path: Path, text: str) -> Path:
     ("text", "fragments"),
     [
         (_FORMAT + "[" * 200_000 + "]" * 200_000 + "}", ["nests", "too deeply"]),
-        (_FORMAT + '[{"slug": "a", "community": {"ship": ' + "9" * 5000 + "}}]}", ["JSON"]),
+        (
+            _FORMAT + '[{"slug": "a", "community": {"ship": ' + "9" * 5000 + "}}]}",
+            ["record 0", "community.ship"],
+        ),
         (
             json.dumps(
                 {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,8 @@ SLUG_PATTERN = r"^[a-z0-9-]+$"
 MAX_COUNT = 1_000_000_000
 # The years an added_at may name: any real tool, and nothing a week's arithmetic would overflow.
 FIRST_YEAR, LAST_YEAR = 1900, 2999
+# Integers longer than this are no count or score; the parser would choke on 4,300 digits.
+_MAX_DIGITS = 20
 
 
 def _encodable(text: str) -> bool:
@@ -148,10 +151,15 @@ class ParsedCatalog:
     warnings: list[str]
 
 
+def _bounded_int(text: str) -> int | float:
+    """A JSON integer; one too long for any count is infinity, which its field then refuses."""
+    return int(text) if len(text) <= _MAX_DIGITS else math.inf
+
+
 def _load_document(raw: bytes, *, source: str) -> list[Any]:
     """The file's `tools` list; `ImportFileError` for a file that is not a catalog at all."""
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_int=_bounded_int)
     except RecursionError as exc:
         raise ImportFileError(
             f"{source} nests arrays or objects too deeply to be a catalog. Fix the file and "
