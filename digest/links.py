@@ -36,10 +36,6 @@ class Links:
     def preferences(self, subscriber_id: int) -> str:
         return self._tokened("preferences", Purpose.PREFERENCES, subscriber_id)
 
-    def confirm(self, subscriber_id: int) -> str:
-        """The double opt-in confirmation link sent after a sign-up."""
-        return self._tokened("confirm", Purpose.CONFIRM, subscriber_id)
-
     def archive(self, week: str) -> str:
         """The web version of a week's digest ("view in browser")."""
         return f"{self.site_url}/archive/{quote(week, safe='')}"

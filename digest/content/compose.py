@@ -26,6 +26,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
+from digest.catalog.text_cleaning import BIDI_CONTROLS
 from digest.content.model import (
     DigestContent,
     Exclusion,
@@ -61,7 +62,6 @@ _MONTHS = (
     "December",
 )
 # Bidirectional overrides and isolates could reorder a subject line in a mail client.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # -- cards --------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def _pair_card(pair: Pair, new_slugs: set[str]) -> PairCard:
 def one_line(text: str) -> str:
     """Text flattened to one line, without control characters."""
     kept = "".join(
-        ch for ch in text if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS
+        ch for ch in text if unicodedata.category(ch) != "Cc" and ch not in BIDI_CONTROLS
     )
     return " ".join(kept.split())
 
