@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from digest.config import Settings
 
 if TYPE_CHECKING:
-    from digest.preview.rendering import SkippedPreview
+    from digest.preview.rendering import Preview, SkippedPreview
     from digest.preview.server import PreviewBundle
 
 
@@ -48,13 +48,7 @@ def preview(
 ) -> None:
     """Render the digest of a week exactly as it would be sent, without sending it."""
     from digest.errors import ConfigError
-    from digest.preview.rendering import (
-        SkippedPreview,
-        plan_preview,
-        preview_json,
-        send_test,
-        write_files,
-    )
+    from digest.preview.rendering import SkippedPreview, plan_preview
     from digest.weeks import resolve_week, utcnow
 
     if output_format not in {"html", "json"}:
@@ -70,7 +64,21 @@ def preview(
     result = plan_preview(settings, the_week, email=email)
     if isinstance(result, SkippedPreview):
         _report_skipped(result, output_format)
-        return
+    else:
+        _deliver(settings, result, output_format=output_format, out=out, send_to=send_to)
+
+
+def _deliver(
+    settings: Settings,
+    result: Preview,
+    *,
+    output_format: str,
+    out: Path | None,
+    send_to: str | None,
+) -> None:
+    """Print, write or mail the rendered preview, as the options ask."""
+    from digest.preview.rendering import preview_json, send_test, write_files
+
     if output_format == "json":
         typer.echo(json.dumps(preview_json(result), ensure_ascii=False, indent=2))
     if out is not None:
@@ -79,7 +87,7 @@ def preview(
     if send_to:
         send_test(settings, result, send_to)
         typer.echo(
-            f"Sent a test copy of {the_week} to {send_to} through the "
+            f"Sent a test copy of {result.week} to {send_to} through the "
             f"{settings.email_backend} backend.",
             err=output_format == "json",
         )
