@@ -1,9 +1,8 @@
 """Turn one content variant of a digest into its subject, HTML body and plain-text body.
 
-Jinja2 renders `templates/digest.mjml.j2` (autoescaped) into MJML, mjml-python compiles it to
-HTML once per variant, and css-inline copies the rules the template marks `inline="inline"` into
-style attributes while every MJML `<style>` block (media queries included) stays as it is. The
-plain-text twin comes from `templates/digest.txt.j2`. Per-subscriber parts are left as `%%...%%`
+Jinja2 renders `templates/digest.mjml.j2` (autoescaped) into MJML, which
+`digest/render/mjml_compile.py` compiles to HTML once per variant with its inline CSS applied.
+The plain-text twin comes from `templates/digest.txt.j2`. Per-subscriber parts are left as `%%...%%`
 tokens for the sender to fill, so a variant is compiled once however many people receive it.
 """
 
@@ -15,22 +14,19 @@ import textwrap
 import traceback
 from dataclasses import dataclass
 from functools import lru_cache
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import css_inline
 import jinja2
-import mjml
 
 from digest.content.model import DigestContent, PairCard, ToolCard
 from digest.errors import ConfigError, TemplateError
 from digest.http_urls import is_http_url
 from digest.links import LinkTemplates
+from digest.render.mjml_compile import HTML_TEMPLATE, compile_mjml, template_path
 from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
 
-HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 TEXT_WIDTH = 72
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides HTML beyond this behind "[Message clipped]"
@@ -44,7 +40,6 @@ _PREHEADER_DIV = re.compile(r'(<body[^>]*>\s*<div style=")display:none;[^"]*(")'
 _PREHEADER_STYLE = "display:none;max-height:0;max-width:0;overflow:hidden;opacity:0;mso-hide:all;"
 # The colour of a panel's figures follows its verdict, never the share alone.
 _STANCE_COLOURS = {"ship": "#15803d", "skip": "#b91c1c", "split": "#92400e"}
-_INLINE_STYLE = re.compile(r"<mj-style\s+inline=\"inline\"\s*>(.*?)</mj-style>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -150,15 +145,6 @@ def _pair_and_tool_links(site_link: Any, templates: LinkTemplates) -> tuple[Any,
     return compare_link, tool_link
 
 
-def _display(path: str | None) -> str:
-    if not path:
-        return "<unknown template>"
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
 def _template_frame(exc: BaseException) -> tuple[str, int] | None:
     """The innermost template file and line in a render traceback (Jinja rewrites frames)."""
     found: tuple[str, int] | None = None
@@ -172,14 +158,14 @@ def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        where = _display(exc.filename or exc.name)
+        where = template_path(exc.filename or exc.name)
         raise TemplateError(
             f"Template {where}, line {exc.lineno}: {exc.message}. "
             "Fix the Jinja syntax on that line and render again."
         ) from None
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(
-            f"Template {exc.name!r} was not found in {_display(str(_env_dir(env)))}. "
+            f"Template {exc.name!r} was not found in {template_path(str(_env_dir(env)))}. "
             "Restore the file or fix the name in the include that refers to it."
         ) from None
     except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as exc:
@@ -188,7 +174,7 @@ def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]
             raise
         message = getattr(exc, "message", None) or str(exc)
         raise TemplateError(
-            f"Template {_display(frame[0])}, line {frame[1]}: {message}. "
+            f"Template {template_path(frame[0])}, line {frame[1]}: {message}. "
             "Fix the expression on that line (the digest content has no such value) "
             "and render again."
         ) from None
@@ -202,203 +188,6 @@ def _env_dir(env: jinja2.Environment) -> Path:
 
 
 # Every MJML element name mjml-python understands; anything else is a typo in a template.
-_MJML_TAGS = frozenset(
-    [
-        "mjml",
-        "mj-head",
-        "mj-body",
-        "mj-title",
-        "mj-preview",
-        "mj-attributes",
-        "mj-all",
-        "mj-class",
-        "mj-style",
-        "mj-font",
-        "mj-breakpoint",
-        "mj-include",
-        "mj-raw",
-        "mj-section",
-        "mj-wrapper",
-        "mj-group",
-        "mj-column",
-        "mj-text",
-        "mj-button",
-        "mj-image",
-        "mj-divider",
-        "mj-spacer",
-        "mj-table",
-        "mj-social",
-        "mj-social-element",
-        "mj-navbar",
-        "mj-navbar-link",
-        "mj-hero",
-        "mj-accordion",
-        "mj-accordion-element",
-        "mj-accordion-title",
-        "mj-accordion-text",
-        "mj-carousel",
-        "mj-carousel-image",
-        "mj-html-attributes",
-        "mj-html-attribute",
-        "mj-selector",
-    ]
-)
-
-
-# HTML elements that never take a closing tag, for the strict check of mj-text content.
-_VOID_TAGS = frozenset(
-    ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"]
-)
-
-
-class _MjmlChecker(HTMLParser):
-    """Finds the first unknown, unclosed or mismatched element of generated MJML, and its line.
-
-    By default only MJML elements are checked (HTML inside mj-text may be loose); `strict` checks
-    every element, to explain an error mjml-python raised without naming a line.
-    """
-
-    def __init__(self, *, strict: bool = False) -> None:
-        super().__init__(convert_charrefs=True)
-        self.strict = strict
-        self.stack: list[tuple[str, int]] = []
-        self.problem: tuple[int, str] | None = None
-
-    def _checked(self, tag: str) -> bool:
-        is_mjml = tag == "mjml" or tag.startswith("mj-")
-        return self.problem is None and (is_mjml or (self.strict and tag not in _VOID_TAGS))
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if not self._checked(tag):
-            return
-        line = self.getpos()[0]
-        if tag.startswith("mj") and tag not in _MJML_TAGS:
-            self.problem = (line, f"<{tag}> is not an MJML element")
-            return
-        self.stack.append((tag, line))
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._checked(tag) and tag.startswith("mj") and tag not in _MJML_TAGS:
-            self.problem = (self.getpos()[0], f"<{tag}> is not an MJML element")
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self._checked(tag):
-            return
-        line = self.getpos()[0]
-        if not self.stack:
-            self.problem = (line, f"</{tag}> closes an element that was never opened")
-        elif self.stack[-1][0] != tag:
-            open_tag, open_line = self.stack[-1]
-            self.problem = (open_line, f"<{open_tag}> opened here is not closed before </{tag}>")
-        else:
-            self.stack.pop()
-
-    def problem_in(self, source: str) -> tuple[int, str] | None:
-        self.feed(source)
-        self.close()
-        if self.problem is None and self.stack:
-            tag, line = self.stack[-1]
-            self.problem = (line, f"<{tag}> opened here is never closed")
-        return self.problem
-
-
-_JINJA_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
-
-
-def _line_pattern(template_line: str) -> re.Pattern[str]:
-    """A template line as a pattern for the output it produces: each Jinja tag matches anything."""
-    pieces = _JINJA_PART.split(template_line.strip())
-    return re.compile(".*?".join(re.escape(piece) for piece in pieces) + r"\Z", re.DOTALL)
-
-
-def _locate_in_templates(lines: list[str], line: int, directory: Path) -> str | None:
-    """The template file and line that most likely produced `line` of the generated MJML.
-
-    Candidates are template lines whose text (Jinja tags as wildcards) matches the output line;
-    the one whose neighbours also match the output's neighbours wins, which tells apart the many
-    identical `<mj-column>` lines.
-    """
-    wanted = lines[line - 1].strip() if 0 < line <= len(lines) else ""
-    if len(wanted) < 4:
-        return None
-    around = [text.strip() for text in lines[max(0, line - 4) : line + 3]]
-    best: tuple[int, str] | None = None
-    for path in sorted(directory.rglob("*.mjml.j2")):
-        source = path.read_text(encoding="utf-8").splitlines()
-        for index, text in enumerate(source):
-            literal = _JINJA_PART.sub("", text).strip()
-            if len(literal) < 4 or not _line_pattern(text).match(wanted):
-                continue
-            near = source[max(0, index - 3) : index + 4]
-            score = sum(1 for t in near if any(_line_pattern(t).match(o) for o in around))
-            if best is None or score > best[0]:
-                best = (score, f"{_display(str(path))}, line {index + 1}")
-    return best[1] if best else None
-
-
-def _mjml_error(mjml_source: str, directory: Path, problem: tuple[int, str]) -> TemplateError:
-    line, what = problem
-    lines = mjml_source.splitlines()
-    origin = _locate_in_templates(lines, line, directory)
-    if origin is None:
-        text = lines[line - 1].strip()[:80] if 0 < line <= len(lines) else ""
-        compiled = _display(str(directory / HTML_TEMPLATE))
-        origin = f"line {line} of the MJML rendered from {compiled} ({text!r})"
-    return TemplateError(
-        f"MJML error at {origin}: {what}. Fix that element in the template and render again."
-    )
-
-
-def _compile_mjml(mjml_source: str, directory: Path) -> str:
-    problem = _MjmlChecker().problem_in(mjml_source)
-    if problem is not None:
-        raise _mjml_error(mjml_source, directory, problem)
-    inline_css = "\n".join(_INLINE_STYLE.findall(mjml_source))
-    source = _INLINE_STYLE.sub("", mjml_source)
-    try:
-        # fonts={} keeps MJML from linking web fonts: the email uses system fonts only.
-        compiled = mjml.mjml2html(source, disable_comments=True, fonts={})
-    except ValueError as exc:
-        problem = _MjmlChecker(strict=True).problem_in(mjml_source)
-        if problem is not None:
-            raise _mjml_error(mjml_source, directory, problem) from None
-        raise TemplateError(
-            f"MJML error in the MJML rendered from {_display(str(directory / HTML_TEMPLATE))}: "
-            f"{exc}. Check the quoting of mj- element attributes in the templates."
-        ) from None
-    try:
-        inlined = css_inline.inline(
-            compiled,
-            inline_style_tags=False,
-            keep_style_tags=True,
-            extra_css=inline_css or None,
-            load_remote_stylesheets=False,
-            minify_css=True,
-        )
-    except ValueError as exc:
-        raise TemplateError(
-            f"The inline CSS in {_display(str(directory / HTML_TEMPLATE))} cannot be applied: "
-            f'{exc}. Fix the mj-style inline="inline" block and render again.'
-        ) from None
-    return _drop_inlined_classes(inlined, set(_CSS_CLASS.findall(inline_css)))
-
-
-_CSS_CLASS = re.compile(r"\.(-?[_a-zA-Z][\w-]*)")
-_CLASS_ATTR = re.compile(r'\sclass="([^"]*)"')
-
-
-def _drop_inlined_classes(markup: str, inlined: set[str]) -> str:
-    """Remove class names whose rules now live in style attributes: bytes Gmail would count."""
-    if not inlined:
-        return markup
-
-    def keep(match: re.Match[str]) -> str:
-        names = [name for name in match.group(1).split() if name not in inlined]
-        return f' class="{" ".join(names)}"' if names else ""
-
-    return _CLASS_ATTR.sub(keep, markup)
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -442,7 +231,7 @@ def render_variant(
         },
     }
     mjml_source = _render_template(env, HTML_TEMPLATE, context)
-    body = _compile_mjml(mjml_source, directory)
+    body = compile_mjml(mjml_source, directory)
     body = body.replace(_TITLE_MARKER, html.escape(subject, quote=True))
     body = _PREHEADER_DIV.sub(lambda m: m.group(1) + _PREHEADER_STYLE + m.group(2), body, count=1)
     text = _render_template(env, TEXT_TEMPLATE, context)
