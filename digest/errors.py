@@ -56,6 +56,10 @@ class RefreezeRefusedError(DigestError):
     """A week's frozen digest may already be with subscribers, or is being sent."""
 
 
+class ContentTooLargeError(DigestError):
+    """A week's email would be clipped by mail clients: it is not frozen or sent."""
+
+
 class TemplateError(DigestError):
     """A template or the MJML it produced is broken."""
 

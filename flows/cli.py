@@ -72,13 +72,17 @@ def run(
     ] = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
+    from digest.db import shown_url
     from digest.run.outcome import RunSummary
     from digest.weeks import IsoWeek
 
     if week:
         IsoWeek.parse(week)  # a bad week fails here, before Prefect starts
     _prefect_defaults()
-    engine(load_settings())
+    settings = load_settings()
+    engine(settings)
+    # Said first, so a run that fails still tells which database it worked on.
+    typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     from flows.weekly_digest import weekly_digest
 
     summary = weekly_digest(

@@ -97,7 +97,8 @@ def test_preview_json_follows_the_interface(tmp_path: Path) -> None:
     new_slugs = {"code-llama-4", "mistral-3-8b", "patchpilot", "stackscribe", "inkwell"}
     paired = [slug for pair in document["pairs"] for slug in (pair["a"], pair["b"])]
     assert all(pair["a"] in new_slugs for pair in document["pairs"])
-    assert all(set(pair) == {"a", "b", "category"} for pair in document["pairs"])
+    assert all(set(pair) == {"a", "b", "category", "verdict"} for pair in document["pairs"])
+    assert all(pair["verdict"] for pair in document["pairs"])
     assert new_slugs <= set(paired) | set(document["also_new"])
     writer = run_digest(
         "preview",
@@ -183,3 +184,11 @@ def test_status_never_creates_a_database_and_names_the_one_it_reads(tmp_path: Pa
     env = _seed(tmp_path)
     shown = run_digest("status", "--week", WEEK, cwd=tmp_path, env=env)
     assert shown.returncode == 0 and "digest.db" in shown.stdout
+
+
+def test_read_only_commands_never_create_a_database(tmp_path: Path) -> None:
+    # preview and subscribers export read; pointed at a missing SQLite file they say so.
+    env = {**_env(tmp_path), "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'absent.db'}"}
+    for command in (["preview", "--week", WEEK, "--format", "json"], ["subscribers", "export"]):
+        assert_user_error(run_digest(*command, cwd=tmp_path, env=env), "absent.db")
+    assert not (tmp_path / "absent.db").exists()

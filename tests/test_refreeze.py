@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from digest.config import get_settings
 from digest.db import ensure_schema
 from digest.delivery import ledger
-from digest.errors import RefreezeRefusedError, TemplateError
+from digest.errors import ContentTooLargeError, RefreezeRefusedError, TemplateError
 from digest.models import Tool
 from digest.run import preparation
 from digest.weeks import IsoWeek
@@ -74,3 +74,13 @@ def test_refreeze_is_refused_once_anyone_may_hold_the_digest(tmp_path: Path) -> 
     with pytest.raises(RefreezeRefusedError, match="`sending`"):
         preparation.refreeze(engine, IsoWeek.parse(WEEK))
     assert _freeze(engine, edition).digest_id == prepared.digest_id
+
+
+def test_content_over_gmails_clip_is_never_frozen(tmp_path: Path) -> None:
+    # A clipped email hides its unsubscribe link and postal address: refuse it, freeze nothing.
+    engine, edition = _setup(tmp_path)
+    _tagline(engine, "code-llama-4", "long " * 25_000)  # stored before the import's limits
+    with pytest.raises(ContentTooLargeError, match="clips mail"):
+        _freeze(engine, edition)
+    with engine.connect() as connection:
+        assert ledger.find_digest(connection, WEEK) is None

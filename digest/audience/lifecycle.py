@@ -25,7 +25,7 @@ from digest.audience.addresses import AddressError, clean_address, email_key
 from digest.audience.categories import clean_categories
 from digest.delivery.states import SUPPRESSION_RANK, SubscriberStatus, weaker_statuses_than
 from digest.errors import DigestError, NotFoundError
-from digest.models import Subscriber
+from digest.models import SUBSCRIBER_TABLE, Subscriber
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def suppress_many(
     ids = sorted(set(subscriber_ids))
     if not ids:
         return 0
-    table = Subscriber.__table__  # type: ignore[attr-defined]
+    table = SUBSCRIBER_TABLE
     result = session.connection().execute(
         update(table)
         .where(table.c.id.in_(ids), table.c.status.in_(weaker_statuses_than(status)))

@@ -39,10 +39,23 @@ def load_settings() -> Settings:
     return get_settings()
 
 
-def engine(settings: Settings) -> Any:
-    """The database engine, its schema created when the database is empty."""
-    from digest.db import ensure_schema
+def engine(settings: Settings, *, read_only: bool = False) -> Any:
+    """The database engine, its schema created when the database is empty.
 
+    A read-only command never creates a missing SQLite file: an empty new database would report
+    "nothing sent" for a week another database holds.
+    """
+    from digest.db import ensure_schema, missing_sqlite_file, shown_url
+    from digest.errors import ConfigError
+
+    missing = missing_sqlite_file(settings.database_url) if read_only else None
+    if missing is not None:
+        raise ConfigError(
+            f"There is no database at {missing.resolve()} "
+            f"({shown_url(settings.database_url)}), so there is nothing to read. Set "
+            "DIGEST_DATABASE_URL to the database the runs use (the worker's or `digest serve`'s), "
+            "or run this command from the folder that holds it."
+        )
     return ensure_schema(settings.database_url)
 
 

@@ -57,7 +57,7 @@ def preview(
         )
     settings = load_settings()
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
-    engine(settings)
+    engine(settings, read_only=True)
     if serve:
         _serve_preview(settings, the_week, email, port)
         return

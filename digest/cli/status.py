@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from digest.cli.app import WeekOption, app, engine, load_settings
-from digest.errors import ConfigError
 
 
 @app.command("status")
@@ -17,22 +16,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Delivery counts by state for a week."""
-    from digest.db import missing_sqlite_file, shown_url
+    from digest.db import shown_url
     from digest.delivery.ledger import digest_status
     from digest.weeks import resolve_week, utcnow
 
     settings = load_settings()
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     database = shown_url(settings.database_url)
-    missing = missing_sqlite_file(settings.database_url)
-    if missing is not None:
-        # Reading must not create an empty database that then says "nothing sent".
-        raise ConfigError(
-            f"There is no database at {missing.resolve()} ({database}), so there is nothing "
-            "to report. Set DIGEST_DATABASE_URL to the database the runs use (the worker's or "
-            "`digest serve`'s), or run this command from the folder that holds it."
-        )
-    with engine(settings).connect() as connection:
+    with engine(settings, read_only=True).connect() as connection:
         total, counts = digest_status(connection, week=str(the_week))
     if as_json:
         typer.echo(json.dumps({"week": str(the_week), "total": total, "counts": counts}))

@@ -49,7 +49,7 @@ def subscribers_export(
 
     from digest.audience.csv_files import export_warnings, write_export
 
-    with Session(engine(load_settings())) as session:
+    with Session(engine(load_settings(), read_only=True)) as session:
         if out is None:
             write_export(session, sys.stdout)
         else:

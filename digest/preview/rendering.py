@@ -293,7 +293,10 @@ def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
         "week": preview.week,
         "subject": preview.subject,
         "intro": intro_of(preview.text),
-        "pairs": [{"a": p.a.slug, "b": p.b.slug, "category": p.category} for p in content.pairs],
+        "pairs": [
+            {"a": p.a.slug, "b": p.b.slug, "category": p.category, "verdict": p.verdict}
+            for p in content.pairs
+        ],
         "also_new": [t.slug for t in content.also_new],
         "excluded": [{"slug": e.slug, "reason": e.reason} for e in content.excluded],
         "skipped": False,

@@ -17,9 +17,9 @@ from digest.content.model import DigestContent
 from digest.content.pairing import pair_tools
 from digest.content.selection import select_week
 from digest.delivery import ledger
-from digest.errors import TemplateError
+from digest.errors import ContentTooLargeError, TemplateError
 from digest.links import LinkTemplates
-from digest.render.variant import render_variant
+from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
 from digest.weeks import IsoWeek
 
 
@@ -107,16 +107,32 @@ def prepare_digest(
     )
 
 
+# A variant must stay under Gmail's clip with room for each subscriber's links filled in: past
+# it, Gmail hides the rest, the unsubscribe link and postal address included.
+CLIP_LIMIT_BYTES = GMAIL_CLIP_BYTES - 2048
+
+
 def _must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None:
-    """Freeze only content that renders: a week frozen broken could never be sent."""
+    """Freeze only content that renders, and fits: a week frozen broken could never be sent.
+
+    The every-category variant is the largest; every other variant holds a part of it.
+    """
     try:
-        render_for_categories(edition, content, [])
+        full = render_for_categories(edition, content, [])
     except TemplateError as broken:
         raise TemplateError(
             f"The digest of {week} was not frozen, because its content does not render: "
             f"{broken} If catalog text caused it, fix that record and import the catalog "
             "again; nothing was sent."
         ) from None
+    size = len(full.html.encode()) if full is not None else 0
+    if size > CLIP_LIMIT_BYTES:
+        raise ContentTooLargeError(
+            f"The digest of {week} was not frozen: its HTML is {size / 1024:.0f} KB, and Gmail "
+            f"clips mail past {GMAIL_CLIP_BYTES // 1024} KB, hiding the unsubscribe link and "
+            "the postal address. Shorten the longest catalog texts (descriptions, quotes) or "
+            "exclude tools, import the catalog again, and run again; nothing was sent."
+        )
 
 
 def refreeze(engine: Engine, week: IsoWeek) -> bool:
