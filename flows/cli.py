@@ -15,7 +15,10 @@ from digest.cli import app
 from digest.cli.app import WeekOption, engine, load_settings, main_with
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from digest.run.outcome import RunSummary
+    from digest.weeks import IsoWeek
 
 
 def _prefect_defaults() -> None:
@@ -73,27 +76,45 @@ def run(
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
-    from digest.run.outcome import RunSummary
-    from digest.weeks import IsoWeek
+    from digest.run.outcome import RunSummary, run_error
+    from digest.weeks import IsoWeek, resolve_week, utcnow
 
     if week:
         IsoWeek.parse(week)  # a bad week fails here, before Prefect starts
     _prefect_defaults()
     settings = load_settings()
-    engine(settings)
+    database = engine(settings)
     # Said first, so a run that fails still tells which database it worked on.
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
+    the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
+    if not (dry_run or resend_uncertain or retry_failed or refreeze):
+        settled = _settled_week(database, the_week)
+        if settled is not None:
+            print_summary(settled)
+            error = run_error(settled)
+            if error is not None:
+                raise error
+            return
+    from flows.temporary_server import prefect_api
     from flows.weekly_digest import weekly_digest
 
-    summary = weekly_digest(
-        week=week,
-        dry_run=dry_run,
-        resend_uncertain=resend_uncertain,
-        retry_failed=retry_failed,
-        refreeze=refreeze,
-    )
+    with prefect_api(lambda line: typer.echo(line, err=True)):
+        summary = weekly_digest(
+            week=str(the_week),
+            dry_run=dry_run,
+            resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
+            refreeze=refreeze,
+        )
     assert isinstance(summary, RunSummary)
     print_summary(summary)
+
+
+def _settled_week(database: Engine, week: IsoWeek) -> RunSummary | None:
+    """A week with nothing left to send is answered from the ledger, with no Prefect server."""
+    from digest.run.bookkeeping import settled_week
+
+    return settled_week(database, week)
 
 
 @app.command("demo")

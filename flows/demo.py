@@ -42,10 +42,12 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> None:
         f"{settings.database_url}."
     )
 
+    from flows.temporary_server import prefect_api
     from flows.weekly_digest import weekly_digest
 
     echo(f"Running the weekly flow for the current week, {week} (outbox backend)...")
-    summary = weekly_digest(week=str(week))
+    with prefect_api(echo):
+        summary = weekly_digest(week=str(week))
     assert isinstance(summary, RunSummary)
 
     from digest.preview.rendering import build_preview, write_files

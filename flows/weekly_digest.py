@@ -304,7 +304,7 @@ def weekly_digest(
     elif check_complete(prepared.digest_id) and not (resend_uncertain or retry_failed):
         summary = reconcile(summary, None)
         summary.already_complete = True
-        summary.note = f"{the_week} was already sent: nothing left to send."
+        summary.note = bookkeeping.already_sent_note(the_week)
         report(summary)
         return _finish(summary, run_error(summary))
     else:

@@ -7,6 +7,9 @@ from sqlalchemy.engine import Engine
 
 from digest.delivery import events, ledger
 from digest.delivery.states import OPEN, OWNED_BY_SENDER
+from digest.run import preparation
+from digest.run.outcome import RunSummary
+from digest.weeks import IsoWeek
 
 
 def begin_run(
@@ -73,3 +76,25 @@ def week_is_complete(engine: Engine, *, digest_id: int) -> bool:
             return False
         counts = ledger.state_counts(connection, digest_id=digest_id)
     return not any(counts.get(state, 0) for state in OPEN)
+
+
+def settled_week(engine: Engine, week: IsoWeek) -> RunSummary | None:
+    """The account of a week whose digest was sent and has nothing left to send, else None.
+
+    Such a week needs no flow run (nor the Prefect server one would start): this is the answer a
+    run would give, read from the ledger, events and departures applied as a run applies them.
+    """
+    prepared = preparation.frozen_content(engine, week)
+    if prepared is None or prepared.digest_id is None:
+        return None
+    if not week_is_complete(engine, digest_id=prepared.digest_id):
+        return None
+    summary = RunSummary.of_content(str(week), prepared.digest_id, prepared.content, dry_run=False)
+    summary.counts, summary.reasons = reconcile(engine, digest_id=prepared.digest_id)
+    summary.already_complete = True
+    summary.note = already_sent_note(week)
+    return summary
+
+
+def already_sent_note(week: IsoWeek) -> str:
+    return f"{week} was already sent: nothing left to send."
