@@ -23,6 +23,8 @@ COMMANDS = [
     ["status", "--week", WEEK, "--json"],
     ["preview", "--week", WEEK, "--format", "json"],
     ["subscribers", "export"],
+    # The week was sent while seeding: a rerun answers from the ledger, with no Prefect server.
+    ["run", "--week", WEEK],
 ]
 
 
@@ -41,10 +43,13 @@ def main() -> None:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
             "DIGEST_DATABASE_URL": f"sqlite:///{folder / 'digest.db'}",
+            "DIGEST_OUTBOX_DIR": str(folder / "outbox"),
+            "PREFECT_HOME": str(folder / "prefect"),
         }
         for seed in (
             ["catalog", "import", str(SAMPLES / "catalog.json")],
             ["subscribers", "import", str(SAMPLES / "subscribers.csv")],
+            ["run", "--week", WEEK],
         ):
             _run(seed, folder, env)
         print(f"{'command':<44} {'best':>7} {'median':>7}")
