@@ -31,6 +31,8 @@ class Served:
     # Statuses answered, one per request, before the document is served (503, 429, ...).
     failures: list[int] = field(default_factory=list)
     hang_seconds: float = 0.0
+    # Sent with each failure status, when set.
+    retry_after: str | None = None
     gzip: bool = False
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
     # Every request: path and headers, in order.
@@ -89,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _plain(self, status: int, body: bytes) -> None:
         self.send_response(status)
+        if self.served.retry_after is not None:
+            self.send_header("Retry-After", self.served.retry_after)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -97,12 +101,19 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, size cap) closes mid-answer: expected, not a failure.
+        return
+
+
 @contextmanager
 def feed_server(served: Served) -> Iterator[str]:
     """Serve `served` on a free loopback port; yields the feed's URL."""
     handler = type("FeedHandler", (_Handler,), {"served": served})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
