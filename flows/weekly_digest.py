@@ -33,7 +33,12 @@ from digest.config import Settings, get_settings
 from digest.db import ensure_schema
 from digest.delivery import sending
 from digest.delivery.ledger import new_owner
-from digest.errors import DigestError, RunInProgressError, StaleCatalogError
+from digest.errors import (
+    CatalogFeedError,
+    DigestError,
+    RunInProgressError,
+    StaleCatalogError,
+)
 from digest.run import bookkeeping, compliance, preparation
 from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
@@ -54,17 +59,25 @@ def _engine(settings: Settings) -> Engine:
 
 
 @task(name="sync-catalog", **_TASK_DEFAULTS)
-def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport:
-    """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`."""
+def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | State[Any]:
+    """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`.
+
+    A refusal is returned as a Failed state, not raised: the run's sentence is the whole story,
+    and a raised error would print a traceback under it.
+    """
     settings = get_settings()
     assert settings.catalog_url is not None
-    report = catalog_sync.sync_catalog(
-        engine=_engine(settings),
-        client=FeedClient.from_settings(settings),
-        location=locate(settings.catalog_url),
-        week=week,
-        zone=settings.zone,
-    )
+    try:
+        report = catalog_sync.sync_catalog(
+            engine=_engine(settings),
+            client=FeedClient.from_settings(settings),
+            location=locate(settings.catalog_url),
+            week=week,
+            zone=settings.zone,
+        )
+    except DigestError as refused:
+        get_run_logger().warning("%s", refused)
+        return Failed(message=str(refused), data=refused)
     get_run_logger().info(
         "catalog from %s (generated %s): %s", report.source, report.generated(), report.changes()
     )
@@ -83,7 +96,13 @@ def _sync_waiting(settings: Settings, week: IsoWeek) -> catalog_sync.SyncReport:
         retry_delay_seconds=settings.catalog_wait_minutes * 60,
         retry_condition_fn=_feed_not_ready,
     )
-    return waiting(week)
+    synced = waiting(week)
+    if isinstance(synced, State):  # the last try's refusal, returned as the task's state
+        refused = synced.result(raise_on_failure=False)
+        if isinstance(refused, DigestError):
+            raise refused
+        raise CatalogFeedError(synced.message or "The catalog sync failed; nothing was sent.")
+    return synced
 
 
 @task(name="select-and-pair", **_TASK_DEFAULTS)
