@@ -166,6 +166,29 @@ def test_a_stale_feed_refuses_the_week_then_a_fresh_one_sends_it(
     assert len(_sent(tmp_path)) == 3
 
 
+def test_a_run_that_waited_its_tries_for_a_fresh_feed_fails_with_the_reason(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # DIGEST_CATALOG_WAIT_TRIES more tries, DIGEST_CATALOG_WAIT_MINUTES apart, then the run
+    # fails with the feed's staleness as its reason, having imported and sent nothing.
+    served = Served(document=feed_document(week_tools(), STALE))
+    with feed_server(served) as url:
+        env = _env(
+            tmp_path,
+            prefect_server,
+            url,
+            DIGEST_CATALOG_WAIT_TRIES="2",
+            DIGEST_CATALOG_WAIT_MINUTES="0.01",
+        )
+        started = time.monotonic()
+        result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    assert_user_error(result, f"not complete for {WEEK}", url)
+    assert len(served.requests) == 3
+    assert time.monotonic() - started >= 1.2  # two waits of 0.6 s
+    assert _sent(tmp_path) == []
+    assert _sql(tmp_path, "SELECT count(*) FROM tool") == [(0,)]
+
+
 def test_catalog_sync_prints_what_changed_and_never_the_credentials(
     tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
