@@ -99,6 +99,11 @@ def _sync_waiting(settings: Settings, week: IsoWeek) -> catalog_sync.SyncReport:
     synced = waiting(week)
     if isinstance(synced, State):  # the last try's refusal, returned as the task's state
         refused = synced.result(raise_on_failure=False)
+        if isinstance(refused, StaleCatalogError) and settings.catalog_wait_tries:
+            raise StaleCatalogError(
+                f"{refused} (Asked {settings.catalog_wait_tries + 1} times, "
+                f"{settings.catalog_wait_minutes:g} minutes apart.)"
+            )
         if isinstance(refused, DigestError):
             raise refused
         raise CatalogFeedError(synced.message or "The catalog sync failed; nothing was sent.")

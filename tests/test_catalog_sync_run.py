@@ -182,7 +182,7 @@ def test_a_run_that_waited_its_tries_for_a_fresh_feed_fails_with_the_reason(
         )
         started = time.monotonic()
         result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
-    assert_user_error(result, f"not complete for {WEEK}", url)
+    assert_user_error(result, f"not complete for {WEEK}", url, "Asked 3 times, 0.01 minutes apart")
     assert len(served.requests) == 3
     assert time.monotonic() - started >= 1.2  # two waits of 0.6 s
     assert _sent(tmp_path) == []
