@@ -158,6 +158,22 @@ def test_a_body_over_the_cap_is_refused(settings: Settings, gzipped: bool) -> No
 
 
 @sqlite_only
+def test_a_redirect_to_plain_http_elsewhere_is_refused_before_it_is_followed(
+    settings: Settings,
+) -> None:
+    # A redirect must not downgrade the feed to plain http off this machine: refused before any
+    # request goes there, the token with it.
+    served = Served(redirect_to="http://feeds.example.invalid/catalog.json?key=s3cret")
+    client, _ = _client()
+    with feed_server(served) as url, pytest.raises(CatalogFeedError) as caught:
+        _sync(settings, url, client)
+    message = str(caught.value)
+    assert "redirected to http://feeds.example.invalid/catalog.json?key=***" in message
+    assert "s3cret" not in message and url in message
+    assert len(served.requests) == 1
+
+
+@sqlite_only
 def test_a_gzipped_feed_under_the_cap_is_imported(settings: Settings) -> None:
     # Compression is asked for and decoded.
     served = Served(document=feed_document(week_tools(), FRESH), gzip=True)

@@ -19,6 +19,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -86,6 +87,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _may_fetch(scheme: str, host: str) -> bool:
+    """https anywhere; plain http only to this machine, where nobody on the path can change it."""
+    return scheme == "https" or (scheme == "http" and _is_loopback(host))
+
+
 def locate(url: str) -> FeedLocation:
     """The feed `url` names; `ConfigError` for a scheme we do not fetch."""
     shown = shown_feed_url(url)
@@ -95,7 +101,7 @@ def locate(url: str) -> FeedLocation:
         return FeedLocation(url=url, shown=shown, path=Path(url))
     if scheme == "file":
         return FeedLocation(url=url, shown=shown, path=Path(url2pathname(parts.path)))
-    if scheme == "https" or (scheme == "http" and _is_loopback(parts.hostname or "")):
+    if _may_fetch(scheme, parts.hostname or ""):
         return FeedLocation(url=url, shown=shown)
     why = "plain http is allowed only to this machine" if scheme == "http" else "unknown scheme"
     raise ConfigError(
@@ -150,6 +156,7 @@ class FeedClient:
             timeout=self.timeout_seconds,
             follow_redirects=True,
             max_redirects=5,
+            event_hooks={"request": [partial(_refuse_plain_redirect, location)]},
         ) as client:
             for attempt in range(1, self.max_attempts + 1):
                 try:
@@ -245,6 +252,16 @@ class FeedClient:
         if len(raw) > self.max_bytes:
             raise self._too_large(location)
         return raw
+
+
+def _refuse_plain_redirect(location: FeedLocation, request: httpx.Request) -> None:
+    """Called before every request, redirects included: a redirect may not downgrade to http."""
+    if not _may_fetch(request.url.scheme, request.url.host):
+        raise _failed(
+            location,
+            f"it redirected to {shown_feed_url(str(request.url))}, which is not https",
+            "Point DIGEST_CATALOG_URL at the feed's https address.",
+        )
 
 
 def _fix_for(status: int) -> str:

@@ -33,6 +33,8 @@ class Served:
     hang_seconds: float = 0.0
     # Sent with each failure status, when set.
     retry_after: str | None = None
+    # Every request is answered 302 to this address, when set.
+    redirect_to: str | None = None
     gzip: bool = False
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
     # Every request: path and headers, in order.
@@ -62,6 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
         served.requests.append({"path": self.path, **dict(self.headers.items())})
         if served.hang_seconds:
             time.sleep(served.hang_seconds)
+        if served.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", served.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if served.failures:
             self._plain(served.failures.pop(0), b"try later")
             return
