@@ -12,14 +12,16 @@ import pytest
 from sqlmodel import Session, select
 
 from digest.catalog.feed import FeedClient, locate, shown_feed_url
+from digest.catalog.importer import import_catalog, parse_catalog
 from digest.catalog.sync import SyncReport, sync_catalog
 from digest.config import Settings
-from digest.db import get_engine
+from digest.db import get_engine, session_scope
 from digest.errors import CatalogFeedError, ConfigError, ImportFileError, StaleCatalogError
 from digest.models import CatalogFeed, Tool
 from digest.weeks import IsoWeek
 from tests.support.factories import tool_dict, write_catalog
 from tests.support.feed_server import Served, feed_document, feed_server
+from tests.support.prefect_server import free_port
 from tests.support.scenario import WEEK, week_tools
 
 TOKEN = "feed-token-never-shown-4d1f"
@@ -106,6 +108,17 @@ def test_a_feed_that_keeps_failing_fails_with_the_address_and_imports_nothing(
     assert url in message and "HTTP 503" in message and "nothing was imported" in message
     assert TOKEN not in message
     assert _slugs(settings) == []
+
+
+@sqlite_only
+def test_a_feed_nobody_answers_at_is_retried_then_fails(settings: Settings) -> None:
+    # Connection refused is transient (the site restarting): tried again, then one sentence.
+    client, waits = _client()
+    url = f"http://127.0.0.1:{free_port()}/catalog.json"
+    with pytest.raises(CatalogFeedError) as caught:
+        _sync(settings, url, client)
+    assert "connection failed (ConnectError) on each of 3 tries" in str(caught.value)
+    assert url in str(caught.value) and waits == [0.25, 0.5]
 
 
 @sqlite_only
@@ -259,6 +272,25 @@ def test_a_path_and_a_file_url_are_feeds_too(settings: Settings, tmp_path: Path)
             str(path),
             path.as_uri(),
         }
+
+
+@sqlite_only
+def test_a_file_feed_over_the_cap_is_refused_and_generated_at_is_read_by_import(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The cap holds for a feed on disk too; `catalog import` accepts generated_at and keeps it
+    # out of the tools.
+    path = tmp_path / "feed.json"
+    path.write_text(
+        '{"format": "verdict-digest/catalog@1", "generated_at": "2026-11-23T06:00:00Z", '
+        '"tools": []}'
+    )
+    assert parse_catalog(path.read_bytes(), source="feed").generated_at == FRESH
+    with session_scope(get_engine(settings.database_url)) as session:
+        assert import_catalog(session=session, path=path).created == 0
+    client, _ = _client(max_bytes=20)
+    with pytest.raises(CatalogFeedError, match="larger than DIGEST_CATALOG_MAX_BYTES"):
+        _sync(settings, str(path), client)
 
 
 def test_addresses_lose_their_credentials_when_shown() -> None:
