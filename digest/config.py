@@ -88,6 +88,17 @@ class Settings(BaseSettings):
         default=16 * 1024, ge=1024, alias="DIGEST_WEB_MAX_HEADER_BYTES"
     )
     web_limit_concurrency: int = Field(default=200, ge=1, alias="DIGEST_WEB_LIMIT_CONCURRENCY")
+    # Catalog feed: what every run syncs first when set (digest/catalog/feed.py, sync.py). The
+    # URL is checked where it is used, so no error message can echo its credentials.
+    catalog_url: str | None = Field(default=None, alias="DIGEST_CATALOG_URL")
+    catalog_token: SecretStr | None = Field(default=None, alias="DIGEST_CATALOG_TOKEN")
+    catalog_max_bytes: int = Field(default=50_000_000, ge=1, alias="DIGEST_CATALOG_MAX_BYTES")
+    catalog_timeout_seconds: float = Field(
+        default=30.0, gt=0, alias="DIGEST_CATALOG_TIMEOUT_SECONDS"
+    )
+    catalog_max_attempts: int = Field(default=4, ge=1, alias="DIGEST_CATALOG_MAX_ATTEMPTS")
+    catalog_wait_minutes: float = Field(default=30.0, ge=0, alias="DIGEST_CATALOG_WAIT_MINUTES")
+    catalog_wait_tries: int = Field(default=12, ge=0, alias="DIGEST_CATALOG_WAIT_TRIES")
 
     @field_validator("database_url")
     @classmethod
@@ -98,6 +109,11 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
 
     @field_validator("site_url")
     @classmethod

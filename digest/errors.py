@@ -70,3 +70,11 @@ class NotFoundError(DigestError):
 
 class PreviewSkippedError(DigestError):
     """The previewed subscriber gets nothing this week, so there is no email to show."""
+
+
+class CatalogFeedError(DigestError):
+    """The site's catalog feed could not be fetched or used; the catalog is unchanged."""
+
+
+class StaleCatalogError(CatalogFeedError):
+    """The feed was generated before the week being sent ended: it is not complete for it."""

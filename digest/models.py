@@ -166,3 +166,17 @@ VARIANT_TABLE: Table = DigestVariant.__table__  # type: ignore[attr-defined]
 DELIVERY_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
 SUBSCRIBER_TABLE: Table = Subscriber.__table__  # type: ignore[attr-defined]
+
+
+class CatalogFeed(SQLModel, table=True):
+    """The feed last imported from one address: its HTTP validators and when the site made it."""
+
+    __tablename__ = "catalog_feed"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The address with credentials removed (digest.catalog.feed.shown_feed_url).
+    url: str = Field(unique=True, index=True, max_length=2000)
+    etag: str | None = Field(default=None, max_length=1000)
+    last_modified: str | None = Field(default=None, max_length=100)
+    generated_at: datetime | None = _utc(default=None, nullable=True)
+    synced_at: datetime = _utc()

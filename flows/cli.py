@@ -29,6 +29,11 @@ def _prefect_defaults() -> None:
 
 def print_summary(summary: RunSummary) -> None:
     typer.echo(f"Week {summary.week}: {summary.note or summary.subject or ''}".rstrip())
+    if summary.catalog is not None:
+        synced = summary.catalog
+        typer.echo(
+            f"  catalog: {synced.source} (generated {synced.generated()}): {synced.changes()}"
+        )
     for a, b, category in summary.pairs:
         typer.echo(f"  pair  {a} vs {b}  ({category})")
     if summary.also_new:

@@ -27,11 +27,18 @@ from prefect.utilities.annotations import unmapped
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
+from digest.catalog import sync as catalog_sync
+from digest.catalog.feed import FeedClient, locate
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema
 from digest.delivery import sending
 from digest.delivery.ledger import new_owner
-from digest.errors import DigestError, RunInProgressError
+from digest.errors import (
+    CatalogFeedError,
+    DigestError,
+    RunInProgressError,
+    StaleCatalogError,
+)
 from digest.run import bookkeeping, compliance, preparation
 from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
@@ -41,12 +48,66 @@ from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
 # Task results stay in memory only: some hold rendered bodies, none may reach result storage.
-# No task retries: transient provider errors are retried inside the backend, the one retry layer.
+# No task retries: transient provider errors are retried inside the backend, the one retry layer
+# (and transient feed errors inside digest/catalog/feed.py). The one exception is sync-catalog,
+# which waits for a feed not yet complete for its week: not a network failure, a schedule.
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
 def _engine(settings: Settings) -> Engine:
     return ensure_schema(settings.database_url)
+
+
+@task(name="sync-catalog", **_TASK_DEFAULTS)
+def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | State[Any]:
+    """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`.
+
+    A refusal is returned as a Failed state, not raised: the run's sentence is the whole story,
+    and a raised error would print a traceback under it.
+    """
+    settings = get_settings()
+    assert settings.catalog_url is not None
+    try:
+        report = catalog_sync.sync_catalog(
+            engine=_engine(settings),
+            client=FeedClient.from_settings(settings),
+            location=locate(settings.catalog_url),
+            week=week,
+            zone=settings.zone,
+        )
+    except DigestError as refused:
+        get_run_logger().warning("%s", refused)
+        return Failed(message=str(refused), data=refused)
+    get_run_logger().info(
+        "catalog from %s (generated %s): %s", report.source, report.generated(), report.changes()
+    )
+    return report
+
+
+def _feed_not_ready(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Only a feed not yet complete for the week is tried again later; any other failure ends."""
+    return isinstance(state.data, StaleCatalogError)
+
+
+def _sync_waiting(settings: Settings, week: IsoWeek) -> catalog_sync.SyncReport:
+    """sync-catalog, tried again DIGEST_CATALOG_WAIT_MINUTES apart while the feed is stale."""
+    waiting = sync_catalog.with_options(
+        retries=settings.catalog_wait_tries,
+        retry_delay_seconds=settings.catalog_wait_minutes * 60,
+        retry_condition_fn=_feed_not_ready,
+    )
+    synced = waiting(week)
+    if isinstance(synced, State):  # the last try's refusal, returned as the task's state
+        refused = synced.result(raise_on_failure=False)
+        if isinstance(refused, StaleCatalogError) and settings.catalog_wait_tries:
+            raise StaleCatalogError(
+                f"{refused} (Asked {settings.catalog_wait_tries + 1} times, "
+                f"{settings.catalog_wait_minutes:g} minutes apart.)"
+            )
+        if isinstance(refused, DigestError):
+            raise refused
+        raise CatalogFeedError(synced.message or "The catalog sync failed; nothing was sent.")
+    return synced
 
 
 @task(name="select-and-pair", **_TASK_DEFAULTS)
@@ -286,7 +347,10 @@ def weekly_digest(
     except DigestError as bad_week:
         return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
     the_week = the_week or scheduled_week(settings)
+    synced = None
     try:
+        if settings.catalog_url:
+            synced = _sync_waiting(settings, the_week)
         if refreeze and not dry_run:
             drop_frozen(the_week)
         prepared = select_and_pair(the_week, freeze=not dry_run)
@@ -295,6 +359,7 @@ def weekly_digest(
     summary = RunSummary.of_content(
         str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
     )
+    summary.catalog = synced
     if prepared.content.is_empty:
         summary.note = f"No new tools in {the_week}: nothing to send."
     elif dry_run:

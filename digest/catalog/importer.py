@@ -149,6 +149,8 @@ class ParsedCatalog:
     tools: list[ToolIn]
     problems: list[str]
     warnings: list[str]
+    # When the site produced the file (top-level `generated_at`), if it says.
+    generated_at: datetime | None = None
 
 
 def _bounded_int(text: str) -> int | float:
@@ -156,8 +158,9 @@ def _bounded_int(text: str) -> int | float:
     return int(text) if len(text) <= _MAX_DIGITS else math.inf
 
 
-def _load_document(raw: bytes, *, source: str) -> list[Any]:
-    """The file's `tools` list; `ImportFileError` for a file that is not a catalog at all."""
+def _load_document(raw: bytes, *, source: str) -> tuple[list[Any], datetime | None]:
+    """The file's `tools` list and `generated_at`; `ImportFileError` for a file that is not a
+    catalog at all."""
     try:
         document = json.loads(raw, parse_int=_bounded_int)
     except RecursionError as exc:
@@ -181,7 +184,28 @@ def _load_document(raw: bytes, *, source: str) -> list[Any]:
         raise ImportFileError(
             f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
         )
-    return records
+    return records, _generated_at(document.get("generated_at"), source=source)
+
+
+def _generated_at(value: Any, *, source: str) -> datetime | None:
+    """The optional top-level `generated_at`: when the site produced the file, with an offset."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    try:
+        moment = moment.astimezone(UTC) if moment is not None and moment.tzinfo else None
+    except OverflowError:  # an offset pushing year 1 or 9999 out of range
+        moment = None
+    if moment is None:
+        raise ImportFileError(
+            f"{source} has a generated_at that is not an ISO 8601 time with an offset "
+            f"({ascii(value)[:60]}). Write it as 2026-11-23T06:00:00Z, or leave it out; "
+            "nothing was imported."
+        )
+    return moment
 
 
 def _shown_slug(record: dict[str, Any]) -> str:
@@ -196,7 +220,8 @@ def parse_catalog(raw: bytes, *, source: str) -> ParsedCatalog:
     problems: list[str] = []
     warnings: list[str] = []
     seen: dict[str, int] = {}
-    for index, record in enumerate(_load_document(raw, source=source)):
+    records, generated_at = _load_document(raw, source=source)
+    for index, record in enumerate(records):
         if not isinstance(record, dict):
             problems.append(f"record {index}: is not a JSON object")
             continue
@@ -215,7 +240,9 @@ def parse_catalog(raw: bytes, *, source: str) -> ParsedCatalog:
             continue
         seen[tool.slug] = index
         valid.append(tool)
-    return ParsedCatalog(tools=valid, problems=problems, warnings=warnings)
+    return ParsedCatalog(
+        tools=valid, problems=problems, warnings=warnings, generated_at=generated_at
+    )
 
 
 def _apply(session: Session, tool_in: ToolIn, existing: Tool | None, now: datetime) -> str:
@@ -275,11 +302,30 @@ def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) 
             f"Cannot read {path}: {exc.strerror}. Check the path and try again."
         ) from exc
     parsed = parse_catalog(raw, source=str(path))
+    return import_parsed(
+        session=session, parsed=parsed, source=str(path), skip_invalid=skip_invalid
+    )
+
+
+# What to do about invalid records, as `digest catalog import` says it.
+FILE_REMEDY = "Fix them, or pass --skip-invalid to import the valid records only"
+
+
+def import_parsed(
+    *,
+    session: Session,
+    parsed: ParsedCatalog,
+    source: str,
+    skip_invalid: bool = False,
+    remedy: str = FILE_REMEDY,
+) -> ImportReport:
+    """Upsert a parsed catalog's tools by slug, in the caller's transaction: all or nothing
+    unless `skip_invalid`. `source` names the file or feed in messages."""
     valid, problems = parsed.tools, parsed.problems
     if problems and not skip_invalid:
         raise ImportFileError(
-            f"{path} has {len(problems)} invalid record problem(s); nothing was imported. "
-            "Fix them, or pass --skip-invalid to import the valid records only:",
+            f"{source} has {len(problems)} invalid record problem(s); nothing was imported. "
+            f"{remedy}:",
             problems,
         )
     report = ImportReport(problems=problems, warnings=parsed.warnings)

@@ -32,3 +32,31 @@ def catalog_import(
     )
     print_problems(report.problems)
     print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")
+
+
+@catalog_app.command("sync")
+def catalog_sync(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="The feed to fetch instead of DIGEST_CATALOG_URL (https, file, path)."
+        ),
+    ] = None,
+) -> None:
+    """Fetch the site's catalog feed and import it, all or nothing, as `import` does."""
+    from digest.catalog.feed import FeedClient, locate
+    from digest.catalog.sync import sync_catalog
+    from digest.errors import ConfigError
+
+    settings = load_settings()
+    where = url or settings.catalog_url
+    if not where:
+        raise ConfigError(
+            "No catalog feed to sync: DIGEST_CATALOG_URL is not set. Set it to the site's "
+            "feed (https://…/catalog.json, a file:// URL or a path), or pass --url."
+        )
+    report = sync_catalog(
+        engine=engine(settings), client=FeedClient.from_settings(settings), location=locate(where)
+    )
+    typer.echo(f"Catalog {report.source} (generated {report.generated()}): {report.changes()}.")
+    print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from digest.catalog.sync import SyncReport
 from digest.content.model import DigestContent
 from digest.delivery.sending import RunStop, StopKind
 from digest.delivery.states import FAILS_THE_RUN, DeliveryState
@@ -36,6 +37,8 @@ class RunSummary:
     plan_seconds: float = 0.0
     send_seconds: float = 0.0
     compliance: dict[str, Any] = field(default_factory=dict)
+    # What the run's catalog sync did; None when DIGEST_CATALOG_URL is unset.
+    catalog: SyncReport | None = None
 
     @classmethod
     def of_content(

@@ -21,6 +21,7 @@ def render_markdown(summary: RunSummary) -> str:
         lines += [f"**{_md(summary.note)}**", ""]
     if summary.subject:
         lines += [f"Subject: {_md(summary.subject)}", ""]
+    lines += _catalog_lines(summary)
     lines += ["## Pairs", ""]
     if summary.pairs:
         lines += ["| new | versus | category |", "|---|---|---|"]
@@ -59,3 +60,18 @@ def render_markdown(summary: RunSummary) -> str:
             "- List-Unsubscribe and List-Unsubscribe-Post headers: set on every message when sent",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _catalog_lines(summary: RunSummary) -> list[str]:
+    """Where the week's catalog came from, how fresh it was, and what the sync changed."""
+    synced = summary.catalog
+    if synced is None:
+        return []
+    return [
+        "## Catalog",
+        "",
+        f"- Source: {_md(synced.source)}",
+        f"- Generated at: {_md(synced.generated())}",
+        f"- Changes: {_md(synced.changes())}",
+        "",
+    ]
