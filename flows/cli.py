@@ -92,7 +92,8 @@ def run(
     # Said first, so a run that fails still tells which database it worked on.
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
-    if not (dry_run or resend_uncertain or retry_failed or refreeze):
+    # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
+    if not (dry_run or resend_uncertain or retry_failed or refreeze or settings.catalog_url):
         settled = _settled_week(database, the_week)
         if settled is not None:
             print_summary(settled)

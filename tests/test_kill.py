@@ -3,6 +3,7 @@ and skips nobody but the rows it reports `uncertain`; `--resend-uncertain` then 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -76,7 +77,8 @@ def _run_and_kill(tmp_path: Path, env: dict[str, str], ready: Callable[[], bool]
         if process.poll() is not None or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # the run may have finished first
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
