@@ -70,3 +70,15 @@ class NotFoundError(DigestError):
 
 class PreviewSkippedError(DigestError):
     """The previewed subscriber gets nothing this week, so there is no email to show."""
+
+
+class EditError(DigestError):
+    """An editorial edit cannot apply to the week (unknown slug, cross-category pin, ...)."""
+
+
+class EditsFrozenError(DigestError):
+    """The week's content froze when its run began sending: edits can no longer change it."""
+
+
+class ApprovalError(DigestError):
+    """A week cannot be approved or rejected as asked (nothing to approve, no Prefect API)."""
