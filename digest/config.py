@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default=16 * 1024, ge=1024, alias="DIGEST_WEB_MAX_HEADER_BYTES"
     )
     web_limit_concurrency: int = Field(default=200, ge=1, alias="DIGEST_WEB_LIMIT_CONCURRENCY")
+    # Approval before sending (digest/run/approval.py, flows/approval.py).
+    approval: Literal["off", "required"] = Field(default="off", alias="DIGEST_APPROVAL")
+    approval_timeout_minutes: int = Field(
+        default=1440, ge=1, alias="DIGEST_APPROVAL_TIMEOUT_MINUTES"
+    )
 
     @field_validator("database_url")
     @classmethod

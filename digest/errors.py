@@ -82,3 +82,15 @@ class EditsFrozenError(DigestError):
 
 class ApprovalError(DigestError):
     """A week cannot be approved or rejected as asked (nothing to approve, no Prefect API)."""
+
+
+class ApprovalRejectedError(DigestError):
+    """The week's content was rejected: the run ends Cancelled, sending nothing."""
+
+    exit_code = 1
+
+
+class NotApprovedError(DigestError):
+    """Nobody approved the week's content in time: the run ends Failed, sending nothing."""
+
+    exit_code = 1

@@ -26,6 +26,8 @@ def _prefect_defaults() -> None:
 
 def print_summary(summary: RunSummary) -> None:
     typer.echo(f"Week {summary.week}: {summary.note or summary.subject or ''}".rstrip())
+    if summary.approval:
+        typer.echo(f"  {summary.approval}")
     for a, b, category in summary.pairs:
         typer.echo(f"  pair  {a} vs {b}  ({category})")
     if summary.also_new:
@@ -94,6 +96,59 @@ def run(
     )
     assert isinstance(summary, RunSummary)
     print_summary(summary)
+
+
+@app.command("approve")
+def approve(
+    week: Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")],
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject it: nothing is sent, the run is cancelled.")
+    ] = False,
+    note: Annotated[str, typer.Option("--note", help="A note kept with the decision.")] = "",
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: the login name).")
+    ] = None,
+) -> None:
+    """Approve (or reject) week W's exact content; resumes the run waiting for it."""
+    from digest.editorial.edits import editor_name
+    from digest.run import approval
+    from digest.run.preparation import Edition
+    from digest.weeks import IsoWeek, utcnow
+
+    the_week = IsoWeek.parse(week)
+    settings = load_settings()
+    database = engine(settings)
+    who, said = editor_name(by), " ".join(note.split())
+    verb = "rejected" if reject else "approved"
+    waiting = approval.waiting_run(
+        database,
+        week=str(the_week),
+        now=utcnow(),
+        timeout_minutes=settings.approval_timeout_minutes,
+    )
+    if waiting is not None:
+        _prefect_defaults()
+        from flows.approval import resume_waiting
+
+        if resume_waiting(waiting.flow_run_id, approved=not reject, note=said, by=who):
+            typer.echo(
+                f"{the_week} {verb} by {who}: flow run {waiting.flow_run_id} resumes with it "
+                f"(content {waiting.content_hash[:12]})."
+            )
+            return
+    decision = approval.answer_now(
+        database,
+        Edition.from_settings(settings),
+        the_week,
+        approved=not reject,
+        note=said,
+        by=who,
+        at=utcnow(),
+    )
+    typer.echo(
+        f"{the_week} {verb} by {who} (content {decision.content_hash[:12]}); no run waits, so "
+        "the next run finds this answer. An edit or a catalog change before then voids it."
+    )
 
 
 @app.command("demo")

@@ -36,6 +36,7 @@ class RunSummary:
     plan_seconds: float = 0.0
     send_seconds: float = 0.0
     compliance: dict[str, Any] = field(default_factory=dict)
+    approval: str = ""  # with DIGEST_APPROVAL=required: who approved the content, and when
 
     @classmethod
     def of_content(
