@@ -9,18 +9,22 @@ resumes and hands over.
 
 # No `from __future__ import annotations`: Prefect builds the form from these annotations.
 
+import time
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
-from prefect.flow_runs import pause_flow_run, resume_flow_run
-from prefect.input import RunInput
+from prefect.flow_runs import resume_flow_run
+from prefect.input import RunInput, keyset_from_paused_state
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Failed
+from prefect.states import Cancelled, Failed, Paused
+from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from digest.config import get_settings
@@ -30,6 +34,8 @@ from digest.run import approval, preparation
 from digest.weeks import IsoWeek, utcnow
 
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+_POLL_SECONDS = 2.0
+_SERVER_GRACE_SECONDS = 600
 UI_APPROVER = "someone in the Prefect UI"
 
 
@@ -109,16 +115,39 @@ def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> ApprovalFor
         digest_hash[:12],
         prepared.week,
     )
-    try:
-        # A fresh key per pause: a retried run must never read the answer of an earlier pause.
-        answer: ApprovalForm = pause_flow_run(
-            wait_for_input=ApprovalForm,
-            timeout=settings.approval_timeout_minutes * 60,
-            key=f"approval-{uuid4().hex}",
-        )
-    except FlowPauseTimeout:
-        return None
-    return answer
+    return _pause_for_answer(settings.approval_timeout_minutes * 60)
+
+
+def _pause_for_answer(timeout_seconds: int) -> ApprovalForm | None:
+    """Prefect's blocking pause with input (as `pause_flow_run` does it), ending at our deadline.
+
+    `pause_flow_run` gives the server and its own wait one timeout, and the server's expiry
+    wins the race with a message of its own; here the server keeps the pause a little longer
+    than we wait, so the run ends with our sentence, saying why nothing was sent.
+    """
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    # A fresh key per pause: a retried run must never read the answer of an earlier pause.
+    paused: State[Any] = Paused(
+        timeout_seconds=timeout_seconds + _SERVER_GRACE_SECONDS,
+        reschedule=False,
+        pause_key=f"approval-{uuid4().hex}",
+    )
+    keyset = keyset_from_paused_state(paused)
+    paused.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client=client, state=paused, flow_run_id=context.flow_run.id)
+        if not state.is_paused():
+            raise RuntimeError(f"Prefect did not pause the run: {state}")
+        ApprovalForm.save(keyset)  # the form the UI shows on the paused run
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, min(_POLL_SECONDS, deadline - time.monotonic())))
+            run = client.read_flow_run(context.flow_run.id)
+            if run.state is not None and run.state.is_running():
+                answer: ApprovalForm = ApprovalForm.load(keyset)  # type: ignore[assignment]
+                return answer
+    return None
 
 
 def await_approval(

@@ -127,7 +127,8 @@ def test_a_run_waits_with_its_form_and_an_approval_through_the_api_sends_it(
     # Nothing goes before the yes; the form is on the paused run; the yes sends and is recorded.
     env = _env(tmp_path, prefect_server)
     _seed(tmp_path, env)
-    assert run_digest("edit", "--week", WEEK, "--intro", "Hand-picked.", cwd=tmp_path, env=env).returncode == 0  # fmt: skip
+    note = run_digest("edit", "--week", WEEK, "--intro", "Hand-picked.", cwd=tmp_path, env=env)
+    assert note.returncode == 0, note.stderr
     run = _start_run(tmp_path, env)
     flow_run_id = _waiting(env, run)
     paused = _paused(prefect_server, flow_run_id)
