@@ -220,3 +220,77 @@ def test_an_edit_after_approval_makes_the_run_wait_again(
     assert "Approved by Cy" in out and _sent(tmp_path) == 2
     message = next((tmp_path / "outbox" / WEEK).glob("*.eml")).read_text()
     assert "Edited after" in message and "One more thing" in message
+
+
+def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends_it(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # The ops path: `digest serve`, a run from the deployment, the form on the paused run (the
+    # schema the UI draws), and `digest approve` from a shell resuming it to send.
+    import json
+    import signal
+
+    env = _env(tmp_path, prefect_server)
+    _seed(tmp_path, env)
+    serve = subprocess.Popen(
+        [DIGEST, "serve"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    engine = ensure_schema(env["DIGEST_DATABASE_URL"])
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            deadline = time.monotonic() + 120
+            deployment = None
+            while deployment is None:
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                try:
+                    deployment = client.read_deployment_by_name("weekly-digest/weekly")
+                except Exception:
+                    assert time.monotonic() < deadline, "digest serve registered nothing"
+                    time.sleep(1)
+            created = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"week": WEEK}
+            )
+            deadline = time.monotonic() + 180
+            while approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60) is None:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(0.5)
+            paused = _paused(prefect_server, str(created.id))
+            keyset = paused.state.state_details.run_input_keyset
+            schema = json.loads(client.read_flow_run_input(created.id, key=keyset["schema"]))
+            assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+            assert {"note", "by"} <= set(schema["properties"])
+            assert _sent(tmp_path) == 0
+
+            given = run_digest("approve", "--week", WEEK, "--note", "Fine", "--by", "Ada",
+                               cwd=tmp_path, env=env)  # fmt: skip
+            assert given.returncode == 0 and str(created.id) in given.stdout, given.stderr
+            deadline = time.monotonic() + 120
+            while not (run := client.read_flow_run(created.id)).state.is_final():  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, f"run still {run.state}"
+                time.sleep(1)
+            assert run.state is not None and run.state.is_completed()
+        assert _sent(tmp_path) == 2
+        assert "Approved by Ada at" in _artifact(prefect_server, f"weekly-digest-{WEEK.lower()}")
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=30)
+        subprocess.run(
+            [
+                str(Path(DIGEST).with_name("prefect")),
+                "deployment",
+                "delete",
+                "weekly-digest/weekly",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
