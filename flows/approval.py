@@ -10,6 +10,7 @@ resumes and hands over.
 # No `from __future__ import annotations`: Prefect builds the form from these annotations.
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -98,12 +99,13 @@ def record(digest_hash: str, week: str, answer: ApprovalForm) -> approval.Decisi
     return approval.record_decision(engine, decision, flow_run_id=str(flow_run.id))
 
 
-def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> ApprovalForm | None:
+def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> approval.Decision | None:
     """Publish, say that this run waits, pause; the answer, or None when time ran out."""
     settings = get_settings()
+    engine = ensure_schema(settings.database_url)
     publish(prepared, digest_hash, None)
     approval.record_waiting(
-        ensure_schema(settings.database_url),
+        engine,
         week=prepared.week,
         content_hash=digest_hash,
         flow_run_id=str(flow_run.id),
@@ -115,15 +117,25 @@ def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> ApprovalFor
         digest_hash[:12],
         prepared.week,
     )
-    return _pause_for_answer(settings.approval_timeout_minutes * 60)
+
+    def recorded() -> approval.Decision | None:
+        return approval.decision_for(engine, week=prepared.week, content_hash=digest_hash)
+
+    answer = _pause_for_answer(settings.approval_timeout_minutes * 60, recorded)
+    if isinstance(answer, ApprovalForm):
+        return record(digest_hash, prepared.week, answer)
+    return answer
 
 
-def _pause_for_answer(timeout_seconds: int) -> ApprovalForm | None:
+def _pause_for_answer(
+    timeout_seconds: int, recorded: Callable[[], approval.Decision | None]
+) -> ApprovalForm | approval.Decision | None:
     """Prefect's blocking pause with input (as `pause_flow_run` does it), ending at our deadline.
 
     `pause_flow_run` gives the server and its own wait one timeout, and the server's expiry
     wins the race with a message of its own; here the server keeps the pause a little longer
-    than we wait, so the run ends with our sentence, saying why nothing was sent.
+    than we wait, so the run ends with our sentence, saying why nothing was sent. An answer
+    `digest approve` recorded in the database (it could not reach this API) ends the wait too.
     """
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
@@ -147,7 +159,19 @@ def _pause_for_answer(timeout_seconds: int) -> ApprovalForm | None:
             if run.state is not None and run.state.is_running():
                 answer: ApprovalForm = ApprovalForm.load(keyset)  # type: ignore[assignment]
                 return answer
+            found = recorded()
+            if found is not None:
+                client.resume_flow_run(context.flow_run.id, run_input=_form_input(found))
+                return found
     return None
+
+
+def _form_input(decision: approval.Decision) -> dict[str, str]:
+    return {
+        "decision": "approve" if decision.approved else "reject",
+        "note": decision.note,
+        "by": decision.by,
+    }
 
 
 def await_approval(
@@ -167,15 +191,14 @@ def await_approval(
                 preparation.must_render(
                     preparation.Edition.from_settings(settings), prepared.content, week
                 )
-            answer = _wait(prepared, digest_hash)
-            if answer is None:
+            decision = _wait(prepared, digest_hash)
+            if decision is None:
                 silence = NotApprovedError(
                     f"{week} not approved: nobody answered within {minutes} minutes, so nothing "
                     f"was sent. Approve it with `digest approve --week {week}`, then run the "
                     "week again."
                 )
                 return Failed(message=str(silence), data=silence)
-            decision = record(digest_hash, str(week), answer)
         publish(prepared, digest_hash, decision)
         if not decision.approved:
             refusal = ApprovalRejectedError(

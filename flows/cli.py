@@ -126,8 +126,7 @@ def approve(
         now=utcnow(),
         timeout_minutes=settings.approval_timeout_minutes,
     )
-    if waiting is not None:
-        _prefect_defaults()
+    if waiting is not None and _prefect_api_configured():
         from flows.approval import resume_waiting
 
         if resume_waiting(waiting.flow_run_id, approved=not reject, note=said, by=who):
@@ -136,6 +135,17 @@ def approve(
                 f"(content {waiting.content_hash[:12]})."
             )
             return
+    if waiting is not None:
+        # No API to reach it: the waiting run reads its answer from the database.
+        approval.record_decision(
+            database,
+            approval.Decision(str(the_week), waiting.content_hash, not reject, said, who, utcnow()),
+        )
+        typer.echo(
+            f"{the_week} {verb} by {who} (content {waiting.content_hash[:12]}): recorded for "
+            f"flow run {waiting.flow_run_id}, which waits for it and takes it within seconds."
+        )
+        return
     decision = approval.answer_now(
         database,
         Edition.from_settings(settings),
@@ -149,6 +159,14 @@ def approve(
         f"{the_week} {verb} by {who} (content {decision.content_hash[:12]}); no run waits, so "
         "the next run finds this answer. An edit or a catalog change before then voids it."
     )
+
+
+def _prefect_api_configured() -> bool:
+    """Whether PREFECT_API_URL (environment or Prefect profile) names a server to talk to."""
+    _prefect_defaults()
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 @app.command("demo")

@@ -294,3 +294,26 @@ def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends
             timeout=60,
             check=False,
         )
+
+
+def test_without_an_api_to_reach_the_answer_digest_approve_records_releases_the_run(
+    tmp_path: Path,
+) -> None:
+    # `digest run` on a laptop pauses under its own in-process API, which no other shell can
+    # reach: `digest approve` records the answer for the waiting run, which takes it and sends.
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DIGEST_APPROVAL": "required",
+    }
+    assert "PREFECT_API_URL" not in os.environ
+    _seed(tmp_path, env)
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert given.returncode == 0, given.stderr
+    assert f"recorded for flow run {flow_run_id}" in given.stdout
+    code, out, err = _finish(run)
+    assert code == 0, err
+    assert "Approved by Ada" in out and _sent(tmp_path) == 2
