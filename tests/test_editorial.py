@@ -188,3 +188,36 @@ def test_a_pin_that_already_met_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(EditError, match="already met in an earlier digest"):
         check_change(sent, empty, pinned, site_url="http://127.0.0.1:8000", zone=settings.zone)
+
+
+def test_a_pinned_pair_once_sent_is_a_match_up_on_record(tmp_path: Path) -> None:
+    # Pins are remembered like any sent pair, so later weeks never repeat them.
+    from sqlalchemy import insert, select
+
+    from digest.delivery import ledger
+    from digest.models import Delivery, Subscriber
+    from digest.weeks import utcnow
+
+    env = _seeded(tmp_path)
+    pin = run_digest(
+        "edit", "--week", WEEK, "--pin", "code-llama-4:termwise", cwd=tmp_path, env=env
+    )
+    assert pin.returncode == 0, pin.stderr
+    settings = get_settings()
+    engine = ensure_schema(settings.database_url)
+    edition = Edition.from_settings(settings)
+    prepared = prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
+    assert {"code-llama-4", "termwise"} in [{p.a.slug, p.b.slug} for p in prepared.content.pairs]
+    with engine.begin() as connection:
+        person = connection.execute(select(Subscriber.id)).scalar_one()  # type: ignore[call-overload]
+        connection.execute(
+            insert(Delivery).values(
+                digest_id=prepared.digest_id,
+                subscriber_id=person,
+                state="sent",
+                updated_at=utcnow(),
+            )
+        )
+    with engine.connect() as connection:
+        history = ledger.previous_matchups(connection, before_week="2026-W48")
+    assert frozenset({"code-llama-4", "termwise"}) in history
