@@ -26,19 +26,23 @@ def edit(
     ] = None,
     pin: Annotated[
         list[str] | None,
-        typer.Option("--pin", help="A:B: this head-to-head is in the digest (repeatable)."),
+        typer.Option(
+            "--pin", metavar="A:B", help="This head-to-head is in the digest (repeatable)."
+        ),
     ] = None,
     exclude: Annotated[
         list[str] | None,
-        typer.Option("--exclude", help="SLUG[=REASON]: leave a tool out (repeatable)."),
+        typer.Option("--exclude", metavar="SLUG[=REASON]", help="Leave a tool out (repeatable)."),
     ] = None,
     verdict: Annotated[
         list[str] | None,
-        typer.Option("--verdict", help="A:B=TEXT: replaces that pair's verdict line."),
+        typer.Option("--verdict", metavar="A:B=TEXT", help="Replaces that pair's verdict line."),
     ] = None,
     lead: Annotated[
         str | None,
-        typer.Option("--lead", help="A:B: that pair comes first (and names the subject)."),
+        typer.Option(
+            "--lead", metavar="A:B", help="That pair comes first (and names the subject)."
+        ),
     ] = None,
     by: Annotated[
         str | None, typer.Option("--by", help="Who makes the edit (default: the login name).")
@@ -53,7 +57,7 @@ def edit(
         ),
     ] = False,
     field: Annotated[
-        str | None, typer.Argument(metavar="[FIELD]", help="With --clear: the field to clear.")
+        str | None, typer.Argument(metavar="FIELD", help="With --clear: the field to clear.")
     ] = None,
 ) -> None:
     """Change week W's digest: note, subject, pairs, exclusions, verdicts, lead pair."""
