@@ -109,7 +109,7 @@ def _artifact(server: PrefectServer, key: str) -> str:
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
         )
     assert found, f"no artifact {key}"
-    return str(found[0].data)
+    return str(max(found, key=lambda artifact: artifact.created).data)  # type: ignore[arg-type, return-value]
 
 
 def _sent(tmp_path: Path) -> int:

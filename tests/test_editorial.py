@@ -221,3 +221,26 @@ def test_a_pinned_pair_once_sent_is_a_match_up_on_record(tmp_path: Path) -> None
     with engine.connect() as connection:
         history = ledger.previous_matchups(connection, before_week="2026-W48")
     assert frozenset({"code-llama-4", "termwise"}) in history
+
+
+def test_an_edit_the_catalog_made_impossible_is_left_out_and_named(tmp_path: Path) -> None:
+    # A later catalog change never breaks the week: the stale pin is skipped, --show names it,
+    # and unrelated edits are still accepted.
+    env = _seeded(tmp_path)
+    made = run_digest(
+        "edit", "--week", WEEK, "--pin", "code-llama-4:termwise", cwd=tmp_path, env=env
+    )
+    assert made.returncode == 0, made.stderr
+    tools = [
+        {**tool, "category": "Writing"} if tool["slug"] == "termwise" else tool
+        for tool in week_tools()
+    ]
+    catalog = write_catalog(tmp_path / "moved.json", tools)
+    assert run_digest("catalog", "import", str(catalog), cwd=tmp_path, env=env).returncode == 0
+    shown = _shown(tmp_path, env)
+    (stale,) = shown["not_applied"]  # type: ignore[misc]
+    assert "--pin code-llama-4:termwise" in stale and "one category" in stale
+    pairs = _preview_json(tmp_path, env)["pairs"]
+    assert all({p["a"], p["b"]} != {"code-llama-4", "termwise"} for p in pairs)  # type: ignore[attr-defined]
+    other = run_digest("edit", "--week", WEEK, "--intro", "Still fine", cwd=tmp_path, env=env)
+    assert other.returncode == 0, other.stderr

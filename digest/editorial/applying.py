@@ -24,6 +24,8 @@ from digest.content.selection import WeekSelection
 from digest.editorial.edits import EditSet, pair_key
 from digest.errors import EditError
 
+NOT_APPLIED = "Editor's edit not applied: "
+
 
 @dataclass(frozen=True)
 class WeekFacts:
@@ -200,7 +202,7 @@ def compose_edited(
     content = build_content(selection, pairing, site_url=site_url, zone=zone)
     content = _text_edits(content, edits, problems)
     if problems:
-        flags = [*content.flags, *(f"Editor's edit not applied: {p}" for p in problems)]
+        flags = [*content.flags, *(f"{NOT_APPLIED}{p}" for p in problems)]
         content = content.model_copy(update={"flags": flags})
     return content, problems
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from digest.delivery import ledger
-from digest.editorial.applying import check_change
+from digest.editorial.applying import NOT_APPLIED, check_change, compose_edited
 from digest.editorial.edits import (
     REASON_LIMIT,
     VERDICT_LIMIT,
@@ -128,12 +128,14 @@ def edit_week(
             refuse_if_frozen(connection, str(week))
         before = load_edits(connection, str(week))
         frozen = ledger.find_digest(connection, str(week)) is not None
-    if not request.changes_anything:
-        return before.as_json() | {"frozen": frozen}
-    after = edited(before, request, at=now)
     facts = week_facts(engine, edition, week)
-    check_change(facts, before, after, site_url=edition.site_url, zone=edition.zone)
+    if not request.changes_anything:
+        _, stale = compose_edited(facts, before, site_url=edition.site_url, zone=edition.zone)
+        return before.as_json() | {"frozen": frozen, "not_applied": stale}
+    after = edited(before, request, at=now)
+    content = check_change(facts, before, after, site_url=edition.site_url, zone=edition.zone)
     with engine.begin() as connection:
         refuse_if_frozen(connection, str(week))  # a run may have frozen it meanwhile
         store_edits(connection, after)
-    return after.as_json() | {"frozen": False}
+    stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
+    return after.as_json() | {"frozen": False, "not_applied": stale}
