@@ -7,7 +7,7 @@ Prefect is imported only inside them, so every other command starts without it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from digest.cli import app
 from digest.cli.app import WeekOption, engine, load_settings, main_with
 
 if TYPE_CHECKING:
+    from digest.config import Settings
     from digest.run.outcome import RunSummary
 
 
@@ -119,32 +120,16 @@ def approve(
     settings = load_settings()
     database = engine(settings)
     who, said = editor_name(by), " ".join(note.split())
-    verb = "rejected" if reject else "approved"
-    waiting = approval.waiting_run(
-        database,
-        week=str(the_week),
-        now=utcnow(),
-        timeout_minutes=settings.approval_timeout_minutes,
-    )
-    if waiting is not None and _prefect_api_configured():
-        from flows.approval import resume_waiting
-
-        if resume_waiting(waiting.flow_run_id, approved=not reject, note=said, by=who):
-            typer.echo(
-                f"{the_week} {verb} by {who}: flow run {waiting.flow_run_id} resumes with it "
-                f"(content {waiting.content_hash[:12]})."
-            )
-            return
-    if waiting is not None:
-        # No API to reach it: the waiting run reads its answer from the database.
-        approval.record_decision(
-            database,
-            approval.Decision(str(the_week), waiting.content_hash, not reject, said, who, utcnow()),
-        )
+    if settings.approval != "required":
         typer.echo(
-            f"{the_week} {verb} by {who} (content {waiting.content_hash[:12]}): recorded for "
-            f"flow run {waiting.flow_run_id}, which waits for it and takes it within seconds."
+            "Note: DIGEST_APPROVAL is not `required` in this shell, so runs that read the same "
+            "settings send without waiting for an answer.",
+            err=True,
         )
+    verb = "rejected" if reject else "approved"
+    answered = _answer_waiting_run(database, settings, str(the_week), not reject, said, who)
+    if answered is not None:
+        typer.echo(f"{the_week} {verb} by {who}: {answered}")
         return
     decision = approval.answer_now(
         database,
@@ -158,6 +143,35 @@ def approve(
     typer.echo(
         f"{the_week} {verb} by {who} (content {decision.content_hash[:12]}); no run waits, so "
         "the next run finds this answer. An edit or a catalog change before then voids it."
+    )
+
+
+def _answer_waiting_run(
+    database: Any, settings: Settings, week: str, approved: bool, note: str, by: str
+) -> str | None:
+    """Answer the run that waits for the week, if one does: what happened, else None."""
+    from digest.run import approval
+    from digest.weeks import utcnow
+
+    waiting = approval.waiting_run(
+        database, week=week, now=utcnow(), timeout_minutes=settings.approval_timeout_minutes
+    )
+    if waiting is None:
+        return None
+    content = waiting.content_hash[:12]
+    if _prefect_api_configured():
+        from flows.approval import resume_waiting
+
+        if resume_waiting(waiting.flow_run_id, approved=approved, note=note, by=by):
+            return f"flow run {waiting.flow_run_id} resumes with it (content {content})."
+        return None  # it stopped waiting (timed out, crashed): the answer is for the next run
+    # No API to reach it through: the waiting run reads its answer from the database.
+    approval.record_decision(
+        database, approval.Decision(week, waiting.content_hash, approved, note, by, utcnow())
+    )
+    return (
+        f"recorded for flow run {waiting.flow_run_id} (content {content}), which waits for it "
+        "and takes it within seconds."
     )
 
 

@@ -313,7 +313,7 @@ def test_without_an_api_to_reach_the_answer_digest_approve_records_releases_the_
     flow_run_id = _waiting(env, run)
     given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
     assert given.returncode == 0, given.stderr
-    assert f"recorded for flow run {flow_run_id}" in given.stdout
+    assert f"recorded for flow run {flow_run_id}" in given.stdout, given.stdout
     code, out, err = _finish(run)
     assert code == 0, err
     assert "Approved by Ada" in out and _sent(tmp_path) == 2
