@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from digest.catalog.importer import import_catalog
-from digest.config import Settings, get_settings
-from digest.db import ensure_schema, session_scope, upgrade
+from digest.config import Settings
+from digest.db import ensure_schema, session_scope
 from digest.editorial.edits import editor_name
 from digest.editorial.service import EditRequest, edit_week
 from digest.run import approval
@@ -20,9 +22,9 @@ from tests.support.scenario import WEEK, seed, week_tools
 THE_WEEK = IsoWeek.parse(WEEK)
 
 
-def _settings(tmp_path: Path) -> Settings:
-    settings = get_settings()
-    upgrade(settings.database_url)
+@pytest.fixture
+def seeded(settings: Settings, tmp_path: Path) -> Settings:
+    """The shared week, on SQLite and on PostgreSQL (the `settings` fixture's two databases)."""
     seed(settings, tmp_path)
     return settings
 
@@ -33,9 +35,11 @@ def _hash(settings: Settings) -> str:
     return approval.hash_of(engine, prepared)
 
 
-def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(tmp_path: Path) -> None:
+def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(
+    seeded: Settings, tmp_path: Path
+) -> None:
     # The hash moves with every edit and every catalog change, and only then.
-    settings = _settings(tmp_path)
+    settings = seeded
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
     first = _hash(settings)
@@ -60,9 +64,9 @@ def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(tmp_path: Pa
     assert _hash(settings) not in {first, edited}
 
 
-def test_for_one_content_the_latest_answer_counts(tmp_path: Path) -> None:
+def test_for_one_content_the_latest_answer_counts(seeded: Settings, tmp_path: Path) -> None:
     # A rejection can be taken back by a later approval of the same content, and the reverse.
-    settings = _settings(tmp_path)
+    settings = seeded
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
     approval.answer_now(engine, edition, THE_WEEK, approved=False, note="No", by="A", at=utcnow())
@@ -74,9 +78,11 @@ def test_for_one_content_the_latest_answer_counts(tmp_path: Path) -> None:
     assert found is not None and found.approved and found.by == "B"
 
 
-def test_the_approvers_page_counts_recipients_and_escapes_text(tmp_path: Path) -> None:
+def test_the_approvers_page_counts_recipients_and_escapes_text(
+    seeded: Settings, tmp_path: Path
+) -> None:
     # Six readers: five get every category, one Writing only; an editor's markup stays text.
-    settings = _settings(tmp_path)
+    settings = seeded
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
     request = EditRequest(by="Ada", intro="**bold** <script>x</script> | pipe")
