@@ -244,3 +244,24 @@ def test_an_edit_the_catalog_made_impossible_is_left_out_and_named(tmp_path: Pat
     assert all({p["a"], p["b"]} != {"code-llama-4", "termwise"} for p in pairs)  # type: ignore[attr-defined]
     other = run_digest("edit", "--week", WEEK, "--intro", "Still fine", cwd=tmp_path, env=env)
     assert other.returncode == 0, other.stderr
+
+
+def test_every_variant_carries_the_editors_subject_and_note(tmp_path: Path) -> None:
+    # A Writing-only reader gets the subject and the note the editor wrote, not a recomposed one.
+    from digest.content.compose import filter_for_categories
+    from digest.run.preparation import render_for_categories
+
+    env = _seeded(tmp_path)
+    made = run_digest("edit", "--week", WEEK, "--subject", "Editor's choice", "--intro", "Hi all",
+                      cwd=tmp_path, env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    settings = get_settings()
+    engine = ensure_schema(settings.database_url)
+    edition = Edition.from_settings(settings)
+    content = prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=False).content
+    writing = filter_for_categories(content, ["Writing"])
+    assert writing is not None and writing.subject == "Editor's choice"
+    assert [p.category for p in writing.pairs] == ["Writing"]
+    rendered = render_for_categories(edition, content, ["Writing"])
+    assert rendered is not None and rendered.subject == "Editor's choice"
+    assert "Hi all" in rendered.text and "Hi all" in rendered.html
