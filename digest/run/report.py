@@ -5,7 +5,7 @@ from __future__ import annotations
 from digest.run.outcome import RunSummary
 
 
-def md(text: str) -> str:
+def _md(text: str) -> str:
     """Catalog text is untrusted: neutralise markdown and HTML in table cells."""
     escaped = (
         text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
@@ -15,22 +15,25 @@ def md(text: str) -> str:
     return " ".join(escaped.split())
 
 
+md = _md  # the same escaping for the approval page (digest/run/approval.py)
+
+
 def render_markdown(summary: RunSummary) -> str:
     lines = [f"# verdict-digest {summary.week}", ""]
     if summary.note:
-        lines += [f"**{md(summary.note)}**", ""]
+        lines += [f"**{_md(summary.note)}**", ""]
     if summary.subject:
-        lines += [f"Subject: {md(summary.subject)}", ""]
+        lines += [f"Subject: {_md(summary.subject)}", ""]
     if summary.approval:
-        lines += [f"Approval: {md(summary.approval)}", ""]
+        lines += [f"Approval: {_md(summary.approval)}", ""]
     lines += ["## Pairs", ""]
     if summary.pairs:
         lines += ["| new | versus | category |", "|---|---|---|"]
-        lines += [f"| {md(a)} | {md(b)} | {md(c)} |" for a, b, c in summary.pairs]
+        lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} |" for a, b, c in summary.pairs]
     else:
         lines.append("No head-to-heads this week.")
     if summary.also_new:
-        lines += ["", "Also new: " + ", ".join(md(s) for s in summary.also_new)]
+        lines += ["", "Also new: " + ", ".join(_md(s) for s in summary.also_new)]
     lines += ["", "## Deliveries", ""]
     if summary.counts:
         lines += ["| state | count |", "|---|---|"]
@@ -40,11 +43,11 @@ def render_markdown(summary: RunSummary) -> str:
         lines.append("No deliveries recorded.")
     if summary.reasons:
         lines += ["", "Why rows are not sent:", ""]
-        lines += [f"- {n} {state}: {md(reason)}" for state, reason, n in summary.reasons]
+        lines += [f"- {n} {state}: {_md(reason)}" for state, reason, n in summary.reasons]
     lines += ["", "## Excluded", ""]
     if summary.excluded:
         lines += ["| slug | reason |", "|---|---|"]
-        lines += [f"| {md(slug)} | {md(reason)} |" for slug, reason in summary.excluded]
+        lines += [f"| {_md(slug)} | {_md(reason)} |" for slug, reason in summary.excluded]
     else:
         lines.append("Nothing excluded.")
     if summary.compliance:
