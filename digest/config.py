@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     catalog_max_attempts: int = Field(default=4, ge=1, alias="DIGEST_CATALOG_MAX_ATTEMPTS")
     catalog_wait_minutes: float = Field(default=30.0, ge=0, alias="DIGEST_CATALOG_WAIT_MINUTES")
     catalog_wait_tries: int = Field(default=12, ge=0, alias="DIGEST_CATALOG_WAIT_TRIES")
+    # Approval before sending (digest/run/approval.py, flows/approval.py).
+    approval: Literal["off", "required"] = Field(default="off", alias="DIGEST_APPROVAL")
+    approval_timeout_minutes: int = Field(
+        default=1440, ge=1, alias="DIGEST_APPROVAL_TIMEOUT_MINUTES"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -78,3 +78,27 @@ class CatalogFeedError(DigestError):
 
 class StaleCatalogError(CatalogFeedError):
     """The feed was generated before the week being sent ended: it is not complete for it."""
+
+
+class EditError(DigestError):
+    """An editorial edit cannot apply to the week (unknown slug, cross-category pin, ...)."""
+
+
+class EditsFrozenError(DigestError):
+    """The week's content froze when its run began sending: edits can no longer change it."""
+
+
+class ApprovalError(DigestError):
+    """A week cannot be approved or rejected as asked (nothing to approve, no Prefect API)."""
+
+
+class ApprovalRejectedError(DigestError):
+    """The week's content was rejected: the run ends Cancelled, sending nothing."""
+
+    exit_code = 1
+
+
+class NotApprovedError(DigestError):
+    """Nobody approved the week's content in time: the run ends Failed, sending nothing."""
+
+    exit_code = 1

@@ -160,12 +160,54 @@ class DeliveryEvent(SQLModel, table=True):
     raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
+class EditorialEdit(SQLModel, table=True):
+    """One editor's change to a week's digest (digest/editorial/edits.py), with who and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    week: str = Field(index=True, max_length=8)
+    # intro | subject | pin | exclude | verdict | lead; `key` tells apart the repeatable ones.
+    field: str = Field(max_length=20)
+    key: str = Field(default="", max_length=500)
+    value: str = Field(default="", sa_type=Text)
+    made_by: str = Field(max_length=200)
+    made_at: datetime = _utc()
+
+    __table_args__ = (
+        UniqueConstraint("week", "field", "key", name="uq_editorialedit_week_field_key"),
+        CheckConstraint(
+            "field IN ('intro', 'subject', 'pin', 'exclude', 'verdict', 'lead')",
+            name="ck_editorialedit_field",
+        ),
+    )
+
+
+class Approval(SQLModel, table=True):
+    """A run waiting for a yes, or a yes or no, for one exact content of a week (its hash)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    week: str = Field(index=True, max_length=8)
+    content_hash: str = Field(max_length=64)
+    decision: str = Field(max_length=10)  # waiting | approved | rejected
+    note: str = Field(default="", sa_type=Text)
+    decided_by: str = Field(default="", max_length=200)
+    decided_at: datetime = _utc()
+    flow_run_id: str | None = Field(default=None, max_length=64)
+
+    __table_args__ = (
+        CheckConstraint(
+            "decision IN ('waiting', 'approved', 'rejected')", name="ck_approval_decision"
+        ),
+    )
+
+
 # Core table handles for the set-based statements of the ledger and the event applier.
 DIGEST_TABLE: Table = Digest.__table__  # type: ignore[attr-defined]
 VARIANT_TABLE: Table = DigestVariant.__table__  # type: ignore[attr-defined]
 DELIVERY_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
 SUBSCRIBER_TABLE: Table = Subscriber.__table__  # type: ignore[attr-defined]
+EDIT_TABLE: Table = EditorialEdit.__table__  # type: ignore[attr-defined]
+APPROVAL_TABLE: Table = Approval.__table__  # type: ignore[attr-defined]
 
 
 class CatalogFeed(SQLModel, table=True):

@@ -7,7 +7,7 @@ Prefect is imported only inside them, so every other command starts without it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ from digest.cli.app import WeekOption, engine, load_settings, main_with
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from digest.config import Settings
     from digest.run.outcome import RunSummary
     from digest.weeks import IsoWeek
 
@@ -34,6 +35,8 @@ def print_summary(summary: RunSummary) -> None:
         typer.echo(
             f"  catalog: {synced.source} (generated {synced.generated()}): {synced.changes()}"
         )
+    if summary.approval:
+        typer.echo(f"  {summary.approval}")
     for a, b, category in summary.pairs:
         typer.echo(f"  pair  {a} vs {b}  ({category})")
     if summary.also_new:
@@ -121,6 +124,90 @@ def _settled_week(database: Engine, week: IsoWeek) -> RunSummary | None:
     from digest.run.bookkeeping import settled_week
 
     return settled_week(database, week)
+
+
+@app.command("approve")
+def approve(
+    week: Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")],
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject it: nothing is sent, the run is cancelled.")
+    ] = False,
+    note: Annotated[str, typer.Option("--note", help="A note kept with the decision.")] = "",
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who decides (default: the login name).")
+    ] = None,
+) -> None:
+    """Approve (or reject) week W's exact content; resumes the run waiting for it."""
+    from digest.editorial.edits import editor_name
+    from digest.run import approval
+    from digest.run.preparation import Edition
+    from digest.weeks import IsoWeek, utcnow
+
+    the_week = IsoWeek.parse(week)
+    settings = load_settings()
+    database = engine(settings)
+    who, said = editor_name(by), " ".join(note.split())
+    if settings.approval != "required":
+        typer.echo(
+            "Note: DIGEST_APPROVAL is not `required` in this shell, so runs that read the same "
+            "settings send without waiting for an answer.",
+            err=True,
+        )
+    verb = "rejected" if reject else "approved"
+    answered = _answer_waiting_run(database, settings, str(the_week), not reject, said, who)
+    if answered is not None:
+        typer.echo(f"{the_week} {verb} by {who}: {answered}")
+        return
+    decision = approval.answer_now(
+        database,
+        Edition.from_settings(settings),
+        the_week,
+        approved=not reject,
+        note=said,
+        by=who,
+        at=utcnow(),
+    )
+    typer.echo(
+        f"{the_week} {verb} by {who} (content {decision.content_hash[:12]}); no run waits, so "
+        "the next run finds this answer. An edit or a catalog change before then voids it."
+    )
+
+
+def _answer_waiting_run(
+    database: Any, settings: Settings, week: str, approved: bool, note: str, by: str
+) -> str | None:
+    """Answer the run that waits for the week, if one does: what happened, else None."""
+    from digest.run import approval
+    from digest.weeks import utcnow
+
+    waiting = approval.waiting_run(
+        database, week=week, now=utcnow(), timeout_minutes=settings.approval_timeout_minutes
+    )
+    if waiting is None:
+        return None
+    content = waiting.content_hash[:12]
+    if _prefect_api_configured():
+        from flows.approval import resume_waiting
+
+        if resume_waiting(waiting.flow_run_id, approved=approved, note=note, by=by):
+            return f"flow run {waiting.flow_run_id} resumes with it (content {content})."
+        return None  # it stopped waiting (timed out, crashed): the answer is for the next run
+    # No API to reach it through: the waiting run reads its answer from the database.
+    approval.record_decision(
+        database, approval.Decision(week, waiting.content_hash, approved, note, by, utcnow())
+    )
+    return (
+        f"recorded for flow run {waiting.flow_run_id} (content {content}), which waits for it "
+        "and takes it within seconds."
+    )
+
+
+def _prefect_api_configured() -> bool:
+    """Whether PREFECT_API_URL (environment or Prefect profile) names a server to talk to."""
+    _prefect_defaults()
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 @app.command("demo")

@@ -44,6 +44,7 @@ from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
 from digest.send import get_backend
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
+from flows.approval import await_approval
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
 
@@ -348,18 +349,27 @@ def weekly_digest(
         return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
     the_week = the_week or scheduled_week(settings)
     synced = None
+    # With approval required, content freezes only once approved (flows/approval.py).
+    approving = settings.approval == "required" and not dry_run
+    approved_by = ""
     try:
         if settings.catalog_url:
             synced = _sync_waiting(settings, the_week)
         if refreeze and not dry_run:
             drop_frozen(the_week)
-        prepared = select_and_pair(the_week, freeze=not dry_run)
+        prepared = select_and_pair(the_week, freeze=not dry_run and not approving)
+        if approving and not prepared.content.is_empty:
+            approved = await_approval(the_week, prepared)
+            if isinstance(approved, State):
+                return approved
+            prepared, approved_by = approved[0], approved[1].sentence()
     except DigestError as refused:
         return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), refused)
     summary = RunSummary.of_content(
         str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
     )
     summary.catalog = synced
+    summary.approval = approved_by
     if prepared.content.is_empty:
         summary.note = f"No new tools in {the_week}: nothing to send."
     elif dry_run:

@@ -4,10 +4,20 @@ Importing this package registers each command on `digest.cli.app.app`. The conso
 `flows.cli:main`, which adds the commands that run the Prefect flow (run, serve, demo).
 """
 
-from digest.cli import catalog, database, preview, status, subscribers, web
+from digest.cli import catalog, database, editorial, preview, status, subscribers, web
 from digest.cli.app import app, main_with
 
-__all__ = ["app", "catalog", "database", "main", "preview", "status", "subscribers", "web"]
+__all__ = [
+    "app",
+    "catalog",
+    "database",
+    "editorial",
+    "main",
+    "preview",
+    "status",
+    "subscribers",
+    "web",
+]
 
 
 def main() -> None:

@@ -319,7 +319,9 @@ def filter_for_categories(
         update={
             "pairs": pairs,
             "also_new": also_new,
-            "subject": subject_line(pairs, also_new),
+            "subject": content.subject
+            if content.subject_by_editor
+            else subject_line(pairs, also_new),
             "preheader": preheader_line(pairs, also_new),
             "categories": sorted(keys),
         }

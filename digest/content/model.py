@@ -7,7 +7,11 @@ Text fields hold raw, untrusted catalog text: escaping is the templates' job, ne
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, Field
+
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
 
 def stance(ship: int, skip: int) -> str:
@@ -105,6 +109,17 @@ class DigestContent(BaseModel):
     excluded: list[Exclusion] = Field(default_factory=list)
     flags: list[str] = Field(default_factory=list)  # editor warnings, e.g. reused quotes
     categories: list[str] = Field(default_factory=list)  # categories the variant was cut for
+    # The editor's note under the greeting (plain text) and whether they wrote the subject.
+    intro: str | None = None
+    subject_by_editor: bool = False
+
+    @property
+    def intro_paragraphs(self) -> list[str]:
+        """The editor's note as paragraphs (blank lines part them), each flattened to one line."""
+        if not self.intro:
+            return []
+        paragraphs = (" ".join(chunk.split()) for chunk in _BLANK_LINE.split(self.intro))
+        return [paragraph for paragraph in paragraphs if paragraph]
 
     @property
     def is_empty(self) -> bool:

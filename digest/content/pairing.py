@@ -14,7 +14,9 @@ Rules, in order:
    neither has a better free choice left), so no two leftovers could swap incumbents and both
    gain. No pair repeats a match-up on record from an earlier digest.
 5. A new tool with no possible partner goes to `also_new`.
-6. Inputs are sorted by slug before anything else, so the result never depends on input order.
+6. An editor's pinned pairs (`pinned`) are in the result whatever their similarity; their tools
+   leave the pool first, and rules 3 to 5 pair the rest around them.
+7. Inputs are sorted by slug before anything else, so the result never depends on input order.
 
 Similarity of two tools, from 0 to 1 (computed in integer millionths so that it is exact):
 
@@ -194,6 +196,7 @@ def pair_tools(
     incumbents: Iterable[ToolRecord],
     *,
     previous_matchups: frozenset[frozenset[str]] = frozenset(),
+    pinned: Sequence[tuple[str, str]] = (),
 ) -> PairingResult:
     """Pair the week's new tools by the rules in the module docstring."""
     fresh = _by_slug(new, "new")
@@ -201,12 +204,16 @@ def pair_tools(
     clash = {tool.slug for tool in fresh} & {tool.slug for tool in settled}
     if clash:
         raise ValueError(f"tools are both new and incumbent: {sorted(clash)}")
-    new_by_key, old_by_key, everyone = _by_category(fresh, settled)
-
-    ranked: _Ranked = []
-    paired: set[str] = set()
+    _, _, everyone = _by_category(fresh, settled)
+    labels = {key: _category_label(tools) for key, tools in everyone.items()}
+    ranked = _pinned_pairs(fresh, settled, pinned, labels)
+    paired = {slug for _, pair in ranked for slug in pair.slugs}
+    new_by_key, old_by_key, _ = _by_category(
+        [tool for tool in fresh if tool.slug not in paired],
+        [tool for tool in settled if tool.slug not in paired],
+    )
     for key in sorted(new_by_key):
-        label = _category_label(everyone[key])
+        label = labels[key]
         group, rivals = new_by_key[key], old_by_key[key]
         index = _tag_index([*group, *rivals])
         profiles = [_profile(tool, index) for tool in group]
@@ -227,6 +234,41 @@ def pair_tools(
         key=lambda tool: (category_key(tool.category), tool.name.casefold(), tool.slug),
     )
     return PairingResult(tuple(pair for _, pair in ranked), tuple(also_new))
+
+
+def _pinned_pairs(
+    fresh: list[ToolRecord],
+    settled: list[ToolRecord],
+    pinned: Sequence[tuple[str, str]],
+    labels: dict[str, str],
+) -> _Ranked:
+    """The editor's pins as pairs, ranked like the pairs they stand beside (rule 6).
+
+    A pin must name two reviewed tools of one category, at least one new, each in one pin only:
+    `digest.editorial.edits` checks that before a pin is stored or used.
+    """
+    new_slugs = {tool.slug: tool for tool in fresh}
+    by_slug = {**{tool.slug: tool for tool in settled}, **new_slugs}
+    ranked: _Ranked = []
+    used: set[str] = set()
+    for first, second in pinned:
+        x, y = by_slug.get(first), by_slug.get(second)
+        if x is None or y is None or not x.reviews or not y.reviews:
+            raise ValueError(f"pin {first}:{second} names a tool that cannot be paired")
+        if category_key(x.category) != category_key(y.category) or {first, second} & used:
+            raise ValueError(f"pin {first}:{second} crosses categories or reuses a tool")
+        if first in new_slugs and second in new_slugs:
+            (a, b), tier = _oriented(x, y), 0
+        elif first in new_slugs or second in new_slugs:
+            (a, b), tier = ((x, y) if first in new_slugs else (y, x)), 1
+        else:
+            raise ValueError(f"pin {first}:{second} holds no tool new this week")
+        used.update((first, second))
+        units = similarity_units(a, b)
+        key = category_key(a.category)
+        pair = Pair(a, b, labels[key], units / SIMILARITY_SCALE)
+        ranked.append(((tier, -units, key, a.slug, b.slug), pair))
+    return ranked
 
 
 def _by_category(

@@ -263,18 +263,10 @@ def _bodies(
     return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
 
 
-def intro_of(text: str) -> str | None:
-    """The email's opening paragraph (after the greeting) from its text part."""
-    paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
-    for index, paragraph in enumerate(paragraphs):
-        if paragraph.startswith("Hi ") and index + 1 < len(paragraphs):
-            return paragraphs[index + 1] or None
-    return None
-
-
 def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
-    """The `digest preview --format json` document: week, subject, intro, pairs, also-new,
-    exclusions; for a subscriber the run would skip, `skipped`, `reason` and `categories` too."""
+    """The `digest preview --format json` document: week, subject, the editor's note (`intro`,
+    null when none), pairs, also-new, exclusions; for a subscriber the run would skip,
+    `skipped`, `reason` and `categories` too."""
     if isinstance(preview, SkippedPreview):
         return {
             "week": preview.week,
@@ -292,7 +284,7 @@ def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
     return {
         "week": preview.week,
         "subject": preview.subject,
-        "intro": intro_of(preview.text),
+        "intro": content.intro,
         "pairs": [
             {"a": p.a.slug, "b": p.b.slug, "category": p.category, "verdict": p.verdict}
             for p in content.pairs

@@ -39,6 +39,7 @@ class RunSummary:
     compliance: dict[str, Any] = field(default_factory=dict)
     # What the run's catalog sync did; None when DIGEST_CATALOG_URL is unset.
     catalog: SyncReport | None = None
+    approval: str = ""  # with DIGEST_APPROVAL=required: who approved the content, and when
 
     @classmethod
     def of_content(

@@ -12,11 +12,12 @@ from sqlmodel import Session
 
 from digest.catalog.importer import load_tools
 from digest.config import Settings
-from digest.content.compose import build_content, filter_for_categories
+from digest.content.compose import filter_for_categories
 from digest.content.model import DigestContent
-from digest.content.pairing import pair_tools
 from digest.content.selection import select_week
 from digest.delivery import ledger
+from digest.editorial.applying import WeekFacts, compose_edited
+from digest.editorial.edits import load_edits
 from digest.errors import ContentTooLargeError, TemplateError
 from digest.links import LinkTemplates
 from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
@@ -52,18 +53,25 @@ class PreparedDigest:
     frozen_earlier: bool
 
 
-def compute_content(engine: Engine, edition: Edition, week: IsoWeek) -> DigestContent:
-    """Select the week's tools, pair them and compose the content, from the catalog as it is now."""
+def week_facts(engine: Engine, edition: Edition, week: IsoWeek) -> WeekFacts:
+    """The week's selection from the catalog as it is now, and the match-ups already sent."""
     with Session(engine) as session:
         tools = load_tools(session)
     with engine.connect() as connection:
         history = ledger.previous_matchups(connection, before_week=str(week))
     selection = select_week(tools, week=week, zone=edition.zone)
     # A match-up on record under a since-merged duplicate slug still counts as already sent.
-    pairing = pair_tools(
-        selection.new, selection.incumbents, previous_matchups=selection.canonical_matchups(history)
-    )
-    return build_content(selection, pairing, site_url=edition.site_url, zone=edition.zone)
+    return WeekFacts(selection=selection, history=selection.canonical_matchups(history))
+
+
+def compute_content(engine: Engine, edition: Edition, week: IsoWeek) -> DigestContent:
+    """Select the week's tools, pair them and compose the content, from the catalog as it is now,
+    with the editor's edits of the week applied."""
+    facts = week_facts(engine, edition, week)
+    with engine.connect() as connection:
+        edits = load_edits(connection, str(week))
+    content, _ = compose_edited(facts, edits, site_url=edition.site_url, zone=edition.zone)
+    return content
 
 
 def frozen_content(engine: Engine, week: IsoWeek) -> PreparedDigest | None:
@@ -133,6 +141,9 @@ def _must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> Non
             "the postal address. Shorten the longest catalog texts (descriptions, quotes) or "
             "exclude tools, import the catalog again, and run again; nothing was sent."
         )
+
+
+must_render = _must_render  # also asked of content shown for approval (flows/approval.py)
 
 
 def refreeze(engine: Engine, week: IsoWeek) -> bool:

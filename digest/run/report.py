@@ -15,6 +15,9 @@ def _md(text: str) -> str:
     return " ".join(escaped.split())
 
 
+md = _md  # the same escaping for the approval page (digest/run/approval.py)
+
+
 def render_markdown(summary: RunSummary) -> str:
     lines = [f"# verdict-digest {summary.week}", ""]
     if summary.note:
@@ -22,6 +25,8 @@ def render_markdown(summary: RunSummary) -> str:
     if summary.subject:
         lines += [f"Subject: {_md(summary.subject)}", ""]
     lines += _catalog_lines(summary)
+    if summary.approval:
+        lines += [f"Approval: {_md(summary.approval)}", ""]
     lines += ["## Pairs", ""]
     if summary.pairs:
         lines += ["| new | versus | category |", "|---|---|---|"]

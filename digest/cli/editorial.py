@@ -1,0 +1,97 @@
+"""`digest edit`: the editor's changes to a week's digest, shown at once by `digest preview`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from digest.cli.app import app, engine, load_settings
+
+RequiredWeek = Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")]
+
+
+@app.command("edit")
+def edit(
+    week: RequiredWeek,
+    intro: Annotated[
+        str | None,
+        typer.Option(
+            "--intro", help="An editor's note under the greeting (blank lines: paragraphs)."
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Replaces the composed subject.")
+    ] = None,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pin", metavar="A:B", help="This head-to-head is in the digest (repeatable)."
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", metavar="SLUG[=REASON]", help="Leave a tool out (repeatable)."),
+    ] = None,
+    verdict: Annotated[
+        list[str] | None,
+        typer.Option("--verdict", metavar="A:B=TEXT", help="Replaces that pair's verdict line."),
+    ] = None,
+    lead: Annotated[
+        str | None,
+        typer.Option(
+            "--lead", metavar="A:B", help="That pair comes first (and names the subject)."
+        ),
+    ] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who makes the edit (default: the login name).")
+    ] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the week's edits as JSON.")] = False,
+    clear: Annotated[
+        bool,
+        typer.Option(
+            "--clear",
+            help="Remove the week's edits, or only those of FIELD "
+            "(intro, subject, pin, exclude, verdict, lead).",
+        ),
+    ] = False,
+    field: Annotated[
+        str | None, typer.Argument(metavar="FIELD", help="With --clear: the field to clear.")
+    ] = None,
+) -> None:
+    """Change week W's digest: note, subject, pairs, exclusions, verdicts, lead pair."""
+    from digest.editorial.edits import editor_name
+    from digest.editorial.service import EditRequest, edit_week
+    from digest.errors import EditError
+    from digest.run.preparation import Edition
+    from digest.weeks import IsoWeek, utcnow
+
+    the_week = IsoWeek.parse(week)
+    if field is not None and not clear:
+        raise EditError(
+            f"{field!r} is not an option of `digest edit`. To remove the edits of one field, "
+            f"write --clear {field}; see `digest edit --help` for the rest."
+        )
+    request = EditRequest(
+        by=editor_name(by),
+        intro=intro,
+        subject=subject,
+        pins=pin or [],
+        excludes=exclude or [],
+        verdicts=verdict or [],
+        lead=lead,
+        clear=clear,
+        clear_field=field,
+    )
+    settings = load_settings()
+    database = engine(settings, read_only=not request.changes_anything)
+    document = edit_week(database, Edition.from_settings(settings), the_week, request, now=utcnow())
+    if show or not request.changes_anything:
+        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
+    if request.changes_anything:
+        typer.echo(
+            f"Saved the edits of {the_week} (by {request.by}). See them with "
+            f"`digest preview --week {the_week}`.",
+            err=show,
+        )

@@ -1,0 +1,1 @@
+"""The editor's hand on a week's digest: edits (`edits`), how they apply (`applying`)."""

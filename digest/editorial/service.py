@@ -1,0 +1,141 @@
+"""`digest edit` as one step: read the week's edits, apply the asked changes, check, store.
+
+A command's changes are checked together against the week as it is now and stored in one
+transaction, or refused together with the sentence of the first problem: nothing half-done.
+Once the week's content is frozen (its run began), every change is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from digest.delivery import ledger
+from digest.editorial.applying import NOT_APPLIED, check_change, compose_edited
+from digest.editorial.edits import (
+    REASON_LIMIT,
+    VERDICT_LIMIT,
+    EditSet,
+    checked_field,
+    checked_intro,
+    checked_subject,
+    checked_text,
+    load_edits,
+    pair_key,
+    split_pair,
+    store_edits,
+)
+from digest.errors import EditError, EditsFrozenError
+from digest.run.preparation import Edition, week_facts
+from digest.weeks import IsoWeek
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """The changes one `digest edit` asks for, as typed."""
+
+    by: str
+    intro: str | None = None
+    subject: str | None = None
+    pins: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    lead: str | None = None
+    clear: bool = False
+    clear_field: str | None = None  # with `clear`: None removes every edit
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.clear or any(
+            (self.intro, self.subject, self.pins, self.excludes, self.verdicts, self.lead)
+        )
+
+
+def refuse_if_frozen(connection: Connection, week: str) -> None:
+    frozen = ledger.find_digest(connection, week)
+    if frozen is None:
+        return
+    raise EditsFrozenError(
+        f"The digest of {week} is frozen: its run began at "
+        f"{frozen['created_at']:%Y-%m-%d %H:%M} UTC, and what it sends no longer changes, so "
+        "edits would reach nobody. If nothing has been sent, `digest run --week "
+        f"{week} --refreeze` composes it again from the catalog and the edits as they are; "
+        "otherwise make the change in next week's digest."
+    )
+
+
+def _exclusion(text: str) -> tuple[str, str]:
+    slug, _, reason = text.partition("=")
+    slug = slug.strip()
+    if not slug:
+        raise EditError(
+            f"--exclude {text!r} names no tool. Write --exclude SLUG or --exclude SLUG=REASON."
+        )
+    if not reason.strip():
+        return slug, ""
+    return slug, checked_text(
+        reason, option="--exclude's reason", limit=REASON_LIMIT, one_line=True
+    )
+
+
+def _verdict(text: str) -> tuple[str, str, str]:
+    pair, sep, verdict = text.partition("=")
+    if not sep:
+        raise EditError(
+            f"--verdict {text!r} gives no verdict line. Write --verdict A:B=TEXT, such as "
+            '--verdict code-llama-4:devin-2="Both ship; Devin 2 for teams".'
+        )
+    a, b = split_pair(pair, "--verdict")
+    return a, b, checked_text(verdict, option="--verdict", limit=VERDICT_LIMIT, one_line=True)
+
+
+def edited(before: EditSet, request: EditRequest, *, at: datetime) -> EditSet:
+    """`before` with the request's changes: clearing first, then each change in turn."""
+    after = before.without(checked_field(request.clear_field)) if request.clear else before
+    by = request.by
+    for text in request.excludes:
+        slug, reason = _exclusion(text)
+        after = after.with_edit("exclude", slug, reason, by=by, at=at)
+    for text in request.pins:
+        a, b = split_pair(text, "--pin")
+        after = after.with_edit("pin", pair_key(a, b), f"{a}:{b}", by=by, at=at)
+    for text in request.verdicts:
+        a, b, verdict = _verdict(text)
+        after = after.with_edit("verdict", pair_key(a, b), verdict, by=by, at=at)
+    if request.lead is not None:
+        a, b = split_pair(request.lead, "--lead")
+        after = after.with_edit("lead", "", f"{a}:{b}", by=by, at=at)
+    if request.subject is not None:
+        after = after.with_edit("subject", "", checked_subject(request.subject), by=by, at=at)
+    if request.intro is not None:
+        after = after.with_edit("intro", "", checked_intro(request.intro), by=by, at=at)
+    return after
+
+
+def edit_week(
+    engine: Engine, edition: Edition, week: IsoWeek, request: EditRequest, *, now: datetime
+) -> dict[str, Any]:
+    """Apply `request` to the week's edits; the `--show` document of the result.
+
+    Refused (EditsFrozenError) once the week is frozen; an invalid change (EditError) stores
+    nothing.
+    """
+    with engine.connect() as connection:
+        if request.changes_anything:
+            refuse_if_frozen(connection, str(week))
+        before = load_edits(connection, str(week))
+        frozen = ledger.find_digest(connection, str(week)) is not None
+    facts = week_facts(engine, edition, week)
+    if not request.changes_anything:
+        _, stale = compose_edited(facts, before, site_url=edition.site_url, zone=edition.zone)
+        return before.as_json() | {"frozen": frozen, "not_applied": stale}
+    after = edited(before, request, at=now)
+    content = check_change(facts, before, after, site_url=edition.site_url, zone=edition.zone)
+    with engine.begin() as connection:
+        refuse_if_frozen(connection, str(week))  # a run may have frozen it meanwhile
+        store_edits(connection, after)
+    stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
+    return after.as_json() | {"frozen": False, "not_applied": stale}

@@ -1,0 +1,240 @@
+"""Approval before sending (DIGEST_APPROVAL=required): what is approved, and what a run decides.
+
+An approval is of one exact content: the SHA-256 of the composed digest (edits applied) and of
+the edits themselves. An edit or a catalog change after it gives another hash, which has no
+answer yet, so the run waits again. Answers are rows of `approval` (who, when, a note); a run
+that waits writes a `waiting` row with its flow run id, so `digest approve` knows which run to
+resume; when none waits, the answer it records is found by the next run. For one hash the latest
+answer counts.
+
+The flow (flows/approval.py) pauses and resumes; everything it decides with is here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from digest.content.compose import filter_for_categories
+from digest.content.model import DigestContent
+from digest.delivery import ledger
+from digest.editorial.edits import EditSet, load_edits
+from digest.errors import ApprovalError
+from digest.models import APPROVAL_TABLE as APPROVAL
+from digest.run.preparation import Edition, PreparedDigest, prepare_digest
+from digest.run.report import md
+from digest.weeks import IsoWeek
+
+APPROVED, REJECTED, WAITING = "approved", "rejected", "waiting"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One answer to "may this content go?"."""
+
+    week: str
+    content_hash: str
+    approved: bool
+    note: str
+    by: str
+    at: datetime
+
+    def sentence(self) -> str:
+        verb = "Approved" if self.approved else "Rejected"
+        said = f': "{self.note}"' if self.note else ""
+        return f"{verb} by {self.by} at {self.at:%Y-%m-%d %H:%M} UTC{said}"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A run paused for an answer about one content."""
+
+    flow_run_id: str
+    content_hash: str
+    since: datetime
+
+
+def content_hash(content: DigestContent, edits: EditSet) -> str:
+    """The fingerprint an approval is given to."""
+    payload = {"content": content.model_dump(mode="json"), "edits": edits.fingerprint()}
+    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def hash_of(engine: Engine, prepared: PreparedDigest) -> str:
+    with engine.connect() as connection:
+        edits = load_edits(connection, prepared.week)
+    return content_hash(prepared.content, edits)
+
+
+def decision_for(engine: Engine, *, week: str, content_hash: str) -> Decision | None:
+    """The latest answer given to exactly this content of the week, if any."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(APPROVAL)
+            .where(
+                APPROVAL.c.week == week,
+                APPROVAL.c.content_hash == content_hash,
+                APPROVAL.c.decision.in_((APPROVED, REJECTED)),
+            )
+            .order_by(APPROVAL.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    return Decision(
+        week=week,
+        content_hash=content_hash,
+        approved=row.decision == APPROVED,
+        note=row.note,
+        by=row.decided_by,
+        at=row.decided_at,
+    )
+
+
+def record_decision(
+    engine: Engine, decision: Decision, *, flow_run_id: str | None = None
+) -> Decision:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(APPROVAL).values(
+                week=decision.week,
+                content_hash=decision.content_hash,
+                decision=APPROVED if decision.approved else REJECTED,
+                note=decision.note,
+                decided_by=decision.by,
+                decided_at=decision.at,
+                flow_run_id=flow_run_id,
+            )
+        )
+    return decision
+
+
+def record_waiting(
+    engine: Engine, *, week: str, content_hash: str, flow_run_id: str, at: datetime
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(APPROVAL).values(
+                week=week,
+                content_hash=content_hash,
+                decision=WAITING,
+                note="",
+                decided_by="",
+                decided_at=at,
+                flow_run_id=flow_run_id,
+            )
+        )
+
+
+def waiting_run(
+    engine: Engine, *, week: str, now: datetime, timeout_minutes: int
+) -> Waiting | None:
+    """The run that waits for the week's answer: the latest row says so and has not timed out."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(APPROVAL).where(APPROVAL.c.week == week).order_by(APPROVAL.c.id.desc()).limit(1)
+        ).first()
+    if row is None or row.decision != WAITING or row.flow_run_id is None:
+        return None
+    if row.decided_at + timedelta(minutes=timeout_minutes) < now:
+        return None
+    return Waiting(flow_run_id=row.flow_run_id, content_hash=row.content_hash, since=row.decided_at)
+
+
+def answer_now(
+    engine: Engine,
+    edition: Edition,
+    week: IsoWeek,
+    *,
+    approved: bool,
+    note: str,
+    by: str,
+    at: datetime,
+) -> Decision:
+    """Record an answer about the week's content as it is now (no run waits for it)."""
+    prepared = prepare_digest(engine, edition, week, freeze=False)
+    if prepared.content.is_empty:
+        raise ApprovalError(
+            f"{week} has no new tools, so there is no digest to approve. Check the week, or "
+            "import the catalog first."
+        )
+    decision = Decision(
+        week=str(week),
+        content_hash=hash_of(engine, prepared),
+        approved=approved,
+        note=note,
+        by=by,
+        at=at,
+    )
+    return record_decision(engine, decision)
+
+
+def recipients_by_variant(
+    engine: Engine, content: DigestContent, *, page_size: int
+) -> list[tuple[str, int, bool]]:
+    """(variant, active subscribers, whether they get mail), the every-category variant first."""
+    counts: Counter[str] = Counter()
+    for page in ledger.active_subscriber_pages(engine, page_size=page_size):
+        counts.update(ledger.variant_key(person.categories or []) for person in page)
+    out = []
+    for key in sorted(counts):
+        shows = filter_for_categories(content, key.split(";") if key else []) is not None
+        out.append((key.replace(";", ", ") or "every category", counts[key], shows))
+    return out
+
+
+def approval_markdown(
+    content: DigestContent,
+    *,
+    digest_hash: str,
+    recipients: list[tuple[str, int, bool]],
+    decision: Decision | None,
+) -> str:
+    """The preview an approver reads in the Prefect UI, and the answer once given."""
+    week = content.week
+    if decision is None:
+        status = "Waiting for approval: nothing is sent until someone approves this content."
+    else:
+        status = decision.sentence()
+    lines = [f"# verdict-digest {week}: approval", "", f"**{md(status)}**", ""]
+    lines += [f"Content: `{digest_hash[:12]}`", "", f"Subject: {md(content.subject)}", ""]
+    lines += [f"Editor's note: {md(content.intro) if content.intro else 'none'}", ""]
+    lines += ["## Head-to-heads", ""]
+    if content.pairs:
+        lines += ["| # | new | versus | category | verdict |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {i} | {md(p.a.slug)} | {md(p.b.slug)} | {md(p.category)} | {md(p.verdict)} |"
+            for i, p in enumerate(content.pairs, start=1)
+        ]
+    else:
+        lines.append("None this week.")
+    also = ", ".join(md(t.slug) for t in content.also_new) or "none"
+    lines += ["", f"Also new: {also}", "", "## Excluded", ""]
+    if content.excluded:
+        lines += ["| slug | reason |", "|---|---|"]
+        lines += [f"| {md(e.slug)} | {md(e.reason)} |" for e in content.excluded]
+    else:
+        lines.append("Nothing excluded.")
+    if content.flags:
+        lines += ["", "## Editor flags", ""] + [f"- {md(flag)}" for flag in content.flags]
+    lines += ["", "## Recipients by variant", "", "| variant | subscribers | gets mail |"]
+    lines.append("|---|---|---|")
+    lines += [f"| {md(k)} | {n} | {'yes' if s else 'no'} |" for k, n, s in recipients]
+    lines += [
+        "",
+        "## See it and answer",
+        "",
+        f"Render it locally: `digest preview --week {week} --serve` (or `--out DIR`).",
+        "",
+        "Answer here (Resume, approve or reject, with a note) or from a shell: "
+        f"`digest approve --week {week} [--reject] [--note TEXT]`. An edit or a catalog change "
+        "after the answer voids it, and the run waits again.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,319 @@
+"""Approval before sending, against a real `prefect server start`: a run pauses with its form and
+artifact, sends only once approved through the API, ends Cancelled on a no and Failed on
+silence, and waits again when the content changes after an approval."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.flow_runs import resume_flow_run
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from digest.db import ensure_schema
+from digest.run import approval
+from digest.weeks import utcnow
+from tests.support.cli import DIGEST, run_digest
+from tests.support.factories import write_catalog, write_subscribers
+from tests.support.prefect_server import PrefectServer
+from tests.support.scenario import WEEK, week_tools
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp_path: Path, server: PrefectServer, **extra: str) -> dict[str, str]:
+    return {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DIGEST_APPROVAL": "required",
+        **server.env(),
+        **extra,
+    }
+
+
+def _seed(tmp_path: Path, env: dict[str, str]) -> None:
+    catalog = write_catalog(tmp_path / "catalog.json", week_tools())
+    people = write_subscribers(
+        tmp_path / "people.csv",
+        [{"email": "ada@example.com"}, {"email": "w@example.com", "categories": "Writing"}],
+    )
+    assert run_digest("catalog", "import", str(catalog), cwd=tmp_path, env=env).returncode == 0
+    assert run_digest("subscribers", "import", str(people), cwd=tmp_path, env=env).returncode == 0
+
+
+def _start_run(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [DIGEST, "run", "--week", WEEK],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _waiting(env: dict[str, str], run: subprocess.Popen[str], *, after: str | None = None) -> str:
+    """The id of the flow run once it waits (a new waiting row, other than `after`'s hash)."""
+    engine = ensure_schema(env["DIGEST_DATABASE_URL"])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert run.poll() is None, run.communicate()
+        found = approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60)
+        if found is not None and found.content_hash != after:
+            return found.flow_run_id
+        time.sleep(0.5)
+    pytest.fail("the run never waited for approval")
+
+
+def _paused(server: PrefectServer, flow_run_id: str) -> Any:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        deadline = time.monotonic() + 60
+        while True:
+            run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            if run.state is not None and run.state.is_paused():
+                return run
+            assert time.monotonic() < deadline, f"run is {run.state}"
+            time.sleep(0.5)
+
+
+def _finish(run: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = run.communicate(timeout=240)
+    return run.returncode, out, err
+
+
+def _final_state(server: PrefectServer, flow_run_id: str) -> Any:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        return client.read_flow_run(flow_run_id).state  # type: ignore[arg-type]
+
+
+def _artifact(server: PrefectServer, key: str) -> str:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no artifact {key}"
+    return str(max(found, key=lambda artifact: artifact.created).data)  # type: ignore[arg-type, return-value]
+
+
+def _sent(tmp_path: Path) -> int:
+    return len(list((tmp_path / "outbox" / WEEK).glob("*.eml")))
+
+
+def _resume(server: PrefectServer, flow_run_id: str, answer: dict[str, str]) -> None:
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        resume_flow_run(flow_run_id, run_input=answer)  # type: ignore[arg-type]
+
+
+def test_a_run_waits_with_its_form_and_an_approval_through_the_api_sends_it(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # Nothing goes before the yes; the form is on the paused run; the yes sends and is recorded.
+    env = _env(tmp_path, prefect_server)
+    _seed(tmp_path, env)
+    note = run_digest("edit", "--week", WEEK, "--intro", "Hand-picked.", cwd=tmp_path, env=env)
+    assert note.returncode == 0, note.stderr
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    paused = _paused(prefect_server, flow_run_id)
+    assert paused.state.state_details.run_input_keyset, "the paused run shows no form"
+    assert _sent(tmp_path) == 0
+    edits = run_digest("edit", "--week", WEEK, "--show", cwd=tmp_path, env=env)
+    assert '"frozen": false' in edits.stdout  # nothing froze while it waits
+    preview = _artifact(prefect_server, f"approval-{WEEK.lower()}")
+    for fragment in ("Waiting for approval", "Subject:", "Editor's note: Hand-picked.",
+                     "| 1 |", "Recipients by variant", "| every category | 1 | yes |",
+                     "| writing | 1 | yes |", f"digest preview --week {WEEK} --serve"):  # fmt: skip
+        assert fragment in preview, preview
+
+    _resume(prefect_server, flow_run_id, {"decision": "approve", "note": "Ship it", "by": "Ada"})
+    code, out, err = _finish(run)
+    assert code == 0, err
+    assert _sent(tmp_path) == 2
+    assert "Approved by Ada" in out
+    assert _final_state(prefect_server, flow_run_id).is_completed()
+    assert "Approved by Ada" in _artifact(prefect_server, f"weekly-digest-{WEEK.lower()}")
+    assert "Approved by Ada" in _artifact(prefect_server, f"approval-{WEEK.lower()}")
+    refused = run_digest("edit", "--week", WEEK, "--intro", "Late", cwd=tmp_path, env=env)
+    assert refused.returncode != 0 and "frozen" in refused.stderr
+
+
+def test_a_rejection_cancels_the_run_and_sends_nothing(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # A no ends the run Cancelled with the note; no mail, no frozen content.
+    env = _env(tmp_path, prefect_server)
+    _seed(tmp_path, env)
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    _paused(prefect_server, flow_run_id)
+    _resume(prefect_server, flow_run_id, {"decision": "reject", "note": "Wrong lead", "by": "Bo"})
+    code, _, err = _finish(run)
+    assert code != 0 and "Traceback" not in err
+    assert "rejected" in err and "Wrong lead" in err
+    state = _final_state(prefect_server, flow_run_id)
+    assert state.is_cancelled() and "Wrong lead" in (state.message or "")
+    assert _sent(tmp_path) == 0
+    status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
+    assert '"total": 0' in status.stdout
+
+
+def test_no_answer_within_the_timeout_fails_the_run_and_sends_nothing(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # Silence is not a yes: after DIGEST_APPROVAL_TIMEOUT_MINUTES the run is Failed, "not approved".
+    env = _env(tmp_path, prefect_server, DIGEST_APPROVAL_TIMEOUT_MINUTES="1")
+    _seed(tmp_path, env)
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    code, _, err = _finish(run)
+    assert code != 0 and "not approved" in err and "Traceback" not in err
+    state = _final_state(prefect_server, flow_run_id)
+    assert state.is_failed() and "not approved" in (state.message or "")
+    assert _sent(tmp_path) == 0
+
+
+def test_an_edit_after_approval_makes_the_run_wait_again(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # An approval covers one exact content: an edit after it, before or during a run, voids it.
+    env = _env(tmp_path, prefect_server)
+    _seed(tmp_path, env)
+    given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert given.returncode == 0 and "next run finds" in given.stdout, given.stderr
+    edit = run_digest("edit", "--week", WEEK, "--subject", "Edited after", cwd=tmp_path, env=env)
+    assert edit.returncode == 0, edit.stderr
+    run = _start_run(tmp_path, env)
+    first = _waiting(env, run)  # the recorded approval no longer covers the content
+    engine = ensure_schema(env["DIGEST_DATABASE_URL"])
+    shown = approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60)
+    assert shown is not None
+    _paused(prefect_server, first)
+    # Edited while it waits, then approved from a shell: the yes was for what it showed.
+    again = run_digest("edit", "--week", WEEK, "--intro", "One more thing", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    resumed = run_digest("approve", "--week", WEEK, "--by", "Bo", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0 and "resumes" in resumed.stdout, resumed.stderr
+    assert _waiting(env, run, after=shown.content_hash) == first
+    assert _sent(tmp_path) == 0
+    _paused(prefect_server, first)
+    final = run_digest("approve", "--week", WEEK, "--by", "Cy", cwd=tmp_path, env=env)
+    assert final.returncode == 0 and "resumes" in final.stdout, final.stderr
+    code, out, err = _finish(run)
+    assert code == 0, err
+    assert "Approved by Cy" in out and _sent(tmp_path) == 2
+    message = next((tmp_path / "outbox" / WEEK).glob("*.eml")).read_text()
+    assert "Edited after" in message and "One more thing" in message
+
+
+def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends_it(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # The ops path: `digest serve`, a run from the deployment, the form on the paused run (the
+    # schema the UI draws), and `digest approve` from a shell resuming it to send.
+    import json
+    import signal
+
+    env = _env(tmp_path, prefect_server)
+    _seed(tmp_path, env)
+    serve = subprocess.Popen(
+        [DIGEST, "serve"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    engine = ensure_schema(env["DIGEST_DATABASE_URL"])
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            deadline = time.monotonic() + 120
+            deployment = None
+            while deployment is None:
+                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                try:
+                    deployment = client.read_deployment_by_name("weekly-digest/weekly")
+                except Exception:
+                    assert time.monotonic() < deadline, "digest serve registered nothing"
+                    time.sleep(1)
+            created = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"week": WEEK}
+            )
+            deadline = time.monotonic() + 180
+            while approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60) is None:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(0.5)
+            paused = _paused(prefect_server, str(created.id))
+            keyset = paused.state.state_details.run_input_keyset
+            schema = json.loads(client.read_flow_run_input(created.id, key=keyset["schema"]))
+            assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+            assert {"note", "by"} <= set(schema["properties"])
+            assert _sent(tmp_path) == 0
+
+            given = run_digest("approve", "--week", WEEK, "--note", "Fine", "--by", "Ada",
+                               cwd=tmp_path, env=env)  # fmt: skip
+            assert given.returncode == 0 and str(created.id) in given.stdout, given.stderr
+            deadline = time.monotonic() + 120
+            while not (run := client.read_flow_run(created.id)).state.is_final():  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, f"run still {run.state}"
+                time.sleep(1)
+            assert run.state is not None and run.state.is_completed()
+        assert _sent(tmp_path) == 2
+        assert "Approved by Ada at" in _artifact(prefect_server, f"weekly-digest-{WEEK.lower()}")
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=30)
+        subprocess.run(
+            [
+                str(Path(DIGEST).with_name("prefect")),
+                "deployment",
+                "delete",
+                "weekly-digest/weekly",
+            ],
+            env={**os.environ, **env},
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def test_without_an_api_to_reach_the_answer_digest_approve_records_releases_the_run(
+    tmp_path: Path,
+) -> None:
+    # `digest run` on a laptop pauses under its own in-process API, which no other shell can
+    # reach: `digest approve` records the answer for the waiting run, which takes it and sends.
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DIGEST_APPROVAL": "required",
+    }
+    assert "PREFECT_API_URL" not in os.environ
+    _seed(tmp_path, env)
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert given.returncode == 0, given.stderr
+    assert f"recorded for flow run {flow_run_id}" in given.stdout, given.stdout
+    code, out, err = _finish(run)
+    assert code == 0, err
+    assert "Approved by Ada" in out and _sent(tmp_path) == 2
