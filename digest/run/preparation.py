@@ -101,7 +101,7 @@ def prepare_digest(
     content = compute_content(engine, edition, week)
     if not freeze or content.is_empty:
         return PreparedDigest(week=str(week), content=content, digest_id=None, frozen_earlier=False)
-    _must_render(edition, content, week)
+    must_render(edition, content, week)
     with engine.begin() as connection:
         row = ledger.freeze_digest(
             connection,
@@ -120,7 +120,7 @@ def prepare_digest(
 CLIP_LIMIT_BYTES = GMAIL_CLIP_BYTES - 2048
 
 
-def _must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None:
+def must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None:
     """Freeze only content that renders, and fits: a week frozen broken could never be sent.
 
     The every-category variant is the largest; every other variant holds a part of it.
@@ -141,9 +141,6 @@ def _must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> Non
             "the postal address. Shorten the longest catalog texts (descriptions, quotes) or "
             "exclude tools, import the catalog again, and run again; nothing was sent."
         )
-
-
-must_render = _must_render  # also asked of content shown for approval (flows/approval.py)
 
 
 def refreeze(engine: Engine, week: IsoWeek) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from digest.run.outcome import RunSummary
 
 
-def _md(text: str) -> str:
+def md(text: str) -> str:
     """Catalog text is untrusted: neutralise markdown and HTML in table cells."""
     escaped = (
         text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
@@ -15,26 +15,23 @@ def _md(text: str) -> str:
     return " ".join(escaped.split())
 
 
-md = _md  # the same escaping for the approval page (digest/run/approval.py)
-
-
 def render_markdown(summary: RunSummary) -> str:
     lines = [f"# verdict-digest {summary.week}", ""]
     if summary.note:
-        lines += [f"**{_md(summary.note)}**", ""]
+        lines += [f"**{md(summary.note)}**", ""]
     if summary.subject:
-        lines += [f"Subject: {_md(summary.subject)}", ""]
+        lines += [f"Subject: {md(summary.subject)}", ""]
     lines += _catalog_lines(summary)
     if summary.approval:
-        lines += [f"Approval: {_md(summary.approval)}", ""]
+        lines += [f"Approval: {md(summary.approval)}", ""]
     lines += ["## Pairs", ""]
     if summary.pairs:
         lines += ["| new | versus | category |", "|---|---|---|"]
-        lines += [f"| {_md(a)} | {_md(b)} | {_md(c)} |" for a, b, c in summary.pairs]
+        lines += [f"| {md(a)} | {md(b)} | {md(c)} |" for a, b, c in summary.pairs]
     else:
         lines.append("No head-to-heads this week.")
     if summary.also_new:
-        lines += ["", "Also new: " + ", ".join(_md(s) for s in summary.also_new)]
+        lines += ["", "Also new: " + ", ".join(md(s) for s in summary.also_new)]
     lines += ["", "## Deliveries", ""]
     if summary.counts:
         lines += ["| state | count |", "|---|---|"]
@@ -44,11 +41,11 @@ def render_markdown(summary: RunSummary) -> str:
         lines.append("No deliveries recorded.")
     if summary.reasons:
         lines += ["", "Why rows are not sent:", ""]
-        lines += [f"- {n} {state}: {_md(reason)}" for state, reason, n in summary.reasons]
+        lines += [f"- {n} {state}: {md(reason)}" for state, reason, n in summary.reasons]
     lines += ["", "## Excluded", ""]
     if summary.excluded:
         lines += ["| slug | reason |", "|---|---|"]
-        lines += [f"| {_md(slug)} | {_md(reason)} |" for slug, reason in summary.excluded]
+        lines += [f"| {md(slug)} | {md(reason)} |" for slug, reason in summary.excluded]
     else:
         lines.append("Nothing excluded.")
     if summary.compliance:
@@ -75,8 +72,8 @@ def _catalog_lines(summary: RunSummary) -> list[str]:
     return [
         "## Catalog",
         "",
-        f"- Source: {_md(synced.source)}",
-        f"- Generated at: {_md(synced.generated())}",
-        f"- Changes: {_md(synced.changes())}",
+        f"- Source: {md(synced.source)}",
+        f"- Generated at: {md(synced.generated())}",
+        f"- Changes: {md(synced.changes())}",
         "",
     ]
