@@ -70,3 +70,7 @@ class NotFoundError(DigestError):
 
 class PreviewSkippedError(DigestError):
     """The previewed subscriber gets nothing this week, so there is no email to show."""
+
+
+class RecalledError(DigestError):
+    """The editor recalled the week's digest: it is sent again only on purpose."""

@@ -70,6 +70,10 @@ def run(
             help="Compose a week that never sent anything again, from the catalog as it is now.",
         ),
     ] = False,
+    after_recall: Annotated[
+        bool,
+        typer.Option("--after-recall", help="Send a week recalled with `digest recall`."),
+    ] = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
@@ -91,6 +95,7 @@ def run(
         resend_uncertain=resend_uncertain,
         retry_failed=retry_failed,
         refreeze=refreeze,
+        after_recall=after_recall,
     )
     assert isinstance(summary, RunSummary)
     print_summary(summary)

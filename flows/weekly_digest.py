@@ -30,8 +30,9 @@ from sqlalchemy.engine import Engine
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema
 from digest.delivery import sending
+from digest.delivery.cancelling import canceller_for
 from digest.delivery.ledger import new_owner
-from digest.errors import DigestError, RunInProgressError
+from digest.errors import DigestError, RecalledError, RunInProgressError
 from digest.run import bookkeeping, compliance, preparation
 from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
@@ -77,20 +78,32 @@ def check_complete(digest_id: int | None) -> bool:
 
 @task(name="begin-run", **_TASK_DEFAULTS)
 def begin_run(
-    digest_id: int | None, owner: str, resend_uncertain: bool, retry_failed: bool
+    digest_id: int | None,
+    owner: str,
+    resend_uncertain: bool,
+    retry_failed: bool,
+    after_recall: bool = False,
 ) -> dict[str, int] | str:
-    """The run's start counts, or why another run keeps this one from starting."""
+    """The run's start counts, or why another run keeps this one from starting.
+
+    Batches a dead run left in flight are cancelled here while that is still possible, then
+    sent again. Raises RecalledError for a recalled week unless `after_recall`.
+    """
     assert digest_id is not None
     settings = get_settings()
+    engine = _engine(settings)
     try:
-        return bookkeeping.begin_run(
-            _engine(settings),
-            digest_id=digest_id,
-            owner=owner,
-            lease_seconds=settings.lease_seconds,
-            resend_uncertain=resend_uncertain,
-            retry_failed=retry_failed,
-        )
+        with get_backend(settings) as backend:
+            return bookkeeping.begin_run(
+                engine,
+                digest_id=digest_id,
+                owner=owner,
+                lease_seconds=settings.lease_seconds,
+                resend_uncertain=resend_uncertain,
+                retry_failed=retry_failed,
+                canceller=canceller_for(settings, engine=engine, backend=backend),
+                after_recall=after_recall,
+            )
     except RunInProgressError as refused:
         return str(refused)
 
@@ -241,6 +254,13 @@ RefreezeParameter = Annotated[
         "content; refused once anything was sent."
     ),
 ]
+AfterRecallParameter = Annotated[
+    bool,
+    Field(
+        description="Send a week the editor recalled (`digest recall`): what was stopped, and "
+        "what was never sent."
+    ),
+]
 RetryFailedParameter = Annotated[
     bool,
     Field(
@@ -265,6 +285,7 @@ def weekly_digest(
     resend_uncertain: ResendUncertainParameter = False,
     retry_failed: RetryFailedParameter = False,
     refreeze: RefreezeParameter = False,
+    after_recall: AfterRecallParameter = False,
 ) -> RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
@@ -278,6 +299,7 @@ def weekly_digest(
             once their cause is fixed.
         refreeze: Compose the week again from the catalog as it is now, dropping its
             frozen content; refused once anything was sent.
+        after_recall: Send a week the editor recalled (`digest recall`).
     """
     # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
     settings = get_settings()
@@ -309,7 +331,11 @@ def weekly_digest(
         return _finish(summary, run_error(summary))
     else:
         return _begin_and_send(
-            summary, prepared, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+            summary,
+            prepared,
+            resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
+            after_recall=after_recall,
         )
     get_run_logger().info("%s", summary.note)
     report(summary)
@@ -322,14 +348,19 @@ def _begin_and_send(
     *,
     resend_uncertain: bool,
     retry_failed: bool,
+    after_recall: bool,
 ) -> RunSummary | State[Any]:
     owner = new_owner()
-    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed)
+    try:
+        started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
+    except RecalledError as recalled:
+        return _finish(summary, recalled)
     if isinstance(started, str):
         return _finish(summary, RunInProgressError(started))
     get_run_logger().info(
-        "%s rows found uncertain; %s settled by provider events; %s uncertain and %s failed "
-        "requeued on purpose",
+        "%s rows left in flight by a dead run cancelled and sent again; %s found uncertain; "
+        "%s settled by provider events; %s uncertain and %s failed requeued on purpose",
+        started["cancelled_and_resent"],
         started["found_uncertain"],
         started["settled_by_events"],
         started["requeued_uncertain"],

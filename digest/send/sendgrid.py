@@ -381,9 +381,7 @@ class SendGridBackend(BaseBackend):
 
     @staticmethod
     def _ambiguous(problem: str) -> AmbiguousSendError:
-        return AmbiguousSendError(
-            f"SendGrid may or may not have accepted the request: {problem}"
-        )
+        return AmbiguousSendError(f"SendGrid may or may not have accepted the request: {problem}")
 
     # Scheduled sends: batch ids, cancels and their confirmation --------------------------------
 

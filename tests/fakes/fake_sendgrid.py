@@ -592,21 +592,21 @@ def _schedule_call(state: _State, method: str, path: str, raw: bytes) -> tuple[i
     """One call to /v3/mail/batch or /v3/user/scheduled_sends[/<batch_id>]."""
     with state.lock:
         if path == BATCH_PATH and method == "POST":
-            batch_id = os.urandom(16).hex()
-            state.batch_ids.add(batch_id)
-            return 201, json.dumps({"batch_id": batch_id}).encode()
+            made = os.urandom(16).hex()
+            state.batch_ids.add(made)
+            return 201, json.dumps({"batch_id": made}).encode()
         if path == SCHEDULED_PATH and method == "GET":
             listed = [{"batch_id": b, "status": st} for b, st in state.statuses.items()]
             return 200, json.dumps(listed).encode()
         if path == SCHEDULED_PATH and method == "POST":
             body = _json_object(raw)
-            batch_id = body.get("batch_id")
-            if batch_id in state.statuses:
+            named = body.get("batch_id")
+            if named in state.statuses:
                 raise ApiError(400, "The batch id already has a status; update it.", "batch_id")
-            _set_status(state, batch_id, body.get("status"))
-            return 201, json.dumps({"batch_id": batch_id, "status": body["status"]}).encode()
+            _set_status(state, named, body.get("status"))
+            return 201, json.dumps({"batch_id": named, "status": body["status"]}).encode()
         target = path.removeprefix(SCHEDULED_PATH + "/")
-        if not path.startswith(SCHEDULED_PATH + "/") or target not in state.targets:
+        if not path.startswith(SCHEDULED_PATH + "/") or target not in state.batch_ids:
             raise ApiError(404, "Not Found", None)
         if method == "GET":
             found = state.statuses.get(target)

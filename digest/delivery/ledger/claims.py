@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
@@ -57,10 +58,19 @@ def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, i
 
 
 def claim_batch(
-    connection: Connection, *, digest_id: int, variant_id: int, owner: str, limit: int
+    connection: Connection,
+    *,
+    digest_id: int,
+    variant_id: int,
+    owner: str,
+    limit: int,
+    provider_batch_id: str | None = None,
+    send_at: datetime | None = None,
 ) -> ClaimedBatch:
     """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
 
+    The provider batch the request will go under, and its send time, are written by the same
+    statement: a run that dies after sending leaves rows whose batch the next run can cancel.
     Only rows of currently active subscribers are claimed, so an unsubscribe takes effect before
     the next batch. On PostgreSQL, SKIP LOCKED lets several senders claim disjoint batches.
     """
@@ -89,6 +99,8 @@ def claim_batch(
             claim_owner=claim,
             claimed_at=now,
             attempts=DELIVERY.c.attempts + 1,
+            provider_batch_id=provider_batch_id,
+            send_at=send_at,
             updated_at=now,
         )
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
@@ -159,8 +171,34 @@ def release_pending(
         DeliveryState.PENDING,
         cause,
         claim_owner=None,
+        provider_batch_id=None,
+        send_at=None,
         last_error=reason[:_REASON_LIMIT],
     )
+
+
+def mark_uncertain(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
+    """The batch's rows may or may not reach their subscribers: its cancel was impossible."""
+    return _settle(
+        connection,
+        batch,
+        DeliveryState.UNCERTAIN,
+        Cause.CANCEL_IMPOSSIBLE,
+        last_error=reason[:_REASON_LIMIT],
+    )
+
+
+def reschedule(
+    connection: Connection, *, batch: ClaimedBatch, provider_batch_id: str, send_at: datetime
+) -> int:
+    """The claimed rows go out again under a new provider batch (the old one is cancelled)."""
+    statement = update(DELIVERY).where(
+        DELIVERY.c.digest_id == batch.digest_id,
+        DELIVERY.c.state == DeliveryState.SENDING.value,
+        DELIVERY.c.claim_owner == batch.claim,
+    )
+    values_ = {"provider_batch_id": provider_batch_id, "send_at": send_at, "updated_at": utcnow()}
+    return int(connection.execute(statement.values(**values_)).rowcount)
 
 
 def suppress_unsendable(connection: Connection, *, digest_id: int) -> int:

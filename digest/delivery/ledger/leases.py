@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -45,11 +45,19 @@ def _holder(connection: Connection, digest_id: int) -> Any:
     ).one()
 
 
-def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: int) -> int:
+def acquire_lease(
+    engine: Engine,
+    *,
+    digest_id: int,
+    owner: str,
+    ttl_seconds: int,
+    cancellable_after: datetime | None = None,
+) -> int:
     """Take the digest's lease for `owner`; returns how many rows were found `uncertain`.
 
     Raises RunInProgressError while another live run holds it. On taking the lease, every row
-    still `sending` belongs to a run that is gone: it becomes `uncertain`.
+    still `sending` belongs to a run that is gone: it becomes `uncertain`, unless its provider
+    batch is due after `cancellable_after` (still cancellable): the caller cancels those.
     """
     now = utcnow()
     with engine.begin() as connection:
@@ -69,7 +77,9 @@ def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: in
         if not taken:
             # Read the holder again: the first read may predate the run that just won the race.
             raise _in_progress(_holder(connection, digest_id))
-        return _mark_orphans_uncertain(connection, digest_id=digest_id, owner=owner)
+        return _mark_orphans_uncertain(
+            connection, digest_id=digest_id, owner=owner, cancellable_after=cancellable_after
+        )
 
 
 def _in_progress(holder: Any) -> RunInProgressError:
@@ -83,11 +93,17 @@ def _in_progress(holder: Any) -> RunInProgressError:
     )
 
 
-def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: str) -> int:
+def _mark_orphans_uncertain(
+    connection: Connection, *, digest_id: int, owner: str, cancellable_after: datetime | None
+) -> int:
     """Rows claimed by any run but `owner` were left by a run that is gone."""
+    statement = update(DELIVERY)
+    if cancellable_after is not None:
+        statement = statement.where(
+            or_(DELIVERY.c.send_at.is_(None), DELIVERY.c.send_at <= cancellable_after)
+        )
     result = connection.execute(
-        update(DELIVERY)
-        .where(
+        statement.where(
             DELIVERY.c.digest_id == digest_id,
             DELIVERY.c.state.in_(values(sources_of(DeliveryState.UNCERTAIN, Cause.RUN_DIED))),
             # Claims read "<owner>#<batch>": any claim not this run's is from a run now gone.
@@ -95,8 +111,7 @@ def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: st
                 DELIVERY.c.claim_owner.is_(None),
                 ~DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
             ),
-        )
-        .values(
+        ).values(
             state=DeliveryState.UNCERTAIN.value,
             last_error="its sending run ended before the provider's answer was recorded",
             updated_at=utcnow(),
