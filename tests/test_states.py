@@ -45,8 +45,14 @@ def test_from_sending_a_row_goes_only_to_an_outcome_or_uncertain() -> None:
     assert targets_from(S.SENDING) == {
         S.SENT: {Cause.ACCEPTED},
         S.FAILED: {Cause.REFUSED},
-        S.PENDING: {Cause.TRANSIENT, Cause.NEIGHBOUR_REFUSED, Cause.REQUEST_REFUSED},
-        S.UNCERTAIN: {Cause.RUN_DIED},
+        S.PENDING: {
+            Cause.TRANSIENT,
+            Cause.NEIGHBOUR_REFUSED,
+            Cause.REQUEST_REFUSED,
+            Cause.CANCELLED_RESEND,
+            Cause.RUN_DIED_CANCELLED,
+        },
+        S.UNCERTAIN: {Cause.RUN_DIED, Cause.CANCEL_IMPOSSIBLE},
     }
 
 
@@ -63,6 +69,9 @@ def test_no_move_goes_backwards() -> None:
         Cause.REQUEST_REFUSED,
         Cause.RESEND_ON_PURPOSE,
         Cause.RETRY_FAILED,
+        Cause.CANCELLED_RESEND,
+        Cause.RUN_DIED_CANCELLED,
+        Cause.RECALLED,
     }
 
 

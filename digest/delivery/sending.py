@@ -293,8 +293,8 @@ def _send(
             )
         batch = replace(batch, provider_batch=new_batch)
     reason = (
-        f"the provider's answers were lost {report.cancelled} time(s) (timeouts, dropped "
-        "connections or 5xx); each batch was cancelled, so nobody got it twice"
+        f"the provider's answer was lost {report.cancelled} time(s), last: {report.error}; "
+        "each batch was cancelled before its send time, so nobody got it twice"
     )
     with sender.engine.begin() as connection:
         report.released = ledger.release_pending(

@@ -96,7 +96,8 @@ class Cause(StrEnum):
         "cancel confirmed, and it is sent again under a new batch"
     )
     CANCEL_IMPOSSIBLE = (
-        "an ambiguous answer whose batch the provider refused to cancel, or too late to ask"
+        "its outcome is unknown (an ambiguous answer, or its run died) and the provider refused "
+        "to cancel its batch, or it was too late to ask"
     )
     RUN_DIED_CANCELLED = (
         "its run died with the batch in flight; the next run cancelled the batch in time and "

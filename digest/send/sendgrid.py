@@ -237,6 +237,11 @@ class _EncodedBody:
         return self._data
 
 
+def _json_body(data: dict[str, Any]) -> _EncodedBody:
+    # The client keeps the last request's Content-Type, so every body goes pre-encoded.
+    return _EncodedBody(orjson.dumps(data))
+
+
 def _never_arrived(exc: BaseException) -> bool:
     """A refused connection: the request never reached SendGrid, so repeating it is safe."""
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -400,7 +405,10 @@ class SendGridBackend(BaseBackend):
             try:
                 self._control(
                     "a cancel",
-                    lambda: statuses.post(request_body={"batch_id": batch_id, "status": "cancel"}),
+                    lambda: statuses.post(
+                        request_body=_json_body({"batch_id": batch_id, "status": "cancel"}),
+                        request_headers={"Content-Type": _JSON_UTF8},
+                    ),
                 )
             except SendGridHTTPError as refused:
                 # A cancel or pause may already stand (a lost answer to our own earlier POST).
@@ -431,7 +439,13 @@ class SendGridBackend(BaseBackend):
     def _patch_to_cancel(self, batch_id: str) -> None:
         target = self._client.user.scheduled_sends._(batch_id)
         try:
-            self._control("a cancel", lambda: target.patch(request_body={"status": "cancel"}))
+            self._control(
+                "a cancel",
+                lambda: target.patch(
+                    request_body=_json_body({"status": "cancel"}),
+                    request_headers={"Content-Type": _JSON_UTF8},
+                ),
+            )
         except SendGridHTTPError as refused:
             detail = self._scrub(_sendgrid_errors(refused.body))
             raise CancelRefusedError(
