@@ -1,13 +1,24 @@
-"""The `digest` command's library commands: catalog, subscribers, preview, status, db, web.
+"""The `digest` command's library commands: catalog, subscribers, preview, status, recall, db,
+web.
 
 Importing this package registers each command on `digest.cli.app.app`. The console script is
 `flows.cli:main`, which adds the commands that run the Prefect flow (run, serve, demo).
 """
 
-from digest.cli import catalog, database, preview, status, subscribers, web
+from digest.cli import catalog, database, preview, recall, status, subscribers, web
 from digest.cli.app import app, main_with
 
-__all__ = ["app", "catalog", "database", "main", "preview", "status", "subscribers", "web"]
+__all__ = [
+    "app",
+    "catalog",
+    "database",
+    "main",
+    "preview",
+    "recall",
+    "status",
+    "subscribers",
+    "web",
+]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from digest.config import Settings
 from digest.delivery import ledger
 from digest.delivery.cancelling import CANCEL_SLOTS, Canceller, canceller_for
 from digest.delivery.states import Cause
-from digest.errors import RunInProgressError
+from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
 from digest.send.base import (
@@ -125,6 +125,7 @@ class StopKind(StrEnum):
     LEASE_LOST = "lease-lost"  # another run took the digest over
     REQUEST_REFUSED = "request-refused"  # a refusal no recipient explains: sender or content
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
+    RECALLED = "recalled"  # the editor recalled the digest (`digest recall`)
 
 
 class RunStop:
@@ -412,6 +413,9 @@ def send_lane(
                 batch = send_batch(sender, plan, bodies[variant_id], stop)
             except RunInProgressError as lost:
                 stop.set(StopKind.LEASE_LOST, str(lost))
+                break
+            except RecalledError as recalled:
+                stop.set(StopKind.RECALLED, str(recalled))
                 break
             if not batch.claimed:
                 break

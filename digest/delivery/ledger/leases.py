@@ -12,9 +12,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from digest.delivery.states import Cause, DeliveryState, sources_of, values
-from digest.errors import RunInProgressError
+from digest.errors import RecalledError, RunInProgressError
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import RECALL_TABLE as RECALL
 from digest.weeks import utcnow
 
 
@@ -121,17 +122,25 @@ def _mark_orphans_uncertain(
 
 
 def renew_lease(connection: Connection, *, digest_id: int, owner: str, ttl_seconds: int) -> None:
-    """Extend the lease; RunInProgressError if another run took it meanwhile."""
+    """Extend the lease; RunInProgressError if another run took it meanwhile, RecalledError
+    once the editor recalled the week (`digest recall`)."""
+    recalled = select(RECALL.c.week).where(RECALL.c.week == DIGEST.c.week).exists()
     renewed = connection.execute(
         update(DIGEST)
-        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
+        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner, ~recalled)
         .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
     ).rowcount
-    if not renewed:
-        raise RunInProgressError(
-            "This run lost the digest's lease to another run (it was paused longer than "
-            "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
+    if renewed:
+        return
+    if connection.execute(select(DIGEST.c.id).where(DIGEST.c.id == digest_id, recalled)).first():
+        raise RecalledError(
+            "The editor recalled this digest (`digest recall`) while it was being sent: this "
+            "run stopped sending. Nothing more goes out until a run is started --after-recall."
         )
+    raise RunInProgressError(
+        "This run lost the digest's lease to another run (it was paused longer than "
+        "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
+    )
 
 
 def release_lease(engine: Engine, *, digest_id: int, owner: str) -> None:
