@@ -83,11 +83,11 @@ def begin_run(
     resend_uncertain: bool,
     retry_failed: bool,
     after_recall: bool = False,
-) -> dict[str, int] | str:
-    """The run's start counts, or why another run keeps this one from starting.
+) -> dict[str, int] | DigestError:
+    """The run's start counts, or why it may not start (another run, a recalled week).
 
     Batches a dead run left in flight are cancelled here while that is still possible, then
-    sent again. Raises RecalledError for a recalled week unless `after_recall`.
+    sent again.
     """
     assert digest_id is not None
     settings = get_settings()
@@ -104,8 +104,8 @@ def begin_run(
                 canceller=canceller_for(settings, engine=engine, backend=backend),
                 after_recall=after_recall,
             )
-    except RunInProgressError as refused:
-        return str(refused)
+    except (RunInProgressError, RecalledError) as refused:
+        return refused  # the run ends Failed with this sentence, and no traceback
 
 
 @task(name="plan-recipients", **_TASK_DEFAULTS)
@@ -351,12 +351,9 @@ def _begin_and_send(
     after_recall: bool,
 ) -> RunSummary | State[Any]:
     owner = new_owner()
-    try:
-        started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
-    except RecalledError as recalled:
-        return _finish(summary, recalled)
-    if isinstance(started, str):
-        return _finish(summary, RunInProgressError(started))
+    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
+    if isinstance(started, DigestError):
+        return _finish(summary, started)
     get_run_logger().info(
         "%s rows left in flight by a dead run cancelled and sent again; %s found uncertain; "
         "%s settled by provider events; %s uncertain and %s failed requeued on purpose",
