@@ -87,13 +87,17 @@ def claim_batch(
         .order_by(DELIVERY.c.id)
         .limit(limit)
     )
+    picked: Any = candidates.scalar_subquery()
     if connection.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(of=DELIVERY, skip_locked=True)
+        # Materialized: as a semi-join PostgreSQL may rescan the locking subquery per row, skip
+        # the rows this very statement just updated, and claim past the limit.
+        locked = candidates.with_for_update(of=DELIVERY, skip_locked=True).cte("picked")
+        picked = select(locked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
     claim = f"{owner}#{uuid.uuid4().hex[:12]}"
     now = utcnow()
     claimed = connection.execute(
         update(DELIVERY)
-        .where(DELIVERY.c.id.in_(candidates.scalar_subquery()), DELIVERY.c.state.in_(claimable))
+        .where(DELIVERY.c.id.in_(picked), DELIVERY.c.state.in_(claimable))
         .values(
             state=DeliveryState.SENDING.value,
             claim_owner=claim,
