@@ -865,6 +865,9 @@ class FakeControl:
     def clear_faults(self) -> None:
         self._post({"clear": True})
 
+    def set_cancel_deadline(self, seconds: float) -> None:
+        self._post({"cancel_deadline": seconds})
+
     def stats(self) -> dict[str, int]:
         with urllib.request.urlopen(self.url + STATS_PATH, timeout=10) as response:  # noqa: S310
             result: dict[str, int] = json.loads(response.read())
