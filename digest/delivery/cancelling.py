@@ -29,8 +29,6 @@ from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
 
-# The provider cancels or pauses at most this many batches at once (SendGrid: 10).
-CANCEL_SLOTS = 10
 # A cancel is asked only if it can be confirmed this long before the provider's deadline.
 CANCEL_MARGIN_SECONDS = 30
 
@@ -67,6 +65,11 @@ class Canceller:
             self.backend.forget_cancel(batch_id)
             with self.engine.begin() as connection:
                 ledger.mark_forgotten(connection, batch_id=batch_id)
+
+    @property
+    def slots(self) -> int:
+        """How many batches the provider keeps cancelled at once."""
+        return self.backend.cancel_slots
 
     def slots_in_use(self) -> int:
         with self.engine.connect() as connection:

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings
 from digest.delivery import ledger
-from digest.delivery.cancelling import CANCEL_SLOTS, Canceller, canceller_for
+from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.states import Cause
 from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
@@ -222,8 +222,9 @@ def send_batch(
     A refusal marks the recipients the provider blamed `failed` and hands the others back; a
     refusal of the request as such, a transient error that outlasted the backend's attempts,
     or a refused key hands every row back to `pending` and sets `stop`. If the process
-    dies between claim and record, the rows stay `sending` and the next run finds them
-    `uncertain`. Raises RunInProgressError when another run took the lease.
+    dies between claim and record, the rows stay `sending` with their provider batch: the next
+    run cancels it while it can and sends them again, or finds them `uncertain`. Raises
+    RunInProgressError when another run took the lease, RecalledError after a recall.
     """
     report = BatchReport(variant_id=int(variant["id"]))
     try:
@@ -280,7 +281,7 @@ def _send(
             if not _cancel_lost(sender, sender.canceller, claimed, batch, lost, report, stop):
                 return None
         report.cancelled += 1
-        if sender.canceller.slots_in_use() >= CANCEL_SLOTS - SENDER_LANES:
+        if sender.canceller.slots_in_use() >= sender.canceller.slots - SENDER_LANES:
             # Every lane must keep a cancel slot for its own request in flight.
             break
         new_batch = sender.new_provider_batch()

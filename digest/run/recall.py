@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from digest.delivery import ledger
-from digest.delivery.cancelling import CANCEL_SLOTS, Canceller, recover_orphans
+from digest.delivery.cancelling import Canceller, recover_orphans
 from digest.delivery.states import Cause, DeliveryState
 from digest.errors import NotFoundError, RunInProgressError
 from digest.send.base import CancelRefusedError, SendAuthError, TransientSendError
@@ -84,8 +84,11 @@ def _cancel_sent(canceller: Canceller, digest_id: int, result: RecallResult) -> 
         if not canceller.in_time(held.send_at):
             continue  # batches are in send order, but a retried one may come later
         canceller.free_slots()
-        if canceller.slots_in_use() >= CANCEL_SLOTS:
-            result.problems += ("the provider cancels at most 10 batches at once",)
+        if canceller.slots_in_use() >= canceller.slots:
+            result.problems += (
+                f"the provider keeps at most {canceller.slots} batches cancelled at once; "
+                "the rest are on their way",
+            )
             break
         try:
             canceller.cancel(batch_id=held.batch_id, digest_id=digest_id, send_at=held.send_at)

@@ -142,6 +142,9 @@ class EmailBackend(Protocol):
 class SchedulingBackend(Protocol):
     """A backend whose requests can be held until a send time and cancelled before it."""
 
+    # How many batches the provider keeps cancelled at once; a cancel beyond is refused.
+    cancel_slots: int
+
     def new_batch_id(self) -> str:
         """A fresh provider batch id (safe to retry: an unused id costs nothing)."""
         ...

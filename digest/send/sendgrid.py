@@ -251,6 +251,9 @@ def _never_arrived(exc: BaseException) -> bool:
 class SendGridBackend(BaseBackend):
     """Sends each batch as one SendGrid Mail Send request, retrying what is worth retrying."""
 
+    # SendGrid pauses or cancels at most 10 batches at once.
+    cancel_slots = 10
+
     def __init__(
         self,
         settings: Settings,

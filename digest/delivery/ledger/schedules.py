@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from digest.db import insert_ignore
 from digest.delivery.states import MAY_HAVE_REACHED, Cause, DeliveryState, sources_of, values
@@ -50,7 +51,10 @@ def sent_batches(connection: Connection, *, digest_id: int) -> list[HeldBatch]:
 
 
 def _held(
-    connection: Connection, digest_id: int, state: DeliveryState, extra: object
+    connection: Connection,
+    digest_id: int,
+    state: DeliveryState,
+    extra: ColumnElement[bool] | None,
 ) -> list[HeldBatch]:
     query = (
         select(DELIVERY.c.provider_batch_id, func.min(DELIVERY.c.send_at), func.count())
@@ -64,7 +68,7 @@ def _held(
         .order_by(func.min(DELIVERY.c.send_at))
     )
     if extra is not None:
-        query = query.where(extra)  # type: ignore[arg-type]
+        query = query.where(extra)
     return [HeldBatch(str(b), when, int(n)) for b, when, n in connection.execute(query)]
 
 
