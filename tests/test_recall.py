@@ -69,11 +69,14 @@ def _after_recall(settings: Settings, digest_id: int) -> None:
 
 
 def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_week(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # Sent 900 s ahead: every batch is cancelled, nobody gets the digest, the frozen content is
     # dropped, and no run sends the week again until one is started after the recall.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
     digest_id = _prepare(settings, tmp_path, batch_size=2)
     _run(settings, digest_id)
     result = _recall(settings)
@@ -92,11 +95,14 @@ def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_
 
 
 def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # A batch within the cancel deadline cannot be stopped: its rows stay `sent`, the content
     # stays frozen, and a run after the recall sends only what was stopped.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
     digest_id = _prepare(settings, tmp_path, batch_size=2)
     _run(settings, digest_id)
     engine = get_engine(settings.database_url)

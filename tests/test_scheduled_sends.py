@@ -102,12 +102,16 @@ def _delivered(fake: FakeSendGrid) -> Counter[str]:
 
 @pytest.mark.parametrize("lost", [(1,), (2, 4), (1, 2), (3, 5)])
 def test_lost_answers_are_cancelled_and_resent_so_everyone_gets_it_exactly_once(
-    lost: tuple[int, ...], fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lost: tuple[int, ...],
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # SendGrid accepts a request and the answer never comes back: the batch is cancelled, the
     # cancel confirmed, the rows sent under a new batch; by the fake's own record every planned
     # subscriber gets the digest once, and the ledger says `sent` for all, with nobody choosing.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="3")
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="3")
     digest_id = _prepare(settings, tmp_path, batch_size=3, extra=12)
     fake.lose_answers(*lost)
     _run(settings, digest_id)
@@ -169,11 +173,14 @@ def test_no_lead_time_sends_at_once_as_before(
 
 
 def test_a_cancel_refused_as_too_late_leaves_the_rows_uncertain_and_events_settle_them(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # SendGrid refuses the cancel: the lost batch may go out, so its rows are `uncertain`, never
     # resent; a provider event then proves them accepted.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
     digest_id = _prepare(settings, tmp_path, batch_size=2)
     fake.set_cancel_deadline(1000)  # later than the lead: every cancel is too late
     fake.lose_answers(1)
@@ -258,11 +265,14 @@ def _die_with_a_batch_in_flight(settings: Settings, digest_id: int, fake: FakeSe
 
 
 def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # The next run (a plain rerun) cancels the batch the dead run left in flight, confirms it,
     # and sends those rows again: nobody twice, nobody missing, no `--resend-uncertain`.
-    settings = _settings(monkeypatch)
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
     digest_id = _prepare(settings, tmp_path, batch_size=1000)
     left = _die_with_a_batch_in_flight(settings, digest_id, fake)
     started, _ = _run(settings, digest_id)
@@ -272,11 +282,14 @@ def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
 
 
 def test_a_dead_runs_batch_whose_cancel_is_refused_stays_uncertain_and_is_never_resent(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # SendGrid refuses the cancel (too late by its clock): the rows may arrive, so they are
     # `uncertain` and no rerun sends them again.
-    settings = _settings(monkeypatch)
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
     digest_id = _prepare(settings, tmp_path, batch_size=1000)
     left = _die_with_a_batch_in_flight(settings, digest_id, fake)
     fake.set_cancel_deadline(1000)
@@ -288,11 +301,19 @@ def test_a_dead_runs_batch_whose_cancel_is_refused_stays_uncertain_and_is_never_
 
 
 def test_too_many_lost_answers_stop_the_run_before_the_cancel_slots_run_out(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
 ) -> None:
     # SendGrid holds at most 10 cancels: when lost answers keep coming the run stops with its
     # rows `pending` (each lost batch cancelled), keeping a slot for every lane in flight.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1", DIGEST_SEND_MAX_ATTEMPTS="20")
+    settings = _settings(
+        monkeypatch,
+        DIGEST_DATABASE_URL=database_url,
+        DIGEST_BATCH_SIZE="1",
+        DIGEST_SEND_MAX_ATTEMPTS="20",
+    )
     digest_id = _prepare(settings, tmp_path, batch_size=1)
     fake.lose_answers(*range(1, 20))
     _, lanes = _run(settings, digest_id)
