@@ -135,13 +135,19 @@ def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sendi
     logger = get_run_logger()
 
     def log_batch(batch: sending.BatchReport) -> None:
+        # A lost answer that was cancelled and resent is said so: nobody gets it twice.
+        cancelled = (
+            f", {batch.cancelled} lost answer(s) cancelled and resent" if batch.cancelled else ""
+        )
         logger.info(
-            "lane %s, variant %s: claimed %s, sent %s, failed %s%s",
+            "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s%s%s",
             lane,
             batch.variant_id,
             batch.claimed,
             batch.sent,
             batch.failed,
+            batch.uncertain,
+            cancelled,
             f" ({batch.error})" if batch.error else "",
         )
 

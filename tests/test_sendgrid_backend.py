@@ -672,3 +672,15 @@ def test_an_ambiguous_answer_to_a_held_batch_is_never_retried_blind(fake: FakeSe
     with pytest.raises(AmbiguousSendError, match="HTTP 503"):
         backend.send_batch(make_batch(make_recipients(2), provider_batch=_held(backend)))
     assert len(fake.requests) == 2
+
+
+def test_a_paused_batch_is_turned_into_a_confirmed_cancel(fake: FakeSendGrid) -> None:
+    # A batch someone paused already has a status: the cancel PATCHes it and reads it back.
+    backend, _ = make_backend(fake.url)
+    held = _held(backend)
+    backend.send_batch(make_batch(make_recipients(2), provider_batch=held))
+    client = sendgrid.SendGridAPIClient(API_KEY, host=fake.url).client
+    client.user.scheduled_sends.post(request_body={"batch_id": held.id, "status": "pause"})
+    backend.cancel_batch(held.id)
+    assert fake.statuses == {held.id: "cancel"} and fake.delivered == []
+    assert ("PATCH", f"/v3/user/scheduled_sends/{held.id}", 204) in fake.calls
