@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from digest.config import Settings
+from digest.config import Settings, get_settings
 from digest.db import get_engine
-from digest.delivery import ledger
+from digest.delivery import ledger, sending
 from digest.delivery.cancelling import canceller_for
-from digest.errors import RecalledError
+from digest.errors import ConfigError, RecalledError, RunInProgressError
 from digest.models import Delivery
-from digest.run import bookkeeping, preparation
+from digest.run import bookkeeping, outcome, preparation
+from digest.run.outcome import RunSummary
 from digest.run.recall import RecallResult, recall
 from digest.send import get_backend
 from digest.weeks import IsoWeek, utcnow
@@ -27,6 +28,7 @@ from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import PrefectServer
 from tests.support.scenario import WEEK, week_tools
+from tests.support.senders import lane_of
 from tests.test_scheduled_sends import _counts, _planned, _prepare, _run, _settings, fake
 
 __all__ = ["fake"]  # the fixture, shared with the scheduled-send tests
@@ -164,3 +166,36 @@ def test_recall_then_run_after_recall_from_the_command_line(
         assert json.loads(status.stdout)["counts"] == {"sent": 10}
         delivered = Counter(entry["to"] for entry in delivered_record(record))
         assert delivered == Counter({f"r{i}@example.com": 1 for i in range(10)})
+
+
+def test_a_recall_during_a_run_stops_its_lanes_at_their_next_batch(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run holds the lease: the recall is refused with what to do, but the week is marked,
+    # so the run's lanes stop before their next batch and the run ends saying it was recalled.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()  # this process: a live run
+    bookkeeping.begin_run(
+        engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=False
+    )
+    with pytest.raises(RunInProgressError, match="marked recalled"):
+        _recall(settings)
+    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=2)
+    stop = sending.RunStop()
+    lane = lane_of(settings, plan, lane=0, stop=stop)
+    assert lane.batches == [] and stop.kind is sending.StopKind.RECALLED
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    assert isinstance(outcome.run_error(summary, stop), RecalledError)
+    assert fake.requests == [] and _counts(settings, digest_id) == {"pending": 6}
+
+
+def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A lead within SendGrid's cancel deadline could never be cancelled: a clear error.
+    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", "300")
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="DIGEST_SEND_LEAD_SECONDS=300 leaves no time"):
+        get_settings()
