@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     approval_timeout_minutes: int = Field(
         default=1440, ge=1, alias="DIGEST_APPROVAL_TIMEOUT_MINUTES"
     )
+    # Scheduled sends (exactly once): each request is held by the provider until `send_at`, so
+    # an ambiguous answer or a crash can be cancelled and resent; 0 sends at once.
+    send_lead_seconds: int = Field(
+        default=900, ge=0, le=72 * 3600, alias="DIGEST_SEND_LEAD_SECONDS"
+    )
+    sendgrid_cancel_deadline_seconds: int = Field(
+        default=600, ge=0, alias="DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -138,6 +146,18 @@ class Settings(BaseSettings):
         return _link_template(
             value, "DIGEST_TOOL_URL", ("{slug}",), "https://verdicts.example.com/tools/{slug}"
         )
+
+    @model_validator(mode="after")
+    def _lead_outlasts_cancel_deadline(self) -> Self:
+        lead, deadline = self.send_lead_seconds, self.sendgrid_cancel_deadline_seconds
+        if lead and lead <= deadline:
+            raise ConfigError(
+                f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time to cancel a batch: SendGrid "
+                f"stops honouring cancels {deadline} s before send_at "
+                "(DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS). Set it above that (900 is the "
+                "default), or to 0 to send at once."
+            )
+        return self
 
     @property
     def zone(self) -> ZoneInfo:

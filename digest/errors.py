@@ -102,3 +102,7 @@ class NotApprovedError(DigestError):
     """Nobody approved the week's content in time: the run ends Failed, sending nothing."""
 
     exit_code = 1
+
+
+class RecalledError(DigestError):
+    """The editor recalled the week's digest: it is sent again only on purpose."""

@@ -137,6 +137,10 @@ class Delivery(SQLModel, table=True):
     claimed_at: datetime | None = _utc(default=None)
     sent_at: datetime | None = _utc(default=None)
     provider_message_id: str | None = None
+    # The provider's batch holding the row's request until `send_at`: cancellable until shortly
+    # before, so an ambiguous answer or a crash is cancelled and resent, never guessed at.
+    provider_batch_id: str | None = None
+    send_at: datetime | None = _utc(default=None)
     last_error: str | None = Field(default=None, sa_type=Text)
     updated_at: datetime = _utc()
 
@@ -158,6 +162,29 @@ class DeliveryEvent(SQLModel, table=True):
     occurred_at: datetime | None = _utc(default=None)
     received_at: datetime = _utc()
     raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class CancelledBatch(SQLModel, table=True):
+    """A provider batch we cancelled: it holds one of the provider's few cancel slots until it is
+    forgotten (`forgotten_at`), which is allowed once its `send_at` has passed."""
+
+    batch_id: str = Field(primary_key=True, max_length=200)
+    digest_id: int | None = Field(default=None, foreign_key="digest.id", ondelete="SET NULL")
+    send_at: datetime = _utc()
+    cancelled_at: datetime = _utc()
+    forgotten_at: datetime | None = _utc(default=None)
+
+
+class DigestRecall(SQLModel, table=True):
+    """A week the editor recalled: no run sends it again until one is started `--after-recall`.
+
+    Kept apart from the digest row, which a recall that stopped every delivery deletes so that
+    edits and catalog fixes apply."""
+
+    week: str = Field(primary_key=True, max_length=8)
+    recalled_at: datetime = _utc()
+    stopped: int = 0
+    on_their_way: int = 0
 
 
 class EditorialEdit(SQLModel, table=True):
@@ -206,6 +233,8 @@ VARIANT_TABLE: Table = DigestVariant.__table__  # type: ignore[attr-defined]
 DELIVERY_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
 SUBSCRIBER_TABLE: Table = Subscriber.__table__  # type: ignore[attr-defined]
+CANCELLED_BATCH_TABLE: Table = CancelledBatch.__table__  # type: ignore[attr-defined]
+RECALL_TABLE: Table = DigestRecall.__table__  # type: ignore[attr-defined]
 EDIT_TABLE: Table = EditorialEdit.__table__  # type: ignore[attr-defined]
 APPROVAL_TABLE: Table = Approval.__table__  # type: ignore[attr-defined]
 

@@ -81,6 +81,10 @@ def run(
             help="Compose a week that never sent anything again, from the catalog as it is now.",
         ),
     ] = False,
+    after_recall: Annotated[
+        bool,
+        typer.Option("--after-recall", help="Send a week recalled with `digest recall`."),
+    ] = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
@@ -96,7 +100,8 @@ def run(
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
-    if not (dry_run or resend_uncertain or retry_failed or refreeze or settings.catalog_url):
+    asked_for_more = dry_run or resend_uncertain or retry_failed or refreeze or after_recall
+    if not (asked_for_more or settings.catalog_url):
         settled = _settled_week(database, the_week)
         if settled is not None:
             print_summary(settled)
@@ -114,6 +119,7 @@ def run(
             resend_uncertain=resend_uncertain,
             retry_failed=retry_failed,
             refreeze=refreeze,
+            after_recall=after_recall,
         )
     assert isinstance(summary, RunSummary)
     print_summary(summary)

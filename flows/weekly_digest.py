@@ -32,10 +32,12 @@ from digest.catalog.feed import FeedClient, locate
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema
 from digest.delivery import sending
+from digest.delivery.cancelling import canceller_for
 from digest.delivery.ledger import new_owner
 from digest.errors import (
     CatalogFeedError,
     DigestError,
+    RecalledError,
     RunInProgressError,
     StaleCatalogError,
 )
@@ -118,6 +120,19 @@ def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest:
     return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
 
 
+@task(name="check-recall", **_TASK_DEFAULTS)
+def check_recall(week: IsoWeek, after_recall: bool) -> RecalledError | None:
+    """Why the week may not be sent now (the editor recalled it), else None. Checked before
+    anything is composed, so a released week is not frozen again and still takes edits."""
+    try:
+        bookkeeping.refuse_if_recalled(
+            _engine(get_settings()), week=str(week), after_recall=after_recall
+        )
+    except RecalledError as recalled:
+        return recalled
+    return None
+
+
 @task(name="drop-frozen", **_TASK_DEFAULTS)
 def drop_frozen(week: IsoWeek) -> bool:
     return preparation.refreeze(_engine(get_settings()), week)
@@ -139,22 +154,34 @@ def check_complete(digest_id: int | None) -> bool:
 
 @task(name="begin-run", **_TASK_DEFAULTS)
 def begin_run(
-    digest_id: int | None, owner: str, resend_uncertain: bool, retry_failed: bool
-) -> dict[str, int] | str:
-    """The run's start counts, or why another run keeps this one from starting."""
+    digest_id: int | None,
+    owner: str,
+    resend_uncertain: bool,
+    retry_failed: bool,
+    after_recall: bool = False,
+) -> dict[str, int] | DigestError:
+    """The run's start counts, or why it may not start (another run, a recalled week).
+
+    Batches a dead run left in flight are cancelled here while that is still possible, then
+    sent again.
+    """
     assert digest_id is not None
     settings = get_settings()
+    engine = _engine(settings)
     try:
-        return bookkeeping.begin_run(
-            _engine(settings),
-            digest_id=digest_id,
-            owner=owner,
-            lease_seconds=settings.lease_seconds,
-            resend_uncertain=resend_uncertain,
-            retry_failed=retry_failed,
-        )
-    except RunInProgressError as refused:
-        return str(refused)
+        with get_backend(settings) as backend:
+            return bookkeeping.begin_run(
+                engine,
+                digest_id=digest_id,
+                owner=owner,
+                lease_seconds=settings.lease_seconds,
+                resend_uncertain=resend_uncertain,
+                retry_failed=retry_failed,
+                canceller=canceller_for(settings, engine=engine, backend=backend),
+                after_recall=after_recall,
+            )
+    except (RunInProgressError, RecalledError) as refused:
+        return refused  # the run ends Failed with this sentence, and no traceback
 
 
 @task(name="plan-recipients", **_TASK_DEFAULTS)
@@ -184,13 +211,19 @@ def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sendi
     logger = get_run_logger()
 
     def log_batch(batch: sending.BatchReport) -> None:
+        # A lost answer that was cancelled and resent is said so: nobody gets it twice.
+        cancelled = (
+            f", {batch.cancelled} lost answer(s) cancelled and resent" if batch.cancelled else ""
+        )
         logger.info(
-            "lane %s, variant %s: claimed %s, sent %s, failed %s%s",
+            "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s%s%s",
             lane,
             batch.variant_id,
             batch.claimed,
             batch.sent,
             batch.failed,
+            batch.uncertain,
+            cancelled,
             f" ({batch.error})" if batch.error else "",
         )
 
@@ -303,6 +336,13 @@ RefreezeParameter = Annotated[
         "content; refused once anything was sent."
     ),
 ]
+AfterRecallParameter = Annotated[
+    bool,
+    Field(
+        description="Send a week the editor recalled (`digest recall`): what was stopped, and "
+        "what was never sent."
+    ),
+]
 RetryFailedParameter = Annotated[
     bool,
     Field(
@@ -327,6 +367,7 @@ def weekly_digest(
     resend_uncertain: ResendUncertainParameter = False,
     retry_failed: RetryFailedParameter = False,
     refreeze: RefreezeParameter = False,
+    after_recall: AfterRecallParameter = False,
 ) -> RunSummary | State[Any]:
     """Send one week's digest to every planned subscriber exactly once.
 
@@ -340,6 +381,7 @@ def weekly_digest(
             once their cause is fixed.
         refreeze: Compose the week again from the catalog as it is now, dropping its
             frozen content; refused once anything was sent.
+        after_recall: Send a week the editor recalled (`digest recall`).
     """
     # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
     settings = get_settings()
@@ -352,6 +394,9 @@ def weekly_digest(
     # With approval required, content freezes only once approved (flows/approval.py).
     approving = settings.approval == "required" and not dry_run
     approved_by = ""
+    recalled = None if dry_run else check_recall(the_week, after_recall)
+    if recalled is not None:
+        return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), recalled)
     try:
         if settings.catalog_url:
             synced = _sync_waiting(settings, the_week)
@@ -384,7 +429,11 @@ def weekly_digest(
         return _finish(summary, run_error(summary))
     else:
         return _begin_and_send(
-            summary, prepared, resend_uncertain=resend_uncertain, retry_failed=retry_failed
+            summary,
+            prepared,
+            resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
+            after_recall=after_recall,
         )
     get_run_logger().info("%s", summary.note)
     report(summary)
@@ -397,14 +446,16 @@ def _begin_and_send(
     *,
     resend_uncertain: bool,
     retry_failed: bool,
+    after_recall: bool,
 ) -> RunSummary | State[Any]:
     owner = new_owner()
-    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed)
-    if isinstance(started, str):
-        return _finish(summary, RunInProgressError(started))
+    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
+    if isinstance(started, DigestError):
+        return _finish(summary, started)
     get_run_logger().info(
-        "%s rows found uncertain; %s settled by provider events; %s uncertain and %s failed "
-        "requeued on purpose",
+        "%s rows left in flight by a dead run cancelled and sent again; %s found uncertain; "
+        "%s settled by provider events; %s uncertain and %s failed requeued on purpose",
+        started["cancelled_and_resent"],
         started["found_uncertain"],
         started["settled_by_events"],
         started["requeued_uncertain"],

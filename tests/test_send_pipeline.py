@@ -151,22 +151,29 @@ def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
     assert _counts(settings, digest_id) == {"sent": 6}
 
 
+@pytest.mark.parametrize("lead", ["0", "900"])
 def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
-    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lead: str, fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 401: no row is marked failed or sent; the whole run stops; the key appears nowhere.
+    # 401: no row is marked failed or sent; the whole run stops; the key appears nowhere. With a
+    # lead time the key is refused when the batch id is made, before any row is claimed.
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key-1234567890")
+    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", lead)
     get_settings.cache_clear()
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
     stop = sending.RunStop()
     first = _lane(settings, digest_id, owner, lane=0, stop=stop)
-    assert [b.claimed for b in first.batches] == [2] and first.batches[0].released == 2
+    if lead == "0":
+        assert [b.claimed for b in first.batches] == [2] and first.batches[0].released == 2
+        assert len(fake.requests) == 1
+    else:
+        assert first.batches == [] and fake.requests == []
+        assert fake.calls == [("POST", "/v3/mail/batch", 401)]
     assert stop.kind is sending.StopKind.KEY_REFUSED
     assert "SG.wrong-key" not in stop.reason
     other = _lane(settings, digest_id, owner, lane=1, stop=stop)  # the run's other lanes stop too
     assert other.batches == [] and other.stop and "rejected the API key" in other.stop
-    assert len(fake.requests) == 1
     assert _counts(settings, digest_id) == {"pending": 6}
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     summary.counts, summary.reasons = _reconcile(settings, digest_id)
@@ -336,6 +343,8 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
     started = _begin(settings, digest_id, owner, resend_uncertain=True)
     assert started == {
         "found_uncertain": 6,
+        "cancelled_and_resent": 0,  # claimed without a provider batch: nothing to cancel
+        "left_sending": 0,
         "settled_by_events": 2,
         "requeued_uncertain": 4,
         "requeued_failed": 0,

@@ -10,7 +10,9 @@ import logging
 import pickle
 import random
 import socket
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,11 @@ from python_http_client.exceptions import BadRequestsError, UnauthorizedError
 from digest.config import Settings
 from digest.errors import ConfigError
 from digest.send.base import (
+    AmbiguousSendError,
+    CancelRefusedError,
     OutgoingBatch,
     PermanentSendError,
+    ProviderBatch,
     Recipient,
     SendAuthError,
     TransientSendError,
@@ -575,3 +580,107 @@ def test_debug_logging_shows_the_payload_size_but_no_address_or_token(
     for recipient in recipients:
         assert recipient.email not in logged
         assert recipient.substitutions["%%unsubscribe_url%%"] not in logged
+
+
+# Scheduled sends: batch ids, send_at, cancels ------------------------------------------------
+
+
+def _held(backend: SendGridBackend, seconds: int = 900) -> ProviderBatch:
+    return ProviderBatch(backend.new_batch_id(), datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def test_the_fake_refuses_an_unknown_batch_id_and_a_send_at_past_72_hours(
+    fake: FakeSendGrid,
+) -> None:
+    # As SendGrid: a batch id must be one the account made, send_at at most 72 h ahead; a 400
+    # that names the field.
+    with pytest.raises(BadRequestsError) as unknown:
+        raw_post(fake.url, minimal_body([one_person("a@example.com")], batch_id="nope"))
+    assert '"field": "batch_id"' in unknown.value.body.decode()
+    backend, _ = make_backend(fake.url)
+    batch_id = backend.new_batch_id()
+    far = int(datetime.now(UTC).timestamp()) + 73 * 3600
+    with pytest.raises(BadRequestsError) as too_far:
+        raw_post(
+            fake.url, minimal_body([one_person("a@example.com")], batch_id=batch_id, send_at=far)
+        )
+    assert '"field": "send_at"' in too_far.value.body.decode()
+    assert fake.accepted == []
+
+
+def test_a_held_batch_carries_its_batch_id_and_send_at_and_a_confirmed_cancel_stops_it(
+    fake: FakeSendGrid,
+) -> None:
+    # The request names its batch and time; after cancel_batch (read back by GET) nothing of it
+    # is delivered, and cancelling again (a lost answer to the first) is confirmed too.
+    backend, _ = make_backend(fake.url)
+    held = _held(backend)
+    with backend:
+        backend.send_batch(make_batch(make_recipients(3), provider_batch=held))
+        assert [m.batch_id for m in fake.accepted] == [held.id] * 3
+        assert {m.send_at for m in fake.accepted} == {int(held.send_at.timestamp())}
+        backend.cancel_batch(held.id)
+        backend.cancel_batch(held.id)
+    assert fake.statuses == {held.id: "cancel"} and fake.delivered == []
+    methods = [(method, status) for method, _, status in fake.calls]
+    assert methods.count(("POST", 201)) == 2  # the batch id and the first cancel
+    assert ("POST", 400) in methods and ("GET", 200) in methods
+
+
+def test_a_cancel_too_close_to_send_at_is_refused(fake: FakeSendGrid) -> None:
+    # Within the deadline SendGrid refuses the cancel: CancelRefusedError, and the mail goes.
+    backend, _ = make_backend(fake.url)
+    held = _held(backend, seconds=300)  # inside SendGrid's 600 s
+    backend.send_batch(make_batch(make_recipients(2), provider_batch=held))
+    with pytest.raises(CancelRefusedError, match="600 seconds before its send_at"):
+        backend.cancel_batch(held.id)
+    assert len(fake.delivered) == 2
+
+
+def test_at_most_ten_batches_are_cancelled_at_once_and_a_forgotten_cancel_frees_a_slot(
+    fake: FakeSendGrid,
+) -> None:
+    # The eleventh cancel is refused; removing a cancel whose send time has passed frees a slot,
+    # and its messages stay discarded.
+    backend, _ = make_backend(fake.url)
+    fake.set_cancel_deadline(0)
+    past = _held(backend, seconds=1)
+    backend.send_batch(make_batch(make_recipients(1), provider_batch=past))
+    backend.cancel_batch(past.id)
+    for _ in range(9):
+        backend.cancel_batch(_held(backend).id)
+    eleventh = _held(backend)
+    with pytest.raises(CancelRefusedError, match="more than 10 batches"):
+        backend.cancel_batch(eleventh.id)
+    fake_clock_passes = past.send_at.timestamp() + 0.1 - datetime.now(UTC).timestamp()
+    time.sleep(max(0.0, fake_clock_passes))
+    backend.forget_cancel(past.id)
+    backend.cancel_batch(eleventh.id)
+    assert len(fake.statuses) == 10 and past.id not in fake.statuses
+    assert fake.delivered == []  # the forgotten cancel did its work at send time
+
+
+def test_an_ambiguous_answer_to_a_held_batch_is_never_retried_blind(fake: FakeSendGrid) -> None:
+    # A dropped connection after SendGrid took the request: AmbiguousSendError at once, one
+    # request, so the sender can cancel; a refused connection is still retried.
+    backend, sleeps = make_backend(fake.url)
+    fake.lose_answers(1)
+    with pytest.raises(AmbiguousSendError, match="may or may not"):
+        backend.send_batch(make_batch(make_recipients(2), provider_batch=_held(backend)))
+    assert len(fake.requests) == 1 and sleeps.waits == []
+    fake.queue(Fault(status=503))
+    with pytest.raises(AmbiguousSendError, match="HTTP 503"):
+        backend.send_batch(make_batch(make_recipients(2), provider_batch=_held(backend)))
+    assert len(fake.requests) == 2
+
+
+def test_a_paused_batch_is_turned_into_a_confirmed_cancel(fake: FakeSendGrid) -> None:
+    # A batch someone paused already has a status: the cancel PATCHes it and reads it back.
+    backend, _ = make_backend(fake.url)
+    held = _held(backend)
+    backend.send_batch(make_batch(make_recipients(2), provider_batch=held))
+    client = sendgrid.SendGridAPIClient(API_KEY, host=fake.url).client
+    client.user.scheduled_sends.post(request_body={"batch_id": held.id, "status": "pause"})
+    backend.cancel_batch(held.id)
+    assert fake.statuses == {held.id: "cancel"} and fake.delivered == []
+    assert ("PATCH", f"/v3/user/scheduled_sends/{held.id}", 204) in fake.calls

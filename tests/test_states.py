@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
@@ -45,8 +46,14 @@ def test_from_sending_a_row_goes_only_to_an_outcome_or_uncertain() -> None:
     assert targets_from(S.SENDING) == {
         S.SENT: {Cause.ACCEPTED},
         S.FAILED: {Cause.REFUSED},
-        S.PENDING: {Cause.TRANSIENT, Cause.NEIGHBOUR_REFUSED, Cause.REQUEST_REFUSED},
-        S.UNCERTAIN: {Cause.RUN_DIED},
+        S.PENDING: {
+            Cause.TRANSIENT,
+            Cause.NEIGHBOUR_REFUSED,
+            Cause.REQUEST_REFUSED,
+            Cause.CANCELLED_RESEND,
+            Cause.RUN_DIED_CANCELLED,
+        },
+        S.UNCERTAIN: {Cause.RUN_DIED, Cause.CANCEL_IMPOSSIBLE},
     }
 
 
@@ -63,6 +70,9 @@ def test_no_move_goes_backwards() -> None:
         Cause.REQUEST_REFUSED,
         Cause.RESEND_ON_PURPOSE,
         Cause.RETRY_FAILED,
+        Cause.CANCELLED_RESEND,
+        Cause.RUN_DIED_CANCELLED,
+        Cause.RECALLED,
     }
 
 
@@ -223,5 +233,45 @@ def test_every_move_the_code_makes_is_in_the_table(tmp_path: Path) -> None:
         ("sent", "opened"),
     }
     assert expected <= seen  # the scenario exercised what it meant to
+    for source, target in seen:
+        assert is_allowed(S(source), S(target)), f"{source} -> {target} is not in MOVES"
+
+
+def test_every_move_of_scheduled_sends_and_recall_is_in_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Held requests through the fake: a dead run's batch cancelled and resent, a recall, and a
+    # cancel refused; a trigger records each state change, and each one is in MOVES.
+    from tests.fakes.fake_sendgrid import FakeSendGrid
+    from tests.test_recall import _recall
+    from tests.test_scheduled_sends import _die_with_a_batch_in_flight, _prepare, _run
+
+    seen: set[tuple[str, str]] = set()
+    with FakeSendGrid(api_key="SG.states-key") as fake:
+        for name in ("DIGEST_EMAIL_BACKEND", "SENDGRID_API_KEY", "DIGEST_SENDGRID_HOST"):
+            value = {"DIGEST_EMAIL_BACKEND": "sendgrid", "DIGEST_SENDGRID_HOST": fake.url}
+            monkeypatch.setenv(name, value.get(name, fake.api_key))
+        for scenario in ("died-then-recalled", "cancel-refused"):
+            folder = tmp_path / scenario
+            folder.mkdir()
+            monkeypatch.setenv("DIGEST_DATABASE_URL", f"sqlite:///{folder / 'digest.db'}")
+            monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
+            get_settings.cache_clear()
+            settings = get_settings()
+            digest_id = _prepare(settings, folder, batch_size=2)
+            engine = ensure_schema(settings.database_url)
+            _record_moves(engine)
+            if scenario == "died-then-recalled":
+                _die_with_a_batch_in_flight(settings, digest_id, fake)
+                _run(settings, digest_id)
+                _recall(settings)
+            else:
+                fake.set_cancel_deadline(1000)
+                fake.lose_answers(1)
+                _run(settings, digest_id)
+            with engine.connect() as connection:
+                seen |= set(connection.execute(text("SELECT source, target FROM moves_seen")))
+    seen = {(source, target) for source, target in seen if source != "(planning)"}
+    assert {("sending", "pending"), ("sending", "uncertain"), ("sent", "pending")} <= seen
     for source, target in seen:
         assert is_allowed(S(source), S(target)), f"{source} -> {target} is not in MOVES"

@@ -1,10 +1,20 @@
-"""The `digest` command's library commands: catalog, subscribers, preview, status, db, web.
+"""The `digest` command's library commands: catalog, subscribers, preview, status, recall, db,
+web.
 
 Importing this package registers each command on `digest.cli.app.app`. The console script is
 `flows.cli:main`, which adds the commands that run the Prefect flow (run, serve, demo).
 """
 
-from digest.cli import catalog, database, editorial, preview, status, subscribers, web
+from digest.cli import (
+    catalog,
+    database,
+    editorial,
+    preview,
+    recall,
+    status,
+    subscribers,
+    web,
+)
 from digest.cli.app import app, main_with
 
 __all__ = [
@@ -14,6 +24,7 @@ __all__ = [
     "editorial",
     "main",
     "preview",
+    "recall",
     "status",
     "subscribers",
     "web",

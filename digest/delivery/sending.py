@@ -5,6 +5,12 @@ sizes), so the loop holds no state of its own between runs and tests pass a reco
 Rows move to `sent` only after the provider accepted them; see `digest/delivery/states.py` for
 every move and its cause. Transient errors are retried inside the backend (the one retry layer);
 one that outlasts the backend's attempts hands the batch back to `pending` and stops the lane.
+
+With a lead time (`DIGEST_SEND_LEAD_SECONDS`) and a backend that can hold requests, each request
+goes under a provider batch of its own, due `lead` seconds later and written on its rows by the
+claim. An ambiguous answer (timeout, dropped connection, 5xx) is never retried blind: the batch
+is cancelled, the cancel confirmed, and the rows go again under a new batch
+(`digest/delivery/cancelling.py`). One batch per request keeps a lost answer to one cancel.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Self
 
@@ -20,18 +27,24 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings
 from digest.delivery import ledger
+from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.states import Cause
-from digest.errors import RunInProgressError
+from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
 from digest.send.base import (
+    AmbiguousSendError,
+    BatchResult,
+    CancelRefusedError,
     EmailBackend,
     OutgoingBatch,
     PermanentSendError,
+    ProviderBatch,
     Recipient,
     SendAuthError,
     TransientSendError,
 )
+from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,10 @@ class Sender:
     from_name: str
     batch_size: int
     lease_seconds: int
+    # Requests held this long by the provider, cancellable meanwhile; None sends at once.
+    canceller: Canceller | None = None
+    lead_seconds: int = 0
+    max_attempts: int = 5
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine, backend: EmailBackend) -> Self:
@@ -62,7 +79,17 @@ class Sender:
             from_name=settings.from_name,
             batch_size=settings.batch_size,
             lease_seconds=settings.lease_seconds,
+            canceller=canceller_for(settings, engine=engine, backend=backend),
+            lead_seconds=settings.send_lead_seconds,
+            max_attempts=settings.send_max_attempts,
         )
+
+    def new_provider_batch(self) -> ProviderBatch | None:
+        """A fresh batch for the next request, due after the lead time; None sends at once."""
+        if self.canceller is None:
+            return None
+        batch_id = self.canceller.backend.new_batch_id()
+        return ProviderBatch(batch_id, utcnow() + timedelta(seconds=self.lead_seconds))
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,7 @@ class StopKind(StrEnum):
     LEASE_LOST = "lease-lost"  # another run took the digest over
     REQUEST_REFUSED = "request-refused"  # a refusal no recipient explains: sender or content
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
+    RECALLED = "recalled"  # the editor recalled the digest (`digest recall`)
 
 
 class RunStop:
@@ -129,6 +157,8 @@ class BatchReport:
     sent: int = 0
     failed: int = 0
     released: int = 0
+    uncertain: int = 0
+    cancelled: int = 0  # provider batches cancelled after an ambiguous answer
     message_id: str | None = None
     error: str | None = None
 
@@ -163,7 +193,9 @@ def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
     )
 
 
-def _claim(sender: Sender, plan: SendPlan, variant_id: int) -> ledger.ClaimedBatch:
+def _claim(
+    sender: Sender, plan: SendPlan, variant_id: int, provider_batch: ProviderBatch | None
+) -> ledger.ClaimedBatch:
     with sender.engine.begin() as connection:
         ledger.renew_lease(
             connection,
@@ -177,6 +209,8 @@ def _claim(sender: Sender, plan: SendPlan, variant_id: int) -> ledger.ClaimedBat
             variant_id=variant_id,
             owner=plan.owner,
             limit=sender.batch_size,
+            provider_batch_id=provider_batch.id if provider_batch else None,
+            send_at=provider_batch.send_at if provider_batch else None,
         )
 
 
@@ -188,11 +222,19 @@ def send_batch(
     A refusal marks the recipients the provider blamed `failed` and hands the others back; a
     refusal of the request as such, a transient error that outlasted the backend's attempts,
     or a refused key hands every row back to `pending` and sets `stop`. If the process
-    dies between claim and record, the rows stay `sending` and the next run finds them
-    `uncertain`. Raises RunInProgressError when another run took the lease.
+    dies between claim and record, the rows stay `sending` with their provider batch: the next
+    run cancels it while it can and sends them again, or finds them `uncertain`. Raises
+    RunInProgressError when another run took the lease, RecalledError after a recall.
     """
     report = BatchReport(variant_id=int(variant["id"]))
-    claimed = _claim(sender, plan, report.variant_id)
+    try:
+        provider_batch = sender.new_provider_batch()
+    except (TransientSendError, SendAuthError) as stopped:
+        kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
+        report.error = getattr(stopped, "reason", None) or str(stopped)
+        stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, report.error)
+        return report
+    claimed = _claim(sender, plan, report.variant_id, provider_batch)
     if not claimed.recipients:
         return report
     report.claimed = len(claimed)
@@ -205,18 +247,101 @@ def send_batch(
         recipients=[recipient_for(sender.links, c) for c in claimed.recipients],
         from_email=sender.from_email,
         from_name=sender.from_name,
+        provider_batch=provider_batch,
     )
     try:
-        result = sender.backend.send_batch(batch)
+        result = _send(sender, claimed, batch, report, stop)
     except PermanentSendError as refused:
         return _refused(sender, claimed, report, refused, stop)
     except (TransientSendError, SendAuthError) as stopped:
         kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
         return _hand_back(sender, claimed, report, stopped, stop, kind)
+    if result is None:  # an ambiguous answer settled the rows, or left them for the next run
+        return report
     with sender.engine.begin() as connection:
         report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
     report.message_id = result.message_id
     return report
+
+
+def _send(
+    sender: Sender,
+    claimed: ledger.ClaimedBatch,
+    batch: OutgoingBatch,
+    report: BatchReport,
+    stop: RunStop,
+) -> BatchResult | None:
+    """Send the batch; after an ambiguous answer, cancel its provider batch and send it again
+    under a new one, up to the configured attempts. None: the rows were settled here."""
+    for _attempt in range(sender.max_attempts):
+        try:
+            return sender.backend.send_batch(batch)
+        except AmbiguousSendError as lost:
+            assert sender.canceller is not None and batch.provider_batch is not None
+            if not _cancel_lost(sender, sender.canceller, claimed, batch, lost, report, stop):
+                return None
+        report.cancelled += 1
+        if sender.canceller.slots_in_use() >= sender.canceller.slots - SENDER_LANES:
+            # Every lane must keep a cancel slot for its own request in flight.
+            break
+        new_batch = sender.new_provider_batch()
+        assert new_batch is not None
+        with sender.engine.begin() as connection:
+            ledger.reschedule(
+                connection,
+                batch=claimed,
+                provider_batch_id=new_batch.id,
+                send_at=new_batch.send_at,
+            )
+        batch = replace(batch, provider_batch=new_batch)
+    reason = (
+        f"the provider's answer was lost {report.cancelled} time(s), last: {report.error}; "
+        "each batch was cancelled before its send time, so nobody got it twice"
+    )
+    with sender.engine.begin() as connection:
+        report.released = ledger.release_pending(
+            connection, batch=claimed, reason=reason, cause=Cause.CANCELLED_RESEND
+        )
+    report.error = reason
+    stop.set(StopKind.PROVIDER_UNAVAILABLE, reason)
+    return None
+
+
+def _cancel_lost(
+    sender: Sender,
+    canceller: Canceller,
+    claimed: ledger.ClaimedBatch,
+    batch: OutgoingBatch,
+    lost: AmbiguousSendError,
+    report: BatchReport,
+    stop: RunStop,
+) -> bool:
+    """Cancel the provider batch of a request whose answer was lost; True once confirmed.
+
+    Too late or refused: the rows are `uncertain` (events settle them). The provider out of
+    reach: the rows stay `sending` with their batch, the run stops, and the next run cancels.
+    """
+    held = batch.provider_batch
+    assert held is not None
+    report.error = lost.reason
+    try:
+        if not canceller.in_time(held.send_at):
+            raise CancelRefusedError(f"too close to the batch's send time to cancel it ({lost})")
+        canceller.cancel(batch_id=held.id, digest_id=claimed.digest_id, send_at=held.send_at)
+    except CancelRefusedError as refused:
+        with sender.engine.begin() as connection:
+            report.uncertain = ledger.mark_uncertain(
+                connection, batch=claimed, reason=refused.reason
+            )
+        return False
+    except (TransientSendError, SendAuthError) as unreachable:
+        stop.set(
+            StopKind.PROVIDER_UNAVAILABLE,
+            f"{lost.reason}; and its batch could not be cancelled yet ({unreachable}): the next "
+            "run cancels it while there is time, then sends those rows",
+        )
+        return False
+    return True
 
 
 def _refused(
@@ -289,6 +414,9 @@ def send_lane(
                 batch = send_batch(sender, plan, bodies[variant_id], stop)
             except RunInProgressError as lost:
                 stop.set(StopKind.LEASE_LOST, str(lost))
+                break
+            except RecalledError as recalled:
+                stop.set(StopKind.RECALLED, str(recalled))
                 break
             if not batch.claimed:
                 break

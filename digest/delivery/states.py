@@ -87,7 +87,23 @@ class Cause(StrEnum):
     TRANSIENT = "a transient error (429, 5xx, timeout): handed back, attempt counted"
     NEIGHBOUR_REFUSED = "the provider refused another recipient of its request: sent again"
     REQUEST_REFUSED = "the provider refused the whole request (sender, content): handed back"
-    RUN_DIED = "its run died before the provider's answer was recorded; found by the next run"
+    RUN_DIED = (
+        "its run died before the provider's answer was recorded, and its batch can no longer be "
+        "cancelled (or was sent at once); found by the next run"
+    )
+    CANCELLED_RESEND = (
+        "an ambiguous answer (timeout, dropped connection, 5xx): its batch was cancelled, the "
+        "cancel confirmed, and it is sent again under a new batch"
+    )
+    CANCEL_IMPOSSIBLE = (
+        "its outcome is unknown (an ambiguous answer, or its run died) and the provider refused "
+        "to cancel its batch, or it was too late to ask"
+    )
+    RUN_DIED_CANCELLED = (
+        "its run died with the batch in flight; the next run cancelled the batch in time and "
+        "sends it again"
+    )
+    RECALLED = "`digest recall`: its batch was cancelled before its send time"
     RESEND_ON_PURPOSE = "`digest run --resend-uncertain`: resent on purpose"
     RETRY_FAILED = "`digest run --retry-failed`: its cause was fixed, sent again"
     EVENT = "a provider event proves a later stage (never a lower rank)"
@@ -122,6 +138,10 @@ MOVES: tuple[Move, ...] = (
     Move(S.SENDING, S.PENDING, Cause.NEIGHBOUR_REFUSED),
     Move(S.SENDING, S.PENDING, Cause.REQUEST_REFUSED),
     Move(S.SENDING, S.UNCERTAIN, Cause.RUN_DIED),
+    Move(S.SENDING, S.PENDING, Cause.CANCELLED_RESEND),
+    Move(S.SENDING, S.UNCERTAIN, Cause.CANCEL_IMPOSSIBLE),
+    Move(S.SENDING, S.PENDING, Cause.RUN_DIED_CANCELLED),
+    Move(S.SENT, S.PENDING, Cause.RECALLED),
     Move(S.UNCERTAIN, S.PENDING, Cause.RESEND_ON_PURPOSE),
     Move(S.FAILED, S.PENDING, Cause.RETRY_FAILED),
     *_event_moves(),

@@ -6,7 +6,9 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from digest.delivery import events, ledger
+from digest.delivery.cancelling import Canceller, Recovery, recover_orphans
 from digest.delivery.states import OPEN, OWNED_BY_SENDER
+from digest.errors import RecalledError
 from digest.run import preparation
 from digest.run.outcome import RunSummary
 from digest.weeks import IsoWeek
@@ -20,16 +22,30 @@ def begin_run(
     lease_seconds: int,
     resend_uncertain: bool,
     retry_failed: bool = False,
+    canceller: Canceller | None = None,
+    after_recall: bool = False,
 ) -> dict[str, int]:
     """Take the digest's lease, find rows a dead run left behind, requeue on ask: uncertain rows
     (`resend_uncertain`) and rows the provider refused (`retry_failed`, after a fix).
 
-    Provider events stored while those rows were `sending` are applied first: a row they prove
-    accepted is settled, and never requeued. Raises RunInProgressError while another run lives.
+    With a `canceller` (requests held until a send time), a dead run's rows whose batch can
+    still be cancelled are cancelled and sent again; the rest become `uncertain`. Provider
+    events stored while those rows were `sending` are applied first: a row they prove accepted
+    is settled, and never requeued. Raises RunInProgressError while another run lives, and
+    RecalledError for a recalled week unless `after_recall`.
     """
+    _check_recall(engine, digest_id=digest_id, after_recall=after_recall)
+    cutoff = canceller.cutoff() if canceller is not None else None
     uncertain = ledger.acquire_lease(
-        engine, digest_id=digest_id, owner=owner, ttl_seconds=lease_seconds
+        engine,
+        digest_id=digest_id,
+        owner=owner,
+        ttl_seconds=lease_seconds,
+        cancellable_after=cutoff,
     )
+    recovery = Recovery()
+    if canceller is not None:
+        recovery = recover_orphans(canceller, digest_id=digest_id, owner=owner)
     requeued = retried = 0
     with engine.begin() as connection:
         settled = events.apply_recorded(connection, digest_id=digest_id)
@@ -38,11 +54,41 @@ def begin_run(
         if retry_failed:
             retried = ledger.requeue_failed(connection, digest_id=digest_id)
     return {
-        "found_uncertain": uncertain,
+        "found_uncertain": uncertain + recovery.uncertain,
+        "cancelled_and_resent": recovery.resent,
+        "left_sending": recovery.unreachable,
         "settled_by_events": settled,
         "requeued_uncertain": requeued,
         "requeued_failed": retried,
     }
+
+
+def _check_recall(engine: Engine, *, digest_id: int, after_recall: bool) -> None:
+    with engine.begin() as connection:
+        week = ledger.recalled_week(connection, digest_id=digest_id)
+        if week is None:
+            return
+        if not after_recall:
+            raise _recalled(week)
+        ledger.clear_recall(connection, week=week)
+
+
+def refuse_if_recalled(engine: Engine, *, week: str, after_recall: bool) -> None:
+    """Before composing: a recalled week whose content was released must stay open for edits,
+    so a run that may not send it must not freeze it again either."""
+    if after_recall:
+        return
+    with engine.connect() as connection:
+        if ledger.is_recalled(connection, week=week):
+            raise _recalled(week)
+
+
+def _recalled(week: str) -> RecalledError:
+    return RecalledError(
+        f"The digest of {week} was recalled (`digest recall`), so no run sends it "
+        f"again by itself. Send it on purpose with `digest run --week {week} "
+        "--after-recall`, or a custom run with `after_recall: true`."
+    )
 
 
 def end_run(engine: Engine, *, digest_id: int, owner: str) -> None:

@@ -13,7 +13,13 @@ from digest.catalog.sync import SyncReport
 from digest.content.model import DigestContent
 from digest.delivery.sending import RunStop, StopKind
 from digest.delivery.states import FAILS_THE_RUN, DeliveryState
-from digest.errors import DigestError, RunIncompleteError, RunInProgressError, SendAuthError
+from digest.errors import (
+    DigestError,
+    RecalledError,
+    RunIncompleteError,
+    RunInProgressError,
+    SendAuthError,
+)
 
 
 @dataclass
@@ -77,6 +83,8 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
         )
     if stop is not None and stop.kind is StopKind.LEASE_LOST:
         return RunInProgressError(stop.reason)
+    if stop is not None and stop.kind is StopKind.RECALLED:
+        return RecalledError(stop.reason)
     if stop is not None and stop.kind is StopKind.REQUEST_REFUSED:
         return RunIncompleteError(
             f"{stop.reason}. The provider refused the request as a whole, not one recipient, "
@@ -98,9 +106,9 @@ _REMEDIES: dict[DeliveryState, str] = {
         "or with `digest run --week {week}`"
     ),
     DeliveryState.SENDING: (
-        "left `sending` by a sender that stopped unexpectedly (its error is in the flow run's "
-        "logs): the provider may have them, so the next run reports them `uncertain` rather "
-        "than resending them"
+        "left `sending` by a sender that stopped unexpectedly or could not reach the provider "
+        "to cancel a batch whose answer was lost (see the flow run's logs): the next run "
+        "cancels their batch while it can and sends them again, or reports them `uncertain`"
     ),
     DeliveryState.FAILED: (
         "refused by the provider: fix the cause, then send them with "
@@ -108,7 +116,8 @@ _REMEDIES: dict[DeliveryState, str] = {
         "retry_failed set)"
     ),
     DeliveryState.UNCERTAIN: (
-        "uncertain, because a run died while the provider may have held them: provider "
+        "uncertain, because the provider may have them (a run died, or an answer was lost, "
+        "and their batch could no longer be cancelled): provider "
         "events settle those it accepted; resend the rest on purpose, knowing some may arrive "
         "twice, with `digest run --week {week} --resend-uncertain`"
     ),

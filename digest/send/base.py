@@ -9,17 +9,22 @@ way worth retrying (`TransientSendError`), or cannot send at all (`SendAuthError
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from digest.errors import SendAuthError
 
 __all__ = [
+    "AmbiguousSendError",
     "BatchResult",
+    "CancelRefusedError",
     "EmailBackend",
     "OutgoingBatch",
     "PermanentSendError",
+    "ProviderBatch",
     "Recipient",
+    "SchedulingBackend",
     "SendAuthError",
     "TransientSendError",
     "substitute",
@@ -40,6 +45,15 @@ class Recipient(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ProviderBatch:
+    """A group of requests the provider holds until `send_at`, and can cancel until shortly
+    before: the lever that turns an ambiguous answer into "cancelled, send again"."""
+
+    id: str
+    send_at: datetime
+
+
+@dataclass(frozen=True)
 class OutgoingBatch:
     """One provider request's worth of mail: one body, many recipients."""
 
@@ -54,6 +68,8 @@ class OutgoingBatch:
     category: str = "verdict-digest"
     is_test: bool = False
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # Held by the provider until its send time, cancellable till shortly before; None: at once.
+    provider_batch: ProviderBatch | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,22 @@ class TransientSendError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class AmbiguousSendError(TransientSendError):
+    """A scheduled request may or may not have been accepted (timeout, dropped connection, 5xx).
+
+    Never retried blind: the sender cancels its provider batch, and sends again under a new one
+    once the cancel is confirmed.
+    """
+
+
+class CancelRefusedError(Exception):
+    """The provider refused to cancel a batch (too late, unknown, too many cancels at once)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class PermanentSendError(Exception):
@@ -104,6 +136,27 @@ class EmailBackend(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class SchedulingBackend(Protocol):
+    """A backend whose requests can be held until a send time and cancelled before it."""
+
+    # How many batches the provider keeps cancelled at once; a cancel beyond is refused.
+    cancel_slots: int
+
+    def new_batch_id(self) -> str:
+        """A fresh provider batch id (safe to retry: an unused id costs nothing)."""
+        ...
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """Cancel the batch and confirm it. Raises CancelRefusedError when the provider refuses,
+        TransientSendError when it cannot be reached."""
+        ...
+
+    def forget_cancel(self, batch_id: str) -> None:
+        """Remove a cancel whose send time has passed, freeing one of the provider's slots."""
+        ...
 
 
 class BaseBackend:

@@ -6,10 +6,17 @@ args. SendGrid's answers are translated here, and only here, into the backend er
 `digest.send.base`: 429 waits for the rate-limit reset, 5xx and network failures are retried with
 backoff, 400 is permanent, 401/403 stops the run. The API key never leaves the client's
 Authorization header: not in errors, not in logs, not in repr.
+
+A batch held for a later `send_at` (scheduled sends: `batch_id` from `POST /v3/mail/batch`) is
+never retried blind: a timeout, a dropped connection or a 5xx may hide an accepted request, so
+it raises `AmbiguousSendError` and the sender cancels the batch
+(`POST /v3/user/scheduled_sends`, confirmed with a GET) before sending again. A connection
+refused never reached SendGrid and is retried as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -17,7 +24,7 @@ import random
 import re
 import time
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
 
@@ -28,8 +35,10 @@ from python_http_client.exceptions import HTTPError as SendGridHTTPError
 from digest.config import Settings
 from digest.errors import ConfigError
 from digest.send.base import (
+    AmbiguousSendError,
     BaseBackend,
     BatchResult,
+    CancelRefusedError,
     OutgoingBatch,
     PermanentSendError,
     SendAuthError,
@@ -146,6 +155,9 @@ def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
     }
     if batch.extra_headers:
         body["headers"] = batch.extra_headers
+    if batch.provider_batch is not None:
+        body["batch_id"] = batch.provider_batch.id
+        body["send_at"] = int(batch.provider_batch.send_at.timestamp())
     return body
 
 
@@ -225,8 +237,22 @@ class _EncodedBody:
         return self._data
 
 
+def _json_body(data: dict[str, Any]) -> _EncodedBody:
+    # The client keeps the last request's Content-Type, so every body goes pre-encoded.
+    return _EncodedBody(orjson.dumps(data))
+
+
+def _never_arrived(exc: BaseException) -> bool:
+    """A refused connection: the request never reached SendGrid, so repeating it is safe."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, ConnectionRefusedError)
+
+
 class SendGridBackend(BaseBackend):
     """Sends each batch as one SendGrid Mail Send request, retrying what is worth retrying."""
+
+    # SendGrid pauses or cancels at most 10 batches at once.
+    cancel_slots = 10
 
     def __init__(
         self,
@@ -270,6 +296,7 @@ class SendGridBackend(BaseBackend):
         self._clock = clock
         self._rng = rng or random.Random()
         self._mail_send: Any = None
+        self._client: Any = None
         self._redact: _RedactSecret | None = None
 
     def __repr__(self) -> str:
@@ -292,10 +319,12 @@ class SendGridBackend(BaseBackend):
             client = sendgrid.SendGridAPIClient(secret, host=self._host)
             # The client has no timeout by default: a silent server would hang the run forever.
             client.client.timeout = self._timeout
+            self._client = client.client
             self._mail_send = client.client.mail.send
 
     def close(self) -> None:
         self._mail_send = None
+        self._client = None
         if self._redact is not None:
             _CLIENT_LOG.removeFilter(self._redact)
             self._redact = None
@@ -328,12 +357,16 @@ class SendGridBackend(BaseBackend):
                 )
             except SendGridHTTPError as exc:
                 problem, wait, retry_after = self._judge(exc, attempt, batch)
+                if batch.provider_batch is not None and int(exc.status_code) >= 500:
+                    raise self._ambiguous(problem) from None
             except (OSError, http.client.HTTPException) as exc:
                 problem, wait, retry_after = (
                     self._network_problem(exc),
                     self._backoff(attempt),
                     None,
                 )
+                if batch.provider_batch is not None and not _never_arrived(exc):
+                    raise self._ambiguous(problem) from None
             else:
                 message_id = response.headers.get("X-Message-Id")
                 return BatchResult(message_id=message_id or None, accepted=size)
@@ -352,6 +385,121 @@ class SendGridBackend(BaseBackend):
         raise TransientSendError(
             f"SendGrid did not accept the request after {self._max_attempts} attempt(s): {problem}",
             retry_after=retry_after,
+        )
+
+    @staticmethod
+    def _ambiguous(problem: str) -> AmbiguousSendError:
+        return AmbiguousSendError(f"SendGrid may or may not have accepted the request: {problem}")
+
+    # Scheduled sends: batch ids, cancels and their confirmation --------------------------------
+
+    def new_batch_id(self) -> str:
+        with self._opened():
+            response = self._control("creating a batch id", lambda: self._client.mail.batch.post())
+        batch_id = orjson.loads(response.body or b"{}").get("batch_id")
+        if not isinstance(batch_id, str) or not batch_id:
+            raise TransientSendError("SendGrid answered POST /v3/mail/batch without a batch_id")
+        return batch_id
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """Cancel the batch, then read the cancel back: only a confirmed cancel returns."""
+        with self._opened():
+            statuses = self._client.user.scheduled_sends
+            try:
+                self._control(
+                    "a cancel",
+                    lambda: statuses.post(
+                        request_body=_json_body({"batch_id": batch_id, "status": "cancel"}),
+                        request_headers={"Content-Type": _JSON_UTF8},
+                    ),
+                )
+            except SendGridHTTPError as refused:
+                # A cancel or pause may already stand (a lost answer to our own earlier POST).
+                current = self._cancel_status(batch_id)
+                if current is None:
+                    detail = self._scrub(_sendgrid_errors(refused.body))
+                    raise CancelRefusedError(
+                        f"SendGrid refused to cancel batch {batch_id} "
+                        f"(HTTP {refused.status_code}: {detail})"
+                    ) from None
+                if current != "cancel":
+                    self._patch_to_cancel(batch_id)
+            if self._cancel_status(batch_id) != "cancel":
+                raise CancelRefusedError(f"SendGrid did not confirm the cancel of batch {batch_id}")
+
+    def forget_cancel(self, batch_id: str) -> None:
+        with self._opened():
+            target = self._client.user.scheduled_sends._(batch_id)
+            try:
+                self._control("removing a cancel", lambda: target.delete())
+            except SendGridHTTPError as exc:
+                if int(exc.status_code) != 404:  # already gone is what we wanted
+                    raise TransientSendError(
+                        f"SendGrid refused to remove the cancel of batch {batch_id} "
+                        f"(HTTP {exc.status_code})"
+                    ) from None
+
+    def _patch_to_cancel(self, batch_id: str) -> None:
+        target = self._client.user.scheduled_sends._(batch_id)
+        try:
+            self._control(
+                "a cancel",
+                lambda: target.patch(
+                    request_body=_json_body({"status": "cancel"}),
+                    request_headers={"Content-Type": _JSON_UTF8},
+                ),
+            )
+        except SendGridHTTPError as refused:
+            detail = self._scrub(_sendgrid_errors(refused.body))
+            raise CancelRefusedError(
+                f"SendGrid refused to cancel batch {batch_id} (HTTP {refused.status_code}: "
+                f"{detail})"
+            ) from None
+
+    def _cancel_status(self, batch_id: str) -> str | None:
+        """The batch's standing status (`cancel` or `pause`), None when it has none."""
+        target = self._client.user.scheduled_sends._(batch_id)
+        try:
+            response = self._control("reading a cancel", lambda: target.get())
+        except SendGridHTTPError:
+            return None
+        entries = orjson.loads(response.body or b"[]")
+        found = [e.get("status") for e in entries if isinstance(e, dict)]
+        return str(found[0]) if found else None
+
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[None]:
+        opened_here = self._client is None
+        self.open()
+        try:
+            yield
+        finally:
+            if opened_here:
+                self.close()
+
+    def _control(self, what: str, call: Callable[[], Any]) -> Any:
+        """One small control request, repeated on 5xx and network errors (each is safe to repeat:
+        a second cancel finds the first). Other 4xx raise SendGridHTTPError; 401/403 stop."""
+        problem = ""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return call()
+            except SendGridHTTPError as exc:
+                status = int(exc.status_code)
+                if _verdict(status) is _Verdict.AUTH:
+                    raise SendAuthError(
+                        f"SendGrid rejected the API key while {what} (HTTP {status}). Fix "
+                        "SENDGRID_API_KEY: it needs the Mail Send and Scheduled Sends permissions."
+                    ) from None
+                if status < 500 and status != 429:
+                    raise
+                problem = f"HTTP {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                problem = self._network_problem(exc)
+            if attempt < self._max_attempts:
+                self._sleep(self._backoff(attempt))
+        raise TransientSendError(
+            f"SendGrid did not answer {what} after {self._max_attempts} attempt(s): {problem}"
         )
 
     def _judge(

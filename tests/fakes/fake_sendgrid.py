@@ -6,6 +6,14 @@ categories), answers 202 with an `X-Message-Id`, and records every accepted pers
 memory and, optionally, as one JSON line in a record file that another process can read even
 after the sender was killed.
 
+Scheduled sends as SendGrid has them: `POST /v3/mail/batch` makes a batch id; a send may carry
+`batch_id` (one this fake made) and `send_at` (a UNIX time at most 72 h ahead);
+`/v3/user/scheduled_sends` (POST, GET, PATCH, DELETE) cancels or pauses a batch, refused later
+than `cancel_deadline_seconds` before the batch's earliest `send_at` (600, SendGrid's rule; a
+setting so tests need not wait) and while 10 batches already have a status. A cancelled batch's
+messages are never delivered: `delivered` (and `delivered_record` for a record file) leaves them
+out, while `accepted` keeps everything the fake took.
+
 Faults are injected at runtime, in this process through methods or from another process through
 `POST /_fake/control`: a queue of scripted answers (429 with `X-RateLimit-Reset`, 5xx, 400),
 an "always" answer, a delay before every answer, and dropped connections (optionally after the
@@ -40,6 +48,11 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 SEND_PATH = "/v3/mail/send"
+BATCH_PATH = "/v3/mail/batch"
+SCHEDULED_PATH = "/v3/user/scheduled_sends"
+MAX_SCHEDULE_SECONDS = 72 * 3600
+MAX_CANCELS = 10
+CANCEL_DEADLINE_SECONDS = 600
 CONTROL_PATH = "/_fake/control"
 STATS_PATH = "/_fake/stats"
 
@@ -84,6 +97,8 @@ class AcceptedMessage:
     custom_args: dict[str, Any]
     substitutions: dict[str, Any]
     headers: dict[str, Any]
+    batch_id: str | None = None
+    send_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -229,6 +244,22 @@ def validate(body: Any) -> list[tuple[list[str], str | None]]:
     return result
 
 
+def validate_schedule(body: dict[str, Any], known_batches: set[str], now: float) -> None:
+    """`batch_id` must be one this account made; `send_at` a UNIX time at most 72 h ahead."""
+    batch_id = body.get("batch_id")
+    if batch_id is not None and (type(batch_id) is not str or batch_id not in known_batches):
+        raise ApiError(400, "The batch id is not valid.", "batch_id")
+    send_at = body.get("send_at")
+    if send_at is None:
+        return
+    if type(send_at) is not int:
+        raise ApiError(400, "Invalid type. Expected: integer.", "send_at")
+    if send_at > now + MAX_SCHEDULE_SECONDS:
+        raise ApiError(
+            400, "The send_at parameter can not be more than 72 hours in the future.", "send_at"
+        )
+
+
 def _validate_content(content: Any) -> None:
     if not isinstance(content, list) or not content:
         raise ApiError(
@@ -304,6 +335,14 @@ class _State:
         self.seq = itertools.count(1)
         self.id_prefix = os.urandom(6).hex()
         self.record_file = record_path.open("a", encoding="utf-8") if record_path else None
+        # Scheduled sends: batch ids made, each batch's earliest send_at, standing statuses,
+        # and batches whose cancel stood at their send_at (discarded for good).
+        self.batch_ids: set[str] = set()
+        self.batch_send_at: dict[str, int] = {}
+        self.statuses: dict[str, str] = {}
+        self.discarded: set[str] = set()
+        self.cancel_deadline = float(CANCEL_DEADLINE_SECONDS)
+        self.calls: list[tuple[str, str, int]] = []  # (method, path, status) of control calls
 
     def next_fault(self) -> Fault | None:
         with self.lock:
@@ -334,6 +373,8 @@ class _State:
                 custom_args=person.get("custom_args", {}),
                 substitutions=person.get("substitutions", {}),
                 headers=person.get("headers", {}),
+                batch_id=body.get("batch_id"),
+                send_at=body.get("send_at"),
             )
             if _dropped_for_name(message.name):
                 dropped.append(message)
@@ -353,10 +394,16 @@ class _State:
                             "custom_args": message.custom_args,
                             "substitutions": message.substitutions,
                             "headers": message.headers,
+                            "batch_id": message.batch_id,
+                            "send_at": message.send_at,
                         }
                     )
                 )
         with self.lock:
+            batch_id, send_at = body.get("batch_id"), body.get("send_at")
+            if batch_id is not None:
+                when = send_at if send_at is not None else int(time.time())
+                self.batch_send_at[batch_id] = min(self.batch_send_at.get(batch_id, when), when)
             self.accepted_count += len(messages)
             self.dropped.extend(dropped)
             if self.keep_in_memory:
@@ -366,6 +413,17 @@ class _State:
                 # One write and a flush per request: a reader in another process sees whole lines.
                 self.record_file.write("\n".join(lines))
                 self.record_file.flush()
+
+    def write_record(self, entry: dict[str, Any]) -> None:
+        """A line of the record file that is not a message: a cancel standing or withdrawn."""
+        if self.record_file is not None:
+            self.record_file.write(_RECORD_ENCODER.encode(entry) + "\n")
+            self.record_file.flush()
+
+    def is_cancelled(self, batch_id: str | None) -> bool:
+        if batch_id is None:
+            return False
+        return self.statuses.get(batch_id) == "cancel" or batch_id in self.discarded
 
     def log(self, entry: RequestLog) -> None:
         with self.lock:
@@ -385,6 +443,8 @@ class _State:
                 self.always = Fault.from_json(always) if always is not None else None
             if "delay" in command:
                 self.delay = float(command["delay"])
+            if "cancel_deadline" in command:
+                self.cancel_deadline = float(command["cancel_deadline"])
 
     def stats(self) -> dict[str, int]:
         with self.lock:
@@ -429,8 +489,37 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == STATS_PATH:
             self._answer(200, json.dumps(self.server.state.stats()).encode())
+        elif self.path.startswith((BATCH_PATH, SCHEDULED_PATH)):
+            self._scheduling("GET", b"")
         else:
             self._answer(404, ApiError(404, "Not Found").body())
+
+    def do_PATCH(self) -> None:
+        self._scheduling("PATCH", self._read_body())
+
+    def do_DELETE(self) -> None:
+        self._scheduling("DELETE", self._read_body())
+
+    def _scheduling(self, method: str, raw: bytes) -> None:
+        """Batch ids and scheduled-send statuses, answered as SendGrid does."""
+        state = self.server.state
+        try:
+            self._authorize()
+            status, answer = _schedule_call(state, method, self.path, raw)
+        except ApiError as error:
+            status, answer = error.status, error.body()
+        with state.lock:
+            state.calls.append((method, self.path, status))
+        self._answer(status, answer)
+
+    def _authorize(self) -> None:
+        given = self.headers.get("Authorization")
+        if given is None:
+            raise ApiError(401, "Permission denied, wrong credentials", None)
+        if given != f"Bearer {self.server.state.api_key}":
+            raise ApiError(
+                401, "The provided authorization grant is invalid, expired, or revoked", None
+            )
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -438,6 +527,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == CONTROL_PATH:
             state.control(json.loads(raw or b"{}"))
             self._answer(200, json.dumps(state.stats()).encode())
+            return
+        if self.path.startswith((BATCH_PATH, SCHEDULED_PATH)):
+            self._scheduling("POST", raw)
             return
         if self.path != SEND_PATH:
             self._answer(404, ApiError(404, "Not Found").body())
@@ -485,19 +577,89 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(
                 413, "The JSON payload you have included in your request is too large.", None
             )
-        expected = f"Bearer {state.api_key}"
-        given = self.headers.get("Authorization")
-        if given is None:
-            raise ApiError(401, "Permission denied, wrong credentials", None)
-        if given != expected:
-            raise ApiError(
-                401, "The provided authorization grant is invalid, expired, or revoked", None
-            )
+        self._authorize()
         try:
             body = json.loads(raw)
         except ValueError as exc:
             raise ApiError(400, "Bad Request", None) from exc
-        return body, validate(body)
+        checked = validate(body)
+        with state.lock:
+            validate_schedule(body, state.batch_ids, time.time())
+        return body, checked
+
+
+def _schedule_call(state: _State, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
+    """One call to /v3/mail/batch or /v3/user/scheduled_sends[/<batch_id>]."""
+    with state.lock:
+        if path == BATCH_PATH and method == "POST":
+            made = os.urandom(16).hex()
+            state.batch_ids.add(made)
+            return 201, json.dumps({"batch_id": made}).encode()
+        if path == SCHEDULED_PATH and method == "GET":
+            listed = [{"batch_id": b, "status": st} for b, st in state.statuses.items()]
+            return 200, json.dumps(listed).encode()
+        if path == SCHEDULED_PATH and method == "POST":
+            body = _json_object(raw)
+            named = body.get("batch_id")
+            if named in state.statuses:
+                raise ApiError(400, "The batch id already has a status; update it.", "batch_id")
+            _set_status(state, named, body.get("status"))
+            return 201, json.dumps({"batch_id": named, "status": body["status"]}).encode()
+        target = path.removeprefix(SCHEDULED_PATH + "/")
+        if not path.startswith(SCHEDULED_PATH + "/") or target not in state.batch_ids:
+            raise ApiError(404, "Not Found", None)
+        if method == "GET":
+            found = state.statuses.get(target)
+            listed = [{"target": target, "status": found}] if found else []
+            return 200, json.dumps(listed).encode()
+        if target not in state.statuses:
+            raise ApiError(404, "batch id not found", None)
+        if method == "PATCH":
+            _set_status(state, target, _json_object(raw).get("status"), replacing=True)
+            return 204, b""
+        # DELETE: once the batch's send time has passed its cancel has done its work for good;
+        # before, deleting the cancel lets the batch go out again.
+        sends_at = state.batch_send_at.get(target)
+        if state.statuses.pop(target) == "cancel" and sends_at and sends_at <= time.time():
+            state.discarded.add(target)
+        else:
+            state.write_record({"withdrawn": target})
+        return 204, b""
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, "Bad Request", None) from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "Bad Request", None)
+    return body
+
+
+def _set_status(state: _State, batch_id: Any, status: Any, *, replacing: bool = False) -> None:
+    """Cancel or pause a batch, refused past the deadline and beyond 10 batches at once."""
+    if type(batch_id) is not str or batch_id not in state.batch_ids:
+        raise ApiError(400, "The batch id is not valid.", "batch_id")
+    if status not in ("cancel", "pause"):
+        raise ApiError(400, "The status must be either cancel or pause.", "status")
+    if not replacing and len(state.statuses) >= MAX_CANCELS:
+        raise ApiError(
+            400, f"You can't pause or cancel more than {MAX_CANCELS} batches at one time.", None
+        )
+    sends_at = state.batch_send_at.get(batch_id)
+    if sends_at is not None and sends_at - time.time() < state.cancel_deadline:
+        raise ApiError(
+            400,
+            "You can't pause or cancel a batch later than "
+            f"{state.cancel_deadline:g} seconds before its send_at time.",
+            "batch_id",
+        )
+    state.statuses[batch_id] = status
+    if status == "cancel":
+        state.write_record({"cancelled": batch_id})
+    else:
+        state.write_record({"withdrawn": batch_id})
 
 
 class _RateLimitError(ApiError):
@@ -629,6 +791,37 @@ class FakeSendGrid:
             return list(self._state.accepted)
 
     @property
+    def delivered(self) -> list[AcceptedMessage]:
+        """What subscribers get: every accepted message whose batch was not cancelled."""
+        with self._state.lock:
+            return [m for m in self._state.accepted if not self._state.is_cancelled(m.batch_id)]
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """Standing scheduled-send statuses, batch id -> `cancel` or `pause`."""
+        with self._state.lock:
+            return dict(self._state.statuses)
+
+    @property
+    def calls(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every batch-id and scheduled-send call."""
+        with self._state.lock:
+            return list(self._state.calls)
+
+    def set_cancel_deadline(self, seconds: float) -> None:
+        """Refuse cancels this close to a batch's send_at (SendGrid: 600 s)."""
+        with self._state.lock:
+            self._state.cancel_deadline = seconds
+
+    def lose_answers(self, *request_numbers: int) -> None:
+        """Accept the given mail-send requests (counted from the next one, 1-based), then close
+        the connection without answering: the answer is lost, the messages are not."""
+        faults = [Fault()] * max(request_numbers, default=0)
+        for number in request_numbers:
+            faults[number - 1] = Fault(drop=True, after_record=True)
+        self.queue(*faults)
+
+    @property
     def dropped(self) -> list[AcceptedMessage]:
         """Personalizations answered 202 and then silently dropped, as SendGrid does."""
         with self._state.lock:
@@ -671,6 +864,9 @@ class FakeControl:
 
     def clear_faults(self) -> None:
         self._post({"clear": True})
+
+    def set_cancel_deadline(self, seconds: float) -> None:
+        self._post({"cancel_deadline": seconds})
 
     def stats(self) -> dict[str, int]:
         with urllib.request.urlopen(self.url + STATS_PATH, timeout=10) as response:  # noqa: S310
@@ -735,6 +931,27 @@ def read_record(path: Path | str) -> list[dict[str, Any]]:
 
 
 def iter_record(path: Path | str) -> Iterator[dict[str, Any]]:
+    for entry in _record_lines(path):
+        if "to" in entry:
+            yield entry
+
+
+def delivered_record(path: Path | str) -> list[dict[str, Any]]:
+    """The record file's messages that reach their subscriber: a batch whose cancel still
+    stands (or stood at its send time) delivers nothing."""
+    messages: list[dict[str, Any]] = []
+    cancelled: set[str] = set()
+    for entry in _record_lines(path):
+        if "to" in entry:
+            messages.append(entry)
+        elif "cancelled" in entry:
+            cancelled.add(entry["cancelled"])
+        elif "withdrawn" in entry:
+            cancelled.discard(entry["withdrawn"])
+    return [m for m in messages if m.get("batch_id") not in cancelled]
+
+
+def _record_lines(path: Path | str) -> Iterator[dict[str, Any]]:
     with Path(path).open(encoding="utf-8") as lines:
         for line in lines:
             if line.strip():

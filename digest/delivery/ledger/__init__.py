@@ -10,7 +10,8 @@ Invariants the ledger keeps (each has a test named for it):
 - statements are set-based: one per batch, never one ORM object per recipient.
 
 One module per job: `digests` (the frozen content), `leases` (one run at a time), `planning`
-(who gets which variant), `claims` (claiming and settling batches), `reporting` (counts).
+(who gets which variant), `claims` (claiming and settling batches), `schedules` (provider
+batches held until a send time, cancels, recalls), `reporting` (counts).
 The names below are the ledger's public face, the store the run's steps talk to.
 """
 
@@ -20,10 +21,12 @@ from digest.delivery.ledger.claims import (
     claim_batch,
     mark_refused,
     mark_sent,
+    mark_uncertain,
     pending_by_variant,
     release_pending,
     requeue_failed,
     requeue_uncertain,
+    reschedule,
     suppress_unsendable,
 )
 from digest.delivery.ledger.digests import (
@@ -52,35 +55,65 @@ from digest.delivery.ledger.reporting import (
     sent_by_run,
     state_counts,
 )
+from digest.delivery.ledger.schedules import (
+    HeldBatch,
+    cancels_standing,
+    clear_recall,
+    forgettable_cancels,
+    is_recalled,
+    mark_forgotten,
+    mark_recalled,
+    may_have_reached,
+    orphan_batches,
+    recalled_week,
+    record_cancel,
+    sent_batches,
+    settle_held,
+)
 
 __all__ = [
     "ClaimedBatch",
     "ClaimedRecipient",
+    "HeldBatch",
     "PlanSummary",
     "RenderedBodies",
     "VariantRenderer",
     "acquire_lease",
     "active_subscriber_pages",
+    "cancels_standing",
     "claim_batch",
+    "clear_recall",
     "digest_status",
     "discard_unsent",
     "failure_reasons",
     "find_digest",
+    "forgettable_cancels",
     "freeze_digest",
     "is_planned",
+    "is_recalled",
     "mark_completed",
+    "mark_forgotten",
+    "mark_recalled",
     "mark_refused",
     "mark_sent",
+    "mark_uncertain",
+    "may_have_reached",
     "new_owner",
+    "orphan_batches",
     "pending_by_variant",
     "plan_recipients",
     "previous_matchups",
+    "recalled_week",
+    "record_cancel",
     "release_lease",
     "release_pending",
     "renew_lease",
     "requeue_failed",
     "requeue_uncertain",
+    "reschedule",
+    "sent_batches",
     "sent_by_run",
+    "settle_held",
     "state_counts",
     "stored_variant",
     "suppress_unsendable",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
@@ -57,10 +58,19 @@ def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, i
 
 
 def claim_batch(
-    connection: Connection, *, digest_id: int, variant_id: int, owner: str, limit: int
+    connection: Connection,
+    *,
+    digest_id: int,
+    variant_id: int,
+    owner: str,
+    limit: int,
+    provider_batch_id: str | None = None,
+    send_at: datetime | None = None,
 ) -> ClaimedBatch:
     """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
 
+    The provider batch the request will go under, and its send time, are written by the same
+    statement: a run that dies after sending leaves rows whose batch the next run can cancel.
     Only rows of currently active subscribers are claimed, so an unsubscribe takes effect before
     the next batch. On PostgreSQL, SKIP LOCKED lets several senders claim disjoint batches.
     """
@@ -77,18 +87,24 @@ def claim_batch(
         .order_by(DELIVERY.c.id)
         .limit(limit)
     )
+    picked: Any = candidates.scalar_subquery()
     if connection.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(of=DELIVERY, skip_locked=True)
+        # Materialized: as a semi-join PostgreSQL may rescan the locking subquery per row, skip
+        # the rows this very statement just updated, and claim past the limit.
+        locked = candidates.with_for_update(of=DELIVERY, skip_locked=True).cte("picked")
+        picked = select(locked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
     claim = f"{owner}#{uuid.uuid4().hex[:12]}"
     now = utcnow()
     claimed = connection.execute(
         update(DELIVERY)
-        .where(DELIVERY.c.id.in_(candidates.scalar_subquery()), DELIVERY.c.state.in_(claimable))
+        .where(DELIVERY.c.id.in_(picked), DELIVERY.c.state.in_(claimable))
         .values(
             state=DeliveryState.SENDING.value,
             claim_owner=claim,
             claimed_at=now,
             attempts=DELIVERY.c.attempts + 1,
+            provider_batch_id=provider_batch_id,
+            send_at=send_at,
             updated_at=now,
         )
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
@@ -159,8 +175,34 @@ def release_pending(
         DeliveryState.PENDING,
         cause,
         claim_owner=None,
+        provider_batch_id=None,
+        send_at=None,
         last_error=reason[:_REASON_LIMIT],
     )
+
+
+def mark_uncertain(connection: Connection, *, batch: ClaimedBatch, reason: str) -> int:
+    """The batch's rows may or may not reach their subscribers: its cancel was impossible."""
+    return _settle(
+        connection,
+        batch,
+        DeliveryState.UNCERTAIN,
+        Cause.CANCEL_IMPOSSIBLE,
+        last_error=reason[:_REASON_LIMIT],
+    )
+
+
+def reschedule(
+    connection: Connection, *, batch: ClaimedBatch, provider_batch_id: str, send_at: datetime
+) -> int:
+    """The claimed rows go out again under a new provider batch (the old one is cancelled)."""
+    statement = update(DELIVERY).where(
+        DELIVERY.c.digest_id == batch.digest_id,
+        DELIVERY.c.state == DeliveryState.SENDING.value,
+        DELIVERY.c.claim_owner == batch.claim,
+    )
+    values_ = {"provider_batch_id": provider_batch_id, "send_at": send_at, "updated_at": utcnow()}
+    return int(connection.execute(statement.values(**values_)).rowcount)
 
 
 def suppress_unsendable(connection: Connection, *, digest_id: int) -> int:

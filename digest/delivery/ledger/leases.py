@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from digest.delivery.states import Cause, DeliveryState, sources_of, values
-from digest.errors import RunInProgressError
+from digest.errors import RecalledError, RunInProgressError
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import RECALL_TABLE as RECALL
 from digest.weeks import utcnow
 
 
@@ -45,11 +46,19 @@ def _holder(connection: Connection, digest_id: int) -> Any:
     ).one()
 
 
-def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: int) -> int:
+def acquire_lease(
+    engine: Engine,
+    *,
+    digest_id: int,
+    owner: str,
+    ttl_seconds: int,
+    cancellable_after: datetime | None = None,
+) -> int:
     """Take the digest's lease for `owner`; returns how many rows were found `uncertain`.
 
     Raises RunInProgressError while another live run holds it. On taking the lease, every row
-    still `sending` belongs to a run that is gone: it becomes `uncertain`.
+    still `sending` belongs to a run that is gone: it becomes `uncertain`, unless its provider
+    batch is due after `cancellable_after` (still cancellable): the caller cancels those.
     """
     now = utcnow()
     with engine.begin() as connection:
@@ -69,7 +78,9 @@ def acquire_lease(engine: Engine, *, digest_id: int, owner: str, ttl_seconds: in
         if not taken:
             # Read the holder again: the first read may predate the run that just won the race.
             raise _in_progress(_holder(connection, digest_id))
-        return _mark_orphans_uncertain(connection, digest_id=digest_id, owner=owner)
+        return _mark_orphans_uncertain(
+            connection, digest_id=digest_id, owner=owner, cancellable_after=cancellable_after
+        )
 
 
 def _in_progress(holder: Any) -> RunInProgressError:
@@ -83,11 +94,17 @@ def _in_progress(holder: Any) -> RunInProgressError:
     )
 
 
-def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: str) -> int:
+def _mark_orphans_uncertain(
+    connection: Connection, *, digest_id: int, owner: str, cancellable_after: datetime | None
+) -> int:
     """Rows claimed by any run but `owner` were left by a run that is gone."""
+    statement = update(DELIVERY)
+    if cancellable_after is not None:
+        statement = statement.where(
+            or_(DELIVERY.c.send_at.is_(None), DELIVERY.c.send_at <= cancellable_after)
+        )
     result = connection.execute(
-        update(DELIVERY)
-        .where(
+        statement.where(
             DELIVERY.c.digest_id == digest_id,
             DELIVERY.c.state.in_(values(sources_of(DeliveryState.UNCERTAIN, Cause.RUN_DIED))),
             # Claims read "<owner>#<batch>": any claim not this run's is from a run now gone.
@@ -95,8 +112,7 @@ def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: st
                 DELIVERY.c.claim_owner.is_(None),
                 ~DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
             ),
-        )
-        .values(
+        ).values(
             state=DeliveryState.UNCERTAIN.value,
             last_error="its sending run ended before the provider's answer was recorded",
             updated_at=utcnow(),
@@ -106,17 +122,25 @@ def _mark_orphans_uncertain(connection: Connection, *, digest_id: int, owner: st
 
 
 def renew_lease(connection: Connection, *, digest_id: int, owner: str, ttl_seconds: int) -> None:
-    """Extend the lease; RunInProgressError if another run took it meanwhile."""
+    """Extend the lease; RunInProgressError if another run took it meanwhile, RecalledError
+    once the editor recalled the week (`digest recall`)."""
+    recalled = select(RECALL.c.week).where(RECALL.c.week == DIGEST.c.week).exists()
     renewed = connection.execute(
         update(DIGEST)
-        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
+        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner, ~recalled)
         .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
     ).rowcount
-    if not renewed:
-        raise RunInProgressError(
-            "This run lost the digest's lease to another run (it was paused longer than "
-            "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
+    if renewed:
+        return
+    if connection.execute(select(DIGEST.c.id).where(DIGEST.c.id == digest_id, recalled)).first():
+        raise RecalledError(
+            "The editor recalled this digest (`digest recall`) while it was being sent: this "
+            "run stopped sending. Nothing more goes out until a run is started --after-recall."
         )
+    raise RunInProgressError(
+        "This run lost the digest's lease to another run (it was paused longer than "
+        "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
+    )
 
 
 def release_lease(engine: Engine, *, digest_id: int, owner: str) -> None:

@@ -1,7 +1,7 @@
 """catalog feed: the validators and generated_at of the feed last imported from each address
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-05 10:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import digest.db
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

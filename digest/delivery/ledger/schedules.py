@@ -1,0 +1,186 @@
+"""Provider batches in the ledger: rows held until a send time, the batches we cancelled, recalls.
+
+A row claimed for a scheduled request carries its provider batch id and `send_at`. Until shortly
+before `send_at` the batch can be cancelled, so rows whose outcome is unknown (an ambiguous
+answer, a dead run) are cancelled and sent again instead of being guessed at. Each confirmed
+cancel is kept in `cancelledbatch`: the provider allows only a few at once, and one is freed
+(forgotten) once its send time has passed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from digest.db import insert_ignore
+from digest.delivery.states import MAY_HAVE_REACHED, Cause, DeliveryState, sources_of, values
+from digest.models import CANCELLED_BATCH_TABLE as CANCELLED
+from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import RECALL_TABLE as RECALL
+from digest.weeks import utcnow
+
+_REASON_LIMIT = 2000
+
+
+class HeldBatch(NamedTuple):
+    """One provider batch of a digest's rows: its id, its send time, how many rows it holds."""
+
+    batch_id: str
+    send_at: datetime
+    rows: int
+
+
+def orphan_batches(connection: Connection, *, digest_id: int, owner: str) -> list[HeldBatch]:
+    """Batches holding rows still `sending` under a claim that is not `owner`'s run."""
+    return _held(
+        connection,
+        digest_id,
+        DeliveryState.SENDING,
+        ~DELIVERY.c.claim_owner.startswith(owner + "#", autoescape=True),
+    )
+
+
+def sent_batches(connection: Connection, *, digest_id: int) -> list[HeldBatch]:
+    """Batches holding rows the provider accepted (`sent`, no event since): what recall stops."""
+    return _held(connection, digest_id, DeliveryState.SENT, None)
+
+
+def _held(
+    connection: Connection,
+    digest_id: int,
+    state: DeliveryState,
+    extra: ColumnElement[bool] | None,
+) -> list[HeldBatch]:
+    query = (
+        select(DELIVERY.c.provider_batch_id, func.min(DELIVERY.c.send_at), func.count())
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.state == state.value,
+            DELIVERY.c.provider_batch_id.is_not(None),
+            DELIVERY.c.send_at.is_not(None),
+        )
+        .group_by(DELIVERY.c.provider_batch_id)
+        .order_by(func.min(DELIVERY.c.send_at))
+    )
+    if extra is not None:
+        query = query.where(extra)
+    return [HeldBatch(str(b), when, int(n)) for b, when, n in connection.execute(query)]
+
+
+def settle_held(
+    connection: Connection,
+    *,
+    digest_id: int,
+    batch_id: str,
+    to: DeliveryState,
+    cause: Cause,
+    reason: str | None,
+) -> int:
+    """Move every row of one provider batch that `cause` may move to `to`."""
+    fields: dict[str, object] = {"state": to.value, "updated_at": utcnow()}
+    if to is DeliveryState.PENDING:
+        # Back in the queue: the next claim gives it a new batch; a recalled row is unsent.
+        fields |= {
+            "claim_owner": None,
+            "provider_batch_id": None,
+            "send_at": None,
+            "sent_at": None,
+            "provider_message_id": None,
+        }
+    if reason is not None:
+        fields["last_error"] = reason[:_REASON_LIMIT]
+    result = connection.execute(
+        update(DELIVERY)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.provider_batch_id == batch_id,
+            DELIVERY.c.state.in_(values(sources_of(to, cause))),
+        )
+        .values(**fields)
+    )
+    return int(result.rowcount)
+
+
+def record_cancel(
+    connection: Connection, *, batch_id: str, digest_id: int | None, send_at: datetime
+) -> None:
+    connection.execute(
+        insert_ignore(connection, CANCELLED).values(
+            batch_id=batch_id, digest_id=digest_id, send_at=send_at, cancelled_at=utcnow()
+        )
+    )
+
+
+def cancels_standing(connection: Connection) -> int:
+    """Cancels the provider still holds for us (each takes one of its few slots)."""
+    return int(
+        connection.execute(
+            select(func.count()).select_from(CANCELLED).where(CANCELLED.c.forgotten_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def forgettable_cancels(connection: Connection, *, now: datetime) -> list[str]:
+    """Cancels whose send time has passed: their messages are discarded, the slot may go."""
+    return list(
+        connection.execute(
+            select(CANCELLED.c.batch_id).where(
+                CANCELLED.c.forgotten_at.is_(None), CANCELLED.c.send_at < now
+            )
+        ).scalars()
+    )
+
+
+def mark_forgotten(connection: Connection, *, batch_id: str) -> None:
+    connection.execute(
+        update(CANCELLED).where(CANCELLED.c.batch_id == batch_id).values(forgotten_at=utcnow())
+    )
+
+
+def may_have_reached(connection: Connection, *, digest_id: int) -> int:
+    """Rows whose subscriber may hold the digest (or will, when its batch's time comes)."""
+    return int(
+        connection.execute(
+            select(func.count())
+            .select_from(DELIVERY)
+            .where(
+                DELIVERY.c.digest_id == digest_id,
+                DELIVERY.c.state.in_(values(MAY_HAVE_REACHED)),
+            )
+        ).scalar_one()
+    )
+
+
+def mark_recalled(connection: Connection, *, week: str, stopped: int, on_their_way: int) -> None:
+    """The week is recalled: no run sends it until one is started after the recall."""
+    connection.execute(delete(RECALL).where(RECALL.c.week == week))
+    connection.execute(
+        RECALL.insert().values(
+            week=week, recalled_at=utcnow(), stopped=stopped, on_their_way=on_their_way
+        )
+    )
+
+
+def recalled_week(connection: Connection, *, digest_id: int) -> str | None:
+    """The digest's week when the editor recalled it, else None."""
+    found = connection.execute(
+        select(RECALL.c.week)
+        .join(DIGEST, DIGEST.c.week == RECALL.c.week)
+        .where(DIGEST.c.id == digest_id)
+    ).first()
+    return str(found.week) if found else None
+
+
+def is_recalled(connection: Connection, *, week: str) -> bool:
+    found = connection.execute(select(RECALL.c.week).where(RECALL.c.week == week)).first()
+    return found is not None
+
+
+def clear_recall(connection: Connection, *, week: str) -> bool:
+    """`--after-recall`: the week may be sent again; True if it was recalled."""
+    return bool(connection.execute(delete(RECALL).where(RECALL.c.week == week)).rowcount)

@@ -1,0 +1,107 @@
+"""`digest recall`: the editor's emergency stop for a week's digest.
+
+Every batch of the digest whose send time is still far enough away is cancelled, and its rows go
+back to `pending`; the week is marked recalled, so no scheduled run or Retry sends it again until
+a run is started `--after-recall`. When every row was stopped, nobody can hold the digest: its
+frozen content is released, so edits and a catalog fix apply to the next send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from digest.delivery import ledger
+from digest.delivery.cancelling import Canceller, recover_orphans
+from digest.delivery.states import Cause, DeliveryState
+from digest.errors import NotFoundError, RunInProgressError
+from digest.send.base import CancelRefusedError, SendAuthError, TransientSendError
+
+
+@dataclass
+class RecallResult:
+    """What a recall did, in counts of deliveries."""
+
+    week: str
+    stopped: int = 0  # cancelled in time: back to `pending`
+    on_their_way: int = 0  # the provider has them (or may): they will arrive
+    released: bool = False  # nobody can hold the digest: its frozen content was dropped
+    problems: tuple[str, ...] = ()
+
+
+def recall(
+    engine: Engine, *, week: str, canceller: Canceller | None, lease_seconds: int
+) -> RecallResult:
+    """Stop what can still be stopped of `week`'s digest, and keep runs from sending it."""
+    with engine.begin() as connection:
+        digest = ledger.find_digest(connection, week)
+        if digest is None:
+            raise NotFoundError(f"There is no digest of {week} to recall: nothing was sent.")
+        # Marked first: a run holding the lease stops at its next batch.
+        ledger.mark_recalled(connection, week=week, stopped=0, on_their_way=0)
+    digest_id = int(digest["id"])
+    owner = f"recall-{ledger.new_owner()}"
+    try:
+        ledger.acquire_lease(
+            engine,
+            digest_id=digest_id,
+            owner=owner,
+            ttl_seconds=lease_seconds,
+            cancellable_after=canceller.cutoff() if canceller else None,
+        )
+    except RunInProgressError as busy:
+        raise RunInProgressError(
+            f"{busy} The week is marked recalled, so that run stops at its next batch: run "
+            f"`digest recall --week {week}` again once it has ended, to cancel what it sent."
+        ) from None
+    result = RecallResult(week=week)
+    try:
+        if canceller is not None:
+            recovered = recover_orphans(canceller, digest_id=digest_id, owner=owner)
+            result.stopped += recovered.resent
+            result.stopped += _cancel_sent(canceller, digest_id, result)
+            result.problems += tuple(recovered.problems)
+        with engine.begin() as connection:
+            result.on_their_way = ledger.may_have_reached(connection, digest_id=digest_id)
+    finally:
+        ledger.release_lease(engine, digest_id=digest_id, owner=owner)
+    with engine.begin() as connection:
+        if result.on_their_way == 0:
+            result.released = ledger.discard_unsent(connection, week=week)
+        ledger.mark_recalled(
+            connection, week=week, stopped=result.stopped, on_their_way=result.on_their_way
+        )
+    return result
+
+
+def _cancel_sent(canceller: Canceller, digest_id: int, result: RecallResult) -> int:
+    """Cancel each accepted batch still far from its send time, while cancel slots remain."""
+    stopped = 0
+    with canceller.engine.connect() as connection:
+        batches = ledger.sent_batches(connection, digest_id=digest_id)
+    for held in batches:
+        if not canceller.in_time(held.send_at):
+            continue  # batches are in send order, but a retried one may come later
+        canceller.free_slots()
+        if canceller.slots_in_use() >= canceller.slots:
+            result.problems += (
+                f"the provider keeps at most {canceller.slots} batches cancelled at once; "
+                "the rest are on their way",
+            )
+            break
+        try:
+            canceller.cancel(batch_id=held.batch_id, digest_id=digest_id, send_at=held.send_at)
+        except (CancelRefusedError, TransientSendError, SendAuthError) as refused:
+            result.problems += (getattr(refused, "reason", str(refused)),)
+            continue
+        with canceller.engine.begin() as connection:
+            stopped += ledger.settle_held(
+                connection,
+                digest_id=digest_id,
+                batch_id=held.batch_id,
+                to=DeliveryState.PENDING,
+                cause=Cause.RECALLED,
+                reason="recalled: its batch was cancelled before its send time",
+            )
+    return stopped

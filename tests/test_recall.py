@@ -1,0 +1,205 @@
+"""`digest recall`: the editor's emergency stop cancels what SendGrid still holds, holds the week
+until a run is started `--after-recall`, and releases the content when nothing went out."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from digest.config import Settings, get_settings
+from digest.db import get_engine
+from digest.delivery import ledger, sending
+from digest.delivery.cancelling import canceller_for
+from digest.errors import ConfigError, RecalledError, RunInProgressError
+from digest.models import Delivery
+from digest.run import bookkeeping, outcome, preparation
+from digest.run.outcome import RunSummary
+from digest.run.recall import RecallResult, recall
+from digest.send import get_backend
+from digest.weeks import IsoWeek, utcnow
+from tests.fakes.fake_sendgrid import FakeSendGrid, delivered_record
+from tests.support.cli import assert_user_error, run_digest
+from tests.support.factories import write_catalog, write_subscribers
+from tests.support.prefect_server import PrefectServer
+from tests.support.scenario import WEEK, week_tools
+from tests.support.senders import lane_of
+from tests.test_scheduled_sends import _counts, _planned, _prepare, _run, _settings, fake
+
+__all__ = ["fake"]  # the fixture, shared with the scheduled-send tests
+
+
+def _recall(settings: Settings) -> RecallResult:
+    engine = get_engine(settings.database_url)
+    with get_backend(settings) as backend:
+        return recall(
+            engine,
+            week=WEEK,
+            canceller=canceller_for(settings, engine=engine, backend=backend),
+            lease_seconds=settings.lease_seconds,
+        )
+
+
+def _compose_again(settings: Settings) -> int:
+    """The week composed and planned anew from the catalog, as the next run does."""
+    engine = get_engine(settings.database_url)
+    edition = preparation.Edition.from_settings(settings)
+    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
+    assert prepared.digest_id is not None
+    preparation.plan(engine, edition, prepared, page_size=settings.batch_size)
+    return prepared.digest_id
+
+
+def _after_recall(settings: Settings, digest_id: int) -> None:
+    """A run started `--after-recall` clears the mark at its start."""
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()
+    bookkeeping.begin_run(
+        engine,
+        digest_id=digest_id,
+        owner=owner,
+        lease_seconds=60,
+        resend_uncertain=False,
+        after_recall=True,
+    )
+    bookkeeping.end_run(engine, digest_id=digest_id, owner=owner)
+
+
+def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_week(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # Sent 900 s ahead: every batch is cancelled, nobody gets the digest, the frozen content is
+    # dropped, and no run sends the week again until one is started after the recall.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    _run(settings, digest_id)
+    result = _recall(settings)
+    assert (result.stopped, result.on_their_way, result.released) == (6, 0, True)
+    assert fake.delivered == [] and len(fake.statuses) == 4
+    with get_engine(settings.database_url).connect() as connection:
+        assert ledger.find_digest(connection, WEEK) is None  # edits and catalog fixes apply
+    digest_id = _compose_again(settings)
+    with pytest.raises(RecalledError, match="--after-recall"):
+        _run(settings, digest_id)
+    assert _counts(settings, digest_id) == {"pending": 6}
+    _after_recall(settings, digest_id)
+    _run(settings, digest_id)
+    delivered = Counter(message.to for message in fake.delivered)
+    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
+
+
+def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # A batch within the cancel deadline cannot be stopped: its rows stay `sent`, the content
+    # stays frozen, and a run after the recall sends only what was stopped.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    _run(settings, digest_id)
+    engine = get_engine(settings.database_url)
+    with engine.begin() as connection:
+        first = connection.execute(select(Delivery.provider_batch_id).limit(1)).scalar_one()  # type: ignore[call-overload]
+        connection.execute(
+            update(Delivery)
+            .where(Delivery.provider_batch_id == first)  # type: ignore[arg-type]
+            .values(send_at=utcnow() + timedelta(seconds=60))
+        )
+    result = _recall(settings)
+    assert (result.stopped, result.on_their_way, result.released) == (4, 2, False)
+    assert _counts(settings, digest_id) == {"pending": 4, "sent": 2}
+    assert len(fake.delivered) == 2
+    with pytest.raises(RecalledError):
+        _run(settings, digest_id)
+    _after_recall(settings, digest_id)
+    _run(settings, digest_id)
+    delivered = Counter(message.to for message in fake.delivered)
+    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+@pytest.mark.slow
+def test_recall_then_run_after_recall_from_the_command_line(
+    tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    # As the editor and ops do it: run, recall (counts printed), a plain run refused with the way
+    # out, `--after-recall` sends, and every subscriber ends with exactly one digest.
+    record = tmp_path / "accepted.jsonl"
+    with FakeSendGrid(api_key="SG.recall-key", record_path=record) as server:
+        env = {
+            "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+            "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+            "DIGEST_EMAIL_BACKEND": "sendgrid",
+            "SENDGRID_API_KEY": "SG.recall-key",
+            "DIGEST_SENDGRID_HOST": server.url,
+            "DIGEST_BATCH_SIZE": "4",
+            **prefect_server.env(),
+        }
+        catalog = write_catalog(tmp_path / "catalog.json", week_tools())
+        people = write_subscribers(
+            tmp_path / "people.csv", [{"email": f"r{i}@example.com"} for i in range(10)]
+        )
+        for kind, path in (("catalog", catalog), ("subscribers", people)):
+            assert run_digest(kind, "import", str(path), cwd=tmp_path, env=env).returncode == 0
+        assert run_digest("run", "--week", WEEK, cwd=tmp_path, env=env).returncode == 0
+        recalled = run_digest("recall", "--week", WEEK, cwd=tmp_path, env=env)
+        assert recalled.returncode == 0, recalled.stderr
+        assert "10 deliveries stopped" in recalled.stdout
+        assert "0 already on their way" in recalled.stdout
+        assert delivered_record(record) == []
+        assert_user_error(
+            run_digest("run", "--week", WEEK, cwd=tmp_path, env=env), "recalled", "--after-recall"
+        )
+        # The refused run froze nothing again: the released week still takes the editor's fix.
+        note = ["--intro", "Resent with a corrected price."]
+        edited = run_digest("edit", "--week", WEEK, *note, cwd=tmp_path, env=env)
+        assert edited.returncode == 0, edited.stderr
+        again = run_digest("run", "--week", WEEK, "--after-recall", cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
+        assert json.loads(status.stdout)["counts"] == {"sent": 10}
+        delivered = Counter(entry["to"] for entry in delivered_record(record))
+        assert delivered == Counter({f"r{i}@example.com": 1 for i in range(10)})
+
+
+def test_a_recall_during_a_run_stops_its_lanes_at_their_next_batch(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run holds the lease: the recall is refused with what to do, but the week is marked,
+    # so the run's lanes stop before their next batch and the run ends saying it was recalled.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()  # this process: a live run
+    bookkeeping.begin_run(
+        engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=False
+    )
+    with pytest.raises(RunInProgressError, match="marked recalled"):
+        _recall(settings)
+    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=2)
+    stop = sending.RunStop()
+    lane = lane_of(settings, plan, lane=0, stop=stop)
+    assert lane.batches == [] and stop.kind is sending.StopKind.RECALLED
+    summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
+    assert isinstance(outcome.run_error(summary, stop), RecalledError)
+    assert fake.requests == [] and _counts(settings, digest_id) == {"pending": 6}
+
+
+def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A lead within SendGrid's cancel deadline could never be cancelled: a clear error.
+    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", "300")
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="DIGEST_SEND_LEAD_SECONDS=300 leaves no time"):
+        get_settings()

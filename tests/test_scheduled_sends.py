@@ -1,0 +1,323 @@
+"""Exactly once with nobody choosing: requests held by SendGrid until `send_at`, cancelled and
+resent when their answer is lost or their run dies, through the real client and the fake."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from digest.config import Settings, get_settings
+from digest.db import get_engine, session_scope
+from digest.delivery import ledger, sending
+from digest.delivery.cancelling import canceller_for
+from digest.delivery.events import NormalizedEvent, apply_events
+from digest.delivery.states import DeliveryState
+from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import Delivery
+from digest.run import bookkeeping, preparation
+from digest.send import get_backend
+from digest.send.base import OutgoingBatch, ProviderBatch
+from digest.weeks import IsoWeek, utcnow
+from tests.fakes.fake_sendgrid import FakeSendGrid
+from tests.support.ledger_data import make_subscribers
+from tests.support.scenario import WEEK, seed
+from tests.support.senders import lane_of
+
+API_KEY = "SG.scheduled-test-key"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
+    server = FakeSendGrid(api_key=API_KEY).start()
+    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
+    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    monkeypatch.setenv("DIGEST_SENDGRID_HOST", server.url)
+    get_settings.cache_clear()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _prepare(settings: Settings, tmp_path: Path, *, batch_size: int, extra: int = 0) -> int:
+    seed(settings, tmp_path)
+    engine = get_engine(settings.database_url)
+    if extra:
+        make_subscribers(engine, extra, start=1000)
+    edition = preparation.Edition.from_settings(settings)
+    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
+    assert prepared.digest_id is not None
+    preparation.plan(engine, edition, prepared, page_size=batch_size)
+    return prepared.digest_id
+
+
+def _run(settings: Settings, digest_id: int) -> tuple[dict[str, int], list[sending.LaneReport]]:
+    """One run as the flow makes it: begin (recovering a dead run's batches), lanes, end."""
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()
+    with get_backend(settings) as backend:
+        started = bookkeeping.begin_run(
+            engine,
+            digest_id=digest_id,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
+            resend_uncertain=False,
+            canceller=canceller_for(settings, engine=engine, backend=backend),
+        )
+    plan = sending.send_plan(
+        engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=settings.batch_size
+    )
+    stop = sending.RunStop()
+    lanes = [lane_of(settings, plan, lane=lane, stop=stop) for lane in plan.lanes]
+    bookkeeping.end_run(engine, digest_id=digest_id, owner=owner)
+    return started, lanes
+
+
+def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
+    with get_engine(settings.database_url).connect() as connection:
+        return ledger.state_counts(connection, digest_id=digest_id)
+
+
+def _planned(settings: Settings, digest_id: int) -> set[str]:
+    with get_engine(settings.database_url).connect() as connection:
+        return set(
+            connection.execute(
+                select(Delivery.email).where(Delivery.digest_id == digest_id)  # type: ignore[arg-type]
+            ).scalars()
+        )
+
+
+def _delivered(fake: FakeSendGrid) -> Counter[str]:
+    return Counter(message.to for message in fake.delivered)
+
+
+@pytest.mark.parametrize("lost", [(1,), (2, 4), (1, 2), (3, 5)])
+def test_lost_answers_are_cancelled_and_resent_so_everyone_gets_it_exactly_once(
+    lost: tuple[int, ...],
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # SendGrid accepts a request and the answer never comes back: the batch is cancelled, the
+    # cancel confirmed, the rows sent under a new batch; by the fake's own record every planned
+    # subscriber gets the digest once, and the ledger says `sent` for all, with nobody choosing.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="3")
+    digest_id = _prepare(settings, tmp_path, batch_size=3, extra=12)
+    fake.lose_answers(*lost)
+    _run(settings, digest_id)
+    planned = _planned(settings, digest_id)
+    assert _delivered(fake) == Counter({email: 1 for email in planned})
+    assert len(fake.accepted) == len(planned) + sum(3 for _ in lost)  # the lost were accepted
+    assert _counts(settings, digest_id) == {"sent": len(planned)}
+    cancels = [call for call in fake.calls if call[:2] == ("POST", "/v3/user/scheduled_sends")]
+    assert [status for *_, status in cancels] == [201] * len(lost)
+    assert set(fake.statuses.values()) == {"cancel"} and len(fake.statuses) == len(lost)
+
+
+def test_two_lost_answers_in_a_5000_send_end_with_no_duplicate_and_nobody_missing(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The issue's case: 5,000 subscribers, batches of 1,000, two answers lost; one run ends
+    # with everyone sent once and no uncertain row.
+    settings = _settings(monkeypatch)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000, extra=5000 - 6)
+    fake.lose_answers(2, 4)
+    _run(settings, digest_id)
+    delivered = _delivered(fake)
+    assert len(delivered) == 5000 and set(delivered.values()) == {1}
+    assert _counts(settings, digest_id) == {"sent": 5000}
+
+
+def test_every_request_carries_its_own_batch_and_send_time_and_the_rows_record_them(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One batch id per request (so a lost answer costs one cancel), send_at = now + the lead,
+    # written on the rows by the claim.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    before = utcnow()
+    _run(settings, digest_id)
+    batch_ids = [request.envelope["batch_id"] for request in fake.requests]
+    assert len(batch_ids) == len(set(batch_ids)) == 4  # 5 + 1 rows in batches of 2
+    for request in fake.requests:
+        lead = request.envelope["send_at"] - before.timestamp()
+        assert 899 <= lead <= 905
+    with get_engine(settings.database_url).connect() as connection:
+        rows = connection.execute(
+            select(Delivery.provider_batch_id, Delivery.send_at)  # type: ignore[call-overload]
+        ).all()
+    assert {batch for batch, _ in rows} == set(batch_ids)
+    assert all(abs((send_at - before).total_seconds() - 900) < 5 for _, send_at in rows)
+
+
+def test_no_lead_time_sends_at_once_as_before(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DIGEST_SEND_LEAD_SECONDS=0: no batch id, no send_at, no call but mail/send.
+    settings = _settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS="0")
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    _run(settings, digest_id)
+    assert fake.calls == []
+    assert all("batch_id" not in r.envelope and "send_at" not in r.envelope for r in fake.requests)
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_a_cancel_refused_as_too_late_leaves_the_rows_uncertain_and_events_settle_them(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # SendGrid refuses the cancel: the lost batch may go out, so its rows are `uncertain`, never
+    # resent; a provider event then proves them accepted.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    fake.set_cancel_deadline(1000)  # later than the lead: every cancel is too late
+    fake.lose_answers(1)
+    _run(settings, digest_id)
+    assert _counts(settings, digest_id) == {"sent": 4, "uncertain": 2}
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert [c[2] for c in fake.calls if c[1] == "/v3/user/scheduled_sends"] == [400]
+    _run(settings, digest_id)  # a plain rerun resends nothing
+    assert len(fake.accepted) == 6
+    engine = get_engine(settings.database_url)
+    with engine.connect() as connection:
+        uncertain = connection.execute(
+            select(Delivery.id).where(Delivery.state == "uncertain")  # type: ignore[arg-type]
+        ).scalars()
+        events = [
+            NormalizedEvent(f"p{i}", "processed", i, DeliveryState.SENT, None, None, None, {})
+            for i in uncertain
+        ]
+    with session_scope(engine) as session:
+        apply_events(session=session, events=events)
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_too_close_to_the_send_time_no_cancel_is_asked_and_the_rows_are_uncertain(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past our own deadline (plus a margin for the request) a cancel could not be trusted: none
+    # is asked, the rows are `uncertain`.
+    settings = _settings(
+        monkeypatch,
+        DIGEST_SEND_LEAD_SECONDS="60",
+        DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS="40",
+    )
+    fake.set_cancel_deadline(0)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    fake.lose_answers(1)
+    _run(settings, digest_id)
+    assert [c for c in fake.calls if "scheduled_sends" in c[1]] == []
+    counts = _counts(settings, digest_id)
+    assert counts.get("uncertain") in (1, 5) and sum(counts.values()) == 6
+
+
+def _die_with_a_batch_in_flight(settings: Settings, digest_id: int, fake: FakeSendGrid) -> int:
+    """A run claims a batch under a provider batch, SendGrid accepts it, and the run dies
+    before recording the answer (its lease then lapses). Returns the rows it left."""
+    engine = get_engine(settings.database_url)
+    dead = "another-host:1:deadbeef"
+    ledger.acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
+    with get_backend(settings) as backend:
+        batch_id = backend.new_batch_id()  # type: ignore[attr-defined]
+        send_at = utcnow() + timedelta(seconds=settings.send_lead_seconds)
+        with engine.begin() as connection:
+            variant = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))[0]
+            claimed = ledger.claim_batch(
+                connection,
+                digest_id=digest_id,
+                variant_id=variant,
+                owner=dead,
+                limit=1000,
+                provider_batch_id=batch_id,
+                send_at=send_at,
+            )
+            body = ledger.variant_row(connection, variant_id=variant)
+        sender = sending.Sender.from_settings(settings, engine=engine, backend=backend)
+        plan = sending.SendPlan(digest_id, WEEK, dead, (variant,), (0,))
+        backend.send_batch(
+            OutgoingBatch(
+                digest_id=digest_id,
+                week=plan.week,
+                subject=body["subject"],
+                html=body["html"],
+                text=body["text"],
+                recipients=[sending.recipient_for(sender.links, c) for c in claimed.recipients],
+                from_email=sender.from_email,
+                from_name=sender.from_name,
+                provider_batch=ProviderBatch(batch_id, send_at),
+            )
+        )
+    with engine.begin() as connection:
+        connection.execute(update(DIGEST).values(lease_expires_at=utcnow().replace(year=2000)))
+    return len(claimed)
+
+
+def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # The next run (a plain rerun) cancels the batch the dead run left in flight, confirms it,
+    # and sends those rows again: nobody twice, nobody missing, no `--resend-uncertain`.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    left = _die_with_a_batch_in_flight(settings, digest_id, fake)
+    started, _ = _run(settings, digest_id)
+    assert started["cancelled_and_resent"] == left and started["found_uncertain"] == 0
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_a_dead_runs_batch_whose_cancel_is_refused_stays_uncertain_and_is_never_resent(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # SendGrid refuses the cancel (too late by its clock): the rows may arrive, so they are
+    # `uncertain` and no rerun sends them again.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    left = _die_with_a_batch_in_flight(settings, digest_id, fake)
+    fake.set_cancel_deadline(1000)
+    started, _ = _run(settings, digest_id)
+    assert started["found_uncertain"] == left and started["cancelled_and_resent"] == 0
+    _run(settings, digest_id)
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6 - left, "uncertain": left}
+
+
+def test_too_many_lost_answers_stop_the_run_before_the_cancel_slots_run_out(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # SendGrid holds at most 10 cancels: when lost answers keep coming the run stops with its
+    # rows `pending` (each lost batch cancelled), keeping a slot for every lane in flight.
+    settings = _settings(
+        monkeypatch,
+        DIGEST_DATABASE_URL=database_url,
+        DIGEST_BATCH_SIZE="1",
+        DIGEST_SEND_MAX_ATTEMPTS="20",
+    )
+    digest_id = _prepare(settings, tmp_path, batch_size=1)
+    fake.lose_answers(*range(1, 20))
+    _, lanes = _run(settings, digest_id)
+    assert any(lane.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE for lane in lanes)
+    assert len(fake.statuses) == 10 - sending.SENDER_LANES
+    assert fake.delivered == []
+    assert _counts(settings, digest_id) == {"pending": 6}
