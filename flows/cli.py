@@ -55,36 +55,38 @@ def print_summary(summary: RunSummary) -> None:
         )
 
 
+DryRunFlag = Annotated[bool, typer.Option("--dry-run", help="Render and report; send nothing.")]
+ResendUncertainFlag = Annotated[
+    bool,
+    typer.Option("--resend-uncertain", help="Also resend deliveries left uncertain by a crash."),
+]
+RetryFailedFlag = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Put deliveries the provider refused back to pending first (after a fix).",
+    ),
+]
+RefreezeFlag = Annotated[
+    bool,
+    typer.Option(
+        "--refreeze",
+        help="Compose a week that never sent anything again, from the catalog as it is now.",
+    ),
+]
+AfterRecallFlag = Annotated[
+    bool, typer.Option("--after-recall", help="Send a week recalled with `digest recall`.")
+]
+
+
 @app.command("run")
 def run(
     week: WeekOption = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Render and report; send nothing.")
-    ] = False,
-    resend_uncertain: Annotated[
-        bool,
-        typer.Option(
-            "--resend-uncertain", help="Also resend deliveries left uncertain by a crash."
-        ),
-    ] = False,
-    retry_failed: Annotated[
-        bool,
-        typer.Option(
-            "--retry-failed",
-            help="Put deliveries the provider refused back to pending first (after a fix).",
-        ),
-    ] = False,
-    refreeze: Annotated[
-        bool,
-        typer.Option(
-            "--refreeze",
-            help="Compose a week that never sent anything again, from the catalog as it is now.",
-        ),
-    ] = False,
-    after_recall: Annotated[
-        bool,
-        typer.Option("--after-recall", help="Send a week recalled with `digest recall`."),
-    ] = False,
+    dry_run: DryRunFlag = False,
+    resend_uncertain: ResendUncertainFlag = False,
+    retry_failed: RetryFailedFlag = False,
+    refreeze: RefreezeFlag = False,
+    after_recall: AfterRecallFlag = False,
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
@@ -101,14 +103,13 @@ def run(
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
     asked_for_more = dry_run or resend_uncertain or retry_failed or refreeze or after_recall
-    if not (asked_for_more or settings.catalog_url):
-        settled = _settled_week(database, the_week)
-        if settled is not None:
-            print_summary(settled)
-            error = run_error(settled)
-            if error is not None:
-                raise error
-            return
+    settled = None if asked_for_more or settings.catalog_url else _settled_week(database, the_week)
+    if settled is not None:
+        print_summary(settled)
+        error = run_error(settled)
+        if error is not None:
+            raise error
+        return
     from flows.temporary_server import prefect_api
     from flows.weekly_digest import weekly_digest
 

@@ -390,31 +390,38 @@ def weekly_digest(
     except DigestError as bad_week:
         return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
     the_week = the_week or scheduled_week(settings)
-    synced = None
-    # With approval required, content freezes only once approved (flows/approval.py).
-    approving = settings.approval == "required" and not dry_run
-    approved_by = ""
     recalled = None if dry_run else check_recall(the_week, after_recall)
     if recalled is not None:
         return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), recalled)
     try:
-        if settings.catalog_url:
-            synced = _sync_waiting(settings, the_week)
-        if refreeze and not dry_run:
-            drop_frozen(the_week)
-        prepared = select_and_pair(the_week, freeze=not dry_run and not approving)
-        if approving and not prepared.content.is_empty:
-            approved = await_approval(the_week, prepared)
-            if isinstance(approved, State):
-                return approved
-            prepared, approved_by = approved[0], approved[1].sentence()
+        composed = _compose(settings, the_week, dry_run=dry_run, refreeze=refreeze)
     except DigestError as refused:
         return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), refused)
-    summary = RunSummary.of_content(
-        str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
+    if isinstance(composed, State):
+        return composed
+    prepared, summary = composed
+    return _send_or_report(
+        the_week,
+        prepared,
+        summary,
+        dry_run=dry_run,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        after_recall=after_recall,
     )
-    summary.catalog = synced
-    summary.approval = approved_by
+
+
+def _send_or_report(
+    the_week: IsoWeek,
+    prepared: preparation.PreparedDigest,
+    summary: RunSummary,
+    *,
+    dry_run: bool,
+    resend_uncertain: bool,
+    retry_failed: bool,
+    after_recall: bool,
+) -> RunSummary | State[Any]:
+    """Send what the week still owes, or say why there is nothing to send."""
     if prepared.content.is_empty:
         summary.note = f"No new tools in {the_week}: nothing to send."
     elif dry_run:
@@ -438,6 +445,30 @@ def weekly_digest(
     get_run_logger().info("%s", summary.note)
     report(summary)
     return summary
+
+
+def _compose(
+    settings: Settings, the_week: IsoWeek, *, dry_run: bool, refreeze: bool
+) -> tuple[preparation.PreparedDigest, RunSummary] | State[Any]:
+    """The week's content and its summary: the feed synced, edits applied, and, with approval
+    required, approved before it freezes (a No or silence ends the run here)."""
+    synced = _sync_waiting(settings, the_week) if settings.catalog_url else None
+    if refreeze and not dry_run:
+        drop_frozen(the_week)
+    approving = settings.approval == "required" and not dry_run
+    prepared = select_and_pair(the_week, freeze=not dry_run and not approving)
+    approved_by = ""
+    if approving and not prepared.content.is_empty:
+        approved = await_approval(the_week, prepared)
+        if isinstance(approved, State):
+            return approved
+        prepared, approved_by = approved[0], approved[1].sentence()
+    summary = RunSummary.of_content(
+        str(the_week), prepared.digest_id, prepared.content, dry_run=dry_run
+    )
+    summary.catalog = synced
+    summary.approval = approved_by
+    return prepared, summary
 
 
 def _begin_and_send(

@@ -12,53 +12,59 @@ from digest.cli.app import app, engine, load_settings
 RequiredWeek = Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")]
 
 
+IntroOption = Annotated[
+    str | None,
+    typer.Option("--intro", help="An editor's note under the greeting (blank lines: paragraphs)."),
+]
+SubjectOption = Annotated[
+    str | None, typer.Option("--subject", help="Replaces the composed subject.")
+]
+PinOption = Annotated[
+    list[str] | None,
+    typer.Option("--pin", metavar="A:B", help="This head-to-head is in the digest (repeatable)."),
+]
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", metavar="SLUG[=REASON]", help="Leave a tool out (repeatable)."),
+]
+VerdictOption = Annotated[
+    list[str] | None,
+    typer.Option("--verdict", metavar="A:B=TEXT", help="Replaces that pair's verdict line."),
+]
+LeadOption = Annotated[
+    str | None,
+    typer.Option("--lead", metavar="A:B", help="That pair comes first (and names the subject)."),
+]
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who makes the edit (default: the login name).")
+]
+ShowOption = Annotated[bool, typer.Option("--show", help="Print the week's edits as JSON.")]
+ClearOption = Annotated[
+    bool,
+    typer.Option(
+        "--clear",
+        help="Remove the week's edits, or only those of FIELD "
+        "(intro, subject, pin, exclude, verdict, lead).",
+    ),
+]
+FieldArgument = Annotated[
+    str | None, typer.Argument(metavar="FIELD", help="With --clear: the field to clear.")
+]
+
+
 @app.command("edit")
 def edit(
     week: RequiredWeek,
-    intro: Annotated[
-        str | None,
-        typer.Option(
-            "--intro", help="An editor's note under the greeting (blank lines: paragraphs)."
-        ),
-    ] = None,
-    subject: Annotated[
-        str | None, typer.Option("--subject", help="Replaces the composed subject.")
-    ] = None,
-    pin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pin", metavar="A:B", help="This head-to-head is in the digest (repeatable)."
-        ),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", metavar="SLUG[=REASON]", help="Leave a tool out (repeatable)."),
-    ] = None,
-    verdict: Annotated[
-        list[str] | None,
-        typer.Option("--verdict", metavar="A:B=TEXT", help="Replaces that pair's verdict line."),
-    ] = None,
-    lead: Annotated[
-        str | None,
-        typer.Option(
-            "--lead", metavar="A:B", help="That pair comes first (and names the subject)."
-        ),
-    ] = None,
-    by: Annotated[
-        str | None, typer.Option("--by", help="Who makes the edit (default: the login name).")
-    ] = None,
-    show: Annotated[bool, typer.Option("--show", help="Print the week's edits as JSON.")] = False,
-    clear: Annotated[
-        bool,
-        typer.Option(
-            "--clear",
-            help="Remove the week's edits, or only those of FIELD "
-            "(intro, subject, pin, exclude, verdict, lead).",
-        ),
-    ] = False,
-    field: Annotated[
-        str | None, typer.Argument(metavar="FIELD", help="With --clear: the field to clear.")
-    ] = None,
+    intro: IntroOption = None,
+    subject: SubjectOption = None,
+    pin: PinOption = None,
+    exclude: ExcludeOption = None,
+    verdict: VerdictOption = None,
+    lead: LeadOption = None,
+    by: ByOption = None,
+    show: ShowOption = False,
+    clear: ClearOption = False,
+    field: FieldArgument = None,
 ) -> None:
     """Change week W's digest: note, subject, pairs, exclusions, verdicts, lead pair."""
     from digest.editorial.edits import editor_name
