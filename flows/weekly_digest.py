@@ -390,11 +390,10 @@ def weekly_digest(
     except DigestError as bad_week:
         return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
     the_week = the_week or scheduled_week(settings)
-    recalled = None if dry_run else check_recall(the_week, after_recall)
-    if recalled is not None:
-        return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), recalled)
     try:
-        composed = _compose(settings, the_week, dry_run=dry_run, refreeze=refreeze)
+        composed = _compose(
+            settings, the_week, dry_run=dry_run, refreeze=refreeze, after_recall=after_recall
+        )
     except DigestError as refused:
         return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), refused)
     if isinstance(composed, State):
@@ -448,11 +447,14 @@ def _send_or_report(
 
 
 def _compose(
-    settings: Settings, the_week: IsoWeek, *, dry_run: bool, refreeze: bool
+    settings: Settings, the_week: IsoWeek, *, dry_run: bool, refreeze: bool, after_recall: bool
 ) -> tuple[preparation.PreparedDigest, RunSummary] | State[Any]:
     """The week's content and its summary: the feed synced, edits applied, and, with approval
     required, approved before it freezes (a No or silence ends the run here)."""
     synced = _sync_waiting(settings, the_week) if settings.catalog_url else None
+    recalled = None if dry_run else check_recall(the_week, after_recall)
+    if recalled is not None:
+        raise recalled
     if refreeze and not dry_run:
         drop_frozen(the_week)
     approving = settings.approval == "required" and not dry_run
