@@ -96,7 +96,14 @@ def prefect_api(echo: Callable[[str], None]) -> Iterator[None]:
     """Run the body against the configured Prefect API, or a temporary server tied to us."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    if get_current_settings().api.url:
+    configured = get_current_settings().api.url
+    if configured:
+        if not _answers(configured):
+            raise ConfigError(
+                f"No Prefect server answers at PREFECT_API_URL={configured}. Start it (`prefect "
+                "server start`), correct the address (the UI's address followed by /api), or "
+                "unset PREFECT_API_URL so that `digest run` starts a temporary server of its own."
+            )
         yield
         return
     port = _free_port()
@@ -117,6 +124,9 @@ def prefect_api(echo: Callable[[str], None]) -> Iterator[None]:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent(os.getpid()),
+                # Its own session: a terminal's Ctrl-C reaches the run, which then stops the
+                # server after its last logs, instead of the server dying under the run.
+                start_new_session=True,
             )
         try:
             _wait_until_up(process, api_url, log)

@@ -13,7 +13,7 @@ secret ever travels as a task or flow parameter, and closes what it opened.
 import sys
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -35,7 +35,6 @@ from digest.delivery import sending
 from digest.delivery.cancelling import canceller_for
 from digest.delivery.ledger import new_owner
 from digest.errors import (
-    CatalogFeedError,
     DigestError,
     RecalledError,
     RunInProgressError,
@@ -49,11 +48,11 @@ from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
 from flows.approval import await_approval
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
+T = TypeVar("T")
 
 # Task results stay in memory only: some hold rendered bodies, none may reach result storage.
 # No task retries: transient provider errors are retried inside the backend, the one retry layer
-# (and transient feed errors inside digest/catalog/feed.py). The one exception is sync-catalog,
-# which waits for a feed not yet complete for its week: not a network failure, a schedule.
+# (and transient feed errors inside digest/catalog/feed.py).
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
@@ -62,12 +61,8 @@ def _engine(settings: Settings) -> Engine:
 
 
 @task(name="sync-catalog", **_TASK_DEFAULTS)
-def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | State[Any]:
-    """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`.
-
-    A refusal is returned as a Failed state, not raised: the run's sentence is the whole story,
-    and a raised error would print a traceback under it.
-    """
+def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | DigestError:
+    """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`."""
     settings = get_settings()
     assert settings.catalog_url is not None
     try:
@@ -79,45 +74,51 @@ def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | State[Any]:
             zone=settings.zone,
         )
     except DigestError as refused:
-        get_run_logger().warning("%s", refused)
-        return Failed(message=str(refused), data=refused)
+        return refused
     get_run_logger().info(
         "catalog from %s (generated %s): %s", report.source, report.generated(), report.changes()
     )
     return report
 
 
-def _feed_not_ready(task: Any, task_run: Any, state: State[Any]) -> bool:
-    """Only a feed not yet complete for the week is tried again later; any other failure ends."""
-    return isinstance(state.data, StaleCatalogError)
-
-
 def _sync_waiting(settings: Settings, week: IsoWeek) -> catalog_sync.SyncReport:
-    """sync-catalog, tried again DIGEST_CATALOG_WAIT_MINUTES apart while the feed is stale."""
-    waiting = sync_catalog.with_options(
-        retries=settings.catalog_wait_tries,
-        retry_delay_seconds=settings.catalog_wait_minutes * 60,
-        retry_condition_fn=_feed_not_ready,
-    )
-    synced = waiting(week)
-    if isinstance(synced, State):  # the last try's refusal, returned as the task's state
-        refused = synced.result(raise_on_failure=False)
-        if isinstance(refused, StaleCatalogError) and settings.catalog_wait_tries:
-            raise StaleCatalogError(
-                f"{refused} (Asked {settings.catalog_wait_tries + 1} times, "
-                f"{settings.catalog_wait_minutes:g} minutes apart.)"
+    """sync-catalog, asked again DIGEST_CATALOG_WAIT_MINUTES apart while the feed is not yet
+    complete for the week (a schedule, not a network failure: those are retried in feed.py)."""
+    tries = settings.catalog_wait_tries + 1
+    for attempt in range(1, tries + 1):
+        synced = sync_catalog(week)
+        if not isinstance(synced, StaleCatalogError):
+            return _unless_refused(synced)
+        if attempt < tries:
+            get_run_logger().warning(
+                "%s Asking again in %g minutes (try %s of %s, DIGEST_CATALOG_WAIT_MINUTES and "
+                "_TRIES); cancel this flow run, or press Ctrl-C, to stop waiting.",
+                synced,
+                settings.catalog_wait_minutes,
+                attempt + 1,
+                tries,
             )
-        if isinstance(refused, DigestError):
-            raise refused
-        raise CatalogFeedError(synced.message or "The catalog sync failed; nothing was sent.")
-    return synced
+            time.sleep(settings.catalog_wait_minutes * 60)
+    waited = f" (Asked {tries} times, {settings.catalog_wait_minutes:g} minutes apart.)"
+    raise StaleCatalogError(f"{synced}{waited if tries > 1 else ''}")
+
+
+def _unless_refused(result: T | DigestError) -> T:
+    """Tasks hand a user's error back instead of raising it, since Prefect would log it with a
+    traceback; the flow raises it here, and ends the run with its sentence alone."""
+    if isinstance(result, DigestError):
+        raise result
+    return result
 
 
 @task(name="select-and-pair", **_TASK_DEFAULTS)
-def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest:
+def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest | DigestError:
     settings = get_settings()
     edition = preparation.Edition.from_settings(settings)
-    return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
+    try:
+        return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
+    except DigestError as refused:
+        return refused
 
 
 @task(name="check-recall", **_TASK_DEFAULTS)
@@ -134,8 +135,11 @@ def check_recall(week: IsoWeek, after_recall: bool) -> RecalledError | None:
 
 
 @task(name="drop-frozen", **_TASK_DEFAULTS)
-def drop_frozen(week: IsoWeek) -> bool:
-    return preparation.refreeze(_engine(get_settings()), week)
+def drop_frozen(week: IsoWeek) -> bool | DigestError:
+    try:
+        return preparation.refreeze(_engine(get_settings()), week)
+    except DigestError as refused:
+        return refused
 
 
 @task(name="count-recipients", **_TASK_DEFAULTS)
@@ -456,9 +460,9 @@ def _compose(
     if recalled is not None:
         raise recalled
     if refreeze and not dry_run:
-        drop_frozen(the_week)
+        _unless_refused(drop_frozen(the_week))
     approving = settings.approval == "required" and not dry_run
-    prepared = select_and_pair(the_week, freeze=not dry_run and not approving)
+    prepared = _unless_refused(select_and_pair(the_week, freeze=not dry_run and not approving))
     approved_by = ""
     if approving and not prepared.content.is_empty:
         approved = await_approval(the_week, prepared)

@@ -55,6 +55,10 @@ def preview(
         raise ConfigError(
             f"--format {output_format!r} is not known. Use --format html or --format json."
         )
+    if send_to is not None:
+        send_to = _test_address(send_to)
+    if out is not None:
+        _must_be_a_folder(out)
     settings = load_settings()
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
     engine(settings, read_only=True)
@@ -66,6 +70,31 @@ def preview(
         _report_skipped(result, output_format)
     else:
         _deliver(settings, result, output_format=output_format, out=out, send_to=send_to)
+
+
+def _test_address(address: str) -> str:
+    """The editor's address, checked before anything is rendered: one address, one mailbox."""
+    from digest.audience.addresses import AddressError, clean_address
+
+    try:
+        return clean_address(address)
+    except AddressError as bad:
+        raise AddressError(
+            f"--send-to {address!r} cannot be used: {bad.reason}",
+            fix="Give one address, such as --send-to editor@example.com.",
+        ) from None
+
+
+def _must_be_a_folder(out: Path) -> None:
+    from digest.errors import ConfigError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as cannot:
+        raise ConfigError(
+            f"--out {out} cannot be used as a folder ({cannot.strerror or cannot}). Give a "
+            "folder that exists or can be created, such as --out preview."
+        ) from None
 
 
 def _deliver(
