@@ -13,6 +13,7 @@ from digest.cli.app import WeekOption, app, engine, load_settings
 
 if TYPE_CHECKING:
     from digest.config import Settings
+    from digest.errors import DigestError
 
 if TYPE_CHECKING:
     from digest.preview.rendering import Preview, SkippedPreview
@@ -86,15 +87,19 @@ def _test_address(address: str) -> str:
 
 
 def _must_be_a_folder(out: Path) -> None:
+    """--out names a folder that exists or can be made; checked before anything is rendered."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise _not_a_folder(out, f"{existing} is a file" if existing else "no such place")
+
+
+def _not_a_folder(out: Path, why: str) -> DigestError:
     from digest.errors import ConfigError
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as cannot:
-        raise ConfigError(
-            f"--out {out} cannot be used as a folder ({cannot.strerror or cannot}). Give a "
-            "folder that exists or can be created, such as --out preview."
-        ) from None
+    return ConfigError(
+        f"--out {out} cannot be used as a folder ({why}). Give a folder that exists or can be "
+        "created, such as --out preview."
+    )
 
 
 def _deliver(
@@ -111,7 +116,10 @@ def _deliver(
     if output_format == "json":
         typer.echo(json.dumps(preview_json(result), ensure_ascii=False, indent=2))
     if out is not None:
-        paths = write_files(result, out)
+        try:
+            paths = write_files(result, out)
+        except OSError as cannot:
+            raise _not_a_folder(out, cannot.strerror or str(cannot)) from None
         typer.echo("Wrote " + ", ".join(str(p) for p in paths), err=output_format == "json")
     if send_to:
         send_test(settings, result, send_to)
