@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from digest.catalog.importer import import_catalog
 from digest.config import Settings
@@ -14,6 +15,7 @@ from digest.db import ensure_schema, session_scope
 from digest.editorial.edits import editor_name
 from digest.editorial.service import EditRequest, edit_week
 from digest.run import approval
+from digest.run.approval import Decision
 from digest.run.preparation import Edition, prepare_digest
 from digest.weeks import IsoWeek, utcnow
 from tests.support.factories import write_catalog
@@ -35,6 +37,14 @@ def _hash(settings: Settings) -> str:
     return approval.hash_of(engine, prepared)
 
 
+def _answer(engine: Engine, edition: Edition, *, approved: bool, note: str, by: str) -> Decision:
+    """`digest approve` without a waiting run: the answer about the content as it is now."""
+    asked = approval.Decision(WEEK, "", approved, note, by, utcnow())
+    return approval.answer_now(
+        engine, edition, THE_WEEK, decision=asked, timeout_minutes=60
+    ).decision
+
+
 def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(
     seeded: Settings, tmp_path: Path
 ) -> None:
@@ -44,9 +54,7 @@ def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(
     edition = Edition.from_settings(settings)
     first = _hash(settings)
     assert _hash(settings) == first
-    given = approval.answer_now(
-        engine, edition, THE_WEEK, approved=True, note="", by="Ada", at=utcnow()
-    )
+    given = _answer(engine, edition, approved=True, note="", by="Ada")
     assert given.content_hash == first
     assert approval.decision_for(engine, week=WEEK, content_hash=first) == given
 
@@ -69,11 +77,11 @@ def test_for_one_content_the_latest_answer_counts(seeded: Settings, tmp_path: Pa
     settings = seeded
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
-    approval.answer_now(engine, edition, THE_WEEK, approved=False, note="No", by="A", at=utcnow())
+    _answer(engine, edition, approved=False, note="No", by="A")
     digest_hash = _hash(settings)
     found = approval.decision_for(engine, week=WEEK, content_hash=digest_hash)
     assert found is not None and not found.approved and found.note == "No"
-    approval.answer_now(engine, edition, THE_WEEK, approved=True, note="", by="B", at=utcnow())
+    _answer(engine, edition, approved=True, note="", by="B")
     found = approval.decision_for(engine, week=WEEK, content_hash=digest_hash)
     assert found is not None and found.approved and found.by == "B"
 
