@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
@@ -23,6 +24,7 @@ from digest.content.pairing import pair_tools
 from digest.content.selection import WeekSelection
 from digest.editorial.edits import EditSet, pair_key
 from digest.errors import EditError
+from digest.weeks import week_of
 
 NOT_APPLIED = "Editor's edit not applied: "
 
@@ -39,6 +41,13 @@ class WeekFacts:
     @property
     def week(self) -> str:
         return str(self.selection.week)
+
+
+def catalog_weeks(tools: Iterable[ToolRecord], zone: ZoneInfo) -> dict[str, str]:
+    """Each catalog slug and the ISO week it was added in."""
+    # Stored times are UTC; a naive one can only have come from there.
+    utc = {t.slug: t.added_at.replace(tzinfo=t.added_at.tzinfo or UTC) for t in tools}
+    return {slug: str(week_of(moment, zone)) for slug, moment in utc.items()}
 
 
 def _unknown(slug: str, facts: WeekFacts, candidates: Iterable[str]) -> str:

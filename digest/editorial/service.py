@@ -7,14 +7,12 @@ Once the week's content is frozen (its run began), every change is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
 
-from digest.catalog.importer import load_tools
 from digest.delivery import ledger
 from digest.editorial.applying import NOT_APPLIED, check_change, compose_edited
 from digest.editorial.edits import (
@@ -33,7 +31,7 @@ from digest.editorial.edits import (
 from digest.errors import EditError, EditsFrozenError
 from digest.run.approval import Decision, content_hash, decision_for
 from digest.run.preparation import Edition, week_facts
-from digest.weeks import IsoWeek, week_of
+from digest.weeks import IsoWeek
 
 # What --clear FIELD names, and the request's attribute that sets that field.
 _SETTERS = {
@@ -163,9 +161,7 @@ def edit_week(
             refuse_if_frozen(connection, str(week))
         before = load_edits(connection, str(week))
         frozen = ledger.find_digest(connection, str(week)) is not None
-    facts = replace(
-        week_facts(engine, edition, week), catalog_weeks=_catalog_weeks(engine, edition)
-    )
+    facts = week_facts(engine, edition, week)
     was, stale = compose_edited(facts, before, site_url=edition.site_url, zone=edition.zone)
     if not request.changes_anything:
         return Edited(before.as_json() | {"frozen": frozen, "not_applied": stale})
@@ -180,15 +176,3 @@ def edit_week(
     document = after.as_json() | {"frozen": False, "not_applied": stale}
     voided = approved if approved and approved.approved and was_hash != now_hash else None
     return Edited(document, voided)
-
-
-def _catalog_weeks(engine: Engine, edition: Edition) -> dict[str, str]:
-    """Each catalog slug and the week it was added (to say where a slug of another week is)."""
-    with Session(engine) as session:
-        tools = load_tools(session)
-    return {t.slug: str(week_of(_utc(t.added_at), edition.zone)) for t in tools}
-
-
-def _utc(moment: datetime) -> datetime:
-    # Stored times are UTC; a naive one can only have come from there.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
