@@ -43,13 +43,13 @@ ClearOption = Annotated[
     bool,
     typer.Option(
         "--clear",
-        help="Remove the week's edits, or only those of FIELD "
-        "(intro, subject, pin, exclude, verdict, lead).",
+        help="Remove the week's edits, or only those of the FIELDs named after it "
+        "(intro, subject, pin, exclude, verdict, lead; several may follow, or --clear repeats).",
     ),
 ]
 FieldArgument = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[FIELD]...", help="With --clear: the fields to clear (all if none)."),
+    typer.Argument(metavar="FIELD", help="With --clear: the fields to clear (every edit if none)."),
 ]
 
 
