@@ -4,8 +4,9 @@ An approval is of one exact content: the SHA-256 of the composed digest (edits a
 the edits themselves. An edit or a catalog change after it gives another hash, which has no
 answer yet, so the run waits again. Answers are rows of `approval` (who, when, a note); a run
 that waits writes a `waiting` row with its flow run id, so `digest approve` knows which run to
-resume; when none waits, the answer it records is found by the next run. For one hash the latest
-answer counts.
+resume; when none waits, the answer it records is found by the next run. `digest approve`
+answers the content as it is now, never a stale copy: a run that waits on older content is
+answered too, and composes again to find it. For one hash the latest answer counts.
 
 The flow (flows/approval.py) pauses and resumes; everything it decides with is here.
 """
