@@ -17,7 +17,6 @@ from digest.cli.app import WeekOption, engine, load_settings, main_with
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from digest.config import Settings
     from digest.run.outcome import RunSummary
     from digest.weeks import IsoWeek
 
@@ -144,68 +143,67 @@ def approve(
         str | None, typer.Option("--by", help="Who decides (default: the login name).")
     ] = None,
 ) -> None:
-    """Approve (or reject) week W's exact content; resumes the run waiting for it."""
-    from digest.editorial.edits import editor_name
+    """Approve (or reject) week W's content as it is now; resumes the run waiting for it."""
+    from digest.editorial.edits import checked_note, editor_name
     from digest.run import approval
     from digest.run.preparation import Edition
     from digest.weeks import IsoWeek, utcnow
 
     the_week = IsoWeek.parse(week)
+    who, said = editor_name(by), checked_note(note)
     settings = load_settings()
-    database = engine(settings)
-    who, said = editor_name(by), " ".join(note.split())
+    database = engine(settings, read_only=True)  # a missing SQLite file is never created
     if settings.approval != "required":
         typer.echo(
             "Note: DIGEST_APPROVAL is not `required` in this shell, so runs that read the same "
             "settings send without waiting for an answer.",
             err=True,
         )
-    verb = "rejected" if reject else "approved"
-    answered = _answer_waiting_run(database, settings, str(the_week), not reject, said, who)
-    if answered is not None:
-        typer.echo(f"{the_week} {verb} by {who}: {answered}")
-        return
-    decision = approval.answer_now(
+    at = utcnow()
+    answer = approval.answer_now(
         database,
         Edition.from_settings(settings),
         the_week,
-        approved=not reject,
-        note=said,
-        by=who,
-        at=utcnow(),
+        decision=approval.Decision(str(the_week), "", not reject, said, who, at),
+        timeout_minutes=settings.approval_timeout_minutes,
+        resume=_resume_through_api if _prefect_api_configured() else None,
     )
-    typer.echo(
-        f"{the_week} {verb} by {who} (content {decision.content_hash[:12]}); no run waits, so "
-        "the next run finds this answer. An edit or a catalog change before then voids it."
+    typer.echo(_answer_sentence(answer))
+
+
+def _resume_through_api(waiting: Any, decision: Any) -> bool:
+    from flows.approval import resume_waiting
+
+    return resume_waiting(
+        waiting.flow_run_id, approved=decision.approved, note=decision.note, by=decision.by
     )
 
 
-def _answer_waiting_run(
-    database: Any, settings: Settings, week: str, approved: bool, note: str, by: str
-) -> str | None:
-    """Answer the run that waits for the week, if one does: what happened, else None."""
-    from digest.run import approval
-    from digest.weeks import utcnow
-
-    waiting = approval.waiting_run(
-        database, week=week, now=utcnow(), timeout_minutes=settings.approval_timeout_minutes
-    )
+def _answer_sentence(answer: Any) -> str:
+    """What `digest approve` did, in the approver's words."""
+    decision, waiting = answer.decision, answer.waiting
+    verb = "approved" if decision.approved else "rejected"
+    content = decision.content_hash[:12]
+    head = f"{decision.week} {verb} by {decision.by}"
     if waiting is None:
-        return None
-    content = waiting.content_hash[:12]
-    if _prefect_api_configured():
-        from flows.approval import resume_waiting
-
-        if resume_waiting(waiting.flow_run_id, approved=approved, note=note, by=by):
-            return f"flow run {waiting.flow_run_id} resumes with it (content {content})."
-        return None  # it stopped waiting (timed out, crashed): the answer is for the next run
-    # No API to reach it through: the waiting run reads its answer from the database.
-    approval.record_decision(
-        database, approval.Decision(week, waiting.content_hash, approved, note, by, utcnow())
-    )
+        return (
+            f"{head} (content {content}); no run waits, so the next run finds this answer. An "
+            "edit or a catalog change before then voids it."
+        )
+    changed = ""
+    if answer.content_changed:
+        changed = (
+            f" The content changed since the run published it (content "
+            f"{waiting.content_hash[:12]}): this answer covers the content as it is now "
+            f"(content {content}), which the run composes again and finds {verb}."
+        )
+    if answer.resumed:
+        return (
+            f"{head}: flow run {waiting.flow_run_id} resumes with it (content {content}).{changed}"
+        )
     return (
-        f"recorded for flow run {waiting.flow_run_id} (content {content}), which waits for it "
-        "and takes it within seconds."
+        f"{head}: recorded for flow run {waiting.flow_run_id} (content {content}), which waits "
+        f"for it and takes it within seconds.{changed}"
     )
 
 

@@ -189,37 +189,58 @@ def test_no_answer_within_the_timeout_fails_the_run_and_sends_nothing(
     assert _sent(tmp_path) == 0
 
 
-def test_an_edit_after_approval_makes_the_run_wait_again(
+def test_an_edit_after_approval_makes_the_run_wait_and_approve_covers_the_content_now(
     tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
-    # An approval covers one exact content: an edit after it, before or during a run, voids it.
+    # An approval covers one exact content: an edit after it voids it, so the run waits. Edited
+    # again while it waits, `digest approve` answers the content as it is now, says so, and the
+    # run (resumed through the API) recomposes, finds that answer and sends without waiting.
     env = _env(tmp_path, prefect_server)
     _seed(tmp_path, env)
     given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
     assert given.returncode == 0 and "next run finds" in given.stdout, given.stderr
     edit = run_digest("edit", "--week", WEEK, "--subject", "Edited after", cwd=tmp_path, env=env)
-    assert edit.returncode == 0, edit.stderr
+    assert edit.returncode == 0 and "voids Ada's approval" in edit.stdout, edit.stderr
     run = _start_run(tmp_path, env)
     first = _waiting(env, run)  # the recorded approval no longer covers the content
-    engine = ensure_schema(env["DIGEST_DATABASE_URL"])
-    shown = approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60)
-    assert shown is not None
     _paused(prefect_server, first)
-    # Edited while it waits, then approved from a shell: the yes was for what it showed.
     again = run_digest("edit", "--week", WEEK, "--intro", "One more thing", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     resumed = run_digest("approve", "--week", WEEK, "--by", "Bo", cwd=tmp_path, env=env)
     assert resumed.returncode == 0 and "resumes" in resumed.stdout, resumed.stderr
-    assert _waiting(env, run, after=shown.content_hash) == first
-    assert _sent(tmp_path) == 0
-    _paused(prefect_server, first)
-    final = run_digest("approve", "--week", WEEK, "--by", "Cy", cwd=tmp_path, env=env)
-    assert final.returncode == 0 and "resumes" in final.stdout, final.stderr
+    assert "The content changed since the run published it" in " ".join(resumed.stdout.split())
     code, out, err = _finish(run)
     assert code == 0, err
-    assert "Approved by Cy" in out and _sent(tmp_path) == 2
+    assert "Approved by Bo" in out and _sent(tmp_path) == 2
     message = next((tmp_path / "outbox" / WEEK).glob("*.eml")).read_text()
     assert "Edited after" in message and "One more thing" in message
+
+
+def test_without_an_api_an_approval_after_an_edit_releases_the_run_for_the_content_now(
+    tmp_path: Path,
+) -> None:
+    # The database path: the run waits on what it published; after an edit, `digest approve`
+    # answers the current content and the waiting run, which recomposes and sends at once.
+    env = {
+        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
+        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
+        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DIGEST_APPROVAL": "required",
+    }
+    _seed(tmp_path, env)
+    run = _start_run(tmp_path, env)
+    flow_run_id = _waiting(env, run)
+    edit = run_digest("edit", "--week", WEEK, "--intro", "Late note", cwd=tmp_path, env=env)
+    assert edit.returncode == 0, edit.stderr
+    given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert given.returncode == 0, given.stderr
+    assert f"recorded for flow run {flow_run_id}" in given.stdout, given.stdout
+    assert "The content changed since the run published it" in " ".join(given.stdout.split())
+    code, out, err = _finish(run)
+    assert code == 0, err
+    assert "Approved by Ada" in out and _sent(tmp_path) == 2
+    message = next((tmp_path / "outbox" / WEEK).glob("*.eml")).read_text()
+    assert "Late note" in message
 
 
 def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends_it(

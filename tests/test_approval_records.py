@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from digest.catalog.importer import import_catalog
 from digest.config import Settings
@@ -14,8 +15,10 @@ from digest.db import ensure_schema, session_scope
 from digest.editorial.edits import editor_name
 from digest.editorial.service import EditRequest, edit_week
 from digest.run import approval
+from digest.run.approval import Decision
 from digest.run.preparation import Edition, prepare_digest
 from digest.weeks import IsoWeek, utcnow
+from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import write_catalog
 from tests.support.scenario import WEEK, seed, week_tools
 
@@ -35,6 +38,14 @@ def _hash(settings: Settings) -> str:
     return approval.hash_of(engine, prepared)
 
 
+def _answer(engine: Engine, edition: Edition, *, approved: bool, note: str, by: str) -> Decision:
+    """`digest approve` without a waiting run: the answer about the content as it is now."""
+    asked = approval.Decision(WEEK, "", approved, note, by, utcnow())
+    return approval.answer_now(
+        engine, edition, THE_WEEK, decision=asked, timeout_minutes=60
+    ).decision
+
+
 def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(
     seeded: Settings, tmp_path: Path
 ) -> None:
@@ -44,9 +55,7 @@ def test_an_edit_or_a_catalog_change_gives_content_no_answer_covers(
     edition = Edition.from_settings(settings)
     first = _hash(settings)
     assert _hash(settings) == first
-    given = approval.answer_now(
-        engine, edition, THE_WEEK, approved=True, note="", by="Ada", at=utcnow()
-    )
+    given = _answer(engine, edition, approved=True, note="", by="Ada")
     assert given.content_hash == first
     assert approval.decision_for(engine, week=WEEK, content_hash=first) == given
 
@@ -69,11 +78,11 @@ def test_for_one_content_the_latest_answer_counts(seeded: Settings, tmp_path: Pa
     settings = seeded
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
-    approval.answer_now(engine, edition, THE_WEEK, approved=False, note="No", by="A", at=utcnow())
+    _answer(engine, edition, approved=False, note="No", by="A")
     digest_hash = _hash(settings)
     found = approval.decision_for(engine, week=WEEK, content_hash=digest_hash)
     assert found is not None and not found.approved and found.note == "No"
-    approval.answer_now(engine, edition, THE_WEEK, approved=True, note="", by="B", at=utcnow())
+    _answer(engine, edition, approved=True, note="", by="B")
     found = approval.decision_for(engine, week=WEEK, content_hash=digest_hash)
     assert found is not None and found.approved and found.by == "B"
 
@@ -97,3 +106,99 @@ def test_the_approvers_page_counts_recipients_and_escapes_text(
     assert "<script>" not in page and "\\*\\*bold\\*\\*" in page and "\\| pipe" in page
     assert "| every category | 5 | yes |" in page
     assert f"digest preview --week {WEEK} --serve" in page
+
+
+def _cli_env(settings: Settings, **more: str) -> dict[str, str]:
+    """The shell of an approver with no Prefect API: answers reach a run through the database."""
+    return {"DIGEST_DATABASE_URL": settings.database_url, "PREFECT_API_URL": "", **more}
+
+
+def test_approving_after_an_edit_answers_the_current_content_and_frees_the_waiting_run(
+    seeded: Settings, tmp_path: Path
+) -> None:
+    # The run waits on content A; an edit makes B. The answer is B's, the approver is told so,
+    # and the run's own poll finds an answer too, so it recomposes, finds B approved and sends.
+    settings = seeded
+    engine = ensure_schema(settings.database_url)
+    edition = Edition.from_settings(settings)
+    waited = _hash(settings)
+    approval.record_waiting(
+        engine, week=WEEK, content_hash=waited, flow_run_id="run-1", at=utcnow()
+    )
+    edit_week(engine, edition, THE_WEEK, EditRequest(by="Ed", subject="Edited"), now=utcnow())
+    current = _hash(settings)
+    assert current != waited
+
+    result = run_digest(
+        "approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=_cli_env(settings)
+    )
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert f"The content changed since the run published it (content {waited[:12]})" in said
+    assert f"this answer covers the content as it is now (content {current[:12]})" in said
+    now_answer = approval.decision_for(engine, week=WEEK, content_hash=current)
+    assert now_answer is not None and now_answer.approved and now_answer.by == "Ada"
+    run_answer = approval.decision_for(engine, week=WEEK, content_hash=waited)
+    assert run_answer is not None and run_answer.approved  # what the paused run polls for
+
+
+def test_approve_refuses_a_week_whose_content_froze(seeded: Settings, tmp_path: Path) -> None:
+    # Once a run began sending, neither an approval nor a rejection changes anything: exit 2.
+    settings = seeded
+    engine = ensure_schema(settings.database_url)
+    prepare_digest(engine, Edition.from_settings(settings), THE_WEEK, freeze=True)
+    for extra in ([], ["--reject"]):
+        result = run_digest("approve", "--week", WEEK, *extra, cwd=tmp_path, env=_cli_env(settings))
+        assert_user_error(result, f"The content of {WEEK} froze when its run began sending on")
+        assert result.returncode == 2
+    assert approval.decision_for(engine, week=WEEK, content_hash=_hash(settings)) is None
+
+
+def test_an_edit_that_changes_approved_content_says_it_voids_the_approval(
+    seeded: Settings, tmp_path: Path
+) -> None:
+    # The editor learns the approval is gone; an edit that changes nothing voids nothing.
+    settings = seeded
+    env = _cli_env(settings)
+    given = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert given.returncode == 0, given.stderr
+    edit = ["edit", "--week", WEEK, "--subject", "By hand"]
+    first = run_digest(*edit, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "voids Ada's approval of" in first.stdout and "approved again" in first.stdout
+    again = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    same = run_digest(*edit, cwd=tmp_path, env=env)
+    assert same.returncode == 0, same.stderr
+    assert "voids" not in same.stdout
+
+
+def test_approve_checks_its_name_and_note_like_editors_text(
+    seeded: Settings, tmp_path: Path
+) -> None:
+    # Control and bidi characters, line breaks and very long names are refused, nothing recorded.
+    settings = seeded
+    env = _cli_env(settings)
+    for args, fragment in [
+        (["--by", "Ada\x1b[2J"], "U+001B"),
+        (["--by", "Ada\nLovelace"], "--by holds a line break"),
+        (["--by", "A" * 10_000], "at most 100"),
+        (["--note", "fine \u202e"], "U+202E"),
+    ]:
+        result = run_digest("approve", "--week", WEEK, *args, cwd=tmp_path, env=env)
+        assert_user_error(result, fragment)
+    engine = ensure_schema(settings.database_url)
+    assert approval.decision_for(engine, week=WEEK, content_hash=_hash(settings)) is None
+
+
+def test_edit_and_approve_never_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+    # A mistyped DIGEST_DATABASE_URL is an error, not a new empty database that takes the answer.
+    missing = tmp_path / "other.db"
+    env = {"DIGEST_DATABASE_URL": f"sqlite:///{missing}", "PREFECT_API_URL": ""}
+    for args in (
+        ["edit", "--week", WEEK, "--subject", "x"],
+        ["approve", "--week", WEEK, "--by", "Ada"],
+    ):
+        result = run_digest(*args, cwd=tmp_path, env=env)
+        assert_user_error(result, f"There is no database at {missing}")
+        assert not missing.exists()

@@ -18,6 +18,7 @@ from digest.run.preparation import Edition, prepare_digest, week_facts
 from digest.weeks import IsoWeek
 from tests.support.catalogs import tool as make_tool
 from tests.support.cli import assert_user_error, run_digest
+from tests.support.factories import tool_dict as make_tool_dict
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.scenario import WEEK, week_tools
 
@@ -132,6 +133,19 @@ INVALID_EDITS = [
     (["--clear", "colour"], ["not a field that can be edited"]),
     (["--pin", "mistral-3-8b:patchpilot"], ["mistral-3-8b is excluded", "--clear exclude"]),
     (["--pin", "inkwell:pending-one"], ["not a tool of"]),
+    (["--intro", ""], ["--intro is empty"]),
+    (["--subject", ""], ["--subject is empty"]),
+    (["--intro", "ok", "--by", "Ada\x1b[31m"], ["--by", "U+001B"]),
+    (["--intro", "ok", "--by", "Ada \u202e"], ["--by", "U+202E"]),
+    (["--intro", "ok", "--by", "Ada\nLovelace"], ["--by holds a line break"]),
+    (["--intro", "ok", "--by", "A" * 10_000], ["--by is 10000 characters", "at most 100"]),
+    (["--exclude", "StackScribe"], ["slugs are lowercase: stackscribe"]),
+    (
+        ["--exclude", "zzqqxx"],
+        ["nor in the catalog", f"digest preview --week {WEEK} --format json"],
+    ),
+    (["--intro", "hi", "--clear", "intro"], ["--clear intro and --intro", "contradict"]),
+    (["--clear", "pin", "colour"], ["'colour' is not a field"]),
 ]
 
 
@@ -265,3 +279,49 @@ def test_every_variant_carries_the_editors_subject_and_note(tmp_path: Path) -> N
     rendered = render_for_categories(edition, content, ["Writing"])
     assert rendered is not None and rendered.subject == "Editor's choice"
     assert "Hi all" in rendered.text and "Hi all" in rendered.html
+
+
+def test_a_slug_of_another_week_is_named_with_its_week(tmp_path: Path) -> None:
+    # A slug the catalog has, added in another week, is said to be there, not "closest" guesses.
+    env = _seeded(tmp_path)
+    later = make_tool_dict("nextweek-tool", added_at="2026-11-25T10:00:00Z")
+    catalog = write_catalog(tmp_path / "more.json", [*week_tools(), later])
+    assert run_digest("catalog", "import", str(catalog), cwd=tmp_path, env=env).returncode == 0
+    result = run_digest("edit", "--week", WEEK, "--exclude", "nextweek-tool", cwd=tmp_path, env=env)
+    assert_user_error(result, f"nextweek-tool was added in 2026-W48, not in {WEEK}")
+    assert "closest" not in result.stderr
+
+
+def test_excluding_a_pinned_tool_blames_the_exclusion_and_suggests_clearing_the_pin(
+    tmp_path: Path,
+) -> None:
+    # The pin came first: the sentence names it and --clear pin, not the exclusion just typed.
+    env = _seeded(tmp_path)
+    pinned = run_digest(
+        "edit", "--week", WEEK, "--pin", "code-llama-4:termwise", cwd=tmp_path, env=env
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    result = run_digest(
+        "edit", "--week", WEEK, "--exclude", "code-llama-4=x", cwd=tmp_path, env=env
+    )
+    assert_user_error(result, "code-llama-4 is pinned in code-llama-4:termwise", "--clear pin")
+    assert "--clear exclude" not in result.stderr
+
+
+def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:
+    # `--clear pin intro` and `--clear pin --clear intro` both remove exactly those fields.
+    env = _seeded(tmp_path)
+    for clearing in (["--clear", "pin", "intro"], ["--clear", "pin", "--clear", "intro"]):
+        made = run_digest(
+            "edit", "--week", WEEK, "--intro", "Hi", "--subject", "Kept",
+            "--pin", "code-llama-4:termwise", cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        cleared = run_digest("edit", "--week", WEEK, *clearing, cwd=tmp_path, env=env)
+        assert cleared.returncode == 0, cleared.stderr
+        shown = _shown(tmp_path, env)
+        assert shown["intro"] is None and shown["pins"] == []
+        assert shown["subject"]["text"] == "Kept"  # type: ignore[index]
+    everything = run_digest("edit", "--week", WEEK, "--clear", cwd=tmp_path, env=env)
+    assert everything.returncode == 0, everything.stderr
+    assert _shown(tmp_path, env)["subject"] is None

@@ -43,12 +43,13 @@ ClearOption = Annotated[
     bool,
     typer.Option(
         "--clear",
-        help="Remove the week's edits, or only those of FIELD "
-        "(intro, subject, pin, exclude, verdict, lead).",
+        help="Remove the week's edits, or only those of the FIELDs named after it "
+        "(intro, subject, pin, exclude, verdict, lead; several may follow, or --clear repeats).",
     ),
 ]
 FieldArgument = Annotated[
-    str | None, typer.Argument(metavar="FIELD", help="With --clear: the field to clear.")
+    list[str] | None,
+    typer.Argument(metavar="FIELD", help="With --clear: the fields to clear (every edit if none)."),
 ]
 
 
@@ -64,7 +65,7 @@ def edit(
     by: ByOption = None,
     show: ShowOption = False,
     clear: ClearOption = False,
-    field: FieldArgument = None,
+    fields: FieldArgument = None,
 ) -> None:
     """Change week W's digest: note, subject, pairs, exclusions, verdicts, lead pair."""
     from digest.editorial.edits import editor_name
@@ -74,10 +75,10 @@ def edit(
     from digest.weeks import IsoWeek, utcnow
 
     the_week = IsoWeek.parse(week)
-    if field is not None and not clear:
+    if fields and not clear:
         raise EditError(
-            f"{field!r} is not an option of `digest edit`. To remove the edits of one field, "
-            f"write --clear {field}; see `digest edit --help` for the rest."
+            f"{fields[0]!r} is not an option of `digest edit`. To remove the edits of a field, "
+            f"write --clear {fields[0]}; see `digest edit --help` for the rest."
         )
     request = EditRequest(
         by=editor_name(by),
@@ -88,16 +89,23 @@ def edit(
         verdicts=verdict or [],
         lead=lead,
         clear=clear,
-        clear_field=field,
+        clear_fields=tuple(fields or ()),
     )
     settings = load_settings()
-    database = engine(settings, read_only=not request.changes_anything)
-    document = edit_week(database, Edition.from_settings(settings), the_week, request, now=utcnow())
+    database = engine(settings, read_only=True)  # edits never create a missing SQLite file
+    result = edit_week(database, Edition.from_settings(settings), the_week, request, now=utcnow())
     if show or not request.changes_anything:
-        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(result.document, ensure_ascii=False, indent=2))
     if request.changes_anything:
         typer.echo(
             f"Saved the edits of {the_week} (by {request.by}). See them with "
             f"`digest preview --week {the_week}`.",
+            err=show,
+        )
+    if result.voided is not None:
+        typer.echo(
+            f"This edit voids {result.voided.by}'s approval of "
+            f"{result.voided.at:%Y-%m-%d %H:%M} UTC: the content changed, so {the_week} must be "
+            f"approved again (`digest approve --week {the_week}`).",
             err=show,
         )

@@ -12,8 +12,9 @@ tool gone, a pair no longer formed) is left out and named in the content's edito
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
@@ -23,6 +24,7 @@ from digest.content.pairing import pair_tools
 from digest.content.selection import WeekSelection
 from digest.editorial.edits import EditSet, pair_key
 from digest.errors import EditError
+from digest.weeks import week_of
 
 NOT_APPLIED = "Editor's edit not applied: "
 
@@ -33,22 +35,40 @@ class WeekFacts:
 
     selection: WeekSelection
     history: frozenset[frozenset[str]]  # canonical slugs of head-to-heads sent in earlier weeks
+    # Every catalog slug with the week it was added, to say where a slug of another week is.
+    catalog_weeks: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def week(self) -> str:
         return str(self.selection.week)
 
 
-def _closest(slug: str, candidates: Iterable[str]) -> str:
-    pool = sorted(set(candidates))
-    near = difflib.get_close_matches(slug, pool, n=3, cutoff=0.5) or pool[:5]
-    return ", ".join(near) if near else "(none: the week has no tools)"
+def catalog_weeks(tools: Iterable[ToolRecord], zone: ZoneInfo) -> dict[str, str]:
+    """Each catalog slug and the ISO week it was added in."""
+    # Stored times are UTC; a naive one can only have come from there.
+    utc = {t.slug: t.added_at.replace(tzinfo=t.added_at.tzinfo or UTC) for t in tools}
+    return {slug: str(week_of(moment, zone)) for slug, moment in utc.items()}
 
 
-def _unknown(slug: str, week: str, candidates: Iterable[str]) -> str:
+def _unknown(slug: str, facts: WeekFacts, candidates: Iterable[str]) -> str:
+    """Why `slug` is not one of `candidates`, and where the editor can find the right one."""
+    pool = {c.lower(): c for c in candidates}
+    wanted = slug.lower()
+    if wanted in pool:
+        return f"{slug} is not a tool of {facts.week}; slugs are lowercase: {pool[wanted]}"
+    in_catalog = {s.lower(): w for s, w in facts.catalog_weeks.items()}
+    added = in_catalog.get(wanted)
+    if added is not None and added != facts.week:
+        return f"{slug} was added in {added}, not in {facts.week}, so it is not a tool of it"
+    near = [pool[n] for n in difflib.get_close_matches(wanted, sorted(pool), n=3, cutoff=0.6)]
+    if near:
+        return f"{slug} is not a tool of {facts.week}. The closest slugs of the week: " + (
+            ", ".join(near)
+        )
+    where = "" if added is not None else ", nor in the catalog"
     return (
-        f"{slug} is not a tool of {week}. The closest slugs of the week: "
-        f"{_closest(slug, candidates)}."
+        f"{slug} is not a tool of {facts.week}{where}; `digest preview --week {facts.week} "
+        "--format json` lists the week's tools"
     )
 
 
@@ -61,7 +81,7 @@ def _without_excluded(facts: WeekFacts, edits: EditSet, problems: list[str]) -> 
         if slug in week_slugs:
             gone.append(Exclusion(slug=slug, reason=reason))
         else:
-            problems.append(f"--exclude {slug}: " + _unknown(slug, facts.week, week_slugs))
+            problems.append(f"--exclude {slug}: " + _unknown(slug, facts, week_slugs) + ".")
     dropped = {e.slug for e in gone}
 
     def kept(tools: tuple[ToolRecord, ...]) -> tuple[ToolRecord, ...]:
@@ -86,7 +106,7 @@ def _why_not_pairable(slug: str, facts: WeekFacts, edits: EditSet) -> str:
         if exclusion.slug == slug:
             return f"{slug} is left out of {facts.week} ({exclusion.reason})"
     pool = [t.slug for t in (*selection.new, *selection.incumbents) if t.reviews]
-    return _unknown(slug, facts.week, pool).rstrip(".")
+    return _unknown(slug, facts, pool)
 
 
 def _pin_problem(
@@ -219,5 +239,19 @@ def check_change(
     content, problems = compose_edited(facts, after, site_url=site_url, zone=zone)
     fresh = [p for p in problems if p not in known]
     if fresh:
+        _refuse_excluding_a_pinned_tool(before, after)
         raise EditError(f"{fresh[0]} Nothing was changed.")
     return content
+
+
+def _refuse_excluding_a_pinned_tool(before: EditSet, after: EditSet) -> None:
+    """Blame the new exclusion, not the pin that was there first, when they clash."""
+    newly = set(after.excluded) - set(before.excluded)
+    for a, b in (pin for pin in after.pins if pin in before.pins):
+        slug = a if a in newly else b if b in newly else None
+        if slug is not None:
+            raise EditError(
+                f"--exclude {slug}: {slug} is pinned in {a}:{b} (--pin), so it cannot be left "
+                "out; remove the pin with --clear pin first, or exclude another tool. "
+                "Nothing was changed."
+            )

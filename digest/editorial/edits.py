@@ -112,9 +112,10 @@ class EditSet:
         kept = tuple(e for e in self.edits if (e.field, e.key) != (field, key))
         return replace(self, edits=(*kept, Edit(field, key, value, by, at)))
 
-    def without(self, field: str | None) -> EditSet:
-        """The set without the edits of `field` (every edit when None)."""
-        kept = () if field is None else tuple(e for e in self.edits if e.field != field)
+    def without(self, fields: Iterable[str] | None) -> EditSet:
+        """The set without the edits of `fields` (every edit when None)."""
+        gone = None if fields is None else set(fields)
+        kept = () if gone is None else tuple(e for e in self.edits if e.field not in gone)
         return replace(self, edits=kept)
 
     def fingerprint(self) -> list[list[str]]:
@@ -170,14 +171,27 @@ def store_edits(connection: Connection, edits: EditSet) -> None:
         connection.execute(insert(EDIT), rows)
 
 
+NAME_LIMIT = 100
+NOTE_LIMIT = 500
+
+
 def editor_name(given: str | None) -> str:
-    """--by, else the login name: who made an edit or gave an approval."""
+    """--by, checked like any text the digest shows, else the login name."""
     if given is not None and given.strip():
-        return " ".join(given.split())[:200]
+        if "\n" in given.strip() or "\r" in given.strip():
+            raise EditError("--by holds a line break. Give one name on one line.")
+        return checked_text(given, option="--by", limit=NAME_LIMIT, one_line=True)
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         return "unknown"
+
+
+def checked_note(text: str) -> str:
+    """`digest approve --note`: one line, checked like the editor's text; may be empty."""
+    if not text.strip():
+        return ""
+    return checked_text(text, option="--note", limit=NOTE_LIMIT, one_line=True)
 
 
 def _bad_characters(text: str) -> list[str]:
@@ -213,13 +227,13 @@ def checked_intro(text: str) -> str:
     return checked_text(lines, option="--intro", limit=INTRO_LIMIT, one_line=False)
 
 
-def checked_field(field: str | None, choices: Iterable[str] = FIELDS) -> str | None:
-    """--clear's FIELD: one of the fields, or "all"/None for every edit."""
-    if field is None or field == "all":
-        return None
-    if field not in choices:
-        raise EditError(
-            f"--clear {field!r} is not a field that can be edited. Use one of "
-            f"{', '.join(choices)}, or --clear alone to remove every edit of the week."
-        )
-    return field
+def checked_fields(fields: Iterable[str]) -> tuple[str, ...] | None:
+    """--clear's FIELDs: the fields named, or None (every edit) for none or "all"."""
+    named = tuple(dict.fromkeys(fields))
+    for field in named:
+        if field not in (*FIELDS, "all"):
+            raise EditError(
+                f"--clear {field!r} is not a field that can be edited. Use one or more of "
+                f"{', '.join(FIELDS)}, or --clear alone to remove every edit of the week."
+            )
+    return None if not named or "all" in named else named

@@ -19,7 +19,7 @@ from digest.editorial.edits import (
     REASON_LIMIT,
     VERDICT_LIMIT,
     EditSet,
-    checked_field,
+    checked_fields,
     checked_intro,
     checked_subject,
     checked_text,
@@ -29,8 +29,19 @@ from digest.editorial.edits import (
     store_edits,
 )
 from digest.errors import EditError, EditsFrozenError
+from digest.run.approval import Decision, content_hash, decision_for
 from digest.run.preparation import Edition, week_facts
 from digest.weeks import IsoWeek
+
+# What --clear FIELD names, and the request's attribute that sets that field.
+_SETTERS = {
+    "intro": "intro",
+    "subject": "subject",
+    "pin": "pins",
+    "exclude": "excludes",
+    "verdict": "verdicts",
+    "lead": "lead",
+}
 
 
 @dataclass(frozen=True)
@@ -45,13 +56,34 @@ class EditRequest:
     verdicts: list[str] = field(default_factory=list)
     lead: str | None = None
     clear: bool = False
-    clear_field: str | None = None  # with `clear`: None removes every edit
+    clear_fields: tuple[str, ...] = ()  # with `clear`: none (or "all") removes every edit
 
     @property
     def changes_anything(self) -> bool:
+        # An explicit "" is a change (refused as empty), not an absent option.
         return self.clear or any(
-            (self.intro, self.subject, self.pins, self.excludes, self.verdicts, self.lead)
+            getattr(self, name) not in (None, []) for name in _SETTERS.values()
         )
+
+    def cleared(self) -> tuple[str, ...] | None:
+        """The fields --clear removes (None: every edit), refusing one also set here."""
+        fields = checked_fields(self.clear_fields)
+        for name in fields or ():
+            if getattr(self, _SETTERS[name]) not in (None, []):
+                raise EditError(
+                    f"--clear {name} and --{name} in one command contradict each other. To "
+                    f"replace the {name}, give --{name} alone; to remove it, --clear {name} "
+                    "alone. Nothing was changed."
+                )
+        return fields
+
+
+@dataclass(frozen=True)
+class Edited:
+    """What `edit_week` did: the `--show` document, and the approval the edit voided."""
+
+    document: dict[str, Any]
+    voided: Decision | None = None
 
 
 def refuse_if_frozen(connection: Connection, week: str) -> None:
@@ -94,7 +126,7 @@ def _verdict(text: str) -> tuple[str, str, str]:
 
 def edited(before: EditSet, request: EditRequest, *, at: datetime) -> EditSet:
     """`before` with the request's changes: clearing first, then each change in turn."""
-    after = before.without(checked_field(request.clear_field)) if request.clear else before
+    after = before.without(request.cleared()) if request.clear else before
     by = request.by
     for text in request.excludes:
         slug, reason = _exclusion(text)
@@ -117,8 +149,9 @@ def edited(before: EditSet, request: EditRequest, *, at: datetime) -> EditSet:
 
 def edit_week(
     engine: Engine, edition: Edition, week: IsoWeek, request: EditRequest, *, now: datetime
-) -> dict[str, Any]:
-    """Apply `request` to the week's edits; the `--show` document of the result.
+) -> Edited:
+    """Apply `request` to the week's edits: the `--show` document of the result, and the
+    approval of the content before it that the change voided, if any.
 
     Refused (EditsFrozenError) once the week is frozen; an invalid change (EditError) stores
     nothing.
@@ -129,13 +162,17 @@ def edit_week(
         before = load_edits(connection, str(week))
         frozen = ledger.find_digest(connection, str(week)) is not None
     facts = week_facts(engine, edition, week)
+    was, stale = compose_edited(facts, before, site_url=edition.site_url, zone=edition.zone)
     if not request.changes_anything:
-        _, stale = compose_edited(facts, before, site_url=edition.site_url, zone=edition.zone)
-        return before.as_json() | {"frozen": frozen, "not_applied": stale}
+        return Edited(before.as_json() | {"frozen": frozen, "not_applied": stale})
     after = edited(before, request, at=now)
     content = check_change(facts, before, after, site_url=edition.site_url, zone=edition.zone)
+    was_hash, now_hash = content_hash(was, before), content_hash(content, after)
+    approved = decision_for(engine, week=str(week), content_hash=was_hash)
     with engine.begin() as connection:
         refuse_if_frozen(connection, str(week))  # a run may have frozen it meanwhile
         store_edits(connection, after)
     stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
-    return after.as_json() | {"frozen": False, "not_applied": stale}
+    document = after.as_json() | {"frozen": False, "not_applied": stale}
+    voided = approved if approved and approved.approved and was_hash != now_hash else None
+    return Edited(document, voided)

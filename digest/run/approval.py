@@ -4,8 +4,9 @@ An approval is of one exact content: the SHA-256 of the composed digest (edits a
 the edits themselves. An edit or a catalog change after it gives another hash, which has no
 answer yet, so the run waits again. Answers are rows of `approval` (who, when, a note); a run
 that waits writes a `waiting` row with its flow run id, so `digest approve` knows which run to
-resume; when none waits, the answer it records is found by the next run. For one hash the latest
-answer counts.
+resume; when none waits, the answer it records is found by the next run. `digest approve`
+answers the content as it is now, never a stale copy: a run that waits on older content is
+answered too, and composes again to find it. For one hash the latest answer counts.
 
 The flow (flows/approval.py) pauses and resumes; everything it decides with is here.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select
@@ -148,32 +150,82 @@ def waiting_run(
     return Waiting(flow_run_id=row.flow_run_id, content_hash=row.content_hash, since=row.decided_at)
 
 
-def answer_now(
-    engine: Engine,
-    edition: Edition,
-    week: IsoWeek,
-    *,
-    approved: bool,
-    note: str,
-    by: str,
-    at: datetime,
-) -> Decision:
-    """Record an answer about the week's content as it is now (no run waits for it)."""
+class ApprovalFrozenError(ApprovalError):
+    """The week's content froze when its run began sending: an answer changes nothing."""
+
+
+def current_hash(engine: Engine, edition: Edition, week: IsoWeek, *, waited: bool) -> str:
+    """The hash of the week's content as it is now, composed as the run composes it.
+
+    Refused once the content is frozen, unless a run waits for it (`waited`): a frozen week
+    sends what froze, whatever anyone answers.
+    """
+    with engine.connect() as connection:
+        frozen = ledger.find_digest(connection, str(week))
+    if frozen is not None and not waited:
+        raise ApprovalFrozenError(
+            f"The content of {week} froze when its run began sending on "
+            f"{frozen['created_at']:%Y-%m-%d %H:%M} UTC, so an answer changes nothing: what it "
+            "sends no longer depends on an approval. See what was sent with `digest status "
+            f"--week {week}`."
+        )
     prepared = prepare_digest(engine, edition, week, freeze=False)
     if prepared.content.is_empty:
         raise ApprovalError(
             f"{week} has no new tools, so there is no digest to approve. Check the week, or "
             "import the catalog first."
         )
-    decision = Decision(
-        week=str(week),
-        content_hash=hash_of(engine, prepared),
-        approved=approved,
-        note=note,
-        by=by,
-        at=at,
-    )
-    return record_decision(engine, decision)
+    return hash_of(engine, prepared)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What `digest approve` did: the decision (about the content as it is now) and the run
+    that waited, if one did, with whether it was resumed through the Prefect API."""
+
+    decision: Decision
+    waiting: Waiting | None
+    resumed: bool
+
+    @property
+    def content_changed(self) -> bool:
+        """The run waited on other content than the answer covers (an edit came between)."""
+        return self.waiting is not None and self.waiting.content_hash != self.decision.content_hash
+
+
+def answer_now(
+    engine: Engine,
+    edition: Edition,
+    week: IsoWeek,
+    *,
+    decision: Decision,
+    timeout_minutes: int,
+    resume: Callable[[Waiting, Decision], bool] | None = None,
+) -> Answer:
+    """Answer about the week's content as it is now (the decision's hash is set here).
+
+    The answer is recorded for the current content. A waiting run is answered too: through
+    `resume` (the Prefect API) when given, else by a row for the content it waits on, which it
+    polls for. Either way it composes again afterwards, finds the current content approved and
+    freezes it, without waiting again.
+    """
+    waiting = waiting_run(engine, week=str(week), now=decision.at, timeout_minutes=timeout_minutes)
+    now_hash = current_hash(engine, edition, week, waited=waiting is not None)
+    decision = replace(decision, week=str(week), content_hash=now_hash)
+    if waiting is None:
+        return Answer(record_decision(engine, decision), None, resumed=False)
+    if waiting.content_hash != now_hash:
+        record_decision(engine, decision)  # what the run finds once it composes again
+    if resume is not None:
+        if resume(waiting, decision):
+            return Answer(decision, waiting, resumed=True)
+        if waiting.content_hash == now_hash:  # it stopped waiting: the next run finds this
+            record_decision(engine, decision)
+        return Answer(decision, None, resumed=False)
+    # No API to reach it through: the waiting run polls for an answer to its own content.
+    stale = replace(decision, content_hash=waiting.content_hash)
+    record_decision(engine, stale, flow_run_id=waiting.flow_run_id)
+    return Answer(decision, waiting, resumed=False)
 
 
 def recipients_by_variant(

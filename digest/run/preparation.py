@@ -16,7 +16,7 @@ from digest.content.compose import filter_for_categories
 from digest.content.model import DigestContent
 from digest.content.selection import select_week
 from digest.delivery import ledger
-from digest.editorial.applying import WeekFacts, compose_edited
+from digest.editorial.applying import WeekFacts, catalog_weeks, compose_edited
 from digest.editorial.edits import load_edits
 from digest.errors import ContentTooLargeError, TemplateError
 from digest.links import LinkTemplates
@@ -61,7 +61,11 @@ def week_facts(engine: Engine, edition: Edition, week: IsoWeek) -> WeekFacts:
         history = ledger.previous_matchups(connection, before_week=str(week))
     selection = select_week(tools, week=week, zone=edition.zone)
     # A match-up on record under a since-merged duplicate slug still counts as already sent.
-    return WeekFacts(selection=selection, history=selection.canonical_matchups(history))
+    return WeekFacts(
+        selection=selection,
+        history=selection.canonical_matchups(history),
+        catalog_weeks=catalog_weeks(tools, edition.zone),
+    )
 
 
 def compute_content(engine: Engine, edition: Edition, week: IsoWeek) -> DigestContent:
