@@ -28,8 +28,10 @@ from prefect.states import Cancelled, Failed, Paused
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
+from digest.catalog.text_cleaning import clean_text
 from digest.config import get_settings
 from digest.db import ensure_schema
+from digest.editorial.edits import NAME_LIMIT, NOTE_LIMIT
 from digest.errors import ApprovalError, ApprovalRejectedError, NotApprovedError
 from digest.run import approval, preparation
 from digest.weeks import IsoWeek, utcnow
@@ -47,8 +49,8 @@ class ApprovalForm(RunInput):
         default="approve",
         description="approve: send it now. reject: send nothing and end the run Cancelled.",
     )
-    note: str = Field(default="", description="A note kept with the decision.")
-    by: str = Field(default="", description="Your name, recorded with the decision.")
+    note: str = Field(default="", max_length=NOTE_LIMIT, description="A note kept with it.")
+    by: str = Field(default="", max_length=NAME_LIMIT, description="Your name, recorded with it.")
 
 
 @task(name="compose-for-approval", **_TASK_DEFAULTS)
@@ -91,12 +93,17 @@ def record(digest_hash: str, week: str, answer: ApprovalForm) -> approval.Decisi
         week=week,
         content_hash=digest_hash,
         approved=answer.decision == "approve",
-        note=" ".join(answer.note.split()),
-        by=" ".join(answer.by.split()) or UI_APPROVER,
+        note=_one_clean_line(answer.note),
+        by=_one_clean_line(answer.by) or UI_APPROVER,
         at=utcnow(),
     )
     engine = ensure_schema(get_settings().database_url)
     return approval.record_decision(engine, decision, flow_run_id=str(flow_run.id))
+
+
+def _one_clean_line(text: str) -> str:
+    """The UI form's text, which no command line checked: controls and bidi marks dropped."""
+    return " ".join(clean_text(text)[0].split())
 
 
 def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> approval.Decision | None:

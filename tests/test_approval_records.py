@@ -202,3 +202,17 @@ def test_edit_and_approve_never_create_a_missing_sqlite_file(tmp_path: Path) -> 
         result = run_digest(*args, cwd=tmp_path, env=env)
         assert_user_error(result, f"There is no database at {missing}")
         assert not missing.exists()
+
+
+def test_an_answer_typed_in_the_ui_form_keeps_no_control_or_bidi_characters() -> None:
+    # The UI's form is checked by nobody's command line: what it records is one clean line, and
+    # the form refuses names and notes longer than the shell's limits.
+    from pydantic import ValidationError
+
+    from flows.approval import ApprovalForm, _one_clean_line
+
+    assert _one_clean_line("Ada\x1b[31m \u202eLovelace\n  ok") == "Ada[31m Lovelace ok"
+    with pytest.raises(ValidationError):
+        ApprovalForm(by="x" * 101)
+    with pytest.raises(ValidationError):
+        ApprovalForm(note="x" * 501)
