@@ -66,3 +66,23 @@ def test_refreeze_of_a_sent_week_is_refused_without_a_traceback(
     assert run_digest("run", "--week", WEEK, cwd=tmp_path, env=seeded).returncode == 0
     result = run_digest("run", "--week", WEEK, "--refreeze", cwd=tmp_path, env=seeded)
     assert_user_error(result, "cannot be recomposed")
+
+
+def test_a_week_without_new_tools_previews_as_nothing_to_send(
+    tmp_path: Path, seeded: dict[str, str]
+) -> None:
+    # The run sends nothing for such a week, so the preview neither shows, writes nor mails one.
+    quiet = "2026-W30"
+    shown = run_digest("preview", "--week", quiet, cwd=tmp_path, env=seeded)
+    assert shown.returncode == 0, shown.stderr
+    assert "no new tools" in shown.stdout
+    for option, value in (("--out", "p"), ("--send-to", "ed@example.com")):
+        refused = run_digest("preview", "--week", quiet, option, value, cwd=tmp_path, env=seeded)
+        assert_user_error(refused, "no new tools", "Nothing was written or sent")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "outbox").exists()
+
+
+def test_an_empty_email_option_is_refused(tmp_path: Path, seeded: dict[str, str]) -> None:
+    # An empty --email is a mistake, not "every category".
+    result = run_digest("preview", "--week", WEEK, "--email", "", cwd=tmp_path, env=seeded)
+    assert_user_error(result, "--email is empty")

@@ -56,6 +56,8 @@ def preview(
         raise ConfigError(
             f"--format {output_format!r} is not known. Use --format html or --format json."
         )
+    if email is not None and not email.strip():
+        raise ConfigError("--email is empty. Give a subscriber's address, or leave it out.")
     if send_to is not None:
         send_to = _test_address(send_to)
     if out is not None:
@@ -113,6 +115,9 @@ def _deliver(
     """Print, write or mail the rendered preview, as the options ask."""
     from digest.preview.rendering import preview_json, send_test, write_files
 
+    if result.content.is_empty and output_format == "html":
+        _nothing_to_send(result.week, refuse=out is not None or bool(send_to))
+        return
     if output_format == "json":
         typer.echo(json.dumps(preview_json(result), ensure_ascii=False, indent=2))
     if out is not None:
@@ -136,6 +141,19 @@ def _deliver(
             f"HTML {len(result.html.encode()) / 1024:.1f} KB. "
             "Use --out DIR to write the files, --serve to view them."
         )
+
+
+def _nothing_to_send(week: str, *, refuse: bool) -> None:
+    """A week without new tools sends no email: there is nothing to show, write or mail."""
+    from digest.errors import PreviewSkippedError
+
+    said = f"{week} has no new tools: its run sends nothing, so there is no email to preview."
+    if refuse:
+        raise PreviewSkippedError(
+            f"{said} Nothing was written or sent. Pick a week with new tools (`digest preview "
+            "--week W --format json` lists a week's pairs)."
+        )
+    typer.echo(said)
 
 
 def _report_skipped(skipped: SkippedPreview, output_format: str) -> None:
