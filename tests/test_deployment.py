@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
@@ -95,7 +99,9 @@ def test_served_deployment_runs_a_given_week_from_the_api(
             assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=[f"weekly-digest-{WEEK.lower()}"])
+                    key=ArtifactFilterKey(any_=[f"weekly-digest-{WEEK.lower()}"]),
+                    # This run's own: other tests on the shared server report the same week.
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
                 )
             )
             assert artifacts, "the run left no report artifact"
