@@ -21,7 +21,7 @@ from digest.run import approval
 from digest.weeks import utcnow
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.prefect_server import PrefectServer
+from tests.support.prefect_server import PrefectServer, wait_for_deployment
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -267,15 +267,7 @@ def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends
             temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
             get_client(sync_client=True) as client,
         ):
-            deadline = time.monotonic() + 120
-            deployment = None
-            while deployment is None:
-                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                try:
-                    deployment = client.read_deployment_by_name("weekly-digest/weekly")
-                except Exception:
-                    assert time.monotonic() < deadline, "digest serve registered nothing"
-                    time.sleep(1)
+            deployment = wait_for_deployment(client, serve, tmp_path / "serve.log")
             created = client.create_flow_run_from_deployment(
                 deployment.id, parameters={"week": WEEK}
             )

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from tests.support.cli import DIGEST, assert_user_error, run_digest
 from tests.support.factories import tool_dict, write_subscribers
 from tests.support.feed_server import Served, feed_document, feed_server
-from tests.support.prefect_server import PrefectServer
+from tests.support.prefect_server import PrefectServer, wait_for_deployment
 from tests.support.scenario import WEEK, week_tools
 
 TOKEN = "feed-token-never-printed-9c2e"
@@ -225,17 +225,6 @@ def test_without_a_feed_catalog_sync_says_what_to_set(tmp_path: Path) -> None:
     assert_user_error(result, "DIGEST_CATALOG_URL is not set", "--url")
 
 
-def _wait_for_deployment(client: Any, serve: subprocess.Popen[bytes], log: Path) -> Any:
-    deadline = time.monotonic() + 120
-    while True:
-        assert serve.poll() is None, log.read_text()[-3000:]
-        try:
-            return client.read_deployment_by_name("weekly-digest/weekly")
-        except Exception:
-            assert time.monotonic() < deadline, "digest serve did not register the deployment"
-            time.sleep(1)
-
-
 def _run_to_the_end(client: Any, deployment_id: Any, log: Path) -> Any:
     run = client.create_flow_run_from_deployment(deployment_id, parameters={"week": WEEK})
     deadline = time.monotonic() + 240
@@ -279,7 +268,7 @@ def test_a_served_deployment_waits_for_a_fresh_feed_then_syncs_selects_and_sends
                 temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
                 get_client(sync_client=True) as client,
             ):
-                deployment = _wait_for_deployment(client, serve, log)
+                deployment = wait_for_deployment(client, serve, log)
                 run = _run_to_the_end(client, deployment.id, log)
                 assert run.state.is_completed(), log.read_text()[-3000:]
                 tasks = client.read_task_runs(

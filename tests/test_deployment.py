@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import (
 
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.prefect_server import PrefectServer
+from tests.support.prefect_server import PrefectServer, wait_for_deployment
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -75,17 +75,7 @@ def test_served_deployment_runs_a_given_week_from_the_api(
             temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}),
             get_client(sync_client=True) as client,
         ):
-            deadline = time.monotonic() + 120
-            deployment = None
-            while deployment is None:
-                assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                try:
-                    deployment = client.read_deployment_by_name("weekly-digest/weekly")
-                except Exception:
-                    assert time.monotonic() < deadline, (
-                        "digest serve did not register the deployment"
-                    )
-                    time.sleep(1)
+            deployment = wait_for_deployment(client, serve, tmp_path / "serve.log")
             assert deployment.schedules and deployment.schedules[0].schedule.cron == "0 8 * * 1"  # type: ignore[union-attr]
             run = client.create_flow_run_from_deployment(deployment.id, parameters={"week": WEEK})
             deadline = time.monotonic() + 240

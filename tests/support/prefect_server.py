@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -76,3 +77,15 @@ def start_prefect_server(home: Path) -> PrefectServer:
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"prefect server did not answer in 180 s:\n{log_path.read_text()[-3000:]}")
+
+
+def wait_for_deployment(client: Any, serve: subprocess.Popen[bytes], log: Path) -> Any:
+    """The deployment `digest serve` registers, once it has; fails with serve's log if it dies."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert serve.poll() is None, log.read_text()[-3000:]
+        try:
+            return client.read_deployment_by_name("weekly-digest/weekly")
+        except Exception:
+            assert time.monotonic() < deadline, "digest serve did not register the deployment"
+            time.sleep(1)
