@@ -6,7 +6,8 @@ SendGrid in another process on 127.0.0.1 (so the fake's work does not count agai
     .venv/bin/python bench/bench_send.py [--sizes 1000,10000,100000] [--naive-sizes 1000]
 
 Prints one table: emails/s of the send phase, the send phase, the flow without and with Prefect
-start-up, and peak RSS; the README quotes it.
+start-up, peak RSS, and what the fake accepted (messages, and the scheduled-send batch ids the
+run made); the README quotes it.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def measure(mode: str, size: int) -> dict[str, float]:
         if output.returncode != 0:
             raise RuntimeError(f"{mode} {size} failed:\n{output.stderr[-4000:]}")
         result: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
-        accepted = fake.control.stats().get("accepted", -1)
-        result["accepted_by_fake"] = float(accepted)
+        stats = fake.control.stats()
+        result["accepted_by_fake"] = float(stats.get("accepted", -1))
+        result["batch_ids"] = float(stats.get("batch_ids", -1))
         return result
 
 
@@ -71,7 +73,7 @@ def main() -> None:
         rows.append(("naive", size, measure("naive", size)))
     header = (
         f"{'mode':<6} {'subscribers':>11} {'emails/s':>10} {'send s':>8} {'flow s':>8} "
-        f"{'+startup s':>10} {'peak MB':>8} {'accepted':>9}"
+        f"{'+startup s':>10} {'peak MB':>8} {'accepted':>9} {'batch ids':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -79,7 +81,7 @@ def main() -> None:
         print(
             f"{mode:<6} {size:>11,} {r['emails_per_second']:>10,.0f} {r['send_seconds']:>8.2f} "
             f"{r['flow_seconds']:>8.2f} {r['flow_seconds'] + r['startup_seconds']:>10.2f} "
-            f"{r['peak_mb']:>8.1f} {int(r['accepted_by_fake']):>9,}"
+            f"{r['peak_mb']:>8.1f} {int(r['accepted_by_fake']):>9,} {int(r['batch_ids']):>9,}"
         )
     flows = {size: r for mode, size, r in rows if mode == "flow"}
     naive = {size: r for mode, size, r in rows if mode == "naive"}

@@ -219,6 +219,8 @@ def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sendi
         cancelled = (
             f", {batch.cancelled} lost answer(s) cancelled and resent" if batch.cancelled else ""
         )
+        if batch.requeued:
+            cancelled += f" (with {batch.requeued} sent earlier under the same batch)"
         logger.info(
             "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s%s%s",
             lane,

@@ -4,6 +4,7 @@ resent when their answer is lost or their run dies, through the real client and 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid
 from tests.support.ledger_data import make_subscribers
 from tests.support.scenario import WEEK, seed
-from tests.support.senders import lane_of
+from tests.support.senders import lane_of, sender_for
 
 API_KEY = "SG.scheduled-test-key"
 
@@ -114,14 +115,37 @@ def test_lost_answers_are_cancelled_and_resent_so_everyone_gets_it_exactly_once(
     settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="3")
     digest_id = _prepare(settings, tmp_path, batch_size=3, extra=12)
     fake.lose_answers(*lost)
-    _run(settings, digest_id)
+    _, lanes = _run(settings, digest_id)
     planned = _planned(settings, digest_id)
     assert _delivered(fake) == Counter({email: 1 for email in planned})
-    assert len(fake.accepted) == len(planned) + sum(3 for _ in lost)  # the lost were accepted
+    # Everything accepted under a cancelled batch was sent again: the lost request's rows, and
+    # those of the batch's earlier requests.
+    discarded = [m for m in fake.accepted if fake.statuses.get(m.batch_id or "") == "cancel"]
+    requeued = sum(batch.requeued for lane in lanes for batch in lane.batches)
+    assert len(discarded) == 3 * len(lost) + requeued
+    assert len(fake.accepted) == len(planned) + len(discarded)
     assert _counts(settings, digest_id) == {"sent": len(planned)}
+    assert sum(lane.sent for lane in lanes) == len(planned)
     cancels = [call for call in fake.calls if call[:2] == ("POST", "/v3/user/scheduled_sends")]
     assert [status for *_, status in cancels] == [201] * len(lost)
     assert set(fake.statuses.values()) == {"cancel"} and len(fake.statuses) == len(lost)
+
+
+def test_a_lost_answer_late_in_a_batch_resends_its_earlier_requests_too(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests 1-3 share one provider batch; the third answer is lost, so the whole batch is
+    # cancelled and the rows the first two had delivered go back to the queue and out again.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = _prepare(settings, tmp_path, batch_size=1)
+    fake.lose_answers(3)
+    _, lanes = _run(settings, digest_id)
+    first_batch = fake.requests[0].envelope["batch_id"]
+    assert [r.envelope["batch_id"] for r in fake.requests[:3]] == [first_batch] * 3
+    assert fake.statuses == {first_batch: "cancel"}
+    assert sum(batch.requeued for batch in lanes[0].batches) == 2
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6}
 
 
 def test_two_lost_answers_in_a_5000_send_end_with_no_duplicate_and_nobody_missing(
@@ -138,26 +162,56 @@ def test_two_lost_answers_in_a_5000_send_end_with_no_duplicate_and_nobody_missin
     assert _counts(settings, digest_id) == {"sent": 5000}
 
 
-def test_every_request_carries_its_own_batch_and_send_time_and_the_rows_record_them(
+def test_a_lanes_requests_of_one_variant_share_a_batch_and_its_send_time(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One batch id per request (so a lost answer costs one cancel), send_at = now + the lead,
-    # written on the rows by the claim.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    # Requests share a provider batch up to its size, within one variant, all due at the lead
+    # after the batch's first request; the claim writes batch and time on the rows.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = _prepare(settings, tmp_path, batch_size=1)
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()
+    ledger.acquire_lease(engine, digest_id=digest_id, owner=owner, ttl_seconds=60)
+    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=1)
     before = utcnow()
-    _run(settings, digest_id)
-    batch_ids = [request.envelope["batch_id"] for request in fake.requests]
-    assert len(batch_ids) == len(set(batch_ids)) == 4  # 5 + 1 rows in batches of 2
+    with get_backend(settings) as backend:
+        sender = replace(sender_for(settings, backend), requests_per_batch=2)
+        sending.send_lane(sender, plan, lane=0, stop=sending.RunStop())
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Delivery.variant_id, Delivery.provider_batch_id, Delivery.send_at).order_by(  # type: ignore[call-overload]
+                Delivery.claimed_at
+            )
+        ).all()
+    per_batch: dict[str, set[tuple[int, object]]] = {}
+    for variant_id, batch_id, send_at in rows:
+        per_batch.setdefault(batch_id, set()).add((variant_id, send_at))
+    # 6 rows in two variants (5 + 1): batches of 2, 2, 1 and 1 request.
+    assert sorted(Counter(batch_id for _, batch_id, _ in rows).values()) == [1, 1, 2, 2]
+    assert all(len(shared) == 1 for shared in per_batch.values())  # one variant, one send time
     for request in fake.requests:
         lead = request.envelope["send_at"] - before.timestamp()
         assert 899 <= lead <= 905
-    with get_engine(settings.database_url).connect() as connection:
-        rows = connection.execute(
-            select(Delivery.provider_batch_id, Delivery.send_at)  # type: ignore[call-overload]
-        ).all()
-    assert {batch for batch, _ in rows} == set(batch_ids)
-    assert all(abs((send_at - before).total_seconds() - 900) < 5 for _, send_at in rows)
+    assert {r.envelope["batch_id"] for r in fake.requests} == set(per_batch)
+
+
+def test_a_batch_takes_no_request_once_its_time_is_up(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no time to spare (a lead barely past the cancel deadline) every request has a batch
+    # of its own, so the last one can still be cancelled in time.
+    assert sending.batch_open_seconds(900, 600) == sending.BATCH_OPEN_SECONDS
+    assert sending.batch_open_seconds(700, 600) == 35  # half of 700 - 600 - the 30 s margin
+    assert sending.batch_open_seconds(620, 600) == 0
+    settings = _settings(
+        monkeypatch,
+        DIGEST_BATCH_SIZE="1",
+        DIGEST_SEND_LEAD_SECONDS="620",
+    )
+    digest_id = _prepare(settings, tmp_path, batch_size=1)
+    _run(settings, digest_id)
+    batch_ids = [request.envelope["batch_id"] for request in fake.requests]
+    assert len(batch_ids) == len(set(batch_ids)) == 6
 
 
 def test_no_lead_time_sends_at_once_as_before(
@@ -223,45 +277,60 @@ def test_too_close_to_the_send_time_no_cancel_is_asked_and_the_rows_are_uncertai
     assert counts.get("uncertain") in (1, 5) and sum(counts.values()) == 6
 
 
-def _die_with_a_batch_in_flight(settings: Settings, digest_id: int, fake: FakeSendGrid) -> int:
-    """A run claims a batch under a provider batch, SendGrid accepts it, and the run dies
-    before recording the answer (its lease then lapses). Returns the rows it left."""
+def _die_with_a_batch_in_flight(
+    settings: Settings, digest_id: int, fake: FakeSendGrid, *, recorded: int = 0
+) -> int:
+    """A run sends `recorded` + 1 requests under one provider batch, records the answers of the
+    first `recorded`, and dies before recording the last (its lease then lapses). Returns the
+    rows it left `sending`."""
     engine = get_engine(settings.database_url)
     dead = "another-host:1:deadbeef"
     ledger.acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
     with get_backend(settings) as backend:
-        batch_id = backend.new_batch_id()  # type: ignore[attr-defined]
-        send_at = utcnow() + timedelta(seconds=settings.send_lead_seconds)
-        with engine.begin() as connection:
-            variant = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))[0]
-            claimed = ledger.claim_batch(
-                connection,
-                digest_id=digest_id,
-                variant_id=variant,
-                owner=dead,
-                limit=1000,
-                provider_batch_id=batch_id,
-                send_at=send_at,
-            )
-            body = ledger.variant_row(connection, variant_id=variant)
-        sender = sending.Sender.from_settings(settings, engine=engine, backend=backend)
-        plan = sending.SendPlan(digest_id, WEEK, dead, (variant,), (0,))
-        backend.send_batch(
-            OutgoingBatch(
-                digest_id=digest_id,
-                week=plan.week,
-                subject=body["subject"],
-                html=body["html"],
-                text=body["text"],
-                recipients=[sending.recipient_for(sender.links, c) for c in claimed.recipients],
-                from_email=sender.from_email,
-                from_name=sender.from_name,
-                provider_batch=ProviderBatch(batch_id, send_at),
-            )
+        held = ProviderBatch(
+            backend.new_batch_id(),  # type: ignore[attr-defined]
+            utcnow() + timedelta(seconds=settings.send_lead_seconds),
         )
+        sender = sending.Sender.from_settings(settings, engine=engine, backend=backend)
+        for request in range(recorded + 1):
+            claimed = _claim_and_send(sender, digest_id, dead, held, limit=1 if recorded else 1000)
+            if request < recorded:
+                with engine.begin() as connection:
+                    ledger.mark_sent(connection, batch=claimed, message_id=None)
     with engine.begin() as connection:
         connection.execute(update(DIGEST).values(lease_expires_at=utcnow().replace(year=2000)))
     return len(claimed)
+
+
+def _claim_and_send(
+    sender: sending.Sender, digest_id: int, owner: str, held: ProviderBatch, *, limit: int
+) -> ledger.ClaimedBatch:
+    with sender.engine.begin() as connection:
+        variant = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))[0]
+        claimed = ledger.claim_batch(
+            connection,
+            digest_id=digest_id,
+            variant_id=variant,
+            owner=owner,
+            limit=limit,
+            provider_batch_id=held.id,
+            send_at=held.send_at,
+        )
+        body = ledger.variant_row(connection, variant_id=variant)
+    sender.backend.send_batch(
+        OutgoingBatch(
+            digest_id=digest_id,
+            week=WEEK,
+            subject=body["subject"],
+            html=body["html"],
+            text=body["text"],
+            recipients=[sending.recipient_for(sender.links, c) for c in claimed.recipients],
+            from_email=sender.from_email,
+            from_name=sender.from_name,
+            provider_batch=held,
+        )
+    )
+    return claimed
 
 
 def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
@@ -277,6 +346,48 @@ def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
     left = _die_with_a_batch_in_flight(settings, digest_id, fake)
     started, _ = _run(settings, digest_id)
     assert started["cancelled_and_resent"] == left and started["found_uncertain"] == 0
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_a_dead_runs_batch_is_cancelled_with_the_requests_it_had_recorded_and_all_go_again(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # The dead run recorded two accepted requests of its batch and died during the third: the
+    # cancel stops all three, so all three requests' rows are sent again, once.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    _die_with_a_batch_in_flight(settings, digest_id, fake, recorded=2)
+    assert _counts(settings, digest_id) == {"pending": 3, "sending": 1, "sent": 2}
+    started, _ = _run(settings, digest_id)
+    assert started["cancelled_and_resent"] == 3 and started["found_uncertain"] == 0
+    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _counts(settings, digest_id) == {"sent": 6}
+
+
+def test_rows_of_a_batch_whose_cancel_was_confirmed_go_again_even_if_the_ledger_missed_it(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    # A holder (run or recall) died between the provider's confirmed cancel, which it recorded,
+    # and putting the batch's rows back: the next run's lease mends it, and they go again.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = _prepare(settings, tmp_path, batch_size=1000)
+    _run(settings, digest_id)
+    engine = get_engine(settings.database_url)
+    with engine.connect() as connection:
+        held = ledger.sent_batches(connection, digest_id=digest_id)[0]
+    with get_backend(settings) as backend:
+        canceller = canceller_for(settings, engine=engine, backend=backend)
+        assert canceller is not None
+        canceller.cancel(batch_id=held.batch_id, digest_id=digest_id, send_at=held.send_at)
+    assert len(_delivered(fake)) == 6 - held.rows
+    _run(settings, digest_id)
     assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
     assert _counts(settings, digest_id) == {"sent": 6}
 

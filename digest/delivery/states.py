@@ -92,16 +92,17 @@ class Cause(StrEnum):
         "cancelled (or was sent at once); found by the next run"
     )
     CANCELLED_RESEND = (
-        "an ambiguous answer (timeout, dropped connection, 5xx): its batch was cancelled, the "
-        "cancel confirmed, and it is sent again under a new batch"
+        "an ambiguous answer (timeout, dropped connection, 5xx) to its request, or to a later "
+        "request of its provider batch: the batch was cancelled, the cancel confirmed, and it "
+        "is sent again under a new batch"
     )
     CANCEL_IMPOSSIBLE = (
         "its outcome is unknown (an ambiguous answer, or its run died) and the provider refused "
         "to cancel its batch, or it was too late to ask"
     )
     RUN_DIED_CANCELLED = (
-        "its run died with the batch in flight; the next run cancelled the batch in time and "
-        "sends it again"
+        "its run died with a request of its provider batch in flight; the next run cancelled "
+        "the batch in time and sends it again"
     )
     RECALLED = "`digest recall`: its batch was cancelled before its send time"
     RESEND_ON_PURPOSE = "`digest run --resend-uncertain`: resent on purpose"
@@ -141,6 +142,9 @@ MOVES: tuple[Move, ...] = (
     Move(S.SENDING, S.PENDING, Cause.CANCELLED_RESEND),
     Move(S.SENDING, S.UNCERTAIN, Cause.CANCEL_IMPOSSIBLE),
     Move(S.SENDING, S.PENDING, Cause.RUN_DIED_CANCELLED),
+    # A provider batch holds several requests: its cancel also stops the ones already accepted.
+    Move(S.SENT, S.PENDING, Cause.CANCELLED_RESEND),
+    Move(S.SENT, S.PENDING, Cause.RUN_DIED_CANCELLED),
     Move(S.SENT, S.PENDING, Cause.RECALLED),
     Move(S.UNCERTAIN, S.PENDING, Cause.RESEND_ON_PURPOSE),
     Move(S.FAILED, S.PENDING, Cause.RETRY_FAILED),

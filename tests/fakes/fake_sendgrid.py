@@ -454,6 +454,7 @@ class _State:
                 "accepted": self.accepted_count,
                 "dropped": len(self.dropped),
                 "queued_faults": len(self.faults),
+                "batch_ids": len(self.batch_ids),
             }
 
 

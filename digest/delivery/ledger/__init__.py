@@ -5,7 +5,8 @@ Invariants the ledger keeps (each has a test named for it):
 - a row leaves `pending` only when a batch claims it, and becomes `sent` only after the provider
   accepted its batch: nothing durable runs ahead of a confirmed send;
 - one run at a time holds a digest's lease; rows left in `sending` by a run that is gone become
-  `uncertain`, never `pending`, so a rerun cannot mail them twice;
+  `uncertain`, never blindly `pending`, so a rerun cannot mail them twice: only a confirmed
+  cancel of their provider batch sends them again;
 - every move of a row is one of `digest.delivery.states.MOVES`;
 - statements are set-based: one per batch, never one ORM object per recipient.
 
@@ -67,6 +68,8 @@ from digest.delivery.ledger.schedules import (
     orphan_batches,
     recalled_week,
     record_cancel,
+    requeue_accepted,
+    requeue_cancelled,
     sent_batches,
     settle_held,
 )
@@ -108,6 +111,8 @@ __all__ = [
     "release_lease",
     "release_pending",
     "renew_lease",
+    "requeue_accepted",
+    "requeue_cancelled",
     "requeue_failed",
     "requeue_uncertain",
     "reschedule",

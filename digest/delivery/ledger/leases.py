@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from digest.delivery.ledger.schedules import requeue_cancelled
 from digest.delivery.states import Cause, DeliveryState, sources_of, values
 from digest.errors import RecalledError, RunInProgressError
 from digest.models import DELIVERY_TABLE as DELIVERY
@@ -56,9 +57,10 @@ def acquire_lease(
 ) -> int:
     """Take the digest's lease for `owner`; returns how many rows were found `uncertain`.
 
-    Raises RunInProgressError while another live run holds it. On taking the lease, every row
-    still `sending` belongs to a run that is gone: it becomes `uncertain`, unless its provider
-    batch is due after `cancellable_after` (still cancellable): the caller cancels those.
+    Raises RunInProgressError while another live run holds it. On taking the lease, rows of a
+    batch whose cancel was confirmed go back to `pending`; every other row still `sending`
+    belongs to a run that is gone: it becomes `uncertain`, unless its provider batch is due
+    after `cancellable_after` (still cancellable): the caller cancels those.
     """
     now = utcnow()
     with engine.begin() as connection:
@@ -78,6 +80,9 @@ def acquire_lease(
         if not taken:
             # Read the holder again: the first read may predate the run that just won the race.
             raise _in_progress(_holder(connection, digest_id))
+        # A batch whose cancel was confirmed holds nothing the provider will send, whatever
+        # its rows say: a holder that died before recording that is mended first.
+        requeue_cancelled(connection, digest_id=digest_id)
         return _mark_orphans_uncertain(
             connection, digest_id=digest_id, owner=owner, cancellable_after=cancellable_after
         )

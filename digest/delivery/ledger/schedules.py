@@ -26,6 +26,17 @@ from digest.weeks import utcnow
 
 _REASON_LIMIT = 2000
 
+# A row back in the queue after its batch was cancelled: the next claim gives it a new batch,
+# and nothing says it was ever sent.
+_BACK_IN_QUEUE: dict[str, object] = {
+    "state": DeliveryState.PENDING.value,
+    "claim_owner": None,
+    "provider_batch_id": None,
+    "send_at": None,
+    "sent_at": None,
+    "provider_message_id": None,
+}
+
 
 class HeldBatch(NamedTuple):
     """One provider batch of a digest's rows: its id, its send time, how many rows it holds."""
@@ -84,14 +95,7 @@ def settle_held(
     """Move every row of one provider batch that `cause` may move to `to`."""
     fields: dict[str, object] = {"state": to.value, "updated_at": utcnow()}
     if to is DeliveryState.PENDING:
-        # Back in the queue: the next claim gives it a new batch; a recalled row is unsent.
-        fields |= {
-            "claim_owner": None,
-            "provider_batch_id": None,
-            "send_at": None,
-            "sent_at": None,
-            "provider_message_id": None,
-        }
+        fields |= _BACK_IN_QUEUE
     if reason is not None:
         fields["last_error"] = reason[:_REASON_LIMIT]
     result = connection.execute(
@@ -102,6 +106,45 @@ def settle_held(
             DELIVERY.c.state.in_(values(sources_of(to, cause))),
         )
         .values(**fields)
+    )
+    return int(result.rowcount)
+
+
+def requeue_accepted(connection: Connection, *, digest_id: int, batch_id: str) -> int:
+    """The accepted rows of a batch just cancelled (earlier requests of the same provider batch)
+    go back to `pending`: the provider discards them, so they are sent again."""
+    return _requeue_rows(
+        connection,
+        DELIVERY.c.digest_id == digest_id,
+        DELIVERY.c.provider_batch_id == batch_id,
+        DELIVERY.c.state == DeliveryState.SENT.value,
+        cause=Cause.CANCELLED_RESEND,
+        reason="sent again: a later request of its provider batch lost its answer, so the "
+        "batch was cancelled before its send time",
+    )
+
+
+def requeue_cancelled(connection: Connection, *, digest_id: int) -> int:
+    """Rows still `sending` or `sent` under a batch whose cancel was confirmed go back to
+    `pending`: their holder (a run or a recall) died between the cancel and the ledger."""
+    cancelled = select(CANCELLED.c.batch_id).where(CANCELLED.c.digest_id == digest_id)
+    return _requeue_rows(
+        connection,
+        DELIVERY.c.digest_id == digest_id,
+        DELIVERY.c.provider_batch_id.in_(cancelled.scalar_subquery()),
+        cause=Cause.RUN_DIED_CANCELLED,
+        reason="its provider batch was cancelled in time: it is sent again",
+    )
+
+
+def _requeue_rows(
+    connection: Connection, *where: ColumnElement[bool], cause: Cause, reason: str
+) -> int:
+    movable = values(sources_of(DeliveryState.PENDING, cause))
+    result = connection.execute(
+        update(DELIVERY)
+        .where(*where, DELIVERY.c.state.in_(movable))
+        .values(**_BACK_IN_QUEUE, last_error=reason, updated_at=utcnow())
     )
     return int(result.rowcount)
 
