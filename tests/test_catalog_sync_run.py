@@ -225,6 +225,30 @@ def test_without_a_feed_catalog_sync_says_what_to_set(tmp_path: Path) -> None:
     assert_user_error(result, "DIGEST_CATALOG_URL is not set", "--url")
 
 
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("ftp://site.example/catalog.json", "--url=ftp://site.example/catalog.json cannot be"),
+        ("http://[::1/catalog.json", "--url is not a valid address"),
+        ("missing-folder/catalog.json", "Check --url."),
+    ],
+)
+def test_a_bad_url_option_is_blamed_on_the_option_not_the_setting(
+    address: str, said: str, tmp_path: Path
+) -> None:
+    # `catalog sync --url X` names `--url` in its fix: DIGEST_CATALOG_URL is not what was wrong.
+    result = run_digest(
+        "catalog",
+        "sync",
+        "--url",
+        address,
+        cwd=tmp_path,
+        env={"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}"},
+    )
+    assert_user_error(result, said)
+    assert "DIGEST_CATALOG_URL" not in result.stderr
+
+
 def _run_to_the_end(client: Any, deployment_id: Any, log: Path) -> Any:
     run = client.create_flow_run_from_deployment(deployment_id, parameters={"week": WEEK})
     deadline = time.monotonic() + 240

@@ -44,6 +44,8 @@ class FeedLocation:
     url: str
     shown: str
     path: Path | None = None  # set for a file:// URL or a plain path
+    # What the address came from, for the fix a message suggests: the setting, or `--url`.
+    given_as: str = "DIGEST_CATALOG_URL"
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,14 @@ class FeedBody:
     validators: Validators = field(default_factory=Validators)
 
 
-def shown_feed_url(url: str) -> str:
+def shown_feed_url(url: str, given_as: str = "DIGEST_CATALOG_URL") -> str:
     """The feed's address without credentials: no user or password, every query value hidden."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return "(an unparsable DIGEST_CATALOG_URL)"
+        return f"(an unparsable {given_as})"
     if not parts.scheme or len(parts.scheme) == 1:  # a path (or a Windows drive letter)
         return url
     if ":" in host:
@@ -92,21 +94,30 @@ def _may_fetch(scheme: str, host: str) -> bool:
     return scheme == "https" or (scheme == "http" and _is_loopback(host))
 
 
-def locate(url: str) -> FeedLocation:
-    """The feed `url` names; `ConfigError` for a scheme we do not fetch."""
-    shown = shown_feed_url(url)
-    parts = urlsplit(url)
+def locate(url: str, given_as: str = "DIGEST_CATALOG_URL") -> FeedLocation:
+    """The feed `url` names (`given_as`: the setting or option it came from, for messages);
+    `ConfigError` for a scheme we do not fetch."""
+    shown = shown_feed_url(url, given_as)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(
+            f"{given_as} is not a valid address. Give the site's https:// feed, a file:// URL "
+            "or a path."
+        ) from None
     scheme = parts.scheme.lower()
     if not scheme or len(scheme) == 1:
-        return FeedLocation(url=url, shown=shown, path=Path(url))
+        return FeedLocation(url=url, shown=shown, path=Path(url), given_as=given_as)
     if scheme == "file":
-        return FeedLocation(url=url, shown=shown, path=Path(url2pathname(parts.path)))
+        path = Path(url2pathname(parts.path))
+        return FeedLocation(url=url, shown=shown, path=path, given_as=given_as)
     if _may_fetch(scheme, parts.hostname or ""):
-        return FeedLocation(url=url, shown=shown)
+        return FeedLocation(url=url, shown=shown, given_as=given_as)
     why = "plain http is allowed only to this machine" if scheme == "http" else "unknown scheme"
+    unset = ", or leave it unset" if given_as == "DIGEST_CATALOG_URL" else ""
     raise ConfigError(
-        f"DIGEST_CATALOG_URL={shown} cannot be fetched ({why}). Set it to the site's https:// "
-        "feed, a file:// URL or a path, or leave it unset."
+        f"{given_as}={shown} cannot be fetched ({why}). Set it to the site's https:// "
+        f"feed, a file:// URL or a path{unset}."
     )
 
 
@@ -195,7 +206,7 @@ class FeedClient:
         except httpx.TimeoutException:
             raise _Transient(f"no answer within {self.timeout_seconds:g} s") from None
         except httpx.TooManyRedirects:
-            raise _failed(location, "too many redirects", "Check DIGEST_CATALOG_URL.") from None
+            raise _failed(location, "too many redirects", f"Check {location.given_as}.") from None
         except httpx.DecodingError:
             raise _failed(
                 location, "its body is not valid gzip", "Check the site's feed."
@@ -213,7 +224,7 @@ class FeedClient:
             retry_after = _retry_after(response.headers.get("Retry-After"))
             raise _Transient(f"HTTP {status}", retry_after)
         if status != 200:
-            raise _failed(location, f"HTTP {status}", _fix_for(status))
+            raise _failed(location, f"HTTP {status}", _fix_for(status, location.given_as))
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large(location)
@@ -247,7 +258,7 @@ class FeedClient:
                 raw = stream.read(self.max_bytes + 1)
         except OSError as error:
             raise _failed(
-                location, f"cannot read it ({error.strerror})", "Check DIGEST_CATALOG_URL."
+                location, f"cannot read it ({error.strerror})", f"Check {location.given_as}."
             ) from None
         if len(raw) > self.max_bytes:
             raise self._too_large(location)
@@ -260,16 +271,16 @@ def _refuse_plain_redirect(location: FeedLocation, request: httpx.Request) -> No
         raise _failed(
             location,
             f"it redirected to {shown_feed_url(str(request.url))}, which is not https",
-            "Point DIGEST_CATALOG_URL at the feed's https address.",
+            f"Point {location.given_as} at the feed's https address.",
         )
 
 
-def _fix_for(status: int) -> str:
+def _fix_for(status: int, given_as: str) -> str:
     if status in (401, 403):
         return "Check DIGEST_CATALOG_TOKEN, the feed's bearer token."
     if status in (404, 410):
-        return "Check DIGEST_CATALOG_URL."
-    return "Check DIGEST_CATALOG_URL and the site's feed."
+        return f"Check {given_as}."
+    return f"Check {given_as} and the site's feed."
 
 
 def _failed(location: FeedLocation, reason: str, fix: str) -> CatalogFeedError:

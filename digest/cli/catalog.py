@@ -56,7 +56,9 @@ def catalog_sync(
             "feed (https://…/catalog.json, a file:// URL or a path), or pass --url."
         )
     report = sync_catalog(
-        engine=engine(settings), client=FeedClient.from_settings(settings), location=locate(where)
+        engine=engine(settings),
+        client=FeedClient.from_settings(settings),
+        location=locate(where, "--url" if url else "DIGEST_CATALOG_URL"),
     )
     typer.echo(f"Catalog {report.source} (generated {report.generated()}): {report.changes()}.")
     print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")
