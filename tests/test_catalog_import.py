@@ -133,6 +133,13 @@ def test_untrusted_markup_is_stored_verbatim(settings: Settings, tmp_path: Path)
         ("not json", "not valid JSON"),
         ('{"tools": []}', "not a catalog file"),
         ('{"format": "verdict-digest/catalog@1"}', 'no "tools" list'),
+        # A newer format of ours is named, and so is the upgrade that reads it.
+        (
+            '{"format": "verdict-digest/catalog@2", "tools": []}',
+            'format "verdict-digest/catalog@2"',
+        ),
+        ('{"format": "verdict-digest/catalog@2\\n", "tools": []}', "Upgrade verdict-digest"),
+        ('{"format": 2, "tools": []}', "not a catalog file"),
     ],
 )
 def test_unreadable_files_name_the_cause(

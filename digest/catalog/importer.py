@@ -173,7 +173,16 @@ def _load_document(raw: bytes, *, source: str) -> tuple[list[Any], datetime | No
             f"{source} is not valid JSON ({exc}). Fix the file and import it again; "
             "nothing was imported."
         ) from exc
-    if not isinstance(document, dict) or document.get("format") != CATALOG_FORMAT:
+    declared = document.get("format") if isinstance(document, dict) else None
+    family = CATALOG_FORMAT.partition("@")[0] + "@"
+    if isinstance(declared, str) and declared.startswith(family) and declared != CATALOG_FORMAT:
+        shown = declared[:60].encode("unicode_escape").decode("ascii")
+        raise ImportFileError(
+            f'{source} is written in catalog format "{shown}", and this version of '
+            f'verdict-digest reads "{CATALOG_FORMAT}" only. Upgrade verdict-digest, or ask '
+            "the site for the format this version reads; nothing was imported."
+        )
+    if not isinstance(document, dict) or declared != CATALOG_FORMAT:
         raise ImportFileError(
             f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
             "level. Check that you passed the catalog, not the subscriber list; nothing was "
