@@ -126,11 +126,13 @@ def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> approval.De
     )
 
     def recorded() -> approval.Decision | None:
-        return approval.decision_for(engine, week=prepared.week, content_hash=digest_hash)
+        return approval.answer_to_run(engine, flow_run_id=str(flow_run.id))
 
     answer = _pause_for_answer(settings.approval_timeout_minutes * 60, recorded)
     if isinstance(answer, ApprovalForm):
-        return record(digest_hash, prepared.week, answer)
+        # `digest approve` records its answer (for the content as it is now) before resuming
+        # us; only an answer typed in the UI form is about the content this run published.
+        return recorded() or record(digest_hash, prepared.week, answer)
     return answer
 
 
@@ -206,6 +208,9 @@ def await_approval(
                     "week again."
                 )
                 return Failed(message=str(silence), data=silence)
+            if decision.content_hash != digest_hash:  # answered about the content as it is now
+                prepared = compose(week, freeze=False)
+                continue
         publish(prepared, digest_hash, decision)
         if not decision.approved:
             refusal = ApprovalRejectedError(

@@ -138,8 +138,10 @@ def test_approving_after_an_edit_answers_the_current_content_and_frees_the_waiti
     assert f"this answer covers the content as it is now (content {current[:12]})" in said
     now_answer = approval.decision_for(engine, week=WEEK, content_hash=current)
     assert now_answer is not None and now_answer.approved and now_answer.by == "Ada"
-    run_answer = approval.decision_for(engine, week=WEEK, content_hash=waited)
-    assert run_answer is not None and run_answer.approved  # what the paused run polls for
+    # What the paused run polls for: the answer recorded for it, about the content now.
+    assert approval.answer_to_run(engine, flow_run_id="run-1") == now_answer
+    # Nobody approved the content the run waited on: undoing the edit would make it wait again.
+    assert approval.decision_for(engine, week=WEEK, content_hash=waited) is None
 
 
 def test_approve_refuses_a_week_whose_content_froze(seeded: Settings, tmp_path: Path) -> None:

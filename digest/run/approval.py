@@ -6,7 +6,8 @@ answer yet, so the run waits again. Answers are rows of `approval` (who, when, a
 that waits writes a `waiting` row with its flow run id, so `digest approve` knows which run to
 resume; when none waits, the answer it records is found by the next run. `digest approve`
 answers the content as it is now, never a stale copy: a run that waits on older content is
-answered too, and composes again to find it. For one hash the latest answer counts.
+answered too (the row names its flow run), and composes again to find it; the older content
+stays unanswered. For one hash the latest answer counts.
 
 The flow (flows/approval.py) pauses and resumes; everything it decides with is here.
 """
@@ -93,6 +94,38 @@ def decision_for(engine: Engine, *, week: str, content_hash: str) -> Decision | 
     return Decision(
         week=week,
         content_hash=content_hash,
+        approved=row.decision == APPROVED,
+        note=row.note,
+        by=row.decided_by,
+        at=row.decided_at,
+    )
+
+
+def answer_to_run(engine: Engine, *, flow_run_id: str) -> Decision | None:
+    """The answer recorded for a waiting run since it began to wait (by `digest approve`, when
+    it could not reach the run through the API), whatever content it covers."""
+    with engine.connect() as connection:
+        began = connection.execute(
+            select(APPROVAL.c.id)
+            .where(APPROVAL.c.flow_run_id == flow_run_id, APPROVAL.c.decision == WAITING)
+            .order_by(APPROVAL.c.id.desc())
+            .limit(1)
+        ).scalar()
+        row = connection.execute(
+            select(APPROVAL)
+            .where(
+                APPROVAL.c.flow_run_id == flow_run_id,
+                APPROVAL.c.decision.in_((APPROVED, REJECTED)),
+                APPROVAL.c.id > (began or 0),
+            )
+            .order_by(APPROVAL.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    return Decision(
+        week=row.week,
+        content_hash=row.content_hash,
         approved=row.decision == APPROVED,
         note=row.note,
         by=row.decided_by,
@@ -204,27 +237,21 @@ def answer_now(
 ) -> Answer:
     """Answer about the week's content as it is now (the decision's hash is set here).
 
-    The answer is recorded for the current content. A waiting run is answered too: through
-    `resume` (the Prefect API) when given, else by a row for the content it waits on, which it
-    polls for. Either way it composes again afterwards, finds the current content approved and
-    freezes it, without waiting again.
+    The answer is recorded for the current content only, marked for the waiting run if one
+    waits: that run is resumed through `resume` (the Prefect API) when given, or finds the row
+    by polling. Either way it composes again, finds the current content answered and freezes
+    it without waiting again; the content it waited on, which nobody answered, stays unanswered.
     """
     waiting = waiting_run(engine, week=str(week), now=decision.at, timeout_minutes=timeout_minutes)
     now_hash = current_hash(engine, edition, week, waited=waiting is not None)
     decision = replace(decision, week=str(week), content_hash=now_hash)
+    record_decision(engine, decision, flow_run_id=waiting.flow_run_id if waiting else None)
     if waiting is None:
-        return Answer(record_decision(engine, decision), None, resumed=False)
-    if waiting.content_hash != now_hash:
-        record_decision(engine, decision)  # what the run finds once it composes again
+        return Answer(decision, None, resumed=False)
     if resume is not None:
         if resume(waiting, decision):
             return Answer(decision, waiting, resumed=True)
-        if waiting.content_hash == now_hash:  # it stopped waiting: the next run finds this
-            record_decision(engine, decision)
-        return Answer(decision, None, resumed=False)
-    # No API to reach it through: the waiting run polls for an answer to its own content.
-    stale = replace(decision, content_hash=waiting.content_hash)
-    record_decision(engine, stale, flow_run_id=waiting.flow_run_id)
+        return Answer(decision, None, resumed=False)  # it stopped waiting: the next run finds it
     return Answer(decision, waiting, resumed=False)
 
 
