@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from digest.cli.preview import preview_bundle
 from digest.config import Settings, get_settings
 from digest.db import get_engine, upgrade
+from digest.editorial.service import EditRequest, edit_week
 from digest.errors import PreviewSkippedError
 from digest.models import Subscriber
 from digest.preview.rendering import (
@@ -27,8 +28,9 @@ from digest.preview.rendering import (
     preview_json,
     write_files,
 )
+from digest.run.preparation import Edition
 from digest.web.app import create_app
-from digest.weeks import IsoWeek
+from digest.weeks import IsoWeek, utcnow
 from tests.support.cli import run_digest
 from tests.support.scenario import WEEK, seed
 
@@ -147,3 +149,14 @@ def test_the_live_preview_of_a_skipped_subscriber_says_so(seeded: Settings) -> N
     assert "gets nothing this week" in bundle.html and "Image Generation, Audio" in bundle.text
     shown = preview_bundle(seeded, THE_WEEK, "writer@example.com")
     assert "Inkwell" in shown.text
+
+
+def test_the_live_preview_of_a_week_without_new_tools_shows_no_email(seeded: Settings) -> None:
+    # A week with nothing new sends nothing: an editor's subject alone does not make an email.
+    quiet = IsoWeek.parse("2025-W02")
+    engine = get_engine(seeded.database_url)
+    request = EditRequest(by="Ed", subject="Big week!")
+    edit_week(engine, Edition.from_settings(seeded), quiet, request, now=utcnow())
+    bundle = preview_bundle(seeded, quiet, None)
+    assert bundle.subject == "No email for 2025-W02"
+    assert "has no new tools" in bundle.text and "Big week!" not in bundle.html

@@ -178,13 +178,23 @@ def preview_bundle(settings: Settings, week: Any, email: str | None) -> PreviewB
     fresh = plan_preview(settings, week, email=email)
     if isinstance(fresh, SkippedPreview):
         notice = f"{fresh.reason} Their categories: {', '.join(fresh.categories)}."
-        return PreviewBundle(
-            subject=f"No email for {fresh.email} this week",
-            html=f"<!doctype html><p>{html.escape(notice)}</p>",
-            text=notice,
+        return _notice(f"No email for {fresh.email} this week", notice)
+    if fresh.content.is_empty:  # an editor's subject alone makes no email
+        return _notice(
+            f"No email for {fresh.week}",
+            f"{fresh.week} has no new tools: its run sends nothing. This page shows the email "
+            "as soon as the week has new tools.",
         )
     return PreviewBundle(
         subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers
+    )
+
+
+def _notice(subject: str, notice: str) -> PreviewBundle:
+    from digest.preview.server import PreviewBundle
+
+    return PreviewBundle(
+        subject=subject, html=f"<!doctype html><p>{html.escape(notice)}</p>", text=notice
     )
 
 
