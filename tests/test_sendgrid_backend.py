@@ -551,6 +551,7 @@ def test_fake_as_a_process_is_driven_through_its_control_endpoint(tmp_path: Path
         process.control.queue(Fault(status=503), Fault(status=429, reset_in=0))
         backend, sleeps = make_backend(process.url)
         result = backend.send_batch(make_batch(make_recipients(4)))
+        backend.new_batch_id()
         stats = process.control.stats()
     assert result.accepted == 4
     assert stats == {
@@ -559,6 +560,7 @@ def test_fake_as_a_process_is_driven_through_its_control_endpoint(tmp_path: Path
         "accepted": 4,
         "dropped": 0,
         "queued_faults": 0,
+        "batch_ids": 1,
     }
     assert len(sleeps.waits) == 2
     assert [line["to"] for line in read_record(record)] == [
