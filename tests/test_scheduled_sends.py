@@ -193,6 +193,30 @@ def test_a_lanes_requests_of_one_variant_share_a_batch_and_its_send_time(
         lead = request.envelope["send_at"] - before.timestamp()
         assert 899 <= lead <= 905
     assert {r.envelope["batch_id"] for r in fake.requests} == set(per_batch)
+    # A batch no request joined (its claim found the variant done) serves the next variant.
+    made = [call for call in fake.calls if call[:2] == ("POST", "/v3/mail/batch")]
+    assert len(made) - len(per_batch) <= 1
+
+
+def test_a_lanes_batch_is_shared_while_it_has_room_and_within_one_variant(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(monkeypatch)
+    _prepare(settings, tmp_path, batch_size=1000)
+    with get_backend(settings) as backend:
+        batches = sending.LaneBatches(replace(sender_for(settings, backend), requests_per_batch=2))
+        first = batches.batch_for(1)
+        batches.joined()
+        assert batches.batch_for(1) == first  # room for one more
+        batches.joined()
+        full = batches.batch_for(1)
+        assert full is not None and full != first
+        assert batches.batch_for(2) == full  # nobody joined it: it serves the next variant
+        batches.joined()
+        other = batches.batch_for(1)
+        assert other not in (first, full)  # joined by variant 2's request: not for variant 1
+        batches.close()  # a lost answer
+        assert batches.batch_for(1) not in (first, full, other)
 
 
 def test_a_batch_takes_no_request_once_its_time_is_up(

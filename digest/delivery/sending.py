@@ -133,7 +133,8 @@ class LaneBatches:
 
     A lane's requests of one variant join its open batch until the batch is full or its time is
     up; a lost answer closes it. One variant only: rows a cancel puts back are then in the
-    variant the lane is still working through, so the lane itself sends them again.
+    variant the lane is still working through, so the lane itself sends them again. A batch no
+    request joined yet (its claim found the variant done) serves the next variant.
     """
 
     def __init__(self, sender: Sender) -> None:
@@ -145,6 +146,8 @@ class LaneBatches:
         if self._sender.canceller is None:
             return None
         current = self._open
+        if current is not None and current.requests == 0:
+            current.variant_id = variant_id  # unused (the last claim found nothing): any variant
         if (
             current is None
             or current.variant_id != variant_id
