@@ -310,8 +310,8 @@ def send_batch(
     or a refused key hands every row back to `pending` and sets `stop`. If the process
     dies between claim and record, the rows stay `sending` with their provider batch: the next
     run cancels it while it can and sends its rows again (those of its earlier requests too),
-    or finds them `uncertain`. Raises
-    RunInProgressError when another run took the lease, RecalledError after a recall.
+    or finds them `uncertain`. Raises RunInProgressError when another run took the lease,
+    RecalledError after a recall.
     """
     report = BatchReport(variant_id=int(variant["id"]))
     try:
