@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
@@ -89,16 +90,7 @@ def decision_for(engine: Engine, *, week: str, content_hash: str) -> Decision | 
             .order_by(APPROVAL.c.id.desc())
             .limit(1)
         ).first()
-    if row is None:
-        return None
-    return Decision(
-        week=week,
-        content_hash=content_hash,
-        approved=row.decision == APPROVED,
-        note=row.note,
-        by=row.decided_by,
-        at=row.decided_at,
-    )
+    return _decision_of(row) if row is not None else None
 
 
 def answer_to_run(engine: Engine, *, flow_run_id: str) -> Decision | None:
@@ -121,8 +113,11 @@ def answer_to_run(engine: Engine, *, flow_run_id: str) -> Decision | None:
             .order_by(APPROVAL.c.id.desc())
             .limit(1)
         ).first()
-    if row is None:
-        return None
+    return _decision_of(row) if row is not None else None
+
+
+def _decision_of(row: Any) -> Decision:
+    """An `approval` row that answers (approved or rejected) as a Decision."""
     return Decision(
         week=row.week,
         content_hash=row.content_hash,
