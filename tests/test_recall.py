@@ -10,8 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import typer
 from sqlalchemy import update
 
+from digest.cli.recall import print_recall
 from digest.config import Settings, get_settings
 from digest.db import get_engine
 from digest.delivery import ledger, sending
@@ -220,3 +222,31 @@ def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
     get_settings.cache_clear()
     with pytest.raises(ConfigError, match="DIGEST_SEND_LEAD_SECONDS=300 leaves no time"):
         get_settings()
+
+
+def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_again(
+    fake: FakeSendGrid,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Unreachable (or a refused key): no batch fares better, so the recall stops asking at the
+    # first, exits 1 and says nothing is certain yet; run again once fixed, it stops them all.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = _prepare(settings, tmp_path, batch_size=1, extra=30)
+    _run(settings, digest_id)
+    unreachable = _settings(
+        monkeypatch, DIGEST_SENDGRID_HOST="http://127.0.0.1:9", DIGEST_SEND_MAX_ATTEMPTS="2"
+    )
+    result = _recall(unreachable)
+    assert result.stopped == 0 and result.on_their_way == 36
+    assert result.unreachable is not None and "could not connect" in result.unreachable
+    with pytest.raises(typer.Exit) as ended:
+        print_recall(WEEK, result, deadline=600)
+    assert ended.value.exit_code == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "is not finished" in said and f"run `digest recall --week {WEEK}` again" in said
+    assert fake.statuses == {}
+    monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
+    again = _recall(_settings(monkeypatch))
+    assert (again.stopped, again.on_their_way, again.unreachable) == (36, 0, None)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from digest.cli.app import app, engine, load_settings
+
+if TYPE_CHECKING:
+    from digest.run.recall import RecallResult
 
 
 @app.command("recall")
@@ -29,14 +32,30 @@ def recall(
             canceller=canceller_for(settings, engine=database, backend=backend),
             lease_seconds=settings.lease_seconds,
         )
+    print_recall(the_week, result, deadline=settings.sendgrid_cancel_deadline_seconds)
+
+
+def print_recall(week: str, result: RecallResult, *, deadline: int) -> None:
+    """What the recall did, in the editor's words; exit 1 when the provider could not be asked."""
+    back = "" if result.released else " (back to pending)"
+    if result.unreachable is not None:
+        typer.echo(
+            f"Recall of {week} is not finished: {result.stopped} deliveries stopped{back}, but "
+            f"{result.on_their_way} could not be stopped yet: {result.unreachable}",
+            err=True,
+        )
+        typer.echo(
+            f"  Fix that and run `digest recall --week {week}` again at once: SendGrid takes a "
+            f"cancel until {deadline} s before a batch's send time. The week stays recalled.",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(
-        f"Recalled {the_week}: {result.stopped} deliveries stopped (back to pending), "
+        f"Recalled {week}: {result.stopped} deliveries stopped{back}, "
         f"{result.on_their_way} already on their way."
     )
     for problem in result.problems:
-        typer.echo(f"  not stopped: {problem}", err=True)
+        typer.echo(f"  Not stopped: {problem}")
     if result.released:
         typer.echo("  Nothing had gone out: the frozen content was released, so edits apply.")
-    typer.echo(
-        f"  No run sends {the_week} again until `digest run --week {the_week} --after-recall`."
-    )
+    typer.echo(f"  No run sends {week} again until `digest run --week {week} --after-recall`.")

@@ -28,6 +28,9 @@ class RecallResult:
     on_their_way: int = 0  # the provider has them (or may): they will arrive
     released: bool = False  # nobody can hold the digest: its frozen content was dropped
     problems: tuple[str, ...] = ()
+    # Why the provider could not be asked (unreachable, key refused): what is left is not on
+    # its way for sure, and a recall again soon may still stop it.
+    unreachable: str | None = None
 
 
 def recall(
@@ -60,8 +63,10 @@ def recall(
         if canceller is not None:
             recovered = recover_orphans(canceller, digest_id=digest_id, owner=owner)
             result.stopped += recovered.resent
-            result.stopped += _cancel_sent(canceller, digest_id, result)
-            result.problems += tuple(recovered.problems)
+            if recovered.problems:
+                result.unreachable = recovered.problems[0]
+            else:
+                result.stopped += _cancel_sent(canceller, digest_id, result)
         with engine.begin() as connection:
             result.on_their_way = ledger.may_have_reached(connection, digest_id=digest_id)
     finally:
@@ -92,9 +97,13 @@ def _cancel_sent(canceller: Canceller, digest_id: int, result: RecallResult) -> 
             break
         try:
             canceller.cancel(batch_id=held.batch_id, digest_id=digest_id, send_at=held.send_at)
-        except (CancelRefusedError, TransientSendError, SendAuthError) as refused:
-            result.problems += (getattr(refused, "reason", str(refused)),)
+        except CancelRefusedError as refused:
+            result.problems += (refused.reason,)
             continue
+        except (TransientSendError, SendAuthError) as unreachable:
+            # No other batch fares better: stop asking while the window to cancel is open.
+            result.unreachable = getattr(unreachable, "reason", None) or str(unreachable)
+            break
         with canceller.engine.begin() as connection:
             stopped += ledger.settle_held(
                 connection,

@@ -488,7 +488,7 @@ class SendGridBackend(BaseBackend):
                 status = int(exc.status_code)
                 if _verdict(status) is _Verdict.AUTH:
                     raise SendAuthError(
-                        f"SendGrid rejected the API key while {what} (HTTP {status}). Fix "
+                        f"SendGrid rejected the API key ({what}: HTTP {status}). Fix "
                         "SENDGRID_API_KEY: it needs the Mail Send and Scheduled Sends permissions."
                     ) from None
                 if status < 500 and status != 429:
