@@ -230,6 +230,11 @@ def test_without_a_feed_catalog_sync_says_what_to_set(tmp_path: Path) -> None:
     [
         ("ftp://site.example/catalog.json", "--url=ftp://site.example/catalog.json cannot be"),
         ("http://[::1/catalog.json", "--url is not a valid address"),
+        ("http://127.0.0.1:9/\nx", "--url is not a valid address"),
+        ("https://", "--url is not a valid address"),
+        ("https://:443/x", "--url is not a valid address"),
+        ("https://example.com:99999/x", "--url is not a valid address"),
+        ("https://exa mple.com/", "--url is not a valid address"),
         ("missing-folder/catalog.json", "Check --url."),
     ],
 )

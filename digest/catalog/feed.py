@@ -80,6 +80,17 @@ def shown_feed_url(url: str, given_as: str = "DIGEST_CATALOG_URL") -> str:
     return urlunsplit((parts.scheme, host + port, quote(parts.path, safe="/%"), query, ""))
 
 
+def _has_host_and_port(netloc: str) -> bool:
+    """A host (no spaces), and a port, if any, from 1 to 65535."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    return bool(host) and " " not in host and (port is None or port > 0)
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -97,20 +108,25 @@ def _may_fetch(scheme: str, host: str) -> bool:
 def locate(url: str, given_as: str = "DIGEST_CATALOG_URL") -> FeedLocation:
     """The feed `url` names (`given_as`: the setting or option it came from, for messages);
     `ConfigError` for a scheme we do not fetch."""
+    invalid = ConfigError(
+        f"{given_as} is not a valid address. Give the site's https:// feed, a file:// URL or a "
+        "path."
+    )
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        raise invalid  # a pasted newline or tab: no address holds one
     shown = shown_feed_url(url, given_as)
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ConfigError(
-            f"{given_as} is not a valid address. Give the site's https:// feed, a file:// URL "
-            "or a path."
-        ) from None
+        raise invalid from None
     scheme = parts.scheme.lower()
     if not scheme or len(scheme) == 1:
         return FeedLocation(url=url, shown=shown, path=Path(url), given_as=given_as)
     if scheme == "file":
         path = Path(url2pathname(parts.path))
         return FeedLocation(url=url, shown=shown, path=path, given_as=given_as)
+    if scheme in ("http", "https") and not _has_host_and_port(parts.netloc):
+        raise invalid
     if _may_fetch(scheme, parts.hostname or ""):
         return FeedLocation(url=url, shown=shown, given_as=given_as)
     why = "plain http is allowed only to this machine" if scheme == "http" else "unknown scheme"
