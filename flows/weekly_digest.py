@@ -216,19 +216,21 @@ def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sendi
 
     def log_batch(batch: sending.BatchReport) -> None:
         # A lost answer that was cancelled and resent is said so: nobody gets it twice.
-        cancelled = (
-            f", {batch.cancelled} lost answer(s) cancelled and resent" if batch.cancelled else ""
-        )
+        cancelled = ""
+        if batch.cancelled:
+            then = "resent" if batch.sent else "back to pending"
+            cancelled = f", {batch.cancelled} lost answer(s): batch cancelled, rows {then}"
         if batch.requeued:
             cancelled += f" (with {batch.requeued} sent earlier under the same batch)"
         logger.info(
-            "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s%s%s",
+            "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s, pending %s%s%s",
             lane,
             batch.variant_id,
             batch.claimed,
             batch.sent,
             batch.failed,
             batch.uncertain,
+            batch.released,
             cancelled,
             f" ({batch.error})" if batch.error else "",
         )

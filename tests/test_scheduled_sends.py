@@ -453,6 +453,9 @@ def test_too_many_lost_answers_stop_the_run_before_the_cancel_slots_run_out(
     fake.lose_answers(*range(1, 20))
     _, lanes = _run(settings, digest_id)
     assert any(lane.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE for lane in lanes)
+    said = " ".join(lane.stop or "" for lane in lanes)
+    assert "6 of the 10 batches the provider keeps cancelled" in said
+    assert "Retry in 15 minutes" in said
     assert len(fake.statuses) == 10 - sending.SENDER_LANES
     assert fake.delivered == []
     assert _counts(settings, digest_id) == {"pending": 6}

@@ -26,6 +26,7 @@ from digest.delivery.states import (
 )
 from digest.models import DIGEST_TABLE, Subscriber
 from digest.run import bookkeeping, preparation
+from digest.run.outcome import RunSummary, incomplete_message
 from digest.send.base import (
     BaseBackend,
     BatchResult,
@@ -275,3 +276,13 @@ def test_every_move_of_scheduled_sends_and_recall_is_in_the_table(
     assert {("sending", "pending"), ("sending", "uncertain"), ("sent", "pending")} <= seen
     for source, target in seen:
         assert is_allowed(S(source), S(target)), f"{source} -> {target} is not in MOVES"
+
+
+def test_a_failed_runs_message_adds_up_and_calls_untried_rows_untried() -> None:
+    # Pending rows the stopped run never reached have no reason of their own: they were not tried.
+    summary = RunSummary(week="2026-W10", digest_id=1, subject=None)
+    summary.counts = {"pending": 30, "sent": 5}
+    summary.reasons = [("pending", "the provider's answer was lost", 10)]
+    said = incomplete_message(summary)
+    assert "30 still pending" in said
+    assert "10: the provider's answer was lost; 20: not tried yet" in said

@@ -373,7 +373,8 @@ def _send(
         report.cancelled += 1
         if sender.canceller.slots_in_use() >= sender.canceller.slots - SENDER_LANES:
             # Every lane must keep a cancel slot for its own request in flight.
-            break
+            _out_of_cancels(sender, claimed, report, stop)
+            return None
         new_batch = batches.batch_for(report.variant_id)
         assert new_batch is not None
         batches.joined()
@@ -396,6 +397,27 @@ def _send(
     report.error = reason
     stop.set(StopKind.PROVIDER_UNAVAILABLE, reason)
     return None
+
+
+def _out_of_cancels(
+    sender: Sender, claimed: ledger.ClaimedBatch, report: BatchReport, stop: RunStop
+) -> None:
+    """Lost answers hold the provider's cancel slots: the run stops before it could not cancel."""
+    assert sender.canceller is not None
+    wait = -(-sender.lead_seconds // 60)
+    reason = (
+        f"answers kept being lost (last: {report.error}), and their cancelled batches hold "
+        f"{sender.canceller.slots_in_use()} of the {sender.canceller.slots} batches the "
+        "provider keeps cancelled at once; the run stopped while every lane could still cancel, "
+        f"so nobody got the digest twice. Retry in {wait} minutes, once their send time has "
+        "passed"
+    )
+    with sender.engine.begin() as connection:
+        report.released = ledger.release_pending(
+            connection, batch=claimed, reason=reason, cause=Cause.CANCELLED_RESEND
+        )
+    report.error = reason
+    stop.set(StopKind.PROVIDER_UNAVAILABLE, reason)
 
 
 def _cancel_lost(

@@ -144,5 +144,7 @@ def _why(summary: RunSummary, state: DeliveryState, count: int) -> str:
     listed = "; ".join(f"{n}: {reason}" for reason, n in shown)
     rest = count - sum(n for _, n in shown)
     if rest:
-        listed += f"; {rest}: {'other reasons' if len(reasons) > 3 else 'no reason recorded'}"
+        # Pending rows without a reason were never tried: the run stopped before their turn.
+        untried = "not tried yet" if state is DeliveryState.PENDING else "no reason recorded"
+        listed += f"; {rest}: {'other reasons' if len(reasons) > 3 else untried}"
     return f" ({listed})"
