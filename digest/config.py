@@ -37,6 +37,11 @@ def _link_template(
     return value
 
 
+# A cancel is asked only if it can be confirmed this long before the provider's deadline (the
+# request and its read-back take time), so a lead time must leave more than that.
+CANCEL_MARGIN_SECONDS = 30
+
+
 class Settings(BaseSettings):
     """Every knob of verdict-digest; names match the environment variables."""
 
@@ -150,12 +155,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _lead_outlasts_cancel_deadline(self) -> Self:
         lead, deadline = self.send_lead_seconds, self.sendgrid_cancel_deadline_seconds
-        if lead and lead <= deadline:
+        if lead and lead <= deadline + CANCEL_MARGIN_SECONDS:
             raise ConfigError(
                 f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time to cancel a batch: SendGrid "
                 f"stops honouring cancels {deadline} s before send_at "
-                "(DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS). Set it above that (900 is the "
-                "default), or to 0 to send at once."
+                "(DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS), and a cancel needs "
+                f"{CANCEL_MARGIN_SECONDS} s more to be asked and confirmed. Set it above "
+                f"{deadline + CANCEL_MARGIN_SECONDS} (900 is the default with the default "
+                "deadline), or to 0 to send at once."
             )
         return self
 

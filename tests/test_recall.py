@@ -214,14 +214,19 @@ def test_a_recall_during_a_run_stops_its_lanes_at_their_next_batch(
     assert fake.requests == [] and _counts(settings, digest_id) == {"pending": 6}
 
 
+@pytest.mark.parametrize("lead", ["300", "600", "630"])
 def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
+    lead: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A lead within SendGrid's cancel deadline could never be cancelled: a clear error.
-    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", "300")
+    # A lead within SendGrid's cancel deadline, or its 30 s margin to ask and confirm, could
+    # never be cancelled: a clear error. One second more is fine.
+    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", lead)
     get_settings.cache_clear()
-    with pytest.raises(ConfigError, match="DIGEST_SEND_LEAD_SECONDS=300 leaves no time"):
+    with pytest.raises(ConfigError, match=f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time"):
         get_settings()
+    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", "631")
+    get_settings.cache_clear()
+    assert get_settings().send_lead_seconds == 631
 
 
 def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_again(

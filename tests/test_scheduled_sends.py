@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from digest.config import Settings, get_settings
 from digest.db import get_engine, session_scope
-from digest.delivery import ledger, sending
+from digest.delivery import cancelling, ledger, sending
 from digest.delivery.cancelling import canceller_for
 from digest.delivery.events import NormalizedEvent, apply_events
 from digest.delivery.states import DeliveryState
@@ -222,20 +222,19 @@ def test_a_lanes_batch_is_shared_while_it_has_room_and_within_one_variant(
 def test_a_batch_takes_no_request_once_its_time_is_up(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With no time to spare (a lead barely past the cancel deadline) every request has a batch
-    # of its own, so the last one can still be cancelled in time.
+    # A batch stays open for half the time its first request leaves to cancel it, at most a
+    # minute: an ambiguous answer to its last request can still be cancelled in time.
     assert sending.batch_open_seconds(900, 600) == sending.BATCH_OPEN_SECONDS
     assert sending.batch_open_seconds(700, 600) == 35  # half of 700 - 600 - the 30 s margin
     assert sending.batch_open_seconds(620, 600) == 0
-    settings = _settings(
-        monkeypatch,
-        DIGEST_BATCH_SIZE="1",
-        DIGEST_SEND_LEAD_SECONDS="620",
-    )
-    digest_id = _prepare(settings, tmp_path, batch_size=1)
-    _run(settings, digest_id)
-    batch_ids = [request.envelope["batch_id"] for request in fake.requests]
-    assert len(batch_ids) == len(set(batch_ids)) == 6
+    settings = _settings(monkeypatch)
+    _prepare(settings, tmp_path, batch_size=1000)
+    with get_backend(settings) as backend:
+        sender = replace(sender_for(settings, backend), batch_open_seconds=0)
+        batches = sending.LaneBatches(sender)
+        first = batches.batch_for(1)
+        batches.joined()
+        assert batches.batch_for(1) != first  # room left, but its time is up
 
 
 def test_no_lead_time_sends_at_once_as_before(
@@ -286,12 +285,9 @@ def test_too_close_to_the_send_time_no_cancel_is_asked_and_the_rows_are_uncertai
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Past our own deadline (plus a margin for the request) a cancel could not be trusted: none
-    # is asked, the rows are `uncertain`.
-    settings = _settings(
-        monkeypatch,
-        DIGEST_SEND_LEAD_SECONDS="60",
-        DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS="40",
-    )
+    # is asked, the rows are `uncertain`. (A margin larger than the lead leaves: too close.)
+    settings = _settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS="700")
+    monkeypatch.setattr(cancelling, "CANCEL_MARGIN_SECONDS", 200)
     fake.set_cancel_deadline(0)
     digest_id = _prepare(settings, tmp_path, batch_size=1000)
     fake.lose_answers(1)

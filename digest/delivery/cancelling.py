@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from digest.config import Settings
+from digest.config import CANCEL_MARGIN_SECONDS, Settings
 from digest.delivery import ledger
 from digest.delivery.states import Cause, DeliveryState
 from digest.send.base import (
@@ -28,9 +28,6 @@ from digest.send.base import (
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
-
-# A cancel is asked only if it can be confirmed this long before the provider's deadline.
-CANCEL_MARGIN_SECONDS = 30
 
 
 @dataclass(frozen=True)

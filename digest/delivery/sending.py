@@ -28,9 +28,9 @@ from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
-from digest.config import Settings
+from digest.config import CANCEL_MARGIN_SECONDS, Settings
 from digest.delivery import ledger
-from digest.delivery.cancelling import CANCEL_MARGIN_SECONDS, Canceller, canceller_for
+from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.states import Cause
 from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
