@@ -156,7 +156,20 @@ def test_the_live_preview_of_a_week_without_new_tools_shows_no_email(seeded: Set
     quiet = IsoWeek.parse("2025-W02")
     engine = get_engine(seeded.database_url)
     request = EditRequest(by="Ed", subject="Big week!")
-    edit_week(engine, Edition.from_settings(seeded), quiet, request, now=utcnow())
+    edited = edit_week(engine, Edition.from_settings(seeded), quiet, request, now=utcnow())
+    assert edited.sends_nothing  # `digest edit` says so
+    busy = EditRequest(by="Ed", intro="A note")
+    assert not edit_week(
+        engine, Edition.from_settings(seeded), THE_WEEK, busy, now=utcnow()
+    ).sends_nothing
     bundle = preview_bundle(seeded, quiet, None)
     assert bundle.subject == "No email for 2025-W02"
     assert "has no new tools" in bundle.text and "Big week!" not in bundle.html
+
+
+def test_the_json_preview_of_a_week_without_new_tools_says_it_sends_nothing(
+    seeded: Settings,
+) -> None:
+    quiet = preview_json(build_preview(seeded, IsoWeek.parse("2025-W02")))
+    assert quiet["sends"] is False and "has no new tools" in quiet["reason"]
+    assert preview_json(build_preview(seeded, THE_WEEK))["sends"] is True

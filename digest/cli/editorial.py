@@ -102,6 +102,12 @@ def edit(
             f"`digest preview --week {the_week}`.",
             err=show,
         )
+    if result.sends_nothing:
+        typer.echo(
+            f"Note: {the_week} has no new tools, so its run sends nothing; the edits apply if "
+            "the catalog gains some before the week's run.",
+            err=show,
+        )
     if result.voided is not None:
         typer.echo(
             f"This edit voids {result.voided.by}'s approval of "

@@ -84,6 +84,7 @@ class Edited:
 
     document: dict[str, Any]
     voided: Decision | None = None
+    sends_nothing: bool = False  # the week has no new tools: its run sends no email to edit
 
 
 def refuse_if_frozen(connection: Connection, week: str) -> None:
@@ -175,4 +176,4 @@ def edit_week(
     stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
     document = after.as_json() | {"frozen": False, "not_applied": stale}
     voided = approved if approved and approved.approved and was_hash != now_hash else None
-    return Edited(document, voided)
+    return Edited(document, voided, sends_nothing=content.is_empty)

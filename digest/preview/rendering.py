@@ -265,8 +265,9 @@ def _bodies(
 
 def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
     """The `digest preview --format json` document: week, subject, the editor's note (`intro`,
-    null when none), pairs, also-new, exclusions; for a subscriber the run would skip,
-    `skipped`, `reason` and `categories` too."""
+    null when none), pairs, also-new, exclusions, and whether the run sends this (`sends`);
+    for a subscriber the run would skip, `skipped`, `reason` and `categories` too, and for a
+    week without new tools, its `reason`."""
     if isinstance(preview, SkippedPreview):
         return {
             "week": preview.week,
@@ -276,12 +277,13 @@ def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
             "also_new": [],
             "excluded": preview.excluded,
             "skipped": True,
+            "sends": False,
             "reason": preview.reason,
             "email": preview.email,
             "categories": preview.categories,
         }
     content = preview.content
-    return {
+    document: dict[str, Any] = {
         "week": preview.week,
         "subject": preview.subject,
         "intro": content.intro,
@@ -292,7 +294,11 @@ def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
         "also_new": [t.slug for t in content.also_new],
         "excluded": [{"slug": e.slug, "reason": e.reason} for e in content.excluded],
         "skipped": False,
+        "sends": not content.is_empty,
     }
+    if content.is_empty:
+        document["reason"] = f"{preview.week} has no new tools: its run sends nothing."
+    return document
 
 
 def write_files(preview: Preview, directory: Path) -> list[Path]:
