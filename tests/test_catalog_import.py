@@ -140,6 +140,10 @@ def test_untrusted_markup_is_stored_verbatim(settings: Settings, tmp_path: Path)
         ),
         ('{"format": "verdict-digest/catalog@2\\n", "tools": []}', "Upgrade verdict-digest"),
         ('{"format": 2, "tools": []}', "not a catalog file"),
+        ('{"format": "Verdict-Digest/catalog@2", "tools": []}', "Upgrade verdict-digest"),
+        ('{"format": "verdict-digest/catalog@0", "tools": []}', 'Write the file in "verdict'),
+        ('{"format": "verdict-digest/catalog@x", "tools": []}', 'Write the file in "verdict'),
+        ('{"format": "other/catalog@1", "tools": []}', "not a catalog file"),
     ],
 )
 def test_unreadable_files_name_the_cause(

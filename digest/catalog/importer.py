@@ -174,14 +174,8 @@ def _load_document(raw: bytes, *, source: str) -> tuple[list[Any], datetime | No
             "nothing was imported."
         ) from exc
     declared = document.get("format") if isinstance(document, dict) else None
-    family = CATALOG_FORMAT.partition("@")[0] + "@"
-    if isinstance(declared, str) and declared.startswith(family) and declared != CATALOG_FORMAT:
-        shown = declared[:60].encode("unicode_escape").decode("ascii")
-        raise ImportFileError(
-            f'{source} is written in catalog format "{shown}", and this version of '
-            f'verdict-digest reads "{CATALOG_FORMAT}" only. Upgrade verdict-digest, or ask '
-            "the site for the format this version reads; nothing was imported."
-        )
+    if isinstance(declared, str) and declared != CATALOG_FORMAT:
+        _refuse_other_version(declared, source)
     if not isinstance(document, dict) or declared != CATALOG_FORMAT:
         raise ImportFileError(
             f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
@@ -194,6 +188,25 @@ def _load_document(raw: bytes, *, source: str) -> tuple[list[Any], datetime | No
             f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
         )
     return records, _generated_at(document.get("generated_at"), source=source)
+
+
+def _refuse_other_version(declared: str, source: str) -> None:
+    """A catalog format of ours, of another version: name it, and what would read it."""
+    family, _, version = CATALOG_FORMAT.partition("@")
+    named, _, theirs = declared.strip().partition("@")
+    if named.casefold() != family.casefold():
+        return  # not ours at all: the caller's "not a catalog file" says what is needed
+    shown = declared[:60].encode("unicode_escape").decode("ascii")
+    newer = theirs.isdigit() and int(theirs) > int(version)
+    fix = (
+        "Upgrade verdict-digest, or ask the site for the format this version reads"
+        if newer
+        else f'Write the file in "{CATALOG_FORMAT}" (see the catalog format in the README)'
+    )
+    raise ImportFileError(
+        f'{source} is written in catalog format "{shown}", and this version of verdict-digest '
+        f'reads "{CATALOG_FORMAT}" only. {fix}; nothing was imported.'
+    )
 
 
 def _generated_at(value: Any, *, source: str) -> datetime | None:
