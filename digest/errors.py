@@ -37,7 +37,11 @@ class DatabaseNotReadyError(DigestError):
 
 
 class RunInProgressError(DigestError):
-    """Another run holds the week's digest."""
+    """Another run holds the week's digest; `holder` says which, without advice for a run."""
+
+    def __init__(self, message: str, *, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder or message
 
 
 class SendAuthError(DigestError):

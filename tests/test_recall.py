@@ -203,8 +203,10 @@ def test_a_recall_during_a_run_stops_its_lanes_at_their_next_batch(
     bookkeeping.begin_run(
         engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=False
     )
-    with pytest.raises(RunInProgressError, match="marked recalled"):
+    with pytest.raises(RunInProgressError, match="marked recalled") as refused:
         _recall(settings)
+    assert "what it already sent is still scheduled" in str(refused.value)
+    assert "nothing was sent by this run" not in str(refused.value)  # a run's advice, not ours
     plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=2)
     stop = sending.RunStop()
     lane = lane_of(settings, plan, lane=0, stop=stop)

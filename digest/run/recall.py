@@ -55,8 +55,9 @@ def recall(
         )
     except RunInProgressError as busy:
         raise RunInProgressError(
-            f"{busy} The week is marked recalled, so that run stops at its next batch: run "
-            f"`digest recall --week {week}` again once it has ended, to cancel what it sent."
+            f"{busy.holder} The week is marked recalled, so that run stops at its next batch; what "
+            f"it already sent is still scheduled: run `digest recall --week {week}` again once "
+            "it has ended, to cancel that."
         ) from None
     result = RecallResult(week=week)
     try:

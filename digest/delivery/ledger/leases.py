@@ -92,10 +92,12 @@ def _in_progress(holder: Any) -> RunInProgressError:
     until = (
         f" until {holder.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder.lease_expires_at else ""
     )
-    return RunInProgressError(
+    held = (
         f"Another run is sending the digest of {holder.week} (lease held by "
-        f"{holder.lease_owner or 'another run'}{until}). "
-        "Wait for it to finish and run again; nothing was sent by this run."
+        f"{holder.lease_owner or 'another run'}{until})."
+    )
+    return RunInProgressError(
+        f"{held} Wait for it to finish and run again; nothing was sent by this run.", holder=held
     )
 
 
