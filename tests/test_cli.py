@@ -90,9 +90,10 @@ def test_preview_json_follows_the_interface(tmp_path: Path) -> None:
         "also_new",
         "excluded",
         "skipped",
+        "sends",
     }
     assert document["intro"] is None  # the editor's note: none written for this week
-    assert document["skipped"] is False
+    assert document["skipped"] is False and document["sends"] is True
     assert document["week"] == WEEK and document["subject"]
     new_slugs = {"code-llama-4", "mistral-3-8b", "patchpilot", "stackscribe", "inkwell"}
     paired = [slug for pair in document["pairs"] for slug in (pair["a"], pair["b"])]
