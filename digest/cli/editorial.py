@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from digest.cli.app import app, engine, load_settings
+
+if TYPE_CHECKING:
+    from digest.editorial.service import Edited
 
 RequiredWeek = Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")]
 
@@ -97,21 +100,25 @@ def edit(
     if show or not request.changes_anything:
         typer.echo(json.dumps(result.document, ensure_ascii=False, indent=2))
     if request.changes_anything:
-        typer.echo(
-            f"Saved the edits of {the_week} (by {request.by}). See them with "
-            f"`digest preview --week {the_week}`.",
-            err=show,
-        )
+        _say_saved(str(the_week), request.by, result, err=show)
+
+
+def _say_saved(week: str, by: str, result: Edited, *, err: bool) -> None:
+    """What a saved edit means: where to see it, and what it changes for the run."""
+    typer.echo(
+        f"Saved the edits of {week} (by {by}). See them with `digest preview --week {week}`.",
+        err=err,
+    )
     if result.sends_nothing:
         typer.echo(
-            f"Note: {the_week} has no new tools, so its run sends nothing; the edits apply if "
+            f"Note: {week} has no new tools, so its run sends nothing; the edits apply if "
             "the catalog gains some before the week's run.",
-            err=show,
+            err=err,
         )
     if result.voided is not None:
         typer.echo(
             f"This edit voids {result.voided.by}'s approval of "
-            f"{result.voided.at:%Y-%m-%d %H:%M} UTC: the content changed, so {the_week} must be "
-            f"approved again (`digest approve --week {the_week}`).",
-            err=show,
+            f"{result.voided.at:%Y-%m-%d %H:%M} UTC: the content changed, so {week} must be "
+            f"approved again (`digest approve --week {week}`).",
+            err=err,
         )

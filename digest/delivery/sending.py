@@ -386,16 +386,14 @@ def _send(
                 send_at=new_batch.send_at,
             )
         batch = replace(batch, provider_batch=new_batch)
-    reason = (
+    _stop_after_cancels(
+        sender,
+        claimed,
+        report,
+        stop,
         f"the provider's answer was lost {report.cancelled} time(s), last: {report.error}; "
-        "each batch was cancelled before its send time, so nobody got it twice"
+        "each batch was cancelled before its send time, so nobody got it twice",
     )
-    with sender.engine.begin() as connection:
-        report.released = ledger.release_pending(
-            connection, batch=claimed, reason=reason, cause=Cause.CANCELLED_RESEND
-        )
-    report.error = reason
-    stop.set(StopKind.PROVIDER_UNAVAILABLE, reason)
     return None
 
 
@@ -412,6 +410,13 @@ def _out_of_cancels(
         f"so nobody got the digest twice. Retry in {wait} minutes, once their send time has "
         "passed"
     )
+    _stop_after_cancels(sender, claimed, report, stop, reason)
+
+
+def _stop_after_cancels(
+    sender: Sender, claimed: ledger.ClaimedBatch, report: BatchReport, stop: RunStop, reason: str
+) -> None:
+    """The claimed rows, whose batches were all cancelled, wait `pending`; every lane stops."""
     with sender.engine.begin() as connection:
         report.released = ledger.release_pending(
             connection, batch=claimed, reason=reason, cause=Cause.CANCELLED_RESEND
