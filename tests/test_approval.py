@@ -27,13 +27,14 @@ from tests.support.scenario import WEEK, week_tools
 pytestmark = pytest.mark.slow
 
 
-def _env(tmp_path: Path, server: PrefectServer, **extra: str) -> dict[str, str]:
+def _env(tmp_path: Path, server: PrefectServer | None, **extra: str) -> dict[str, str]:
+    """An approver's shell; without a server, runs pause under their own in-process API."""
     return {
         "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
         "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
         "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
         "DIGEST_APPROVAL": "required",
-        **server.env(),
+        **(server.env() if server is not None else {}),
         **extra,
     }
 
@@ -221,12 +222,7 @@ def test_without_an_api_an_approval_after_an_edit_releases_the_run_for_the_conte
 ) -> None:
     # The database path: the run waits on what it published; after an edit, `digest approve`
     # answers the current content and the waiting run, which recomposes and sends at once.
-    env = {
-        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
-        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
-        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
-        "DIGEST_APPROVAL": "required",
-    }
+    env = _env(tmp_path, None)
     _seed(tmp_path, env)
     run = _start_run(tmp_path, env)
     flow_run_id = _waiting(env, run)
@@ -314,12 +310,7 @@ def test_without_an_api_to_reach_the_answer_digest_approve_records_releases_the_
 ) -> None:
     # `digest run` on a laptop pauses under its own in-process API, which no other shell can
     # reach: `digest approve` records the answer for the waiting run, which takes it and sends.
-    env = {
-        "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
-        "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
-        "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
-        "DIGEST_APPROVAL": "required",
-    }
+    env = _env(tmp_path, None)
     assert "PREFECT_API_URL" not in os.environ
     _seed(tmp_path, env)
     run = _start_run(tmp_path, env)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Self
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import httpx
@@ -80,10 +80,9 @@ def shown_feed_url(url: str, given_as: str = "DIGEST_CATALOG_URL") -> str:
     return urlunsplit((parts.scheme, host + port, quote(parts.path, safe="/%"), query, ""))
 
 
-def _has_host_and_port(netloc: str) -> bool:
+def _has_host_and_port(parts: SplitResult) -> bool:
     """A host (no spaces), and a port, if any, from 1 to 65535."""
     try:
-        parts = urlsplit(f"//{netloc}")
         port = parts.port
     except ValueError:
         return False
@@ -125,7 +124,7 @@ def locate(url: str, given_as: str = "DIGEST_CATALOG_URL") -> FeedLocation:
     if scheme == "file":
         path = Path(url2pathname(parts.path))
         return FeedLocation(url=url, shown=shown, path=path, given_as=given_as)
-    if scheme in ("http", "https") and not _has_host_and_port(parts.netloc):
+    if scheme in ("http", "https") and not _has_host_and_port(parts):
         raise invalid
     if _may_fetch(scheme, parts.hostname or ""):
         return FeedLocation(url=url, shown=shown, given_as=given_as)

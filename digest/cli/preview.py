@@ -14,8 +14,6 @@ from digest.cli.app import WeekOption, app, engine, load_settings
 if TYPE_CHECKING:
     from digest.config import Settings
     from digest.errors import DigestError
-
-if TYPE_CHECKING:
     from digest.preview.rendering import Preview, SkippedPreview
     from digest.preview.server import PreviewBundle
 
@@ -146,8 +144,9 @@ def _deliver(
 def _nothing_to_send(week: str, *, refuse: bool) -> None:
     """A week without new tools sends no email: there is nothing to show, write or mail."""
     from digest.errors import PreviewSkippedError
+    from digest.preview.rendering import nothing_to_send
 
-    said = f"{week} has no new tools: its run sends nothing, so there is no email to preview."
+    said = f"{nothing_to_send(week)} There is no email to preview."
     if refuse:
         raise PreviewSkippedError(
             f"{said} Nothing was written or sent. Pick a week with new tools (`digest preview "
@@ -172,7 +171,7 @@ def _report_skipped(skipped: SkippedPreview, output_format: str) -> None:
 
 def preview_bundle(settings: Settings, week: Any, email: str | None) -> PreviewBundle:
     """What `--serve` shows on each reload: the email, or why this subscriber gets none."""
-    from digest.preview.rendering import SkippedPreview, plan_preview
+    from digest.preview.rendering import SkippedPreview, nothing_to_send, plan_preview
     from digest.preview.server import PreviewBundle
 
     fresh = plan_preview(settings, week, email=email)
@@ -182,8 +181,7 @@ def preview_bundle(settings: Settings, week: Any, email: str | None) -> PreviewB
     if fresh.content.is_empty:  # an editor's subject alone makes no email
         return _notice(
             f"No email for {fresh.week}",
-            f"{fresh.week} has no new tools: its run sends nothing. This page shows the email "
-            "as soon as the week has new tools.",
+            f"{nothing_to_send(fresh.week)} This page shows the email once the week has some.",
         )
     return PreviewBundle(
         subject=fresh.subject, html=fresh.html, text=fresh.text, headers=fresh.headers

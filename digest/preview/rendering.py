@@ -263,6 +263,11 @@ def _bodies(
     return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
 
 
+def nothing_to_send(week: str) -> str:
+    """Why a week without new tools shows no email: every form of the preview says this."""
+    return f"{week} has no new tools: its run sends nothing."
+
+
 def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
     """The `digest preview --format json` document: week, subject, the editor's note (`intro`,
     null when none), pairs, also-new, exclusions, and whether the run sends this (`sends`);
@@ -297,7 +302,7 @@ def preview_json(preview: Preview | SkippedPreview) -> dict[str, Any]:
         "sends": not content.is_empty,
     }
     if content.is_empty:
-        document["reason"] = f"{preview.week} has no new tools: its run sends nothing."
+        document["reason"] = nothing_to_send(preview.week)
     return document
 
 
