@@ -10,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 # every `digest` command compiled every module it imports again (about 2 s of each command).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: setup demo test lint typecheck bench system-deps clean
+.PHONY: setup demo test check lint typecheck bench system-deps clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -29,15 +29,13 @@ demo: setup
 system-deps:
 	bash scripts/install-system-deps.sh
 
-test: setup system-deps
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/mypy
+test: setup system-deps lint typecheck
 	.venv/bin/python -m pytest
 
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 typecheck: setup
 	.venv/bin/mypy

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
 from digest.http_urls import is_http_url
+from digest.providers import PROVIDERS
 
 # Where a development key is kept when DIGEST_SECRET_KEY is unset, so that links written by
 # `digest demo` still verify in a later `digest web` started from the same folder.
@@ -50,9 +51,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(default="sqlite:///digest.db", alias="DIGEST_DATABASE_URL")
-    email_backend: Literal["outbox", "sendgrid"] = Field(
-        default="outbox", alias="DIGEST_EMAIL_BACKEND"
-    )
+    email_backend: str = Field(default="outbox", alias="DIGEST_EMAIL_BACKEND")
     outbox_dir: Path = Field(default=Path("outbox"), alias="DIGEST_OUTBOX_DIR")
     sendgrid_api_key: SecretStr | None = Field(default=None, alias="SENDGRID_API_KEY")
     sendgrid_host: str = Field(default="https://api.sendgrid.com", alias="DIGEST_SENDGRID_HOST")
@@ -127,6 +126,17 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @field_validator("email_backend")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name not in PROVIDERS:
+            raise ConfigError(
+                f"DIGEST_EMAIL_BACKEND={value!r} is not a way of sending we know. Set it to one "
+                f"of {', '.join(sorted(PROVIDERS))}."
+            )
+        return name
 
     @field_validator("catalog_url")
     @classmethod

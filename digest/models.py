@@ -1,4 +1,4 @@
-"""The database tables. States are strings with CHECK constraints (digest/delivery/states.py)."""
+"""The database tables. States are strings with CHECK constraints (digest/states.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, Index, Table, Text, Unique
 from sqlmodel import Field, SQLModel
 
 from digest.db import UTCDateTime
-from digest.delivery.states import DeliveryState, SubscriberStatus, check_constraint_sql
+from digest.states import DeliveryState, SubscriberStatus, check_constraint_sql
 
 
 def _utc(**kwargs: Any) -> Any:

@@ -28,12 +28,12 @@ from prefect.states import Cancelled, Failed, Paused
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
-from digest.catalog.text_cleaning import clean_text
 from digest.config import get_settings
 from digest.db import ensure_schema
 from digest.editorial.edits import NAME_LIMIT, NOTE_LIMIT
 from digest.errors import ApprovalError, ApprovalRejectedError, NotApprovedError
 from digest.run import approval, preparation
+from digest.text import clean_text
 from digest.weeks import IsoWeek, utcnow
 
 _TASK_DEFAULTS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest.content.model import DigestContent, PairCard, ToolCard
+from digest.content.frozen import DigestContent, PairCard, ToolCard
 
 SITE = "https://verdicts.example.com"
 ADDRESS = "Verdict Digest Ltd, 10 Harbour Road, Portsmouth PO1 2AB, United Kingdom"

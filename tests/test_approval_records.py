@@ -13,9 +13,9 @@ from digest.catalog.importer import import_catalog
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
 from digest.editorial.edits import editor_name
-from digest.editorial.service import EditRequest, edit_week
 from digest.run import approval
 from digest.run.approval import Decision
+from digest.run.editing import EditRequest, edit_week
 from digest.run.preparation import Edition, prepare_digest
 from digest.weeks import IsoWeek, utcnow
 from tests.support.cli import assert_user_error, run_digest

@@ -16,7 +16,7 @@ from playwright.sync_api import ConsoleMessage, sync_playwright
 from sqlalchemy import insert
 
 from digest.config import Settings, get_settings
-from digest.content.model import ReviewCard
+from digest.content.frozen import ReviewCard
 from digest.db import get_engine, upgrade
 from digest.models import Digest
 from digest.web.app import create_app

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from digest.catalog.records import ReviewRecord, ToolRecord
 from digest.config import Settings, get_settings
 from digest.content.compose import tool_card
-from digest.content.model import ReviewCard
+from digest.content.frozen import ReviewCard
 from digest.db import get_engine
 from digest.models import Digest
 from digest.web.app import create_app

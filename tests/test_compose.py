@@ -19,7 +19,7 @@ from digest.content.compose import (
     subject_line,
     tool_card,
 )
-from digest.content.model import DigestContent, PairCard, ToolCard
+from digest.content.frozen import DigestContent, PairCard, ToolCard
 from digest.content.pairing import Pair, PairingResult, pair_tools
 from digest.content.selection import select_week
 from digest.weeks import IsoWeek

@@ -16,7 +16,6 @@ from starlette.testclient import TestClient
 from digest.cli.preview import preview_bundle
 from digest.config import Settings, get_settings
 from digest.db import get_engine, upgrade
-from digest.editorial.service import EditRequest, edit_week
 from digest.errors import PreviewSkippedError
 from digest.models import Subscriber
 from digest.preview.rendering import (
@@ -28,6 +27,7 @@ from digest.preview.rendering import (
     preview_json,
     write_files,
 )
+from digest.run.editing import EditRequest, edit_week
 from digest.run.preparation import Edition
 from digest.web.app import create_app
 from digest.weeks import IsoWeek, utcnow

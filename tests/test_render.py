@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.errors import ConfigError, DigestError, TemplateError
 from digest.render.placeholders import (
     NAME_HTML,

@@ -16,12 +16,12 @@ from digest.db import get_engine, session_scope
 from digest.delivery import cancelling, ledger, sending
 from digest.delivery.cancelling import canceller_for
 from digest.delivery.events import NormalizedEvent, apply_events
-from digest.delivery.states import DeliveryState
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Delivery
 from digest.run import bookkeeping, preparation
 from digest.send import get_backend
 from digest.send.base import OutgoingBatch, ProviderBatch
+from digest.states import DeliveryState
 from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid
 from tests.support.ledger_data import make_subscribers

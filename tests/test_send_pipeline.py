@@ -22,12 +22,12 @@ from digest.delivery.ledger import (
     pending_by_variant,
     state_counts,
 )
-from digest.delivery.states import DeliveryState
 from digest.errors import SendAuthError
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Delivery, Subscriber
 from digest.run import bookkeeping, outcome, preparation
 from digest.run.outcome import RunSummary
+from digest.states import DeliveryState
 from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers

@@ -17,7 +17,7 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 import pytest
 
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.render.placeholders import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,

@@ -13,17 +13,6 @@ from digest.config import Settings, get_settings
 from digest.db import ensure_schema, session_scope
 from digest.delivery import ledger, sending
 from digest.delivery.events import NormalizedEvent, apply_events
-from digest.delivery.states import (
-    EVENT_RANK,
-    MOVES,
-    OWNED_BY_SENDER,
-    PLANNED,
-    Cause,
-    DeliveryState,
-    is_allowed,
-    moves_markdown,
-    targets_from,
-)
 from digest.models import DIGEST_TABLE, Subscriber
 from digest.run import bookkeeping, preparation
 from digest.run.outcome import RunSummary, incomplete_message
@@ -33,6 +22,17 @@ from digest.send.base import (
     OutgoingBatch,
     PermanentSendError,
     TransientSendError,
+)
+from digest.states import (
+    EVENT_RANK,
+    MOVES,
+    OWNED_BY_SENDER,
+    PLANNED,
+    Cause,
+    DeliveryState,
+    is_allowed,
+    moves_markdown,
+    targets_from,
 )
 from digest.weeks import IsoWeek, utcnow
 from tests.support.ledger_data import make_subscribers
@@ -91,7 +91,7 @@ def test_the_readme_table_of_moves_is_the_state_machine() -> None:
     assert found, "README.md lacks the <!-- moves:start --> ... <!-- moves:end --> block"
     assert found.group(1) == moves_markdown(), (
         "README.md's table of moves is out of date: paste the output of "
-        "`python -c 'from digest.delivery.states import moves_markdown as m; print(m(), end=\"\")'`"
+        "`python -c 'from digest.states import moves_markdown as m; print(m(), end=\"\")'`"
     )
 
 

@@ -26,8 +26,8 @@ from digest.config import Settings, get_settings
 from digest.db import get_engine, session_scope
 from digest.delivery import ledger
 from digest.delivery.events import NormalizedEvent, apply_events
-from digest.delivery.states import EVENT_RANK, DeliveryState
 from digest.models import Delivery, DeliveryEvent, Digest
+from digest.states import EVENT_RANK, DeliveryState
 from digest.web.app import create_app
 from digest.webhooks.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridWebhook
 from tests.test_web import make_delivery, make_digest, make_subscriber, status_of

@@ -25,14 +25,13 @@ from functools import lru_cache
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import DigestError
+from digest.text import BIDI_CONTROLS, DISPLAY_NAME_LIMIT
 
 # Categories of characters that end or break a header line: controls and Unicode line breaks.
 _BREAKING = frozenset({"Cc", "Zl", "Zp"})
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 ADDRESS_FIX = "Write one plain address, such as ada@example.com."
-NAME_LIMIT = 200
-# Bidirectional controls would reorder the To name as shown; the catalog strips the same set.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+NAME_LIMIT = DISPLAY_NAME_LIMIT
 NAME_FIX = "Remove them from the name."
 
 
@@ -82,7 +81,7 @@ def clean_display_name(text: str) -> str | None:
             "which would break the email's To header.",
             fix=NAME_FIX,
         )
-    bidi = sorted({f"U+{ord(ch):04X}" for ch in name if ch in _BIDI_CONTROLS})
+    bidi = sorted({f"U+{ord(ch):04X}" for ch in name if ch in BIDI_CONTROLS})
     if bidi:
         raise AddressError(
             f"The name holds bidirectional controls ({', '.join(bidi)}), which would reorder "

@@ -35,9 +35,9 @@ from digest.audience.categories import (
     unknown_categories,
     unknown_category_warnings,
 )
-from digest.delivery.states import SUPPRESSED_STATUSES, SUPPRESSION_RANK, SubscriberStatus
 from digest.errors import ImportFileError
 from digest.models import Subscriber
+from digest.states import SUPPRESSED_STATUSES, SUPPRESSION_RANK, SubscriberStatus
 
 IMPORT_COLUMNS = ["email", "name", "categories", "subscribed_at", "consent_source"]
 EXPORT_COLUMNS = [*IMPORT_COLUMNS, "status"]

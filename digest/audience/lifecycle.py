@@ -23,9 +23,9 @@ from sqlmodel import Session, col, select
 
 from digest.audience.addresses import AddressError, clean_address, email_key
 from digest.audience.categories import clean_categories
-from digest.delivery.states import SUPPRESSION_RANK, SubscriberStatus, weaker_statuses_than
 from digest.errors import DigestError, NotFoundError
 from digest.models import SUBSCRIBER_TABLE, Subscriber
+from digest.states import SUPPRESSION_RANK, SubscriberStatus, weaker_statuses_than
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)

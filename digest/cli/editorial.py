@@ -10,7 +10,7 @@ import typer
 from digest.cli.app import app, engine, load_settings
 
 if TYPE_CHECKING:
-    from digest.editorial.service import Edited
+    from digest.run.editing import Edited
 
 RequiredWeek = Annotated[str, typer.Option("--week", help="ISO week such as 2026-W47.")]
 
@@ -72,8 +72,8 @@ def edit(
 ) -> None:
     """Change week W's digest: note, subject, pairs, exclusions, verdicts, lead pair."""
     from digest.editorial.edits import editor_name
-    from digest.editorial.service import EditRequest, edit_week
     from digest.errors import EditError
+    from digest.run.editing import EditRequest, edit_week
     from digest.run.preparation import Edition
     from digest.weeks import IsoWeek, utcnow
 

@@ -26,13 +26,11 @@ def recall(
     settings = load_settings()
     database = engine(settings)
     with get_backend(settings) as backend:
+        canceller = canceller_for(settings, engine=database, backend=backend)
         result = recall_week(
-            database,
-            week=the_week,
-            canceller=canceller_for(settings, engine=database, backend=backend),
-            lease_seconds=settings.lease_seconds,
+            database, week=the_week, canceller=canceller, lease_seconds=settings.lease_seconds
         )
-    print_recall(the_week, result, deadline=settings.sendgrid_cancel_deadline_seconds)
+    print_recall(the_week, result, deadline=canceller.deadline_seconds if canceller else 0)
 
 
 def print_recall(week: str, result: RecallResult, *, deadline: int) -> None:
@@ -45,7 +43,7 @@ def print_recall(week: str, result: RecallResult, *, deadline: int) -> None:
             err=True,
         )
         typer.echo(
-            f"  Fix that and run `digest recall --week {week}` again at once: SendGrid takes a "
+            f"  Fix that and run `digest recall --week {week}` again at once: the provider takes a "
             f"cancel until {deadline} s before a batch's send time. The week stays recalled.",
             err=True,
         )

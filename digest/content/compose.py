@@ -26,8 +26,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
-from digest.catalog.text_cleaning import BIDI_CONTROLS
-from digest.content.model import (
+from digest.content.frozen import (
     DigestContent,
     Exclusion,
     PairCard,
@@ -37,6 +36,7 @@ from digest.content.model import (
 )
 from digest.content.pairing import Pair, PairingResult
 from digest.content.selection import WeekSelection
+from digest.text import BIDI_CONTROLS
 
 SUBJECT_LIMIT = 69
 PREHEADER_LIMIT = 150

@@ -34,7 +34,7 @@ from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord
-from digest.content.model import Exclusion
+from digest.content.frozen import Exclusion
 from digest.weeks import IsoWeek
 
 _KEPT_SYMBOLS = frozenset("+#")

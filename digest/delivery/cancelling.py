@@ -1,7 +1,7 @@
 """Cancelling held provider batches: after an ambiguous answer, after a dead run, on recall.
 
 A request sent with a lead time (`DIGEST_SEND_LEAD_SECONDS`) is held by the provider until its
-`send_at` and can be cancelled until `DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS` before it. A
+`send_at` and can be cancelled until the provider's deadline before it. A
 cancel is asked only while there is time (a margin covers the request itself), and counts only
 once the provider confirmed it; then the rows are sent again under a new batch. Too late, or
 refused: the rows are `uncertain`, and provider events settle them.
@@ -17,7 +17,6 @@ from sqlalchemy.engine import Engine
 
 from digest.config import CANCEL_MARGIN_SECONDS, Settings
 from digest.delivery import ledger
-from digest.delivery.states import Cause, DeliveryState
 from digest.send.base import (
     CancelRefusedError,
     EmailBackend,
@@ -25,6 +24,7 @@ from digest.send.base import (
     SendAuthError,
     TransientSendError,
 )
+from digest.states import Cause, DeliveryState
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,11 @@ class Canceller:
 
     engine: Engine
     backend: SchedulingBackend
-    deadline_seconds: int
+
+    @property
+    def deadline_seconds(self) -> int:
+        """How long before a batch's send time the provider stops honouring a cancel."""
+        return self.backend.cancel_deadline_seconds
 
     def cutoff(self) -> datetime:
         """Batches due after this can still be cancelled."""
@@ -77,9 +81,7 @@ def canceller_for(settings: Settings, *, engine: Engine, backend: EmailBackend) 
     """A canceller when requests are held (a lead time) by a backend that can cancel them."""
     if settings.send_lead_seconds <= 0 or not isinstance(backend, SchedulingBackend):
         return None
-    return Canceller(
-        engine=engine, backend=backend, deadline_seconds=settings.sendgrid_cancel_deadline_seconds
-    )
+    return Canceller(engine=engine, backend=backend)
 
 
 @dataclass

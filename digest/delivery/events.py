@@ -22,7 +22,10 @@ from sqlmodel import Session
 from digest.audience.addresses import email_key
 from digest.audience.lifecycle import suppress_many
 from digest.db import insert_ignore
-from digest.delivery.states import (
+from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.models import EVENT_TABLE as EVENT
+from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
+from digest.states import (
     EVENT_RANK,
     EVENTS_MAY_WAIT,
     SUPPRESSION_RANK,
@@ -32,9 +35,6 @@ from digest.delivery.states import (
     sources_of,
     values,
 )
-from digest.models import DELIVERY_TABLE as DELIVERY
-from digest.models import EVENT_TABLE as EVENT
-from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.weeks import utcnow
 
 

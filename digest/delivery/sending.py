@@ -2,7 +2,7 @@
 
 Everything it uses is handed in (`Sender`: the engine, an open backend, the link builder and the
 sizes), so the loop holds no state of its own between runs and tests pass a recording backend.
-Rows move to `sent` only after the provider accepted them; see `digest/delivery/states.py` for
+Rows move to `sent` only after the provider accepted them; see `digest/states.py` for
 every move and its cause. Transient errors are retried inside the backend (the one retry layer);
 one that outlasts the backend's attempts hands the batch back to `pending` and stops the lane.
 
@@ -31,7 +31,6 @@ from sqlalchemy.engine import Engine
 from digest.config import CANCEL_MARGIN_SECONDS, Settings
 from digest.delivery import ledger
 from digest.delivery.cancelling import Canceller, canceller_for
-from digest.delivery.states import Cause
 from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
@@ -47,6 +46,7 @@ from digest.send.base import (
     SendAuthError,
     TransientSendError,
 )
+from digest.states import Cause
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Sender:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine, backend: EmailBackend) -> Self:
+        canceller = canceller_for(settings, engine=engine, backend=backend)
         return cls(
             engine=engine,
             backend=backend,
@@ -94,12 +95,12 @@ class Sender:
             from_name=settings.from_name,
             batch_size=settings.batch_size,
             lease_seconds=settings.lease_seconds,
-            canceller=canceller_for(settings, engine=engine, backend=backend),
+            canceller=canceller,
             lead_seconds=settings.send_lead_seconds,
             max_attempts=settings.send_max_attempts,
             requests_per_batch=REQUESTS_PER_BATCH,
             batch_open_seconds=batch_open_seconds(
-                settings.send_lead_seconds, settings.sendgrid_cancel_deadline_seconds
+                settings.send_lead_seconds, canceller.deadline_seconds if canceller else 0
             ),
         )
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from digest.catalog.records import ToolRecord, category_key
 from digest.content.compose import build_content, preheader_line, subject_line
-from digest.content.model import DigestContent, Exclusion
+from digest.content.frozen import DigestContent, Exclusion
 from digest.content.pairing import pair_tools
 from digest.content.selection import WeekSelection
 from digest.editorial.edits import EditSet, pair_key

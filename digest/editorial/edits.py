@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from digest.catalog.text_cleaning import is_removed
 from digest.content.compose import SUBJECT_LIMIT
 from digest.errors import EditError
 from digest.models import EDIT_TABLE as EDIT
+from digest.text import removed_characters
 
 FIELDS = ("intro", "subject", "pin", "exclude", "verdict", "lead")
 INTRO_LIMIT = 2000
@@ -194,13 +194,9 @@ def checked_note(text: str) -> str:
     return checked_text(text, option="--note", limit=NOTE_LIMIT, one_line=True)
 
 
-def _bad_characters(text: str) -> list[str]:
-    return sorted({f"U+{ord(ch):04X}" for ch in text if is_removed(ch)})
-
-
 def checked_text(text: str, *, option: str, limit: int, one_line: bool) -> str:
     """Editor's text, trimmed; an EditError when it is empty, too long or holds controls."""
-    bad = _bad_characters(text)
+    bad = removed_characters(text)
     if bad:
         raise EditError(
             f"{option} holds characters no email may carry ({', '.join(bad)}: control or "

@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 from digest.audience.addresses import email_key
 from digest.config import Settings
 from digest.content.compose import filter_for_categories
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.db import ensure_schema
 from digest.delivery import ledger
 from digest.errors import NotFoundError, PreviewSkippedError

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from digest.content.model import DigestContent, PairCard, ToolCard
+from digest.content.frozen import DigestContent, PairCard, ToolCard
 from digest.errors import ConfigError, TemplateError
 from digest.http_urls import is_http_url
 from digest.links import LinkTemplates

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from digest.content.compose import filter_for_categories
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.delivery import ledger
 from digest.editorial.edits import EditSet, load_edits
 from digest.errors import ApprovalError

@@ -7,10 +7,10 @@ from sqlalchemy.engine import Engine
 
 from digest.delivery import events, ledger
 from digest.delivery.cancelling import Canceller, Recovery, recover_orphans
-from digest.delivery.states import OPEN, OWNED_BY_SENDER
 from digest.errors import RecalledError
 from digest.run import preparation
 from digest.run.outcome import RunSummary
+from digest.states import OPEN, OWNED_BY_SENDER
 from digest.weeks import IsoWeek
 
 

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from digest.catalog.sync import SyncReport
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.delivery.sending import RunStop, StopKind
-from digest.delivery.states import FAILS_THE_RUN, DeliveryState
 from digest.errors import (
     DigestError,
     RecalledError,
@@ -20,6 +19,7 @@ from digest.errors import (
     RunInProgressError,
     SendAuthError,
 )
+from digest.states import FAILS_THE_RUN, DeliveryState
 
 
 @dataclass

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from digest.catalog.importer import load_tools
 from digest.config import Settings
 from digest.content.compose import filter_for_categories
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.content.selection import select_week
 from digest.delivery import ledger
 from digest.editorial.applying import WeekFacts, catalog_weeks, compose_edited

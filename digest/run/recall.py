@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 
 from digest.delivery import ledger
 from digest.delivery.cancelling import Canceller, recover_orphans
-from digest.delivery.states import Cause, DeliveryState
 from digest.errors import NotFoundError, RunInProgressError
 from digest.send.base import CancelRefusedError, SendAuthError, TransientSendError
+from digest.states import Cause, DeliveryState
 
 
 @dataclass

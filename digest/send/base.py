@@ -144,6 +144,8 @@ class SchedulingBackend(Protocol):
 
     # How many batches the provider keeps cancelled at once; a cancel beyond is refused.
     cancel_slots: int
+    # How long before a batch's send time the provider stops honouring a cancel.
+    cancel_deadline_seconds: int
 
     def new_batch_id(self) -> str:
         """A fresh provider batch id (safe to retry: an unused id costs nothing)."""

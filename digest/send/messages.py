@@ -12,9 +12,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-from digest.audience.addresses import NAME_LIMIT
-from digest.catalog.text_cleaning import BIDI_CONTROLS
 from digest.send.base import OutgoingBatch, Recipient, substitute
+from digest.text import BIDI_CONTROLS, DISPLAY_NAME_LIMIT
 
 
 def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, str, str]:
@@ -31,13 +30,13 @@ def _address(name: str | None, email: str) -> Address:
     """One mailbox; a name with line breaks or other control characters is put on one line.
 
     Imports refuse such names now; rows stored before that are tidied here: no bidi controls,
-    at most NAME_LIMIT characters, so the header stays one readable line.
+    at most DISPLAY_NAME_LIMIT characters, so the header stays one readable line.
     """
     shown = "".join(ch for ch in name or "" if ch not in BIDI_CONTROLS)
     if any(unicodedata.category(ch) == "Cc" for ch in shown):
         spaced = (" " if unicodedata.category(ch) == "Cc" else ch for ch in shown)
         shown = " ".join("".join(spaced).split())
-    return Address(display_name=shown[:NAME_LIMIT], addr_spec=email)
+    return Address(display_name=shown[:DISPLAY_NAME_LIMIT], addr_spec=email)
 
 
 def build_message(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Self
 
+from digest.config import Settings
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
 from digest.send.buildable import build_all
 
@@ -29,6 +31,10 @@ class OutboxBackend(BaseBackend):
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, interactive: bool = False) -> Self:
+        return cls(settings.outbox_dir)
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
         folder = self.directory / ("test" if batch.is_test else batch.week)

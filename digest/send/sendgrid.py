@@ -26,7 +26,7 @@ import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from enum import Enum
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import sendgrid
@@ -285,6 +285,8 @@ class SendGridBackend(BaseBackend):
             raise ValueError("max_attempts must be at least 1")
         self._key = key
         self._host = host
+        # Honoured until this long before send_at (DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS).
+        self.cancel_deadline_seconds = settings.sendgrid_cancel_deadline_seconds
         self._timeout = (
             settings.sendgrid_timeout_seconds if timeout_seconds is None else timeout_seconds
         )
@@ -298,6 +300,17 @@ class SendGridBackend(BaseBackend):
         self._mail_send: Any = None
         self._client: Any = None
         self._redact: _RedactSecret | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, interactive: bool = False) -> Self:
+        if not interactive:
+            return cls(settings)
+        # One retry and a short timeout: someone waits for the page.
+        return cls(
+            settings,
+            max_attempts=min(settings.send_max_attempts, 2),
+            timeout_seconds=min(settings.sendgrid_timeout_seconds, 10.0),
+        )
 
     def __repr__(self) -> str:
         return (

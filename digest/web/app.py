@@ -25,7 +25,7 @@ from digest.web.context import BackendFactory, WebContext
 from digest.web.security import SecurityHeadersMiddleware, page_policy
 from digest.web.signup import Signup
 from digest.web.subscriber_pages import SubscriberPages
-from digest.web.webhook_routes import Webhooks
+from digest.web.webhook_routes import Webhooks, unconfigured
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,8 @@ def create_app(settings: Settings, *, backend_factory: BackendFactory = get_back
         *signup.routes(),
         *Webhooks(ctx).routes(),
     ]
-    if ctx.webhook is None:
-        log.warning(
-            "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not set: /webhooks/sendgrid will refuse "
-            "every request until it is"
-        )
+    for warning in unconfigured(ctx.webhooks):
+        log.warning("%s", warning)
     web_app = DigestWebApp(ctx, routes, lifespan=signup.mailer.lifespan)
     web_app.state.confirmation_mailer = signup.mailer  # tests wait on it: mail goes off-request
     return web_app

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from digest.content.model import DigestContent
+from digest.content.frozen import DigestContent
 from digest.errors import WeekError
 from digest.links import LinkTemplates
 from digest.models import Digest, DigestVariant

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from digest.content.model import PairCard
+from digest.content.frozen import PairCard
 from digest.http_urls import is_http_url
 from digest.models import Digest
 from digest.web.context import WebContext

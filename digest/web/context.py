@@ -1,4 +1,4 @@
-"""What every route of the web app shares: settings, database, key, pages, webhook, sender."""
+"""What every route of the web app shares: settings, database, key, pages, webhooks, sender."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from starlette.responses import Response
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
 from digest.links import Links
+from digest.providers import PROVIDERS, load
 from digest.send.base import EmailBackend
 from digest.tokens import BadTokenError, Purpose, read_token
 from digest.web import csrf
 from digest.web.pages import Pages
-from digest.webhooks.sendgrid import SendGridWebhook
+from digest.webhooks.base import EventWebhook
 
 T = TypeVar("T")
 
@@ -46,21 +47,21 @@ class WebContext:
     key: bytes
     links: Links
     pages: Pages
-    webhook: SendGridWebhook | None
+    # Provider name -> its webhook adapter's class, and the adapter (None: not configured).
+    webhooks: dict[str, tuple[type[EventWebhook], EventWebhook | None]]
     secure_cookies: bool
     backend_factory: BackendFactory
 
     @classmethod
     def build(cls, settings: Settings, *, backend_factory: BackendFactory) -> WebContext:
         """Everything checked once at start-up, so a bad setting fails `digest web` at once."""
-        public_key = (settings.sendgrid_webhook_public_key or "").strip()
         return cls(
             settings=settings,
             engine=ensure_schema(settings.database_url),
             key=settings.signing_key(),
             links=Links.from_settings(settings),
             pages=Pages(settings),
-            webhook=SendGridWebhook(public_key) if public_key else None,
+            webhooks=event_webhooks(settings),
             secure_cookies=settings.site_url.startswith("https://"),
             backend_factory=backend_factory,
         )
@@ -116,6 +117,18 @@ class WebContext:
             status=403,
             link=(path, "Reload the page"),
         )
+
+
+def event_webhooks(
+    settings: Settings,
+) -> dict[str, tuple[type[EventWebhook], EventWebhook | None]]:
+    """Every provider's event webhook adapter, built from the settings where configured."""
+    found: dict[str, tuple[type[EventWebhook], EventWebhook | None]] = {}
+    for name, provider in PROVIDERS.items():
+        if provider.webhook is not None:
+            adapter_class: type[EventWebhook] = load(provider.webhook)
+            found[name] = (adapter_class, adapter_class.from_settings(settings))
+    return found
 
 
 async def read_form(request: Request) -> FormData:

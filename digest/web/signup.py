@@ -31,9 +31,9 @@ from digest.audience.lifecycle import (
     request_subscription,
 )
 from digest.db import session_scope
-from digest.delivery.states import SubscriberStatus
 from digest.errors import NotFoundError
 from digest.models import Subscriber
+from digest.states import SubscriberStatus
 from digest.tokens import (
     BadTokenError,
     ExpiredTokenError,

@@ -19,9 +19,9 @@ from starlette.routing import Route
 
 from digest.audience.categories import catalog_categories
 from digest.audience.lifecycle import resubscribe, set_categories, unsubscribe
-from digest.delivery.states import SubscriberStatus
 from digest.errors import NotFoundError
 from digest.models import Subscriber
+from digest.states import SubscriberStatus
 from digest.tokens import Purpose, make_token
 from digest.web.categories import offered, pick
 from digest.web.context import WebContext, mask_email, read_form

@@ -14,17 +14,19 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
+from digest.config import Settings
 from digest.delivery.events import NormalizedEvent
-from digest.delivery.states import DeliveryState, SubscriberStatus
 from digest.errors import ConfigError
+from digest.states import DeliveryState, SubscriberStatus
+from digest.webhooks.base import ParsedBatch, WebhookPayloadError, WebhookRejected
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,6 @@ _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 
 # Real events are flat; anything nested deeper is no event of SendGrid's.
 MAX_EVENT_DEPTH = 16
-
-
-@dataclass(frozen=True)
-class ParsedBatch:
-    """A verified body's events that can be stored, and the count of items left out."""
-
-    events: list[NormalizedEvent]
-    skipped: int
 
 
 def _storable_text(text: str) -> bool:
@@ -79,14 +73,6 @@ def storable(value: Any, depth: int = 0) -> bool:
     return True
 
 
-class WebhookRejected(Exception):
-    """The request is not a fresh, authentic SendGrid delivery; answer 403."""
-
-
-class WebhookPayloadError(Exception):
-    """The signed body is not a JSON array of events; answer 400."""
-
-
 def _clean_public_key(text: str) -> str:
     """The base64 body of the key, whether pasted bare or as a PEM block."""
     lines = [line.strip() for line in text.strip().splitlines()]
@@ -95,6 +81,13 @@ def _clean_public_key(text: str) -> str:
 
 class SendGridWebhook:
     """Verifies SendGrid's signed event batches and normalizes their events."""
+
+    title: ClassVar[str] = "SendGrid"
+    # SendGrid posts batches of events; a few MB is far above any real one.
+    max_body_bytes: ClassVar[int] = 5 * 1024 * 1024
+    unconfigured: ClassVar[str] = (
+        "DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not set, so no request can be verified"
+    )
 
     # SendGrid event -> (the delivery state it proves, what it makes of the subscriber).
     EVENTS: ClassVar[dict[str, tuple[DeliveryState | None, SubscriberStatus | None]]] = {
@@ -139,10 +132,21 @@ class SendGridWebhook:
                 "verification key of SendGrid's Signed Event Webhook."
             )
 
-    def verify(
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self | None:
+        public_key = (settings.sendgrid_webhook_public_key or "").strip()
+        return cls(public_key) if public_key else None
+
+    def verify(self, body: bytes, headers: Mapping[str, str], *, now: float) -> None:
+        """Return if the request is authentic and fresh; raise `WebhookRejected` otherwise."""
+        self.verify_signature(
+            body, headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER), now=now
+        )
+
+    def verify_signature(
         self, body: bytes, signature: str | None, timestamp: str | None, *, now: float
     ) -> None:
-        """Return if the request is authentic and fresh; raise `WebhookRejected` otherwise."""
+        """`verify`, given the two headers SendGrid signs with."""
         if not signature or not timestamp:
             raise WebhookRejected("signature or timestamp header missing")
         if not _TIMESTAMP.match(timestamp):
@@ -162,10 +166,8 @@ class SendGridWebhook:
         if not valid:
             raise WebhookRejected("signature does not match the body")
 
-    @classmethod
-    def parse(cls, body: bytes) -> list[NormalizedEvent]:
-        """The events of a verified body; `WebhookPayloadError` if it is not a JSON array."""
-        return cls.parse_batch(body).events
+    def parse(self, body: bytes) -> ParsedBatch:
+        return self.parse_batch(body)
 
     @classmethod
     def parse_batch(cls, body: bytes) -> ParsedBatch:

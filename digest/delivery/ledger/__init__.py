@@ -7,7 +7,7 @@ Invariants the ledger keeps (each has a test named for it):
 - one run at a time holds a digest's lease; rows left in `sending` by a run that is gone become
   `uncertain`, never blindly `pending`, so a rerun cannot mail them twice: only a confirmed
   cancel of their provider batch sends them again;
-- every move of a row is one of `digest.delivery.states.MOVES`;
+- every move of a row is one of `digest.states.MOVES`;
 - statements are set-based: one per batch, never one ORM object per recipient.
 
 One module per job: `digests` (the frozen content), `leases` (one run at a time), `planning`

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from digest.delivery.states import Cause, DeliveryState, SubscriberStatus, sources_of, values
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
+from digest.states import Cause, DeliveryState, SubscriberStatus, sources_of, values
 from digest.weeks import utcnow
 
 _REASON_LIMIT = 2000

@@ -8,12 +8,12 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from digest.db import insert_ignore
-from digest.delivery.states import MAY_HAVE_REACHED, NEVER_SENT, values
 from digest.errors import NotFoundError, RefreezeRefusedError
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import EVENT_TABLE as EVENT
 from digest.models import VARIANT_TABLE as VARIANT
+from digest.states import MAY_HAVE_REACHED, NEVER_SENT, values
 from digest.weeks import utcnow
 
 

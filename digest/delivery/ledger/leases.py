@@ -12,11 +12,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from digest.delivery.ledger.schedules import requeue_cancelled
-from digest.delivery.states import Cause, DeliveryState, sources_of, values
 from digest.errors import RecalledError, RunInProgressError
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import RECALL_TABLE as RECALL
+from digest.states import Cause, DeliveryState, sources_of, values
 from digest.weeks import utcnow
 
 

@@ -18,11 +18,11 @@ from sqlalchemy.engine import Connection, Engine
 from digest.catalog.records import category_key
 from digest.db import insert_ignore
 from digest.delivery.ledger.digests import is_planned
-from digest.delivery.states import DeliveryState, SubscriberStatus
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.models import VARIANT_TABLE as VARIANT
+from digest.states import DeliveryState, SubscriberStatus
 from digest.weeks import utcnow
 
 PAGE_SIZE = 1000

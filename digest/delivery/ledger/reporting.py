@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from digest.delivery.ledger.digests import find_digest
-from digest.delivery.states import NEEDS_ATTENTION, values
 from digest.models import DELIVERY_TABLE as DELIVERY
+from digest.states import NEEDS_ATTENTION, values
 
 
 def state_counts(connection: Connection, *, digest_id: int) -> dict[str, int]:

@@ -17,11 +17,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from digest.db import insert_ignore
-from digest.delivery.states import MAY_HAVE_REACHED, Cause, DeliveryState, sources_of, values
 from digest.models import CANCELLED_BATCH_TABLE as CANCELLED
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import RECALL_TABLE as RECALL
+from digest.states import MAY_HAVE_REACHED, Cause, DeliveryState, sources_of, values
 from digest.weeks import utcnow
 
 _REASON_LIMIT = 2000

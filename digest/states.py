@@ -6,8 +6,10 @@ states of their own, and `tests/test_states.py` checks the code against the tabl
 scenario makes is in it; provider events never lower a row's rank). The README's table of moves
 is generated from `MOVES` by `moves_markdown()`, and a test keeps the two equal.
 
-Provider words (SendGrid's `bounce`, `spamreport`, ...) are translated to these at the edge, in
-`digest/webhooks/sendgrid.py`; nothing inside speaks a provider's language.
+This is the ground floor: the tables, the ledger, the audience and the providers' adapters all
+import it, and it imports nothing of ours. A provider's own words (SendGrid's `bounce`,
+`spamreport`, ...) are translated to these states in that provider's webhook adapter
+(`digest/webhooks/<provider>.py`), so the ledger and the events applier speak only these.
 """
 
 from __future__ import annotations
