@@ -32,6 +32,10 @@ system-deps:
 test: setup system-deps lint typecheck
 	.venv/bin/python -m pytest
 
+# The quick loop while working: everything but the slow, browser and real-server tests.
+check: lint typecheck
+	.venv/bin/python -m pytest -m "not slow and not browser" -x -q
+
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .

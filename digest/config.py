@@ -1,4 +1,4 @@
-"""Settings read from the environment and an optional `.env` file (see README, Configuration)."""
+"""Settings read from the environment and an optional `.env` file (docs/configuration.md)."""
 
 from __future__ import annotations
 

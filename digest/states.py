@@ -3,8 +3,8 @@
 `MOVES` is the table a reader consults to answer "where can a delivery go from here, and why";
 the ledger, the event applier and the run's outcome use the named sets below instead of listing
 states of their own, and `tests/test_states.py` checks the code against the table (every move a
-scenario makes is in it; provider events never lower a row's rank). The README's table of moves
-is generated from `MOVES` by `moves_markdown()`, and a test keeps the two equal.
+scenario makes is in it; provider events never lower a row's rank). The table of moves in
+docs/exactly-once.md is generated from `MOVES` by `moves_markdown()`; a test keeps the two equal.
 
 This is the ground floor: the tables, the ledger, the audience and the providers' adapters all
 import it, and it imports nothing of ours. A provider's own words (SendGrid's `bounce`,
@@ -178,7 +178,8 @@ def values(states: frozenset[DeliveryState]) -> list[str]:
 
 
 def moves_markdown() -> str:
-    """The README's table of moves, made from `MOVES` (event moves folded into one line each)."""
+    """docs/exactly-once.md's table of moves, made from `MOVES` (event moves folded, one line
+    per source and cause)."""
     lines = ["| from | to | cause |", "|---|---|---|"]
     lines += [f"| (planning) | `{state}` | planned |" for state in sorted(PLANNED)]
     folded: dict[tuple[DeliveryState, Cause], list[DeliveryState]] = {}

@@ -1,5 +1,5 @@
-"""The README's runbook, run as written: its setup and load steps pasted into a shell on SQLite and
-on a real PostgreSQL server, from a folder laid out like the project."""
+"""The runbook (docs/runbook.md), run as written: its setup and load steps pasted into a shell on
+SQLite and on a real PostgreSQL server, from a folder laid out like the project."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def runbook_block(name: str) -> str:
-    """The shell block that follows `<!-- runbook:NAME -->` in the README, unindented."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = re.search(rf"<!-- runbook:{name} -->\s*```sh\n(.*?)```", readme, re.S)
-    assert found, f"README.md has no runbook:{name} block"
+    """The shell block that follows `<!-- runbook:NAME -->` in the runbook, unindented."""
+    runbook = (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- runbook:{name} -->\s*```sh\n(.*?)```", runbook, re.S)
+    assert found, f"docs/runbook.md has no runbook:{name} block"
     return "\n".join(line.strip() for line in found.group(1).splitlines()) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""The delivery state machine: the table itself, the code checked against it, the README's copy."""
+"""The delivery state machine: the table, the code checked against it, its copy in the docs."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from tests.support.ledger_data import make_subscribers
 from tests.support.scenario import WEEK, seed
 
 S = DeliveryState
-README = Path(__file__).resolve().parents[1] / "README.md"
+MOVES_DOC = Path(__file__).resolve().parents[1] / "docs" / "exactly-once.md"
 
 
 def test_from_sending_a_row_goes_only_to_an_outcome_or_uncertain() -> None:
@@ -84,13 +84,13 @@ def test_every_state_is_reachable_and_the_table_has_no_repeats() -> None:
     assert len({(m.source, m.target, m.cause) for m in MOVES}) == len(MOVES)
 
 
-def test_the_readme_table_of_moves_is_the_state_machine() -> None:
-    # The README's table is generated from MOVES; regenerate it when the table changes.
-    readme = README.read_text(encoding="utf-8")
-    found = re.search(r"<!-- moves:start -->\n(.*?)<!-- moves:end -->", readme, re.S)
-    assert found, "README.md lacks the <!-- moves:start --> ... <!-- moves:end --> block"
+def test_the_documented_table_of_moves_is_the_state_machine() -> None:
+    # docs/exactly-once.md's table is generated from MOVES; regenerate it when the table changes.
+    doc = MOVES_DOC.read_text(encoding="utf-8")
+    found = re.search(r"<!-- moves:start -->\n(.*?)<!-- moves:end -->", doc, re.S)
+    assert found, "docs/exactly-once.md lacks the <!-- moves:start --> ... <!-- moves:end --> block"
     assert found.group(1) == moves_markdown(), (
-        "README.md's table of moves is out of date: paste the output of "
+        "docs/exactly-once.md's table of moves is out of date: paste the output of "
         "`python -c 'from digest.states import moves_markdown as m; print(m(), end=\"\")'`"
     )
 

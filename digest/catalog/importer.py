@@ -63,7 +63,7 @@ class CommunityIn(BaseModel):
 
 
 class ToolIn(BaseModel):
-    """A tool as written in the catalog file; the checks follow the catalog format in README.md."""
+    """A tool as written in the catalog file; the checks follow docs/configuration.md."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -201,7 +201,7 @@ def _refuse_other_version(declared: str, source: str) -> None:
     fix = (
         "Upgrade verdict-digest, or ask the site for the format this version reads"
         if newer
-        else f'Write the file in "{CATALOG_FORMAT}" (see the catalog format in the README)'
+        else f'Write the file in "{CATALOG_FORMAT}" (docs/configuration.md, Catalog)'
     )
     raise ImportFileError(
         f'{source} is written in catalog format "{shown}", and this version of verdict-digest '

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 SENDER_LANES = 4
 
 # Requests sharing one provider batch. One batch-id call per request cost the 100k send 10-16%
-# (README, Benchmarks); sharing makes that negligible, and a recall's ten cancels stop 25 times
+# (docs/benchmarks.md); sharing makes that negligible, and a recall's ten cancels stop 25 times
 # more. The price: a lost answer resends the requests its batch already holds (never twice).
 REQUESTS_PER_BATCH = 25
 # How long a lane's batch takes new requests at most. Its requests all carry the batch's send
