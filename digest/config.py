@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         default="development", alias="DIGEST_ENV"
     )
     batch_size: int = Field(default=1000, ge=1, le=1000, alias="DIGEST_BATCH_SIZE")
-    lease_seconds: int = Field(default=300, ge=5, alias="DIGEST_LEASE_SECONDS")
+    # A run renews its lease every sixth of this; one silent for this long is taken over.
+    lease_seconds: int = Field(default=30, ge=5, alias="DIGEST_LEASE_SECONDS")
     send_max_attempts: int = Field(default=5, ge=1, alias="DIGEST_SEND_MAX_ATTEMPTS")
     schedule_timezone: str = Field(default="UTC", alias="DIGEST_SCHEDULE_TIMEZONE")
     compare_url: str | None = Field(default=None, alias="DIGEST_COMPARE_URL")
@@ -161,20 +162,6 @@ class Settings(BaseSettings):
         return _link_template(
             value, "DIGEST_TOOL_URL", ("{slug}",), "https://verdicts.example.com/tools/{slug}"
         )
-
-    @model_validator(mode="after")
-    def _lead_outlasts_cancel_deadline(self) -> Self:
-        lead, deadline = self.send_lead_seconds, self.sendgrid_cancel_deadline_seconds
-        if lead and lead <= deadline + CANCEL_MARGIN_SECONDS:
-            raise ConfigError(
-                f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time to cancel a batch: SendGrid "
-                f"stops honouring cancels {deadline} s before send_at "
-                "(DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS), and a cancel needs "
-                f"{CANCEL_MARGIN_SECONDS} s more to be asked and confirmed. Set it above "
-                f"{deadline + CANCEL_MARGIN_SECONDS} (900 is the default with the default "
-                "deadline), or to 0 to send at once."
-            )
-        return self
 
     @property
     def zone(self) -> ZoneInfo:

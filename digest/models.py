@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, Index, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, Index, Table, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from digest.db import UTCDateTime
@@ -125,7 +125,9 @@ class Delivery(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     digest_id: int = Field(foreign_key="digest.id", ondelete="CASCADE")
-    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    # No index of its own: lookups name the digest too, which the unique key below serves, and
+    # a million-row plan wrote this index for nothing (docs/benchmarks.md).
+    subscriber_id: int = Field(foreign_key="subscriber.id")
     variant_id: int | None = Field(default=None, foreign_key="digestvariant.id")
     # The address and name as planned: addresses are the subscriber's key and never change,
     # and a batch claim then returns everything it needs in one statement.
@@ -147,7 +149,17 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("digest_id", "subscriber_id", name="uq_delivery_digest_subscriber"),
         CheckConstraint(check_constraint_sql("state", DeliveryState), name="ck_delivery_state"),
-        Index("ix_delivery_digest_state_id", "digest_id", "state", "id"),
+        # The claim's index: a sender takes the lowest pending ids of one variant, so a sparse
+        # variant is found without scanning other rows. Pending rows only: a row leaves it at
+        # its claim, and no later move of a million rows has an index entry to rewrite.
+        Index(
+            "ix_delivery_claim",
+            "digest_id",
+            "variant_id",
+            "id",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
 
@@ -164,14 +176,20 @@ class DeliveryEvent(SQLModel, table=True):
     raw: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
-class CancelledBatch(SQLModel, table=True):
-    """A provider batch we cancelled: it holds one of the provider's few cancel slots until it is
-    forgotten (`forgotten_at`), which is allowed once its `send_at` has passed."""
+class ProviderBatch(SQLModel, table=True):
+    """A provider batch our requests go under, held until `send_at`: the cancel budget's record.
+
+    The provider keeps only a few batches cancelled at once, so every batch that may still need
+    a cancel (its send time is far enough away) holds a slot, and so does a standing cancel
+    until it is forgotten (`forgotten_at`, allowed once its `send_at` has passed)."""
 
     batch_id: str = Field(primary_key=True, max_length=200)
     digest_id: int | None = Field(default=None, foreign_key="digest.id", ondelete="SET NULL")
     send_at: datetime = _utc()
-    cancelled_at: datetime = _utc()
+    opened_at: datetime = _utc()
+    # Requests claimed under it; a batch no request joined holds nothing at the provider.
+    requests: int = 0
+    cancelled_at: datetime | None = _utc(default=None)
     forgotten_at: datetime | None = _utc(default=None)
 
 
@@ -233,7 +251,7 @@ VARIANT_TABLE: Table = DigestVariant.__table__  # type: ignore[attr-defined]
 DELIVERY_TABLE: Table = Delivery.__table__  # type: ignore[attr-defined]
 EVENT_TABLE: Table = DeliveryEvent.__table__  # type: ignore[attr-defined]
 SUBSCRIBER_TABLE: Table = Subscriber.__table__  # type: ignore[attr-defined]
-CANCELLED_BATCH_TABLE: Table = CancelledBatch.__table__  # type: ignore[attr-defined]
+PROVIDER_BATCH_TABLE: Table = ProviderBatch.__table__  # type: ignore[attr-defined]
 RECALL_TABLE: Table = DigestRecall.__table__  # type: ignore[attr-defined]
 EDIT_TABLE: Table = EditorialEdit.__table__  # type: ignore[attr-defined]
 APPROVAL_TABLE: Table = Approval.__table__  # type: ignore[attr-defined]

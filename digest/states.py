@@ -89,6 +89,10 @@ class Cause(StrEnum):
     TRANSIENT = "a transient error (429, 5xx, timeout): handed back, attempt counted"
     NEIGHBOUR_REFUSED = "the provider refused another recipient of its request: sent again"
     REQUEST_REFUSED = "the provider refused the whole request (sender, content): handed back"
+    NOT_LEFT = (
+        "its request had not left when the run stopped, or when its provider batch closed (an "
+        "answer under it was lost, or its time to take requests was up): handed back"
+    )
     RUN_DIED = (
         "its run died before the provider's answer was recorded, and its batch can no longer be "
         "cancelled (or was sent at once); found by the next run"
@@ -140,6 +144,7 @@ MOVES: tuple[Move, ...] = (
     Move(S.SENDING, S.PENDING, Cause.TRANSIENT),
     Move(S.SENDING, S.PENDING, Cause.NEIGHBOUR_REFUSED),
     Move(S.SENDING, S.PENDING, Cause.REQUEST_REFUSED),
+    Move(S.SENDING, S.PENDING, Cause.NOT_LEFT),
     Move(S.SENDING, S.UNCERTAIN, Cause.RUN_DIED),
     Move(S.SENDING, S.PENDING, Cause.CANCELLED_RESEND),
     Move(S.SENDING, S.UNCERTAIN, Cause.CANCEL_IMPOSSIBLE),

@@ -75,9 +75,7 @@ def publish(
 ) -> None:
     settings = get_settings()
     engine = ensure_schema(settings.database_url)
-    recipients = approval.recipients_by_variant(
-        engine, prepared.content, page_size=settings.batch_size
-    )
+    recipients = approval.recipients_by_variant(engine, prepared.content)
     create_markdown_artifact(
         key=f"approval-{prepared.week.lower()}",
         markdown=approval.approval_markdown(

@@ -11,6 +11,7 @@ secret ever travels as a task or flow parameter, and closes what it opened.
 # annotations when it loads the flow from its entrypoint, and strings would not resolve there.
 
 import sys
+import threading
 import time
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -19,11 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Failed
-from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import unmapped
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
@@ -145,9 +143,7 @@ def drop_frozen(week: IsoWeek) -> bool | DigestError:
 @task(name="count-recipients", **_TASK_DEFAULTS)
 def count_recipients(prepared: preparation.PreparedDigest) -> dict[str, int]:
     settings = get_settings()
-    return preparation.dry_run_recipients(
-        _engine(settings), prepared.content, page_size=settings.batch_size
-    )
+    return preparation.dry_run_recipients(_engine(settings), prepared.content)
 
 
 @task(name="check-complete", **_TASK_DEFAULTS)
@@ -192,52 +188,78 @@ def begin_run(
 def plan_recipients(prepared: preparation.PreparedDigest) -> dict[str, int]:
     settings = get_settings()
     edition = preparation.Edition.from_settings(settings)
-    summary = preparation.plan(_engine(settings), edition, prepared, page_size=settings.batch_size)
+    summary = preparation.plan(_engine(settings), edition, prepared)
     return {"planned": summary.planned, "skipped": summary.skipped, "variants": summary.variants}
 
 
-@task(name="plan-send", **_TASK_DEFAULTS)
-def plan_send(digest_id: int, week: str, owner: str) -> sending.SendPlan:
-    settings = get_settings()
-    return sending.send_plan(
-        _engine(settings),
-        digest_id=digest_id,
-        week=week,
-        owner=owner,
-        batch_size=settings.batch_size,
-    )
-
-
-@task(name="send-lane", task_run_name="send-lane-{lane}", **_TASK_DEFAULTS)
-def send_lane(lane: int, plan: sending.SendPlan, stop: sending.RunStop) -> sending.LaneReport:
-    """One sender: batch after batch until nothing is pending, or the run must stop."""
+@task(name="send", **_TASK_DEFAULTS)
+def send(digest_id: int, week: str, owner: str, stop: sending.RunStop) -> sending.SendReport:
+    """Every pending row, once: several requests in flight, each answer recorded as it comes."""
     settings = get_settings()
     logger = get_run_logger()
-
-    def log_batch(batch: sending.BatchReport) -> None:
-        # A lost answer that was cancelled and resent is said so: nobody gets it twice.
-        cancelled = ""
-        if batch.cancelled:
-            then = "resent" if batch.sent else "back to pending"
-            cancelled = f", {batch.cancelled} lost answer(s): batch cancelled, rows {then}"
-        if batch.requeued:
-            cancelled += f" (with {batch.requeued} sent earlier under the same batch)"
-        logger.info(
-            "lane %s, variant %s: claimed %s, sent %s, failed %s, uncertain %s, pending %s%s%s",
-            lane,
-            batch.variant_id,
-            batch.claimed,
-            batch.sent,
-            batch.failed,
-            batch.uncertain,
-            batch.released,
-            cancelled,
-            f" ({batch.error})" if batch.error else "",
-        )
-
+    progress = SendProgress(logger)
     with get_backend(settings) as backend:
         sender = sending.Sender.from_settings(settings, engine=_engine(settings), backend=backend)
-        return sending.send_lane(sender, plan, lane=lane, stop=stop, on_batch=log_batch)
+        plan = sending.send_plan(sender.engine, digest_id=digest_id, week=week, owner=owner)
+        report = sending.send(
+            sender, plan, stop=stop, on_request=progress.request, on_wait=logger.warning
+        )
+    progress.finish(report)
+    return report
+
+
+class SendProgress:
+    """The send's log: a line for every request that did more than send (a lost answer, a
+    refusal, rows put back), and a running count every few seconds."""
+
+    EVERY_SECONDS = 5.0
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._sent = 0
+        self._requests = 0
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def request(self, outcome: sending.RequestReport) -> None:
+        with self._lock:
+            self._sent += outcome.sent
+            self._requests += 1
+            due = time.monotonic() - self._last >= self.EVERY_SECONDS
+            if due:
+                self._last = time.monotonic()
+            sent, requests = self._sent, self._requests
+        if outcome.error or outcome.failed or outcome.uncertain or outcome.released:
+            self._logger.info("%s", describe_request(outcome))
+        elif due:
+            self._logger.info("sent %s so far in %s request(s)", sent, requests)
+
+    def finish(self, report: sending.SendReport) -> None:
+        self._logger.info(
+            "send done: %s sent in %s request(s) under %s provider batch(es); %s lost answer(s)%s",
+            self._sent,
+            len(report.requests),
+            len(report.batch_ids),
+            report.lost_answers,
+            f"; stopped: {report.stop}" if report.stop else "",
+        )
+
+
+def describe_request(outcome: sending.RequestReport) -> str:
+    """One request in a line: what it claimed and where its rows went, and why."""
+    line = (
+        f"request of variant {outcome.variant_id}: claimed {outcome.claimed}, sent "
+        f"{outcome.sent}, failed {outcome.failed}, uncertain {outcome.uncertain}, back to "
+        f"pending {outcome.released}"
+    )
+    if outcome.lost:
+        line += (
+            f"; answer lost, its batch cancelled, {outcome.cancelled} row(s) of the batch sent "
+            "again"
+            if outcome.cancelled
+            else "; answer lost"
+        )
+    return line + (f" ({outcome.error})" if outcome.error else "")
 
 
 @task(name="end-run", **_TASK_DEFAULTS)
@@ -282,7 +304,7 @@ def scheduled_week(settings: Settings) -> IsoWeek:
 def _send(
     summary: RunSummary, prepared: preparation.PreparedDigest, owner: str
 ) -> RunSummary | State[Any]:
-    """Plan the recipients and run the sender lanes; the lanes' stop, if any, decides the end."""
+    """Plan the recipients and send; the send's stop, if any, decides the end."""
     logger = get_run_logger()
     assert summary.digest_id is not None
     stop = sending.RunStop()
@@ -297,10 +319,10 @@ def _send(
             planned["variants"],
         )
         clock = time.perf_counter()
-        plan = plan_send(summary.digest_id, summary.week, owner)
-        lanes = send_lane.map(plan.lanes, unmapped(plan), unmapped(stop))
-        lanes.wait()
+        sent = send(summary.digest_id, summary.week, owner, stop)
         summary.send_seconds = time.perf_counter() - clock
+        summary.lost_answers = sent.lost_answers
+        summary.batch_ids = len(sent.batch_ids)
     finally:
         end_run(summary.digest_id, owner)
     summary = reconcile(summary, owner)
@@ -362,10 +384,6 @@ RetryFailedParameter = Annotated[
 
 @flow(
     name="weekly-digest",
-    # Lanes overlap their network waits; four keep two cores busy.
-    task_runner=ThreadPoolTaskRunner[PrefectFuture[Any]](  # type: ignore[arg-type]
-        max_workers=sending.SENDER_LANES
-    ),
     validate_parameters=True,
     log_prints=False,
 )
@@ -502,7 +520,19 @@ def _begin_and_send(
         started["requeued_uncertain"],
         started["requeued_failed"],
     )
-    return _send(summary, prepared, owner)
+    settings = get_settings()
+    with bookkeeping.lease_heartbeat(
+        _engine(settings),
+        digest_id=started_digest(prepared),
+        owner=owner,
+        lease_seconds=settings.lease_seconds,
+    ):
+        return _send(summary, prepared, owner)
+
+
+def started_digest(prepared: preparation.PreparedDigest) -> int:
+    assert prepared.digest_id is not None
+    return prepared.digest_id
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def test_the_approvers_page_counts_recipients_and_escapes_text(
     request = EditRequest(by="Ada", intro="**bold** <script>x</script> | pipe")
     edit_week(engine, edition, THE_WEEK, request, now=utcnow())
     prepared = prepare_digest(engine, edition, THE_WEEK, freeze=False)
-    recipients = approval.recipients_by_variant(engine, prepared.content, page_size=2)
+    recipients = approval.recipients_by_variant(engine, prepared.content)
     assert recipients == [("every category", 5, True), ("writing", 1, True)]
     page = approval.approval_markdown(
         prepared.content, digest_hash="a" * 64, recipients=recipients, decision=None

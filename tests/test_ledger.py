@@ -34,7 +34,7 @@ def test_planning_gives_each_active_subscriber_exactly_one_row(engine: Engine) -
     make_subscribers(engine, 2, status="pending", start=200)
     digest_id = make_digest(engine)
     summary = ledger.plan_recipients(
-        engine, digest_id=digest_id, render_variant=render_everything, page_size=7
+        engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=7
     )
     assert summary.planned == 25
     assert _states(engine, digest_id) == {"pending": 25}
@@ -89,7 +89,13 @@ def test_claimed_batches_are_disjoint_and_only_the_claiming_batch_settles_them(
     assert first.claim != second.claim
     assert not set(first.delivery_ids) & set(second.delivery_ids)
     assert first.delivery_ids == sorted(first.delivery_ids)
-    forged = ledger.ClaimedBatch(digest_id=digest_id, claim="a#someone-else", recipients=[])
+    # The same rows under a claim id that is not theirs: nothing moves.
+    forged = ledger.ClaimedBatch(
+        digest_id=digest_id,
+        variant_id=variant_id,
+        claim="a#someone-else",
+        recipients=first.recipients,
+    )
     with engine.begin() as connection:
         assert ledger.mark_sent(connection, batch=forged, message_id="x") == 0
         assert ledger.mark_sent(connection, batch=first, message_id="m1") == 6
@@ -174,7 +180,7 @@ def test_planning_twice_concurrently_never_duplicates_rows(engine: Engine) -> No
     def plan() -> None:
         try:
             ledger.plan_recipients(
-                engine, digest_id=digest_id, render_variant=render_everything, page_size=50
+                engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=50
             )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -14,11 +16,12 @@ import typer
 from sqlalchemy import update
 
 from digest.cli.recall import print_recall
-from digest.config import Settings, get_settings
+from digest.config import Settings
 from digest.db import get_engine
 from digest.delivery import ledger, sending
 from digest.delivery.cancelling import canceller_for
 from digest.errors import ConfigError, RecalledError, RunInProgressError
+from digest.models import PROVIDER_BATCH_TABLE as PROVIDER_BATCH
 from digest.models import Delivery
 from digest.run import bookkeeping, outcome, preparation
 from digest.run.outcome import RunSummary
@@ -26,17 +29,18 @@ from digest.run.recall import RecallResult, recall
 from digest.send import get_backend
 from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, delivered_record
+from tests.support import list_shape
 from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import PrefectServer
 from tests.support.scenario import WEEK, week_tools
-from tests.support.senders import lane_of
+from tests.support.senders import send_of
 from tests.test_scheduled_sends import _counts, _planned, _prepare, _run, _settings, fake
 
 __all__ = ["fake"]  # the fixture, shared with the scheduled-send tests
 
 
-def _recall(settings: Settings) -> RecallResult:
+def _recall(settings: Settings, *, wait_seconds: float = 60.0) -> RecallResult:
     engine = get_engine(settings.database_url)
     with get_backend(settings) as backend:
         return recall(
@@ -44,6 +48,7 @@ def _recall(settings: Settings) -> RecallResult:
             week=WEEK,
             canceller=canceller_for(settings, engine=engine, backend=backend),
             lease_seconds=settings.lease_seconds,
+            wait_seconds=wait_seconds,
         )
 
 
@@ -53,7 +58,7 @@ def _compose_again(settings: Settings) -> int:
     edition = preparation.Edition.from_settings(settings)
     prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
     assert prepared.digest_id is not None
-    preparation.plan(engine, edition, prepared, page_size=settings.batch_size)
+    preparation.plan(engine, edition, prepared)
     return prepared.digest_id
 
 
@@ -81,7 +86,7 @@ def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_
     # Sent 900 s ahead: every batch is cancelled, nobody gets the digest, the frozen content is
     # dropped, and no run sends the week again until one is started after the recall.
     settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    digest_id = _prepare(settings, tmp_path)
     _run(settings, digest_id)
     result = _recall(settings)
     assert (result.stopped, result.on_their_way, result.released) == (6, 0, True)
@@ -108,16 +113,21 @@ def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
     # A batch within the cancel deadline cannot be stopped: its rows stay `sent`, the content
     # stays frozen, and a run after the recall sends only what was stopped.
     settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path, batch_size=2)
-    _run(settings, digest_id)
+    digest_id = _prepare(settings, tmp_path)
+    _run(settings, digest_id, requests_per_batch=1)  # a batch per request: 2 + 2 + 1 and 1 rows
     engine = get_engine(settings.database_url)
     with engine.begin() as connection:
-        # The batch of the one-row variant (the other variant's 5 rows share a batch).
         close = min(ledger.sent_batches(connection, digest_id=digest_id), key=lambda b: b.rows)
+        soon = utcnow() + timedelta(seconds=60)
         connection.execute(
             update(Delivery)
             .where(Delivery.provider_batch_id == close.batch_id)  # type: ignore[arg-type]
-            .values(send_at=utcnow() + timedelta(seconds=60))
+            .values(send_at=soon)
+        )
+        connection.execute(
+            update(PROVIDER_BATCH)
+            .where(PROVIDER_BATCH.c.batch_id == close.batch_id)
+            .values(send_at=soon)
         )
     assert close.rows == 1
     result = _recall(settings)
@@ -137,15 +147,15 @@ def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
 def test_recall_stops_a_send_of_more_requests_than_the_provider_has_cancel_slots(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SendGrid keeps 10 batches cancelled at once; 60 requests (batches of 1) share a few
-    # provider batches, so a recall stops all of them with slots to spare.
+    # SendGrid keeps 10 batches cancelled at once; 60 requests (of one recipient each) share
+    # one provider batch, so a recall stops all of them with slots to spare.
     settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
-    digest_id = _prepare(settings, tmp_path, batch_size=1, extra=54)
+    digest_id = _prepare(settings, tmp_path, extra=54)
     _run(settings, digest_id)
     assert len(fake.requests) == 60
     result = _recall(settings)
     assert (result.stopped, result.on_their_way, result.problems) == (60, 0, ())
-    assert fake.delivered == [] and len(fake.statuses) < 10
+    assert fake.delivered == [] and len(fake.statuses) == 1
 
 
 def test_recall_then_run_after_recall_from_the_command_line(
@@ -191,44 +201,43 @@ def test_recall_then_run_after_recall_from_the_command_line(
         assert delivered == Counter({f"r{i}@example.com": 1 for i in range(10)})
 
 
-def test_a_recall_during_a_run_stops_its_lanes_at_their_next_batch(
+def test_a_recall_while_a_run_holds_the_week_marks_it_and_the_run_stops_at_its_next_claim(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The run holds the lease: the recall is refused with what to do, but the week is marked,
-    # so the run's lanes stop before their next batch and the run ends saying it was recalled.
+    # A run that does not let go of the week within the recall's wait: the recall is refused
+    # with what to do, but the week is marked, so the run stops before its next request and
+    # ends saying it was recalled.
     settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path, batch_size=2)
+    digest_id = _prepare(settings, tmp_path)
     engine = get_engine(settings.database_url)
     owner = ledger.new_owner()  # this process: a live run
     bookkeeping.begin_run(
         engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=False
     )
     with pytest.raises(RunInProgressError, match="marked recalled") as refused:
-        _recall(settings)
+        _recall(settings, wait_seconds=0.5)
     assert "what it already sent is still scheduled" in str(refused.value)
     assert "nothing was sent by this run" not in str(refused.value)  # a run's advice, not ours
-    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner, batch_size=2)
+    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner)
     stop = sending.RunStop()
-    lane = lane_of(settings, plan, lane=0, stop=stop)
-    assert lane.batches == [] and stop.kind is sending.StopKind.RECALLED
+    report = send_of(settings, plan, stop=stop)
+    assert report.requests == [] and stop.kind is sending.StopKind.RECALLED
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     assert isinstance(outcome.run_error(summary, stop), RecalledError)
     assert fake.requests == [] and _counts(settings, digest_id) == {"pending": 6}
 
 
-@pytest.mark.parametrize("lead", ["300", "600", "630"])
+@pytest.mark.parametrize("lead", ["300", "600", "660"])
 def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
-    lead: str, monkeypatch: pytest.MonkeyPatch
+    lead: str, fake: FakeSendGrid, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A lead within SendGrid's cancel deadline, or its 30 s margin to ask and confirm, could
-    # never be cancelled: a clear error. One second more is fine.
-    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", lead)
-    get_settings.cache_clear()
+    # A lead within SendGrid's cancel deadline, plus a request's whole timeout and the 30 s a
+    # cancel takes to ask and confirm, could leave a lost answer nobody can cancel: a clear
+    # error before anything is sent. One second more is fine.
+    settings = _settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS=lead)
     with pytest.raises(ConfigError, match=f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time"):
-        get_settings()
-    monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", "631")
-    get_settings.cache_clear()
-    assert get_settings().send_lead_seconds == 631
+        get_backend(settings)
+    assert get_backend(_settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS="661")) is not None
 
 
 def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_again(
@@ -240,7 +249,7 @@ def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_ag
     # Unreachable (or a refused key): no batch fares better, so the recall stops asking at the
     # first, exits 1 and says nothing is certain yet; run again once fixed, it stops them all.
     settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
-    digest_id = _prepare(settings, tmp_path, batch_size=1, extra=30)
+    digest_id = _prepare(settings, tmp_path, extra=30)
     _run(settings, digest_id)
     unreachable = _settings(
         monkeypatch, DIGEST_SENDGRID_HOST="http://127.0.0.1:9", DIGEST_SEND_MAX_ATTEMPTS="2"
@@ -257,3 +266,59 @@ def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_ag
     monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
     again = _recall(_settings(monkeypatch))
     assert (again.stopped, again.on_their_way, again.unreachable) == (36, 0, None)
+
+
+def test_recall_of_a_64_variant_week_stops_everyone_and_after_recall_sends_each_once(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    # A real list's shape: 64 variants, dozens of requests. They share one provider batch, so
+    # the recall's cancels stop all of them; `--after-recall` then mails each subscriber once.
+    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = _prepare(settings, tmp_path, shape=2500)
+    _run(settings, digest_id)
+    assert len(fake.requests) >= list_shape.VARIANTS
+    result = _recall(settings)
+    assert (result.stopped, result.on_their_way, result.problems) == (2500, 0, ())
+    assert fake.delivered == []
+    digest_id = _compose_again(settings)
+    _after_recall(settings, digest_id)
+    _run(settings, digest_id)
+    delivered = Counter(message.to for message in fake.delivered)
+    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert len(delivered) == 2500
+
+
+def test_a_recall_during_a_send_waits_for_it_to_stop_then_stops_all_it_sent(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The editor recalls while the run is sending (SendGrid slow): the run stops at its next
+    # claim, the recall waits for it to let go of the week, then cancels everything it sent.
+    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="50")
+    digest_id = _prepare(settings, tmp_path, shape=1200)
+    fake.set_delay(0.2)
+    engine = get_engine(settings.database_url)
+    owner = ledger.new_owner()
+    bookkeeping.begin_run(
+        engine, digest_id=digest_id, owner=owner, lease_seconds=30, resend_uncertain=False
+    )
+    plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner)
+    stop = sending.RunStop()
+    reports: list[sending.SendReport] = []
+
+    def run() -> None:
+        try:
+            reports.append(send_of(settings, plan, stop=stop))
+        finally:
+            bookkeeping.end_run(engine, digest_id=digest_id, owner=owner)
+
+    sender = threading.Thread(target=run)
+    sender.start()
+    while not fake.requests:
+        time.sleep(0.05)
+    result = _recall(settings)
+    sender.join()
+    assert stop.kind is sending.StopKind.RECALLED
+    assert result.on_their_way == 0 and result.stopped == sum(r.sent for r in reports[0].requests)
+    assert result.stopped > 0 and fake.delivered == []
+    # Nobody holds the digest: its content is released, so edits apply before it goes again.
+    assert result.released and _counts(settings, digest_id) == {}

@@ -49,7 +49,7 @@ def test_refreeze_recomposes_a_week_that_sent_nothing(tmp_path: Path) -> None:
     # A catalog fix reaches a frozen but unsent week only through --refreeze.
     engine, edition = _setup(tmp_path)
     first = _freeze(engine, edition)
-    preparation.plan(engine, edition, first, page_size=1000)
+    preparation.plan(engine, edition, first)
     _tagline(engine, "code-llama-4", "A corrected tagline")
     assert "A corrected tagline" not in _freeze(engine, edition).content.model_dump_json()
     assert preparation.refreeze(engine, IsoWeek.parse(WEEK)) is True
@@ -65,7 +65,7 @@ def test_refreeze_is_refused_once_anyone_may_hold_the_digest(tmp_path: Path) -> 
     engine, edition = _setup(tmp_path)
     prepared = _freeze(engine, edition)
     assert prepared.digest_id is not None
-    preparation.plan(engine, edition, prepared, page_size=1000)
+    preparation.plan(engine, edition, prepared)
     with engine.begin() as connection:
         variant = sorted(ledger.pending_by_variant(connection, digest_id=prepared.digest_id))[0]
         ledger.claim_batch(

@@ -32,7 +32,7 @@ from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.ledger_data import make_subscribers
 from tests.support.scenario import WEEK, seed
-from tests.support.senders import lane_of
+from tests.support.senders import send_of
 from tests.support.sendgrid_env import send_through
 
 API_KEY = "SG.pipeline-test-key"
@@ -57,7 +57,7 @@ def _prepare(
     edition = preparation.Edition.from_settings(settings)
     prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
     assert prepared.digest_id is not None
-    preparation.plan(engine, edition, prepared, page_size=settings.batch_size)
+    preparation.plan(engine, edition, prepared)
     return settings, prepared.digest_id
 
 
@@ -88,24 +88,20 @@ def _begin(
 
 def _plan(settings: Settings, digest_id: int, owner: str) -> sending.SendPlan:
     return sending.send_plan(
-        get_engine(settings.database_url),
-        digest_id=digest_id,
-        week=WEEK,
-        owner=owner,
-        batch_size=settings.batch_size,
+        get_engine(settings.database_url), digest_id=digest_id, week=WEEK, owner=owner
     )
 
 
-def _lane(
-    settings: Settings,
-    digest_id: int,
-    owner: str,
-    lane: int = 0,
-    stop: sending.RunStop | None = None,
-) -> sending.LaneReport:
-    """One sender lane on a plan of its own, run to the end in this thread."""
+def _send(
+    settings: Settings, digest_id: int, owner: str, stop: sending.RunStop | None = None
+) -> sending.SendReport:
+    """The run's send on a plan of its own, run to the end in this thread."""
     plan = _plan(settings, digest_id, owner)
-    return lane_of(settings, plan, lane=lane, stop=stop or sending.RunStop())
+    return send_of(settings, plan, stop=stop or sending.RunStop())
+
+
+def _sent(report: sending.SendReport) -> int:
+    return sum(request.sent for request in report.requests)
 
 
 def _reconcile(
@@ -125,8 +121,8 @@ def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
         return state_counts(connection, digest_id=digest_id)
 
 
-def _send_all(settings: Settings, digest_id: int, owner: str) -> list[sending.BatchReport]:
-    return _lane(settings, digest_id, owner).batches
+def _send_all(settings: Settings, digest_id: int, owner: str) -> list[sending.RequestReport]:
+    return _send(settings, digest_id, owner).requests
 
 
 def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
@@ -163,17 +159,18 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
     stop = sending.RunStop()
-    first = _lane(settings, digest_id, owner, lane=0, stop=stop)
+    first = _send(settings, digest_id, owner, stop=stop)
     if lead == "0":
-        assert [b.claimed for b in first.batches] == [2] and first.batches[0].released == 2
-        assert len(fake.requests) == 1
+        # Requests in flight at once: every one that left was refused and handed back.
+        assert first.requests and all(r.released == r.claimed for r in first.requests)
+        assert 1 <= len(fake.requests) <= len(first.requests)
     else:
-        assert first.batches == [] and fake.requests == []
+        assert first.requests == [] and fake.requests == []
         assert fake.calls == [("POST", "/v3/mail/batch", 401)]
     assert stop.kind is sending.StopKind.KEY_REFUSED
     assert "SG.wrong-key" not in stop.reason
-    other = _lane(settings, digest_id, owner, lane=1, stop=stop)  # the run's other lanes stop too
-    assert other.batches == [] and other.stop and "rejected the API key" in other.stop
+    again = _send(settings, digest_id, owner, stop=stop)  # a stopped run sends nothing more
+    assert again.requests == [] and again.stop and "rejected the API key" in again.stop
     assert _counts(settings, digest_id) == {"pending": 6}
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     summary.counts, summary.reasons = _reconcile(settings, digest_id)
@@ -211,21 +208,20 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     upgrade(postgres_url)
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
     owner = _begin_run(settings, digest_id)
-    plan = _plan(settings, digest_id, owner)  # one plan shared by every lane, as in the flow
+    plan = _plan(settings, digest_id, owner)  # one plan shared by every sender
     stop = sending.RunStop()
-    barrier = threading.Barrier(sending.SENDER_LANES)
+    barrier = threading.Barrier(4)
     errors: list[BaseException] = []
-    lanes: list[sending.LaneReport] = []
+    lanes: list[sending.SendReport] = []
 
-    def sender(lane: int) -> None:
+    def sender() -> None:
         barrier.wait()
         try:
-            lanes.append(lane_of(settings, plan, lane=lane, stop=stop))
+            lanes.append(send_of(settings, plan, stop=stop))
         except BaseException as exc:  # pragma: no cover - reported by the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=sender, args=(lane,)) for lane in plan.lanes]
-    assert len(threads) == 4
+    threads = [threading.Thread(target=sender) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -234,28 +230,30 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 1000 and set(received.values()) == {1}
     assert _counts(settings, digest_id) == {"sent": 1000}
-    # Every lane found work: claims interleave rather than one lane doing it all.
-    assert all(lane.batches for lane in lanes)
-    assert sum(lane.sent for lane in lanes) == 1000
-    # SKIP LOCKED may hand a lane a short batch, so count batches from the lanes' own reports.
-    batches = sum(len(lane.batches) for lane in lanes)
-    assert batches >= 20
-    assert _sent_by(settings, digest_id, owner) == (1000, batches)
+    # Every sender found work: claims interleave rather than one sender doing it all.
+    assert all(lane.requests for lane in lanes)
+    assert sum(_sent(lane) for lane in lanes) == 1000
+    # SKIP LOCKED may hand a sender a short claim, so count requests from their own reports.
+    requests = sum(len(lane.requests) for lane in lanes)
+    assert requests >= 20
+    assert _sent_by(settings, digest_id, owner) == (1000, requests)
 
 
 def test_transient_failures_leave_rows_pending_for_the_next_run(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
-    # 5xx after every attempt hands rows back (`pending`, attempt counted) and stops the lane;
-    # the next run sends them.
+    # 5xx after every attempt (sending at once) hands rows back (`pending`, attempt counted) and
+    # stops the send; the next run sends them.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings = settings.model_copy(update={"send_lead_seconds": 0})
     owner = _begin_run(settings, digest_id)
     fake.always(Fault(status=503, message="try later"))
     stop = sending.RunStop()
-    stopped = _lane(settings, digest_id, owner, stop=stop)
+    stopped = _send(settings, digest_id, owner, stop=stop)
     assert stop.kind is sending.StopKind.PROVIDER_UNAVAILABLE and "try later" in stop.reason
-    # The lane stops at its first refused batch (one of the two variants: 5 rows or 1).
-    assert len(stopped.batches) == 1 and stopped.batches[0].released in (1, 5)
+    # Requests of both variants may have left at once (5 rows and 1): all handed back.
+    assert 1 <= len(stopped.requests) <= 2
+    assert all(r.released == r.claimed for r in stopped.requests)
     assert _counts(settings, digest_id) == {"pending": 6}
     fake.always(None)
     _send_all(settings, digest_id, owner)
@@ -264,46 +262,46 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
     )
 
 
-def test_a_lane_stopped_by_a_transient_error_is_resumed_by_its_retry(
+def test_a_send_stopped_by_lost_answers_is_resumed_by_its_retry(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
-    # The lane stops with its rows handed back; running it again sends exactly what is left.
+    # The send stops with its rows back in `pending`; running it again sends exactly what is
+    # left, once.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
     plan = _plan(settings, digest_id, owner)  # a retried run gets the same plan
-    fake.queue(Fault())  # the first batch goes through
+    fake.queue(Fault())  # the first request goes through
     fake.always(Fault(status=503, message="try later"))
-    stopped = lane_of(settings, plan, lane=0)
+    stopped = send_of(settings, plan)
     assert stopped.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE
     # A 503 may hide an accepted request, so its provider batch is cancelled; the first
     # request, accepted into that same batch, is taken back with it.
-    assert stopped.sent == 0 and _counts(settings, digest_id) == {"pending": 6}
+    assert _counts(settings, digest_id) == {"pending": 6}
     fake.always(None)
-    retried = lane_of(settings, plan, lane=0)
-    assert retried.sent == 6
+    retried = send_of(settings, plan)
+    assert _sent(retried) == 6
     assert Counter(m.to for m in fake.delivered) == Counter(
         {f"reader{i}@example.com": 1 for i in range(5)} | {"writer@example.com": 1}
     )
     assert _sent_by(settings, digest_id, owner)[0] == 6
 
 
-def test_a_lane_sends_every_variant_and_only_counts_its_own_run(
+def test_a_send_covers_every_variant_and_only_counts_its_own_run(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
-    # One lane alone drains both variants; another run's owner has sent nothing.
+    # One send drains both variants (5 + 1 rows: 3 + 1 requests); another run's owner has
+    # sent nothing.
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
     owner = _begin_run(settings, digest_id)
-    plan = _plan(settings, digest_id, owner)
-    assert plan.lanes == (0, 1, 2, 3)  # 5 + 1 rows: 3 + 1 batches
-    variants = plan.variants
+    with get_engine(settings.database_url).connect() as connection:
+        variants = set(pending_by_variant(connection, digest_id=digest_id))
     assert len(variants) == 2
-    lane = _lane(settings, digest_id, owner, lane=1)
-    assert lane.stop is None
-    assert {batch.variant_id for batch in lane.batches} == set(variants)
+    report = _send(settings, digest_id, owner)
+    assert report.stop is None and len(report.requests) == 4
+    assert {request.variant_id for request in report.requests} == variants
     assert _counts(settings, digest_id) == {"sent": 6}
-    assert _sent_by(settings, digest_id, owner) == (6, len(lane.batches))
+    assert _sent_by(settings, digest_id, owner) == (6, len(report.requests))
     assert _sent_by(settings, digest_id, new_owner()) == (0, 0)
-    assert _plan(settings, digest_id, owner).lanes == ()
 
 
 def _record_event(settings: Settings, delivery_id: int, state: DeliveryState) -> None:
@@ -350,7 +348,7 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
         "requeued_uncertain": 4,
         "requeued_failed": 0,
     }
-    _lane(settings, digest_id, owner)
+    _send(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert set(received) == {r.email for r in claimed[2:]} and set(received.values()) == {1}
     assert _counts(settings, digest_id) == {"delivered": 2, "sent": 4}
@@ -391,7 +389,7 @@ def test_a_400_naming_one_recipient_fails_only_that_recipient_and_sends_the_rest
     _break_address(settings, digest_id, "reader2@example.com")
     owner = _begin_run(settings, digest_id)
     stop = sending.RunStop()
-    _lane(settings, digest_id, owner, stop=stop)
+    _send(settings, digest_id, owner, stop=stop)
     assert not stop.is_set()
     assert _counts(settings, digest_id) == {"sent": 5, "failed": 1}
     assert {m.to for m in fake.accepted} == {
@@ -422,10 +420,10 @@ def test_a_400_naming_no_recipient_stops_the_run_with_every_row_pending(
     settings = settings.model_copy(update={"from_email": "not an address"})
     owner = _begin_run(settings, digest_id)
     stop = sending.RunStop()
-    _lane(settings, digest_id, owner, stop=stop)
-    other = _lane(settings, digest_id, owner, lane=1, stop=stop)
-    assert stop.kind is sending.StopKind.REQUEST_REFUSED and other.batches == []
-    assert len(fake.requests) == 1
+    report = _send(settings, digest_id, owner, stop=stop)
+    assert stop.kind is sending.StopKind.REQUEST_REFUSED
+    # The first refusal stops the send; requests already in flight were refused the same way.
+    assert 1 <= len(fake.requests) <= len(report.requests)
     assert _counts(settings, digest_id) == {"pending": 6}
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     summary.counts, summary.reasons = _reconcile(settings, digest_id)
@@ -441,7 +439,7 @@ def test_retry_failed_sends_the_refused_rows_once_the_cause_is_fixed(
     settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
     _break_address(settings, digest_id, "reader2@example.com")
     first = _begin_run(settings, digest_id)
-    _lane(settings, digest_id, first)
+    _send(settings, digest_id, first)
     bookkeeping.end_run(get_engine(settings.database_url), digest_id=digest_id, owner=first)
     with get_engine(settings.database_url).begin() as connection:
         connection.execute(
@@ -452,7 +450,7 @@ def test_retry_failed_sends_the_refused_rows_once_the_cause_is_fixed(
     owner = new_owner()
     started = _begin(settings, digest_id, owner, resend_uncertain=False, retry_failed=True)
     assert started["requeued_failed"] == 1
-    _lane(settings, digest_id, owner)
+    _send(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 6 and set(received.values()) == {1}
     assert _counts(settings, digest_id) == {"sent": 6}

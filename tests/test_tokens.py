@@ -146,3 +146,21 @@ def test_a_timed_confirm_token_expires_and_its_time_cannot_be_altered() -> None:
         read_timed_token(
             key, Purpose.CONFIRM, make_token(key, Purpose.CONFIRM, 42), now=0, max_age=3600
         )
+
+
+def test_signing_is_hmac_sha256_over_the_domain_and_the_message() -> None:
+    # Tokens are signed from precomputed HMAC states for speed: the result must be HMAC itself,
+    # for keys shorter and longer than SHA-256's block, and any message.
+    import hashlib
+    import hmac
+    import random
+
+    from digest.tokens import sign
+
+    rng = random.Random(2026)
+    for length in (1, 16, 63, 64, 65, 200):
+        key = bytes(rng.randrange(256) for _ in range(length))
+        for size in (0, 1, 40, 300):
+            message = bytes(rng.randrange(256) for _ in range(size))
+            expected = hmac.new(key, b"domain/" + message, hashlib.sha256).digest()
+            assert sign(key, domain=b"domain/", message=message) == expected

@@ -1,10 +1,12 @@
-"""Cancelling held provider batches: after an ambiguous answer, after a dead run, on recall.
+"""Held provider batches: opening them within the cancel budget, cancelling them after an
+ambiguous answer, after a dead run, on recall.
 
 A request sent with a lead time (`DIGEST_SEND_LEAD_SECONDS`) is held by the provider until its
-`send_at` and can be cancelled until the provider's deadline before it. A
-cancel is asked only while there is time (a margin covers the request itself), and counts only
-once the provider confirmed it; then the rows are sent again under a new batch. Too late, or
-refused: the rows are `uncertain`, and provider events settle them.
+`send_at` and can be cancelled until the provider's deadline before it. A batch is opened only
+while one of the provider's few cancel slots is free for it (`digest/delivery/ledger/batches.py`
+keeps the count), a cancel is asked only while there is time (a margin covers the request
+itself), and counts only once the provider confirmed it; then the rows are sent again under a
+new batch. Too late, or refused: the rows are `uncertain`, and provider events settle them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from digest.delivery import ledger
 from digest.send.base import (
     CancelRefusedError,
     EmailBackend,
+    ProviderBatch,
     SchedulingBackend,
     SendAuthError,
     TransientSendError,
@@ -31,8 +34,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class NoFreeSlot:
+    """Every cancel slot is held by a batch that may still need it; one frees at `frees_at`."""
+
+    slots: int
+    frees_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Canceller:
-    """Cancels provider batches through an open scheduling backend, and keeps their record."""
+    """Opens and cancels provider batches through an open scheduling backend, and keeps their
+    record and the cancel budget in the ledger."""
 
     engine: Engine
     backend: SchedulingBackend
@@ -42,12 +54,51 @@ class Canceller:
         """How long before a batch's send time the provider stops honouring a cancel."""
         return self.backend.cancel_deadline_seconds
 
+    @property
+    def slots(self) -> int:
+        """How many batches the provider keeps cancelled at once."""
+        return self.backend.cancel_slots
+
+    @property
+    def too_late(self) -> timedelta:
+        """How long before its send time a batch can no longer be cancelled by us: the provider's
+        deadline, and the margin a cancel takes to be asked and confirmed."""
+        return timedelta(seconds=self.deadline_seconds + CANCEL_MARGIN_SECONDS)
+
     def cutoff(self) -> datetime:
         """Batches due after this can still be cancelled."""
-        return utcnow() + timedelta(seconds=self.deadline_seconds + CANCEL_MARGIN_SECONDS)
+        return utcnow() + self.too_late
 
     def in_time(self, send_at: datetime) -> bool:
         return send_at > self.cutoff()
+
+    def open_batch(self, *, digest_id: int, lead_seconds: int) -> ProviderBatch | NoFreeSlot:
+        """A new batch due `lead_seconds` from now, if a cancel slot is free for it."""
+        self.free_slots()
+        with self.engine.connect() as connection:
+            held = ledger.slots_held(connection, now=utcnow(), too_late=self.too_late)
+        if held.held >= self.slots:
+            return NoFreeSlot(slots=self.slots, frees_at=held.next_free)
+        batch_id = self.backend.new_batch_id()
+        send_at = utcnow() + timedelta(seconds=lead_seconds)
+        with self.engine.begin() as connection:
+            refused = ledger.reserve_batch(
+                connection,
+                batch_id=batch_id,
+                digest_id=digest_id,
+                send_at=send_at,
+                slots=self.slots,
+                too_late=self.too_late,
+            )
+        if refused is not None:
+            return NoFreeSlot(slots=self.slots, frees_at=refused.next_free)
+        join_by = send_at - self.too_late - timedelta(seconds=self.backend.request_timeout_seconds)
+        return ProviderBatch(batch_id, send_at, join_by)
+
+    def release(self, batch: ProviderBatch) -> None:
+        """A batch no request went under gives its slot back."""
+        with self.engine.begin() as connection:
+            ledger.drop_unused(connection, batch_id=batch.id)
 
     def cancel(self, *, batch_id: str, digest_id: int | None, send_at: datetime) -> None:
         """Cancel and confirm; CancelRefusedError or TransientSendError when that fails."""
@@ -67,14 +118,9 @@ class Canceller:
             with self.engine.begin() as connection:
                 ledger.mark_forgotten(connection, batch_id=batch_id)
 
-    @property
-    def slots(self) -> int:
-        """How many batches the provider keeps cancelled at once."""
-        return self.backend.cancel_slots
-
     def slots_in_use(self) -> int:
         with self.engine.connect() as connection:
-            return ledger.cancels_standing(connection)
+            return ledger.slots_held(connection, now=utcnow(), too_late=self.too_late).held
 
 
 def canceller_for(settings: Settings, *, engine: Engine, backend: EmailBackend) -> Canceller | None:
@@ -98,7 +144,8 @@ def recover_orphans(canceller: Canceller, *, digest_id: int, owner: str) -> Reco
     """Cancel the batches of rows a dead run left `sending`, while that is still possible.
 
     Run after taking the lease with `cancellable_after=canceller.cutoff()`, so the rows left
-    here were cancellable then; each batch is checked again, since time has passed.
+    here were cancellable then; each batch is checked again, since time has passed. Each such
+    batch held a cancel slot from the moment it was opened, so the cancels always fit.
     """
     recovery = Recovery()
     with canceller.engine.connect() as connection:

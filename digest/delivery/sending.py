@@ -1,43 +1,46 @@
-"""The send loop: sender lanes claim batch after batch, hand each to the backend, record the answer.
+"""The send phase: claim rows, build requests, keep several in flight, record every answer.
 
 Everything it uses is handed in (`Sender`: the engine, an open backend, the link builder and the
-sizes), so the loop holds no state of its own between runs and tests pass a recording backend.
-Rows move to `sent` only after the provider accepted them; see `digest/states.py` for
-every move and its cause. Transient errors are retried inside the backend (the one retry layer);
-one that outlasts the backend's attempts hands the batch back to `pending` and stops the lane.
+sizes), so tests pass a recording backend and the loop keeps no state between runs. Rows move to
+`sent` only after the provider accepted them; `digest/states.py` lists every move and its cause.
 
-With a lead time (`DIGEST_SEND_LEAD_SECONDS`) and a backend that can hold requests, a lane's
-requests go under a provider batch due `lead` seconds after the first of them; the claim writes
-the batch and its send time on the rows. A lane's batch takes up to `REQUESTS_PER_BATCH` requests
-of one variant for at most `BATCH_OPEN_SECONDS` (`LaneBatches`). An ambiguous answer (timeout,
-dropped connection, 5xx) is never retried blind: the batch is cancelled, the cancel confirmed, and
-its rows (the lost request's, and those of its earlier requests) go again under a new batch
-(`digest/delivery/cancelling.py`). So one lost answer costs one cancel, and the provider's few
-cancels at once (10 for SendGrid) each stop a group of requests when the editor recalls a week.
+One thread claims and builds (the CPU work: a claim statement, each recipient's links, the
+request body); up to `in_flight` requests wait on the network at once in a small thread pool,
+each recording its own answer. Claims take up to `batch_size` pending rows of one variant
+through the claim's index, variant after variant, and go round again while a lost answer or a
+refused neighbour put rows back, so a request is full whenever its variant has the rows.
+
+With a lead time and a backend that can hold requests, every request goes under the run's
+current provider batch (`RunBatches`), which all variants share: a whole week needs a handful of
+batch ids, each opened only while a cancel slot is free for it (the cancel budget,
+`digest/delivery/ledger/batches.py`). An ambiguous answer (timeout, dropped connection, 5xx) is
+never retried blind: its batch is cancelled once, the cancel confirmed, and every row of the
+batch goes back to `pending` to be sent again under a new batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 
-from digest.config import CANCEL_MARGIN_SECONDS, Settings
+from digest.config import Settings
 from digest.delivery import ledger
 from digest.delivery.cancelling import Canceller, canceller_for
+from digest.delivery.provider_batches import REQUESTS_PER_BATCH, RunBatches, SlotWaitTooLong
+from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
 from digest.send.base import (
     AmbiguousSendError,
-    BatchResult,
-    CancelRefusedError,
+    BatchClosedError,
     EmailBackend,
     OutgoingBatch,
     PermanentSendError,
@@ -47,27 +50,31 @@ from digest.send.base import (
     TransientSendError,
 )
 from digest.states import Cause
-from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
 
-# Senders working one digest at once. Each claims batch after batch until nothing is pending, so
-# four coarse tasks carry the whole send; one task per batch spent a fifth of it in orchestration.
-SENDER_LANES = 4
+# Requests waiting on the provider at once. Measured on the 2-core machine (docs/benchmarks.md):
+# eight keep the claim-and-build thread busy with SendGrid 300 ms away; more add nothing there
+# and only hold more rows `sending` if the run dies.
+IN_FLIGHT = 8
 
-# Requests sharing one provider batch. One batch-id call per request cost the 100k send 10-16%
-# (docs/benchmarks.md); sharing makes that negligible, and a recall's ten cancels stop 25 times
-# more. The price: a lost answer resends the requests its batch already holds (never twice).
-REQUESTS_PER_BATCH = 25
-# How long a lane's batch takes new requests at most. Its requests all carry the batch's send
-# time, so later ones are held a little less than the lead time; and an ambiguous answer to the
-# last one must leave time to cancel before the provider's deadline (see `batch_open_seconds`).
-BATCH_OPEN_SECONDS = 60.0
+__all__ = [
+    "IN_FLIGHT",
+    "RequestReport",
+    "RunStop",
+    "SendPlan",
+    "SendReport",
+    "Sender",
+    "StopKind",
+    "recipient_for",
+    "send",
+    "send_plan",
+]
 
 
 @dataclass(frozen=True)
 class Sender:
-    """What a lane sends with: handed in by whoever opened the backend (and closes it)."""
+    """What a run sends with: handed in by whoever opened the backend (and closes it)."""
 
     engine: Engine
     backend: EmailBackend
@@ -79,14 +86,15 @@ class Sender:
     # Requests held this long by the provider, cancellable meanwhile; None sends at once.
     canceller: Canceller | None = None
     lead_seconds: int = 0
+    # Lost answers in a row (no acceptance between) after which the run stops.
     max_attempts: int = 5
-    # How many requests share a provider batch, and for how long it takes new ones.
-    requests_per_batch: int = 1
-    batch_open_seconds: float = 0.0
+    in_flight: int = IN_FLIGHT
+    # How long the send waits for a cancel slot before it stops; None: as long as one can take.
+    slot_wait_seconds: float | None = None
+    requests_per_batch: int = REQUESTS_PER_BATCH
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine, backend: EmailBackend) -> Self:
-        canceller = canceller_for(settings, engine=engine, backend=backend)
         return cls(
             engine=engine,
             backend=backend,
@@ -95,169 +103,77 @@ class Sender:
             from_name=settings.from_name,
             batch_size=settings.batch_size,
             lease_seconds=settings.lease_seconds,
-            canceller=canceller,
+            canceller=canceller_for(settings, engine=engine, backend=backend),
             lead_seconds=settings.send_lead_seconds,
             max_attempts=settings.send_max_attempts,
-            requests_per_batch=REQUESTS_PER_BATCH,
-            batch_open_seconds=batch_open_seconds(
-                settings.send_lead_seconds, canceller.deadline_seconds if canceller else 0
-            ),
         )
-
-    def new_provider_batch(self) -> ProviderBatch:
-        """A fresh batch, due after the lead time (only with a canceller)."""
-        assert self.canceller is not None
-        batch_id = self.canceller.backend.new_batch_id()
-        return ProviderBatch(batch_id, utcnow() + timedelta(seconds=self.lead_seconds))
-
-
-def batch_open_seconds(lead_seconds: int, deadline_seconds: int) -> float:
-    """How long a batch takes new requests: at most half the time its first request leaves to
-    cancel it (lead, less the provider's deadline and our margin), and at most a minute; 0 means
-    one request per batch."""
-    room = lead_seconds - deadline_seconds - CANCEL_MARGIN_SECONDS
-    return max(0.0, min(BATCH_OPEN_SECONDS, room / 2))
-
-
-@dataclass
-class OpenBatch:
-    """The provider batch a lane's requests are joining, and when it stops taking them."""
-
-    batch: ProviderBatch
-    variant_id: int
-    closes_at: datetime
-    requests: int = 0
-
-
-class LaneBatches:
-    """The provider batches of one lane, one open at a time.
-
-    A lane's requests of one variant join its open batch until the batch is full or its time is
-    up; a lost answer closes it. One variant only: rows a cancel puts back are then in the
-    variant the lane is still working through, so the lane itself sends them again. A batch no
-    request joined yet (its claim found the variant done) serves the next variant.
-    """
-
-    def __init__(self, sender: Sender) -> None:
-        self._sender = sender
-        self._open: OpenBatch | None = None
-
-    def batch_for(self, variant_id: int) -> ProviderBatch | None:
-        """The batch the next request of `variant_id` goes under; None sends at once."""
-        if self._sender.canceller is None:
-            return None
-        current = self._open
-        if current is not None and current.requests == 0:
-            current.variant_id = variant_id  # unused (the last claim found nothing): any variant
-        if (
-            current is None
-            or current.variant_id != variant_id
-            or current.requests >= self._sender.requests_per_batch
-            or utcnow() >= current.closes_at
-        ):
-            current = self._open = self._opened(variant_id)
-        return current.batch
-
-    def joined(self) -> None:
-        """A request was claimed under the open batch."""
-        if self._open is not None:
-            self._open.requests += 1
-
-    def close(self) -> None:
-        """The open batch takes no more requests (its answer was lost: it may be cancelled)."""
-        self._open = None
-
-    def _opened(self, variant_id: int) -> OpenBatch:
-        batch = self._sender.new_provider_batch()
-        closes_at = utcnow() + timedelta(seconds=self._sender.batch_open_seconds)
-        return OpenBatch(batch=batch, variant_id=variant_id, closes_at=closes_at)
 
 
 @dataclass(frozen=True)
 class SendPlan:
-    """What a run's sender lanes share, read once before they start."""
+    """What a run's send shares, read once before it starts."""
 
     digest_id: int
     week: str
     owner: str  # the run's lease owner; every claim of the run starts with it
-    variants: tuple[int, ...]  # variants with rows pending
-    lanes: tuple[int, ...]  # lane numbers: never more lanes than batches
 
 
-def send_plan(
-    engine: Engine, *, digest_id: int, week: str, owner: str, batch_size: int
-) -> SendPlan:
-    with engine.connect() as connection:
-        pending = ledger.pending_by_variant(connection, digest_id=digest_id)
-    batches = sum(-(-count // batch_size) for count in pending.values())
-    return SendPlan(
-        digest_id=digest_id,
-        week=week,
-        owner=owner,
-        variants=tuple(sorted(pending)),
-        lanes=tuple(range(min(SENDER_LANES, batches))),
-    )
-
-
-class StopKind(StrEnum):
-    """Why a run's lanes stopped before the work was done."""
-
-    KEY_REFUSED = "key-refused"  # the provider refused our credentials: no lane may go on
-    LEASE_LOST = "lease-lost"  # another run took the digest over
-    REQUEST_REFUSED = "request-refused"  # a refusal no recipient explains: sender or content
-    PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
-    RECALLED = "recalled"  # the editor recalled the digest (`digest recall`)
-
-
-class RunStop:
-    """Shared by a run's lanes: once one lane meets a stop for everyone, the others stop too.
-
-    A plain object (not a dataclass), so Prefect hands the same instance to every lane task.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.kind: StopKind | None = None
-        self.reason = ""
-
-    def set(self, kind: StopKind, reason: str) -> None:
-        if not self._event.is_set():
-            self.kind, self.reason = kind, reason
-            self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
+def send_plan(engine: Engine, *, digest_id: int, week: str, owner: str) -> SendPlan:
+    return SendPlan(digest_id=digest_id, week=week, owner=owner)
 
 
 @dataclass
-class BatchReport:
-    """What one batch did; counts only, never an address."""
+class RequestReport:
+    """What one request did; counts only, never an address."""
 
     variant_id: int
     claimed: int = 0
     sent: int = 0
     failed: int = 0
-    released: int = 0
+    released: int = 0  # handed back to `pending`
     uncertain: int = 0
-    cancelled: int = 0  # provider batches cancelled after an ambiguous answer
-    requeued: int = 0  # rows of earlier requests of a cancelled batch: `sent` no more
+    lost: bool = False  # its answer was lost (timeout, dropped connection, 5xx)
+    cancelled: int = 0  # rows of its provider batch the confirmed cancel put back (any request)
+    batch_id: str | None = None
     message_id: str | None = None
     error: str | None = None
 
 
 @dataclass
-class LaneReport:
-    """What one sender lane did: its batches in order, and why it stopped early, if it did."""
+class SendReport:
+    """What a run's send did, request by request, and why it stopped early, if it did."""
 
-    lane: int
-    batches: list[BatchReport] = field(default_factory=list)
+    requests: list[RequestReport] = field(default_factory=list)
+    batch_ids: set[str] = field(default_factory=set)
     stop: str | None = None
     stop_kind: StopKind | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, request: RequestReport) -> None:
+        with self._lock:
+            self.requests.append(request)
+            if request.batch_id is not None:
+                self.batch_ids.add(request.batch_id)
 
     @property
-    def sent(self) -> int:
-        """Rows this lane left `sent` (a cancel takes back what its batch had accepted)."""
-        return sum(batch.sent - batch.requeued for batch in self.batches)
+    def lost_answers(self) -> int:
+        return sum(1 for r in self.requests if r.lost)
+
+    def progress(self) -> tuple[int, int, int]:
+        """(rows put back, rows sent, answers lost) so far."""
+        with self._lock:
+            return (
+                sum(r.released + r.cancelled for r in self.requests),
+                sum(r.sent for r in self.requests),
+                sum(1 for r in self.requests if r.lost),
+            )
+
+    def worth_another_round(self, before: tuple[int, int, int]) -> bool:
+        """Rows were put back since `before`, and the round got somewhere (something was sent,
+        or an answer was lost, which the limit on lost answers in a row bounds): a round that
+        only put rows back would only do so again."""
+        put_back, sent, lost = self.progress()
+        return put_back > before[0] and (sent > before[1] or lost > before[2])
 
 
 def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
@@ -276,58 +192,149 @@ def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
     )
 
 
-def _claim(
-    sender: Sender, plan: SendPlan, variant_id: int, provider_batch: ProviderBatch | None
-) -> ledger.ClaimedBatch:
-    with sender.engine.begin() as connection:
-        ledger.renew_lease(
-            connection,
-            digest_id=plan.digest_id,
-            owner=plan.owner,
-            ttl_seconds=sender.lease_seconds,
-        )
-        return ledger.claim_batch(
-            connection,
-            digest_id=plan.digest_id,
-            variant_id=variant_id,
-            owner=plan.owner,
-            limit=sender.batch_size,
-            provider_batch_id=provider_batch.id if provider_batch else None,
-            send_at=provider_batch.send_at if provider_batch else None,
-        )
+def send(
+    sender: Sender,
+    plan: SendPlan,
+    *,
+    stop: RunStop,
+    on_request: Callable[[RequestReport], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> SendReport:
+    """Send every pending row of the digest once, or stop with the rest still `pending`.
+
+    Rounds go through every variant with pending rows; a round that put rows back (a cancel
+    after a lost answer, a refused neighbour) is followed by another. Every request moves its
+    rows out of `pending` for good or puts them back with a cause that bounds it (cancel slots,
+    lost answers in a row), or sets `stop`, so the send always ends.
+    """
+    report = SendReport()
+    batches = RunBatches(
+        sender.canceller,
+        plan.digest_id,
+        sender.lead_seconds,
+        on_wait=on_wait,
+        slot_wait_seconds=sender.slot_wait_seconds,
+        requests_per_batch=sender.requests_per_batch,
+    )
+    with _Dispatcher(sender.in_flight) as dispatcher:
+        try:
+            while not stop.is_set():
+                before = report.progress()
+                _round(sender, plan, stop, batches, dispatcher, report, on_request)
+                dispatcher.drain()
+                if not report.worth_another_round(before):
+                    break
+        finally:
+            dispatcher.drain()
+            batches.close()
+    if stop.is_set():
+        report.stop, report.stop_kind = stop.reason, stop.kind
+    return report
 
 
-def send_batch(
+def _round(
+    sender: Sender,
+    plan: SendPlan,
+    stop: RunStop,
+    batches: RunBatches,
+    dispatcher: _Dispatcher,
+    report: SendReport,
+    on_request: Callable[[RequestReport], None] | None,
+) -> None:
+    """One pass over the variants with pending rows."""
+    with sender.engine.connect() as connection:
+        pending = ledger.pending_by_variant(connection, digest_id=plan.digest_id)
+    for variant_id in sorted(pending):
+        with sender.engine.connect() as connection:
+            # Variant bodies never change once stored.
+            variant = ledger.variant_row(connection, variant_id=variant_id)
+        for request in _requests_of(sender, plan, variant, stop, batches, dispatcher):
+            dispatcher.submit(partial(_deliver, sender, batches, request, stop, report, on_request))
+        if stop.is_set():
+            break
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A claimed request, built and ready to go."""
+
+    claimed: ledger.ClaimedBatch
+    batch: OutgoingBatch
+
+
+def _requests_of(
     sender: Sender,
     plan: SendPlan,
     variant: dict[str, Any],
     stop: RunStop,
-    batches: LaneBatches,
-) -> BatchReport:
-    """Claim one batch of `variant`, hand it to the backend, and record the provider's answer.
+    batches: RunBatches,
+    dispatcher: _Dispatcher,
+) -> Iterator[_Request]:
+    """Claim and build the variant's requests, each once room is free for it in flight."""
+    while not stop.is_set():
+        dispatcher.wait_for_room()
+        provider_batch = _current_batch(batches, stop)
+        if stop.is_set():
+            return
+        claimed = _claim(sender, plan, int(variant["id"]), provider_batch, stop)
+        if claimed is None or not claimed.recipients:
+            return
+        yield _Request(claimed, _outgoing(sender, plan, variant, claimed, provider_batch))
 
-    A refusal marks the recipients the provider blamed `failed` and hands the others back; a
-    refusal of the request as such, a transient error that outlasted the backend's attempts,
-    or a refused key hands every row back to `pending` and sets `stop`. If the process
-    dies between claim and record, the rows stay `sending` with their provider batch: the next
-    run cancels it while it can and sends its rows again (those of its earlier requests too),
-    or finds them `uncertain`. Raises RunInProgressError when another run took the lease,
-    RecalledError after a recall.
-    """
-    report = BatchReport(variant_id=int(variant["id"]))
+
+def _current_batch(batches: RunBatches, stop: RunStop) -> ProviderBatch | None:
+    """The batch the next request goes under; a provider out of reach or cancel slots held
+    for too long stop the run (nothing claimed yet: every row stays `pending`)."""
     try:
-        provider_batch = batches.batch_for(report.variant_id)
-    except (TransientSendError, SendAuthError) as stopped:
-        kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
-        report.error = getattr(stopped, "reason", None) or str(stopped)
-        stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, report.error)
-        return report
-    claimed = _claim(sender, plan, report.variant_id, provider_batch)
-    if not claimed.recipients:
-        return report
-    batches.joined()
-    report.claimed = len(claimed)
-    batch = OutgoingBatch(
+        return batches.current(stop)
+    except SlotWaitTooLong as full:
+        stop.set(StopKind.NO_CANCEL_SLOT, full.reason)
+    except SendAuthError as refused:
+        stop.set(StopKind.KEY_REFUSED, str(refused))
+    except TransientSendError as unreachable:
+        stop.set(StopKind.PROVIDER_UNAVAILABLE, unreachable.reason)
+    return None
+
+
+def _claim(
+    sender: Sender,
+    plan: SendPlan,
+    variant_id: int,
+    provider_batch: ProviderBatch | None,
+    stop: RunStop,
+) -> ledger.ClaimedBatch | None:
+    try:
+        with sender.engine.begin() as connection:
+            ledger.renew_lease(
+                connection,
+                digest_id=plan.digest_id,
+                owner=plan.owner,
+                ttl_seconds=sender.lease_seconds,
+            )
+            return ledger.claim_batch(
+                connection,
+                digest_id=plan.digest_id,
+                variant_id=variant_id,
+                owner=plan.owner,
+                limit=sender.batch_size,
+                provider_batch_id=provider_batch.id if provider_batch else None,
+                send_at=provider_batch.send_at if provider_batch else None,
+            )
+    except RunInProgressError as lost:
+        stop.set(StopKind.LEASE_LOST, str(lost))
+    except RecalledError as recalled:
+        stop.set(StopKind.RECALLED, str(recalled))
+    return None
+
+
+def _outgoing(
+    sender: Sender,
+    plan: SendPlan,
+    variant: dict[str, Any],
+    claimed: ledger.ClaimedBatch,
+    provider_batch: ProviderBatch | None,
+) -> OutgoingBatch:
+    return OutgoingBatch(
         digest_id=plan.digest_id,
         week=plan.week,
         subject=variant["subject"],
@@ -338,216 +345,177 @@ def send_batch(
         from_name=sender.from_name,
         provider_batch=provider_batch,
     )
+
+
+def _deliver(
+    sender: Sender,
+    batches: RunBatches,
+    request: _Request,
+    stop: RunStop,
+    report: SendReport,
+    on_request: Callable[[RequestReport], None] | None,
+) -> None:
+    """Hand one request to the backend and record the provider's answer (a pool thread)."""
+    claimed, batch = request.claimed, request.batch
+    outcome = RequestReport(variant_id=claimed.variant_id, claimed=len(claimed))
+    if batch.provider_batch is not None:
+        outcome.batch_id = batch.provider_batch.id
     try:
-        result = _send(sender, batches, claimed, batch, report, stop)
+        if stop.is_set():
+            raise BatchClosedError(f"not sent: the run stopped ({stop.reason})")
+        if batch.provider_batch is not None and not batches.may_send(batch.provider_batch):
+            raise BatchClosedError("its provider batch closed before the request left")
+        result = sender.backend.send_batch(batch)
+    except BatchClosedError as closed:
+        _put_back(sender, claimed, outcome, closed.reason)
+    except AmbiguousSendError as lost:
+        _lost(sender, batches, claimed, batch, lost, outcome, stop)
     except PermanentSendError as refused:
-        return _refused(sender, claimed, report, refused, stop)
+        _refused(sender, claimed, outcome, refused, stop)
     except (TransientSendError, SendAuthError) as stopped:
         kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
-        return _hand_back(sender, claimed, report, stopped, stop, kind)
-    if result is None:  # an ambiguous answer settled the rows, or left them for the next run
-        return report
-    with sender.engine.begin() as connection:
-        report.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
-    report.message_id = result.message_id
-    return report
-
-
-def _send(
-    sender: Sender,
-    batches: LaneBatches,
-    claimed: ledger.ClaimedBatch,
-    batch: OutgoingBatch,
-    report: BatchReport,
-    stop: RunStop,
-) -> BatchResult | None:
-    """Send the batch; after an ambiguous answer, cancel its provider batch and send it again
-    under a new one, up to the configured attempts. None: the rows were settled here."""
-    for _attempt in range(sender.max_attempts):
-        try:
-            return sender.backend.send_batch(batch)
-        except AmbiguousSendError as lost:
-            assert sender.canceller is not None and batch.provider_batch is not None
-            batches.close()
-            if not _cancel_lost(sender, sender.canceller, claimed, batch, lost, report, stop):
-                return None
-        report.cancelled += 1
-        if sender.canceller.slots_in_use() >= sender.canceller.slots - SENDER_LANES:
-            # Every lane must keep a cancel slot for its own request in flight.
-            _out_of_cancels(sender, claimed, report, stop)
-            return None
-        new_batch = batches.batch_for(report.variant_id)
-        assert new_batch is not None
-        batches.joined()
+        _hand_back(sender, claimed, outcome, stopped, stop, kind)
+    else:
+        batches.answered()
         with sender.engine.begin() as connection:
-            ledger.reschedule(
-                connection,
-                batch=claimed,
-                provider_batch_id=new_batch.id,
-                send_at=new_batch.send_at,
-            )
-        batch = replace(batch, provider_batch=new_batch)
-    _stop_after_cancels(
-        sender,
-        claimed,
-        report,
-        stop,
-        f"the provider's answer was lost {report.cancelled} time(s), last: {report.error}; "
-        "each batch was cancelled before its send time, so nobody got it twice",
-    )
-    return None
+            outcome.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
+        outcome.message_id = result.message_id
+    report.add(outcome)
+    if on_request is not None:
+        on_request(outcome)
 
 
-def _out_of_cancels(
-    sender: Sender, claimed: ledger.ClaimedBatch, report: BatchReport, stop: RunStop
-) -> None:
-    """Lost answers hold the provider's cancel slots: the run stops before it could not cancel."""
-    assert sender.canceller is not None
-    wait = -(-sender.lead_seconds // 60)
-    reason = (
-        f"answers kept being lost (last: {report.error}), and their cancelled batches hold "
-        f"{sender.canceller.slots_in_use()} of the {sender.canceller.slots} batches the "
-        "provider keeps cancelled at once; the run stopped while every lane could still cancel, "
-        f"so nobody got the digest twice. Retry in {wait} minutes, once their send time has "
-        "passed"
-    )
-    _stop_after_cancels(sender, claimed, report, stop, reason)
-
-
-def _stop_after_cancels(
-    sender: Sender, claimed: ledger.ClaimedBatch, report: BatchReport, stop: RunStop, reason: str
-) -> None:
-    """The claimed rows, whose batches were all cancelled, wait `pending`; every lane stops."""
-    with sender.engine.begin() as connection:
-        report.released = ledger.release_pending(
-            connection, batch=claimed, reason=reason, cause=Cause.CANCELLED_RESEND
-        )
-    report.error = reason
-    stop.set(StopKind.PROVIDER_UNAVAILABLE, reason)
-
-
-def _cancel_lost(
+def _lost(
     sender: Sender,
-    canceller: Canceller,
+    batches: RunBatches,
     claimed: ledger.ClaimedBatch,
     batch: OutgoingBatch,
     lost: AmbiguousSendError,
-    report: BatchReport,
+    outcome: RequestReport,
     stop: RunStop,
-) -> bool:
-    """Cancel the provider batch of a request whose answer was lost; True once confirmed.
-
-    Too late or refused: the rows are `uncertain` (events settle them). The provider out of
-    reach: the rows stay `sending` with their batch, the run stops, and the next run cancels.
-    """
-    held = batch.provider_batch
-    assert held is not None
-    report.error = lost.reason
-    try:
-        if not canceller.in_time(held.send_at):
-            raise CancelRefusedError(f"too close to the batch's send time to cancel it ({lost})")
-        canceller.cancel(batch_id=held.id, digest_id=claimed.digest_id, send_at=held.send_at)
-        with sender.engine.begin() as connection:
-            # Its earlier requests were accepted into the batch just cancelled: they go again.
-            report.requeued += ledger.requeue_accepted(
-                connection, digest_id=claimed.digest_id, batch_id=held.id
+) -> None:
+    """An answer that may hide an acceptance: the batch is cancelled (once, for every request
+    under it) and all its rows go again; too late or refused, this request's rows are
+    `uncertain`; the provider out of reach, they stay `sending` for the next run to cancel."""
+    assert batch.provider_batch is not None
+    outcome.lost, outcome.error = True, lost.reason
+    verdict = batches.lost(batch.provider_batch, lost.reason)
+    if verdict.cancelled:
+        outcome.cancelled = verdict.requeued_now
+        if verdict.lost_in_a_row >= sender.max_attempts:
+            stop.set(
+                StopKind.PROVIDER_UNAVAILABLE,
+                f"the provider's answer was lost {verdict.lost_in_a_row} times in a row (last: "
+                f"{lost.reason}); each batch was cancelled before its send time, so nobody got "
+                "it twice",
             )
-    except CancelRefusedError as refused:
+    elif verdict.refused is not None:
         with sender.engine.begin() as connection:
-            report.uncertain = ledger.mark_uncertain(
-                connection, batch=claimed, reason=refused.reason
+            outcome.uncertain = ledger.mark_uncertain(
+                connection, batch=claimed, reason=verdict.refused
             )
-        return False
-    except (TransientSendError, SendAuthError) as unreachable:
+    else:
         stop.set(
             StopKind.PROVIDER_UNAVAILABLE,
-            f"{lost.reason}; and its batch could not be cancelled yet ({unreachable}): the next "
-            "run cancels it while there is time, then sends those rows",
+            f"{lost.reason}; and its batch could not be cancelled yet ({verdict.unreachable}): "
+            "the next run cancels it while there is time, then sends those rows",
         )
-        return False
-    return True
 
 
 def _refused(
     sender: Sender,
     claimed: ledger.ClaimedBatch,
-    report: BatchReport,
+    outcome: RequestReport,
     refused: PermanentSendError,
     stop: RunStop,
-) -> BatchReport:
+) -> None:
     """Fail the recipients the provider blamed and send the rest again; if it blamed none, the
     request itself is at fault (sender, content): every row waits and the run stops."""
     if not refused.refused:
-        return _hand_back(sender, claimed, report, refused, stop, StopKind.REQUEST_REFUSED)
+        _hand_back(sender, claimed, outcome, refused, stop, StopKind.REQUEST_REFUSED)
+        return
     with sender.engine.begin() as connection:
-        report.failed = ledger.mark_refused(connection, batch=claimed, reasons=refused.refused)
-        report.released = ledger.release_pending(
+        outcome.failed = ledger.mark_refused(connection, batch=claimed, reasons=refused.refused)
+        outcome.released = ledger.release_pending(
             connection,
             batch=claimed,
             reason="sent again: the provider refused another recipient of its request",
             cause=Cause.NEIGHBOUR_REFUSED,
         )
-    report.error = refused.reason
-    return report
+    outcome.error = refused.reason
+
+
+def _put_back(
+    sender: Sender, claimed: ledger.ClaimedBatch, outcome: RequestReport, reason: str
+) -> None:
+    """The request never left: its rows wait `pending` for the next request, or the next run."""
+    with sender.engine.begin() as connection:
+        outcome.released = ledger.release_pending(
+            connection, batch=claimed, reason=reason, cause=Cause.NOT_LEFT
+        )
 
 
 def _hand_back(
     sender: Sender,
     claimed: ledger.ClaimedBatch,
-    report: BatchReport,
+    outcome: RequestReport,
     error: Exception,
     stop: RunStop,
     kind: StopKind | None,
-) -> BatchReport:
-    """Every row of the batch back to `pending`, and every lane of the run stops."""
+) -> None:
+    """Every row of the request back to `pending`, and the whole send stops."""
     cause = Cause.REQUEST_REFUSED if kind is StopKind.REQUEST_REFUSED else Cause.TRANSIENT
     reason = getattr(error, "reason", None) or str(error)
     with sender.engine.begin() as connection:
-        report.released = ledger.release_pending(
+        outcome.released = ledger.release_pending(
             connection, batch=claimed, reason=reason, cause=cause
         )
-    report.error = reason
+    outcome.error = reason
     stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, reason)
-    return report
 
 
-def send_lane(
-    sender: Sender,
-    plan: SendPlan,
-    *,
-    lane: int,
-    stop: RunStop,
-    on_batch: Callable[[BatchReport], None] | None = None,
-) -> LaneReport:
-    """Send batch after batch of every planned variant until none of its rows is left pending.
+class _Dispatcher:
+    """A bounded pool of requests in flight: the claiming thread waits for room before it
+    claims, so no claimed row waits long for its request to leave."""
 
-    Several lanes run at once: claims never overlap, so lanes share the work however fast each
-    one goes. Every batch moves its rows out of `pending` for good, or sets `stop`, so the loop
-    always ends; a stopped lane's rows wait, `pending`, for the next run.
-    """
-    report = LaneReport(lane=lane)
-    batches = LaneBatches(sender)
-    # Lanes start on different variants, so they seldom wait on each other's claims.
-    start = lane % len(plan.variants) if plan.variants else 0
-    variants = plan.variants[start:] + plan.variants[:start]
-    with sender.engine.connect() as connection:
-        # Variant bodies never change once stored: each lane reads each one once.
-        bodies = {vid: ledger.variant_row(connection, variant_id=vid) for vid in variants}
-    for variant_id in variants:
-        while not stop.is_set():
-            try:
-                batch = send_batch(sender, plan, bodies[variant_id], stop, batches)
-            except RunInProgressError as lost:
-                stop.set(StopKind.LEASE_LOST, str(lost))
-                break
-            except RecalledError as recalled:
-                stop.set(StopKind.RECALLED, str(recalled))
-                break
-            if not batch.claimed:
-                break
-            report.batches.append(batch)
-            if on_batch is not None:
-                on_batch(batch)
-    if stop.is_set():
-        report.stop, report.stop_kind = stop.reason, stop.kind
-    return report
+    def __init__(self, in_flight: int) -> None:
+        self._room = threading.BoundedSemaphore(in_flight)
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="send")
+        self._futures: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.drain()
+        self._pool.shutdown(wait=True)
+
+    def wait_for_room(self) -> None:
+        self._room.acquire()
+        self._room.release()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self._room.acquire()
+        future = self._pool.submit(work)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        self._room.release()
+        failure = future.exception()
+        if failure is not None:
+            log.error("a request's worker failed: %r", failure)
+
+    def drain(self) -> None:
+        """Wait for every request in flight; a worker's own failure is raised here."""
+        while True:
+            with self._lock:
+                waiting = list(self._futures)
+            if not waiting:
+                return
+            for future in waiting:
+                future.result()

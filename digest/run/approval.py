@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -250,13 +249,10 @@ def answer_now(
     return Answer(decision, waiting, resumed=False)
 
 
-def recipients_by_variant(
-    engine: Engine, content: DigestContent, *, page_size: int
-) -> list[tuple[str, int, bool]]:
+def recipients_by_variant(engine: Engine, content: DigestContent) -> list[tuple[str, int, bool]]:
     """(variant, active subscribers, whether they get mail), the every-category variant first."""
-    counts: Counter[str] = Counter()
-    for page in ledger.active_subscriber_pages(engine, page_size=page_size):
-        counts.update(ledger.variant_key(person.categories or []) for person in page)
+    with engine.connect() as connection:
+        counts = ledger.active_by_variant(connection)
     out = []
     for key in sorted(counts):
         shows = filter_for_categories(content, key.split(";") if key else []) is not None

@@ -91,6 +91,15 @@ def _recalled(week: str) -> RecalledError:
     )
 
 
+def lease_heartbeat(
+    engine: Engine, *, digest_id: int, owner: str, lease_seconds: int
+) -> ledger.LeaseHeartbeat:
+    """Keeps the run's lease alive while it plans and sends (a context manager)."""
+    return ledger.LeaseHeartbeat(
+        engine, digest_id=digest_id, owner=owner, ttl_seconds=lease_seconds
+    )
+
+
 def end_run(engine: Engine, *, digest_id: int, owner: str) -> None:
     ledger.release_lease(engine, digest_id=digest_id, owner=owner)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from digest.catalog.sync import SyncReport
 from digest.content.frozen import DigestContent
-from digest.delivery.sending import RunStop, StopKind
+from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import (
     DigestError,
     RecalledError,
@@ -36,7 +36,9 @@ class RunSummary:
     reasons: list[tuple[str, str, int]] = field(default_factory=list)
     new_tools: int = 0
     sent_this_run: int = 0
-    batches: int = 0
+    batches: int = 0  # requests that carried this run's sends
+    batch_ids: int = 0  # provider batches those requests went under
+    lost_answers: int = 0  # answers lost (timeout, dropped connection, 5xx), each batch cancelled
     dry_run: bool = False
     already_complete: bool = False
     note: str = ""
@@ -85,6 +87,11 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
         return RunInProgressError(stop.reason)
     if stop is not None and stop.kind is StopKind.RECALLED:
         return RecalledError(stop.reason)
+    if stop is not None and stop.kind is StopKind.NO_CANCEL_SLOT:
+        # No row was touched, so no row's reason tells the story: the stop's sentence does.
+        return RunIncompleteError(
+            f"{stop.reason[0].upper()}{stop.reason[1:]}. {incomplete_message(summary)}"
+        )
     if stop is not None and stop.kind is StopKind.REQUEST_REFUSED:
         return RunIncompleteError(
             f"{stop.reason}. The provider refused the request as a whole, not one recipient, "

@@ -169,35 +169,26 @@ def render_for_categories(
     return ledger.RenderedBodies(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
 
-def plan(
-    engine: Engine, edition: Edition, prepared: PreparedDigest, *, page_size: int
-) -> ledger.PlanSummary:
+def plan(engine: Engine, edition: Edition, prepared: PreparedDigest) -> ledger.PlanSummary:
     """Plan every active subscriber of the frozen digest (once; later calls add nobody)."""
     assert prepared.digest_id is not None
     return ledger.plan_recipients(
         engine,
         digest_id=prepared.digest_id,
         render_variant=lambda cats: render_for_categories(edition, prepared.content, cats),
-        page_size=page_size,
     )
 
 
-def dry_run_recipients(engine: Engine, content: DigestContent, *, page_size: int) -> dict[str, int]:
+def dry_run_recipients(engine: Engine, content: DigestContent) -> dict[str, int]:
     """For a dry run: how many active subscribers would get mail, and how many be skipped."""
-    would_send = would_skip = 0
-    shows_something: dict[str, bool] = {}
-    for page in ledger.active_subscriber_pages(engine, page_size=page_size):
-        for person in page:
-            key = ledger.variant_key(person.categories or [])
-            if key not in shows_something:
-                categories = key.split(";") if key else []
-                shows_something[key] = filter_for_categories(content, categories) is not None
-            if shows_something[key]:
-                would_send += 1
-            else:
-                would_skip += 1
+    with engine.connect() as connection:
+        counts = ledger.active_by_variant(connection)
+    shows = {
+        key: filter_for_categories(content, key.split(";") if key else []) is not None
+        for key in counts
+    }
     return {
-        "would_send": would_send,
-        "would_skip": would_skip,
-        "variants": sum(shows_something.values()),
+        "would_send": sum(n for key, n in counts.items() if shows[key]),
+        "would_skip": sum(n for key, n in counts.items() if not shows[key]),
+        "variants": sum(shows.values()),
     }

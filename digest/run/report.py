@@ -36,7 +36,12 @@ def render_markdown(summary: RunSummary) -> str:
     if summary.counts:
         lines += ["| state | count |", "|---|---|"]
         lines += [f"| {state} | {count} |" for state, count in sorted(summary.counts.items())]
-        lines += ["", f"Sent by this run: {summary.sent_this_run} in {summary.batches} batch(es)."]
+        lines += [
+            "",
+            f"Sent by this run: {summary.sent_this_run} in {summary.batches} request(s) under "
+            f"{summary.batch_ids} provider batch(es); {summary.lost_answers} answer(s) lost, "
+            "each batch cancelled and its rows sent again.",
+        ]
     else:
         lines.append("No deliveries recorded.")
     if summary.reasons:

@@ -17,6 +17,7 @@ from digest.errors import SendAuthError
 
 __all__ = [
     "AmbiguousSendError",
+    "BatchClosedError",
     "BatchResult",
     "CancelRefusedError",
     "EmailBackend",
@@ -47,10 +48,15 @@ class Recipient(NamedTuple):
 @dataclass(frozen=True)
 class ProviderBatch:
     """A group of requests the provider holds until `send_at`, and can cancel until shortly
-    before: the lever that turns an ambiguous answer into "cancelled, send again"."""
+    before: the lever that turns an ambiguous answer into "cancelled, send again".
+
+    A request may join it until `join_by`: an answer lost after waiting the whole request
+    timeout must still leave time to cancel the batch before the provider's deadline.
+    """
 
     id: str
     send_at: datetime
+    join_by: datetime
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ class AmbiguousSendError(TransientSendError):
     Never retried blind: the sender cancels its provider batch, and sends again under a new one
     once the cancel is confirmed.
     """
+
+
+class BatchClosedError(TransientSendError):
+    """A held request could not leave before its provider batch stopped taking requests (a rate
+    limit held it back): nothing was sent, and it goes again under the next batch."""
 
 
 class CancelRefusedError(Exception):
@@ -146,6 +157,8 @@ class SchedulingBackend(Protocol):
     cancel_slots: int
     # How long before a batch's send time the provider stops honouring a cancel.
     cancel_deadline_seconds: int
+    # How long one request may take before its answer counts as lost.
+    request_timeout_seconds: float
 
     def new_batch_id(self) -> str:
         """A fresh provider batch id (safe to retry: an unused id costs nothing)."""

@@ -1,46 +1,52 @@
-"""Sending through SendGrid's v3 Mail Send API with the official `sendgrid` client.
+"""Sending through SendGrid's v3 Mail Send API: one request per batch, over kept-alive connections.
 
 One batch is one request: one personalization per recipient, in recipient order, carrying the
 recipient's address, token substitutions, List-Unsubscribe headers and our own ids as custom
 args. SendGrid's answers are translated here, and only here, into the backend errors of
 `digest.send.base`: 429 waits for the rate-limit reset, 5xx and network failures are retried with
-backoff, 400 is permanent, 401/403 stops the run. The API key never leaves the client's
-Authorization header: not in errors, not in logs, not in repr.
+backoff (`digest.retry.RetryPolicy`), 400 is permanent, 401/403 stops the run. The API key never
+leaves the Authorization header: not in errors, not in logs, not in repr.
 
 A batch held for a later `send_at` (scheduled sends: `batch_id` from `POST /v3/mail/batch`) is
 never retried blind: a timeout, a dropped connection or a 5xx may hide an accepted request, so
 it raises `AmbiguousSendError` and the sender cancels the batch
 (`POST /v3/user/scheduled_sends`, confirmed with a GET) before sending again. A connection
 refused never reached SendGrid and is retried as before.
+
+The transport is httpx, not the `sendgrid` package's client (kept for its event-webhook helper):
+that client sends `Connection: close`, so every request paid a new TCP connection, and against
+SendGrid a new TLS session (two more round trips each); it has no timeout unless one is set, no
+pool, and spent about 4 ms of CPU per 1,000-recipient request against httpx's 1.3 ms, measured
+against the fake on this machine. One `httpx.Client` is shared by the sender's threads: its
+connection pool is bounded (`POOL_CONNECTIONS`) and keeps connections alive between requests.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import logging
-import random
 import re
 import time
-import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import datetime
 from enum import Enum
 from typing import Any, Self
 
+import httpx
 import orjson
-import sendgrid
-from python_http_client.exceptions import HTTPError as SendGridHTTPError
 
-from digest.config import Settings
+from digest.config import CANCEL_MARGIN_SECONDS, Settings
 from digest.errors import ConfigError
+from digest.retry import RetryPolicy
 from digest.send.base import (
     AmbiguousSendError,
     BaseBackend,
+    BatchClosedError,
     BatchResult,
     CancelRefusedError,
     OutgoingBatch,
     PermanentSendError,
+    ProviderBatch,
     SendAuthError,
     TransientSendError,
 )
@@ -52,30 +58,6 @@ _BEARER_RE = re.compile(r"Bearer\s+[^\s'\",}]+")
 # RFC 5322 specials: SendGrid drops a to.name with a bare comma or semicolon, so such names go
 # as a quoted-string.
 _NAME_NEEDS_CARE = re.compile(r'[()<>\[\]:;@\\,."]')
-
-
-class _RedactSecret(logging.Filter):
-    """python_http_client logs request headers (Authorization included) and bodies at DEBUG.
-
-    Each open backend attaches one for its own key and removes it when it closes.
-    """
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _BEARER_RE.sub("Bearer [redacted]", message)
-        if self.secret:
-            redacted = redacted.replace(self.secret, "[redacted]")
-        if redacted != message:
-            record.msg = redacted
-            record.args = ()
-        return True
-
-
-_CLIENT_LOG = logging.getLogger("python_http_client.client")
 
 
 class _Verdict(Enum):
@@ -211,41 +193,26 @@ def _sendgrid_errors(body: bytes | str | None) -> str:
 
 
 _JSON_UTF8 = "application/json; charset=utf-8"
+BATCH_PATH = "/v3/mail/batch"
+SCHEDULED_PATH = "/v3/user/scheduled_sends"
+# Connections kept open to SendGrid: the sender's requests in flight, and its cancels beside them.
+POOL_CONNECTIONS = 16
 
 
-class _LoggedAsSize(bytes):
-    """Request bytes that print as their size: the client's DEBUG line shows no address or token."""
+class _HTTPStatusError(Exception):
+    """A non-2xx answer, with what the translation below needs of it."""
 
-    def __str__(self) -> str:
-        return f"<{len(self)} bytes of JSON>"
-
-    __repr__ = __str__
-
-
-class _EncodedBody:
-    """A request body serialised once, already UTF-8.
-
-    python_http_client calls `.encode("utf-8")` on a body whose Content-Type is not bare
-    application/json, then formats the result into a DEBUG line on every request, whether DEBUG
-    is on or not: ~2.5 ms per 1,000 recipients, and the line would hold every address and token.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = _LoggedAsSize(data)
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self._data
-
-
-def _json_body(data: dict[str, Any]) -> _EncodedBody:
-    # The client keeps the last request's Content-Type, so every body goes pre-encoded.
-    return _EncodedBody(orjson.dumps(data))
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code = response.status_code
+        self.body = response.content
+        self.headers = response.headers
 
 
 def _never_arrived(exc: BaseException) -> bool:
-    """A refused connection: the request never reached SendGrid, so repeating it is safe."""
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    return isinstance(reason, ConnectionRefusedError)
+    """No connection was made (refused, unreachable, no free connection in time): the request
+    never reached SendGrid, so repeating it is safe."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 class SendGridBackend(BaseBackend):
@@ -265,7 +232,7 @@ class SendGridBackend(BaseBackend):
         timeout_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
+        rng: Any = None,
     ) -> None:
         key = settings.sendgrid_api_key
         if key is None or not key.get_secret_value().strip():
@@ -287,19 +254,20 @@ class SendGridBackend(BaseBackend):
         self._host = host
         # Honoured until this long before send_at (DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS).
         self.cancel_deadline_seconds = settings.sendgrid_cancel_deadline_seconds
-        self._timeout = (
+        self.request_timeout_seconds = (
             settings.sendgrid_timeout_seconds if timeout_seconds is None else timeout_seconds
         )
-        self._max_attempts = attempts
-        self._backoff_base = backoff_base_seconds
-        self._backoff_max = backoff_max_seconds
-        self._max_rate_limit_wait = max_rate_limit_wait_seconds
-        self._sleep = sleep
+        self._retry = RetryPolicy(
+            attempts=attempts,
+            base_seconds=backoff_base_seconds,
+            max_backoff_seconds=backoff_max_seconds,
+            max_wait_seconds=max_rate_limit_wait_seconds,
+            sleep=sleep,
+            **({"rng": rng} if rng is not None else {}),
+        )
         self._clock = clock
-        self._rng = rng or random.Random()
-        self._mail_send: Any = None
-        self._client: Any = None
-        self._redact: _RedactSecret | None = None
+        self._client: httpx.Client | None = None
+        _check_cancel_window(settings, self.request_timeout_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, interactive: bool = False) -> Self:
@@ -314,8 +282,9 @@ class SendGridBackend(BaseBackend):
 
     def __repr__(self) -> str:
         return (
-            f"SendGridBackend(host={self._host!r}, timeout_seconds={self._timeout!r}, "
-            f"max_attempts={self._max_attempts!r})"
+            f"SendGridBackend(host={self._host!r}, "
+            f"timeout_seconds={self.request_timeout_seconds!r}, "
+            f"max_attempts={self._retry.attempts!r})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -325,78 +294,84 @@ class SendGridBackend(BaseBackend):
         )
 
     def open(self) -> None:
-        if self._mail_send is None:
-            secret = self._key.get_secret_value()
-            self._redact = _RedactSecret(secret)
-            _CLIENT_LOG.addFilter(self._redact)
-            client = sendgrid.SendGridAPIClient(secret, host=self._host)
-            # The client has no timeout by default: a silent server would hang the run forever.
-            client.client.timeout = self._timeout
-            self._client = client.client
-            self._mail_send = client.client.mail.send
+        if self._client is None:
+            limits = httpx.Limits(
+                max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
+            )
+            self._client = httpx.Client(
+                base_url=self._host,
+                headers={
+                    "Authorization": f"Bearer {self._key.get_secret_value()}",
+                    "User-Agent": "verdict-digest",
+                    "Accept": "application/json",
+                },
+                # SendGrid's answers are short: a silent server is a lost answer, not a wait.
+                timeout=httpx.Timeout(self.request_timeout_seconds),
+                limits=limits,
+                follow_redirects=False,
+            )
 
     def close(self) -> None:
-        self._mail_send = None
-        self._client = None
-        if self._redact is not None:
-            _CLIENT_LOG.removeFilter(self._redact)
-            self._redact = None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
         if not batch.recipients:
             return BatchResult(message_id=None, accepted=0)
-        # Close only what we opened: a caller's `with` keeps the client for every batch.
-        opened_here = self._mail_send is None
-        self.open()
-        try:
+        with self._opened():
             return self._post(batch)
-        finally:
-            if opened_here:
-                self.close()
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
+        """One request; a non-2xx answer raises `_HTTPStatusError`, network trouble httpx's own."""
+        assert self._client is not None
+        headers = {"Content-Type": _JSON_UTF8} if body is not None else None
+        response = self._client.request(method, path, content=body, headers=headers)
+        if response.status_code >= 300:
+            raise _HTTPStatusError(response)
+        return response
 
     def _post(self, batch: OutgoingBatch) -> BatchResult:
         # A dict, not helpers.mail.Mail: add_personalization prepends by default; ~15x slower too.
         # Serialised once here, not on every retry, by orjson: compact UTF-8 (no \u escapes),
-        # five times faster than json. A Content-Type other than bare application/json makes
-        # the client send it as is.
-        body = _EncodedBody(orjson.dumps(build_request_body(batch)))
+        # five times faster than json.
+        body = orjson.dumps(build_request_body(batch))
         size = len(batch.recipients)
+        held = batch.provider_batch
         problem = ""
         retry_after: float | None = None
-        for attempt in range(1, self._max_attempts + 1):
+        for attempt in self._retry.tries():
             try:
-                response = self._mail_send.post(
-                    request_body=body, request_headers={"Content-Type": _JSON_UTF8}
-                )
-            except SendGridHTTPError as exc:
-                problem, wait, retry_after = self._judge(exc, attempt, batch)
-                if batch.provider_batch is not None and int(exc.status_code) >= 500:
+                response = self._call("POST", SEND_PATH, body)
+            except _HTTPStatusError as exc:
+                problem, told, retry_after = self._judge(exc, batch)
+                if held is not None and exc.status_code >= 500:
                     raise self._ambiguous(problem) from None
-            except (OSError, http.client.HTTPException) as exc:
-                problem, wait, retry_after = (
-                    self._network_problem(exc),
-                    self._backoff(attempt),
-                    None,
-                )
-                if batch.provider_batch is not None and not _never_arrived(exc):
+            except httpx.TransportError as exc:
+                problem, told, retry_after = self._network_problem(exc), None, None
+                if held is not None and not _never_arrived(exc):
                     raise self._ambiguous(problem) from None
             else:
                 message_id = response.headers.get("X-Message-Id")
                 return BatchResult(message_id=message_id or None, accepted=size)
-            if attempt < self._max_attempts:
-                logger.warning(
-                    "SendGrid did not accept a batch of %d for digest %s (%s); "
-                    "attempt %d of %d in %.2f s",
-                    size,
-                    batch.digest_id,
-                    problem,
-                    attempt + 1,
-                    self._max_attempts,
-                    wait,
-                )
-                self._sleep(wait)
+            if not self._retry.has_next(attempt):
+                break
+            wait = self._retry.delay(attempt, told)
+            _within_join_time(held, wait + self.request_timeout_seconds, problem)
+            logger.warning(
+                "SendGrid did not accept a batch of %d for digest %s (%s); "
+                "attempt %d of %d in %.2f s",
+                size,
+                batch.digest_id,
+                problem,
+                attempt + 1,
+                self._retry.attempts,
+                wait,
+            )
+            self._retry.sleep(wait)
         raise TransientSendError(
-            f"SendGrid did not accept the request after {self._max_attempts} attempt(s): {problem}",
+            f"SendGrid did not accept the request after {self._retry.attempts} attempt(s): "
+            f"{problem}",
             retry_after=retry_after,
         )
 
@@ -408,8 +383,8 @@ class SendGridBackend(BaseBackend):
 
     def new_batch_id(self) -> str:
         with self._opened():
-            response = self._control("creating a batch id", lambda: self._client.mail.batch.post())
-        batch_id = orjson.loads(response.body or b"{}").get("batch_id")
+            response = self._control("creating a batch id", "POST", BATCH_PATH)
+        batch_id = orjson.loads(response.content or b"{}").get("batch_id")
         if not isinstance(batch_id, str) or not batch_id:
             raise TransientSendError("SendGrid answered POST /v3/mail/batch without a batch_id")
         return batch_id
@@ -417,17 +392,16 @@ class SendGridBackend(BaseBackend):
     def cancel_batch(self, batch_id: str) -> None:
         """Cancel the batch, then read the cancel back: only a confirmed cancel returns."""
         with self._opened():
-            statuses = self._client.user.scheduled_sends
             try:
                 self._control(
                     "a cancel",
-                    lambda: statuses.post(
-                        request_body=_json_body({"batch_id": batch_id, "status": "cancel"}),
-                        request_headers={"Content-Type": _JSON_UTF8},
-                    ),
+                    "POST",
+                    SCHEDULED_PATH,
+                    orjson.dumps({"batch_id": batch_id, "status": "cancel"}),
                 )
-            except SendGridHTTPError as refused:
-                # A cancel or pause may already stand (a lost answer to our own earlier POST).
+            except _HTTPStatusError as refused:
+                # A second cancel or pause of a batch answers 400 ("already has a status"): our
+                # own earlier POST may have gone through with its answer lost. Read it back.
                 current = self._cancel_status(batch_id)
                 if current is None:
                     detail = self._scrub(_sendgrid_errors(refused.body))
@@ -442,27 +416,24 @@ class SendGridBackend(BaseBackend):
 
     def forget_cancel(self, batch_id: str) -> None:
         with self._opened():
-            target = self._client.user.scheduled_sends._(batch_id)
             try:
-                self._control("removing a cancel", lambda: target.delete())
-            except SendGridHTTPError as exc:
-                if int(exc.status_code) != 404:  # already gone is what we wanted
+                self._control("removing a cancel", "DELETE", f"{SCHEDULED_PATH}/{batch_id}")
+            except _HTTPStatusError as exc:
+                if exc.status_code != 404:  # already gone is what we wanted
                     raise TransientSendError(
                         f"SendGrid refused to remove the cancel of batch {batch_id} "
                         f"(HTTP {exc.status_code})"
                     ) from None
 
     def _patch_to_cancel(self, batch_id: str) -> None:
-        target = self._client.user.scheduled_sends._(batch_id)
         try:
             self._control(
                 "a cancel",
-                lambda: target.patch(
-                    request_body=_json_body({"status": "cancel"}),
-                    request_headers={"Content-Type": _JSON_UTF8},
-                ),
+                "PATCH",
+                f"{SCHEDULED_PATH}/{batch_id}",
+                orjson.dumps({"status": "cancel"}),
             )
-        except SendGridHTTPError as refused:
+        except _HTTPStatusError as refused:
             detail = self._scrub(_sendgrid_errors(refused.body))
             raise CancelRefusedError(
                 f"SendGrid refused to cancel batch {batch_id} (HTTP {refused.status_code}: "
@@ -471,55 +442,49 @@ class SendGridBackend(BaseBackend):
 
     def _cancel_status(self, batch_id: str) -> str | None:
         """The batch's standing status (`cancel` or `pause`), None when it has none."""
-        target = self._client.user.scheduled_sends._(batch_id)
         try:
-            response = self._control("reading a cancel", lambda: target.get())
-        except SendGridHTTPError:
+            response = self._control("reading a cancel", "GET", f"{SCHEDULED_PATH}/{batch_id}")
+        except _HTTPStatusError:
             return None
-        entries = orjson.loads(response.body or b"[]")
+        entries = orjson.loads(response.content or b"[]")
         found = [e.get("status") for e in entries if isinstance(e, dict)]
         return str(found[0]) if found else None
 
-    @contextlib.contextmanager
-    def _opened(self) -> Iterator[None]:
-        opened_here = self._client is None
-        self.open()
-        try:
-            yield
-        finally:
-            if opened_here:
-                self.close()
+    def _opened(self) -> _OpenedHere:
+        return _OpenedHere(self)
 
-    def _control(self, what: str, call: Callable[[], Any]) -> Any:
-        """One small control request, repeated on 5xx and network errors (each is safe to repeat:
-        a second cancel finds the first). Other 4xx raise SendGridHTTPError; 401/403 stop."""
+    def _control(
+        self, what: str, method: str, path: str, body: bytes | None = None
+    ) -> httpx.Response:
+        """One small control request, repeated on 5xx, 429 and network errors (each is safe to
+        repeat: a second cancel finds the first). Other 4xx raise; 401/403 stop the run."""
         problem = ""
-        for attempt in range(1, self._max_attempts + 1):
+        for attempt in self._retry.tries():
             try:
-                return call()
-            except SendGridHTTPError as exc:
-                status = int(exc.status_code)
-                if _verdict(status) is _Verdict.AUTH:
+                return self._call(method, path, body)
+            except _HTTPStatusError as exc:
+                if _verdict(exc.status_code) is _Verdict.AUTH:
                     raise SendAuthError(
-                        f"SendGrid rejected the API key ({what}: HTTP {status}). Fix "
+                        f"SendGrid rejected the API key ({what}: HTTP {exc.status_code}). Fix "
                         "SENDGRID_API_KEY: it needs the Mail Send and Scheduled Sends permissions."
                     ) from None
-                if status < 500 and status != 429:
+                if exc.status_code < 500 and exc.status_code != 429:
                     raise
-                problem = f"HTTP {status}"
-            except (OSError, http.client.HTTPException) as exc:
+                problem = f"HTTP {exc.status_code}"
+            except httpx.TransportError as exc:
                 problem = self._network_problem(exc)
-            if attempt < self._max_attempts:
-                self._sleep(self._backoff(attempt))
+            if self._retry.has_next(attempt):
+                self._retry.pause(attempt)
         raise TransientSendError(
-            f"SendGrid did not answer {what} after {self._max_attempts} attempt(s): {problem}"
+            f"SendGrid did not answer {what} after {self._retry.attempts} attempt(s): {problem}"
         )
 
     def _judge(
-        self, exc: SendGridHTTPError, attempt: int, batch: OutgoingBatch
-    ) -> tuple[str, float, float | None]:
-        """Raise when retrying cannot help; else say what happened and how long to wait."""
-        status = int(exc.status_code)
+        self, exc: _HTTPStatusError, batch: OutgoingBatch
+    ) -> tuple[str, float | None, float | None]:
+        """Raise when retrying cannot help; else say what happened, how long SendGrid asked us
+        to wait (None: our backoff), and until when it limits us."""
+        status = exc.status_code
         detail = self._scrub(_sendgrid_errors(exc.body))
         verdict = _verdict(status)
         if verdict is _Verdict.AUTH:
@@ -546,10 +511,9 @@ class SendGridBackend(BaseBackend):
         if verdict is _Verdict.RATE_LIMITED:
             until_reset = self._until_reset(exc.headers)
             if until_reset is not None:
-                wait = min(until_reset, self._max_rate_limit_wait)
-                return f"rate limited (HTTP 429) for {until_reset:.1f} s", wait, until_reset
-            return "rate limited (HTTP 429)", self._backoff(attempt), None
-        return f"HTTP {status} ({detail})", self._backoff(attempt), None
+                return f"rate limited (HTTP 429) for {until_reset:.1f} s", until_reset, until_reset
+            return "rate limited (HTTP 429)", None, None
+        return f"HTTP {status} ({detail})", None, None
 
     def _until_reset(self, headers: Any) -> float | None:
         """Seconds until the epoch second in X-RateLimit-Reset, never negative; None if absent."""
@@ -560,22 +524,19 @@ class SendGridBackend(BaseBackend):
             return None
         return max(0.0, reset - self._clock())
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter, so that parallel senders spread out."""
-        ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
-        return self._rng.uniform(0.0, ceiling)
-
-    def _network_problem(self, exc: BaseException) -> str:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, TimeoutError):
-            return f"no answer within {self._timeout:g} s (DIGEST_SENDGRID_TIMEOUT_SECONDS)"
-        if isinstance(reason, http.client.RemoteDisconnected):
-            return "SendGrid closed the connection without answering"
-        if isinstance(reason, ConnectionRefusedError):
+    def _network_problem(self, exc: httpx.TransportError) -> str:
+        if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
             return f"could not connect to {self._host} (connection refused)"
-        if isinstance(reason, ConnectionResetError):
+        if isinstance(exc, httpx.TimeoutException):
+            return (
+                f"no answer within {self.request_timeout_seconds:g} s "
+                "(DIGEST_SENDGRID_TIMEOUT_SECONDS)"
+            )
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return "SendGrid closed the connection without answering"
+        if isinstance(exc, httpx.ReadError | httpx.WriteError):
             return "the connection was reset"
-        return self._scrub(f"{type(reason).__name__}: {reason}")
+        return self._scrub(f"{type(exc).__name__}: {exc}")
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: whatever a server or library echoes, the key does not pass."""
@@ -583,3 +544,49 @@ class SendGridBackend(BaseBackend):
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")
         return _BEARER_RE.sub("Bearer [redacted]", text)
+
+
+class _OpenedHere:
+    """Opens the backend's client for one call if the caller had not: close only what we opened."""
+
+    def __init__(self, backend: SendGridBackend) -> None:
+        self._backend = backend
+        self._opened = False
+
+    def __enter__(self) -> None:
+        if self._backend._client is None:
+            self._backend.open()
+            self._opened = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._opened:
+            self._backend.close()
+
+
+def _check_cancel_window(settings: Settings, timeout: float) -> None:
+    """A held request's answer may take the whole timeout to be found lost, and its cancel must
+    still be asked and confirmed before SendGrid's deadline: the lead time must leave room for
+    both, or a lost answer could leave rows nobody can settle."""
+    lead, deadline = settings.send_lead_seconds, settings.sendgrid_cancel_deadline_seconds
+    needed = deadline + timeout + CANCEL_MARGIN_SECONDS
+    if lead and lead <= needed:
+        raise ConfigError(
+            f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time to cancel a batch whose answer was "
+            f"lost: SendGrid stops honouring cancels {deadline} s before send_at "
+            f"(DIGEST_SENDGRID_CANCEL_DEADLINE_SECONDS), a request may take {timeout:g} s "
+            f"before its answer counts as lost (DIGEST_SENDGRID_TIMEOUT_SECONDS), and a cancel "
+            f"needs {CANCEL_MARGIN_SECONDS} s to be asked and confirmed. Set "
+            f"DIGEST_SEND_LEAD_SECONDS above {needed:g} (900 with the defaults), shorten "
+            "DIGEST_SENDGRID_TIMEOUT_SECONDS, or set the lead to 0 to send at once."
+        )
+
+
+def _within_join_time(held: ProviderBatch | None, seconds: float, problem: str) -> None:
+    """A held request may wait for a retry only while its batch still takes requests."""
+    if held is not None and datetime.now(held.join_by.tzinfo).timestamp() + seconds >= (
+        held.join_by.timestamp()
+    ):
+        raise BatchClosedError(
+            f"{problem}; waiting to try again would pass the time its provider batch takes "
+            "requests, so it goes again under the next batch"
+        )

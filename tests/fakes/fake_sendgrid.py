@@ -16,8 +16,9 @@ out, while `accepted` keeps everything the fake took.
 
 Faults are injected at runtime, in this process through methods or from another process through
 `POST /_fake/control`: a queue of scripted answers (429 with `X-RateLimit-Reset`, 5xx, 400),
-an "always" answer, a delay before every answer, and dropped connections (optionally after the
-message was recorded: accepted, but the answer is lost).
+an "always" answer, a delay before every answer (SendGrid far away), a delay before the first
+answer on each new connection (a TLS handshake: what keep-alive saves), and dropped connections
+(optionally after the message was recorded: accepted, but the answer is lost).
 
 Run it as its own process with
 `python -m tests.fakes.fake_sendgrid --port 0 --api-key K --record FILE`; the first line on
@@ -327,6 +328,8 @@ class _State:
         self.faults: deque[Fault] = deque()
         self.always: Fault | None = None
         self.delay = 0.0
+        self.connect_delay = 0.0
+        self.connections = 0
         self.accepted: list[AcceptedMessage] = []
         # Answered 202 but never delivered, as SendGrid does with an unquoted comma in to.name.
         self.dropped: list[AcceptedMessage] = []
@@ -443,6 +446,8 @@ class _State:
                 self.always = Fault.from_json(always) if always is not None else None
             if "delay" in command:
                 self.delay = float(command["delay"])
+            if "connect_delay" in command:
+                self.connect_delay = float(command["connect_delay"])
             if "cancel_deadline" in command:
                 self.cancel_deadline = float(command["cancel_deadline"])
 
@@ -455,6 +460,7 @@ class _State:
                 "dropped": len(self.dropped),
                 "queued_faults": len(self.faults),
                 "batch_ids": len(self.batch_ids),
+                "connections": self.connections,
             }
 
 
@@ -464,6 +470,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return None  # quiet: tests and benchmarks read the records, not an access log
+
+    def setup(self) -> None:
+        super().setup()
+        state = self.server.state
+        with state.lock:
+            state.connections += 1
+            delay = state.connect_delay
+        if delay > 0:
+            time.sleep(delay)  # a new connection's handshake, before its first answer
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -781,6 +796,11 @@ class FakeSendGrid:
         with self._state.lock:
             self._state.delay = seconds
 
+    def set_connect_delay(self, seconds: float) -> None:
+        """Wait this long on every new connection before its first answer (a TLS handshake)."""
+        with self._state.lock:
+            self._state.connect_delay = seconds
+
     def clear_faults(self) -> None:
         self._state.control({"clear": True})
 
@@ -878,11 +898,19 @@ class FakeControl:
 class FakeSendGridProcess:
     """The fake as a child process (off the sender's CPU and GIL); a context manager."""
 
-    def __init__(self, api_key: str, record_path: Path | str | None, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        record_path: Path | str | None,
+        *,
+        delay: float = 0.0,
+        connect_delay: float = 0.0,
+    ) -> None:
         self.api_key = api_key
         # None: count accepted messages only (see stats()), for speed runs.
         self.record_path = Path(record_path) if record_path is not None else None
         self.delay = delay
+        self.connect_delay = connect_delay
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
 
@@ -894,8 +922,10 @@ class FakeSendGridProcess:
             "tests.fakes.fake_sendgrid",
             "--port",
             "0",
-            "--delay",
+            "--slow",
             str(self.delay),
+            "--connect-delay",
+            str(self.connect_delay),
         ]
         if self.record_path is not None:
             command += ["--record", str(self.record_path)]
@@ -968,12 +998,21 @@ def main(argv: list[str] | None = None) -> None:
         help="the accepted key (default: $FAKE_SENDGRID_API_KEY)",
     )
     parser.add_argument("--record", type=Path, default=None, help="append accepted messages here")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    parser.add_argument(
+        "--slow", "--delay", type=float, default=0.0, help="seconds before every answer"
+    )
+    parser.add_argument(
+        "--connect-delay",
+        type=float,
+        default=0.0,
+        help="seconds before the first answer on each new connection (a TLS handshake)",
+    )
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("give --api-key or set FAKE_SENDGRID_API_KEY")
     fake = FakeSendGrid(args.api_key, port=args.port, record_path=args.record, keep_in_memory=False)
-    fake.set_delay(args.delay)
+    fake.set_delay(args.slow)
+    fake.set_connect_delay(args.connect_delay)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)

@@ -11,11 +11,26 @@ Invariants the ledger keeps (each has a test named for it):
 - statements are set-based: one per batch, never one ORM object per recipient.
 
 One module per job: `digests` (the frozen content), `leases` (one run at a time), `planning`
-(who gets which variant), `claims` (claiming and settling batches), `schedules` (provider
-batches held until a send time, cancels, recalls), `reporting` (counts).
+(who gets which variant), `claims` (claiming and settling requests' rows), `batches`
+(provider batches and the cancel budget), `schedules` (rows held until a send time, recalls),
+`reporting` (counts).
 The names below are the ledger's public face, the store the run's steps talk to.
 """
 
+from digest.delivery.ledger.batches import (
+    HeldBatch,
+    SlotsHeld,
+    batch_ids_of,
+    cancels_standing,
+    drop_unused,
+    forgettable_cancels,
+    is_cancelled,
+    live_batches,
+    mark_forgotten,
+    record_cancel,
+    reserve_batch,
+    slots_held,
+)
 from digest.delivery.ledger.claims import (
     ClaimedBatch,
     ClaimedRecipient,
@@ -27,7 +42,6 @@ from digest.delivery.ledger.claims import (
     release_pending,
     requeue_failed,
     requeue_uncertain,
-    reschedule,
     suppress_unsendable,
 )
 from digest.delivery.ledger.digests import (
@@ -41,13 +55,20 @@ from digest.delivery.ledger.digests import (
     variant_bodies,
     variant_row,
 )
-from digest.delivery.ledger.leases import acquire_lease, new_owner, release_lease, renew_lease
+from digest.delivery.ledger.leases import (
+    LeaseHeartbeat,
+    acquire_lease,
+    new_owner,
+    release_lease,
+    renew_lease,
+)
 from digest.delivery.ledger.planning import (
     PlanSummary,
     RenderedBodies,
     VariantRenderer,
-    active_subscriber_pages,
+    active_by_variant,
     plan_recipients,
+    stored_category_lists,
     variant_key,
 )
 from digest.delivery.ledger.reporting import (
@@ -57,18 +78,13 @@ from digest.delivery.ledger.reporting import (
     state_counts,
 )
 from digest.delivery.ledger.schedules import (
-    HeldBatch,
-    cancels_standing,
     clear_recall,
-    forgettable_cancels,
     is_recalled,
-    mark_forgotten,
     mark_recalled,
     may_have_reached,
     orphan_batches,
     recalled_week,
-    record_cancel,
-    requeue_accepted,
+    requeue_batch,
     requeue_cancelled,
     sent_batches,
     settle_held,
@@ -78,22 +94,28 @@ __all__ = [
     "ClaimedBatch",
     "ClaimedRecipient",
     "HeldBatch",
+    "LeaseHeartbeat",
     "PlanSummary",
     "RenderedBodies",
+    "SlotsHeld",
     "VariantRenderer",
     "acquire_lease",
-    "active_subscriber_pages",
+    "active_by_variant",
+    "batch_ids_of",
     "cancels_standing",
     "claim_batch",
     "clear_recall",
     "digest_status",
     "discard_unsent",
+    "drop_unused",
     "failure_reasons",
     "find_digest",
     "forgettable_cancels",
     "freeze_digest",
+    "is_cancelled",
     "is_planned",
     "is_recalled",
+    "live_batches",
     "mark_completed",
     "mark_forgotten",
     "mark_recalled",
@@ -111,15 +133,17 @@ __all__ = [
     "release_lease",
     "release_pending",
     "renew_lease",
-    "requeue_accepted",
+    "requeue_batch",
     "requeue_cancelled",
     "requeue_failed",
     "requeue_uncertain",
-    "reschedule",
+    "reserve_batch",
     "sent_batches",
     "sent_by_run",
     "settle_held",
+    "slots_held",
     "state_counts",
+    "stored_category_lists",
     "stored_variant",
     "suppress_unsendable",
     "variant_bodies",

@@ -1,6 +1,6 @@
 """Claiming and settling batches: rows move `pending` → `sending` → an outcome, one statement each.
 
-A claim stamps its rows with a claim id of its own, "<run owner>#<batch>"; settling matches on
+A claim stamps its rows with a claim id of its own, "<run owner>#<request>"; settling matches on
 that id alone, so a row another run has since taken over is never settled by this one.
 """
 
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal_column, select, update
 from sqlalchemy.engine import Connection
 
+from digest.delivery.ledger.batches import note_requests
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.states import Cause, DeliveryState, SubscriberStatus, sources_of, values
@@ -33,10 +34,11 @@ class ClaimedRecipient(NamedTuple):
 
 @dataclass(frozen=True)
 class ClaimedBatch:
-    """Rows one batch moved to `sending`, under a claim id of its own."""
+    """Rows one request moved to `sending`, under a claim id of its own."""
 
     digest_id: int
-    claim: str  # written to each row's claim_owner: "<run owner>#<batch>"
+    variant_id: int
+    claim: str  # written to each row's claim_owner: "<run owner>#<request>"
     recipients: list[ClaimedRecipient]
 
     def __len__(self) -> int:
@@ -47,11 +49,18 @@ class ClaimedBatch:
         return [r.delivery_id for r in self.recipients]
 
 
+# The condition of the claim's partial index, written as a literal: a bound parameter would
+# keep the database from seeing that the index applies.
+PENDING_ONLY = DELIVERY.c.state == literal_column(f"'{DeliveryState.PENDING.value}'")
+if sources_of(DeliveryState.SENDING, Cause.CLAIM) != {DeliveryState.PENDING}:
+    raise RuntimeError("the claim's index holds pending rows only: a claim must start there")
+
+
 def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, int]:
-    """How many rows wait to be sent, per variant id."""
+    """How many rows wait to be sent, per variant id (read from the claim's index)."""
     rows = connection.execute(
         select(DELIVERY.c.variant_id, func.count())
-        .where(DELIVERY.c.digest_id == digest_id, DELIVERY.c.state == DeliveryState.PENDING.value)
+        .where(DELIVERY.c.digest_id == digest_id, PENDING_ONLY)
         .group_by(DELIVERY.c.variant_id)
     )
     return {int(vid): int(n) for vid, n in rows if vid is not None}
@@ -70,9 +79,11 @@ def claim_batch(
     """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
 
     The provider batch the request will go under, and its send time, are written by the same
-    statement: a run that dies after sending leaves rows whose batch the next run can cancel.
-    Only rows of currently active subscribers are claimed, so an unsubscribe takes effect before
-    the next batch. On PostgreSQL, SKIP LOCKED lets several senders claim disjoint batches.
+    statement (and the batch counts one more request): a run that dies after sending leaves rows
+    whose batch the next run can cancel. Only rows of currently active subscribers are claimed,
+    so an unsubscribe takes effect before the next request. The lowest ids of the variant come
+    from the claim's index (digest, variant, id; pending rows only). On PostgreSQL, SKIP LOCKED
+    lets several senders claim disjoint batches.
     """
     claimable = values(sources_of(DeliveryState.SENDING, Cause.CLAIM))
     candidates = (
@@ -81,7 +92,7 @@ def claim_batch(
         .where(
             DELIVERY.c.digest_id == digest_id,
             DELIVERY.c.variant_id == variant_id,
-            DELIVERY.c.state.in_(claimable),
+            PENDING_ONLY,
             SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
         )
         .order_by(DELIVERY.c.id)
@@ -110,7 +121,11 @@ def claim_batch(
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
     ).all()
     recipients = sorted(ClaimedRecipient(*row) for row in claimed)
-    return ClaimedBatch(digest_id=digest_id, claim=claim, recipients=recipients)
+    if recipients and provider_batch_id is not None:
+        note_requests(connection, batch_id=provider_batch_id)
+    return ClaimedBatch(
+        digest_id=digest_id, variant_id=variant_id, claim=claim, recipients=recipients
+    )
 
 
 def _settle(
@@ -122,14 +137,14 @@ def _settle(
     only: list[int] | None = None,
     **fields: Any,
 ) -> int:
-    """Move the batch's rows that are still its own, and still where `cause` starts, to `to`."""
+    """Move the batch's rows that are still its own, and still where `cause` starts, to `to`.
+
+    Found by primary key (the ids it claimed); the claim id decides which are still its own."""
     statement = update(DELIVERY).where(
-        DELIVERY.c.digest_id == batch.digest_id,
+        DELIVERY.c.id.in_(only if only is not None else batch.delivery_ids),
         DELIVERY.c.state.in_(values(sources_of(to, cause))),
         DELIVERY.c.claim_owner == batch.claim,
     )
-    if only is not None:
-        statement = statement.where(DELIVERY.c.id.in_(only))
     return int(
         connection.execute(statement.values(state=to.value, updated_at=utcnow(), **fields)).rowcount
     )
@@ -190,19 +205,6 @@ def mark_uncertain(connection: Connection, *, batch: ClaimedBatch, reason: str) 
         Cause.CANCEL_IMPOSSIBLE,
         last_error=reason[:_REASON_LIMIT],
     )
-
-
-def reschedule(
-    connection: Connection, *, batch: ClaimedBatch, provider_batch_id: str, send_at: datetime
-) -> int:
-    """The claimed rows go out again under a new provider batch (the old one is cancelled)."""
-    statement = update(DELIVERY).where(
-        DELIVERY.c.digest_id == batch.digest_id,
-        DELIVERY.c.state == DeliveryState.SENDING.value,
-        DELIVERY.c.claim_owner == batch.claim,
-    )
-    values_ = {"provider_batch_id": provider_batch_id, "send_at": send_at, "updated_at": utcnow()}
-    return int(connection.execute(statement.values(**values_)).rowcount)
 
 
 def suppress_unsendable(connection: Connection, *, digest_id: int) -> int:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.delivery.ledger.schedules import requeue_cancelled
 from digest.errors import RecalledError, RunInProgressError
@@ -18,6 +21,8 @@ from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import RECALL_TABLE as RECALL
 from digest.states import Cause, DeliveryState, sources_of, values
 from digest.weeks import utcnow
+
+log = logging.getLogger(__name__)
 
 
 def new_owner() -> str:
@@ -157,3 +162,47 @@ def release_lease(engine: Engine, *, digest_id: int, owner: str) -> None:
             .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
+
+
+class LeaseHeartbeat:
+    """Renews a held lease every few seconds on a thread of its own, while the run works.
+
+    A run that stops renewing (its process killed, its machine gone) loses the digest once the
+    lease's time is up, so a run elsewhere takes over within `ttl_seconds` rather than waiting
+    for a long lease to run out. A lease another run took is left alone.
+    """
+
+    def __init__(self, engine: Engine, *, digest_id: int, owner: str, ttl_seconds: int) -> None:
+        self._engine = engine
+        self._digest_id = digest_id
+        self._owner = owner
+        self._ttl = ttl_seconds
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    @property
+    def interval(self) -> float:
+        return max(1.0, self._ttl / 6)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                with self._engine.begin() as connection:
+                    kept = connection.execute(
+                        update(DIGEST)
+                        .where(DIGEST.c.id == self._digest_id, DIGEST.c.lease_owner == self._owner)
+                        .values(lease_expires_at=utcnow() + timedelta(seconds=self._ttl))
+                    ).rowcount
+            except SQLAlchemyError as error:  # a busy database: the next beat tries again
+                log.warning("could not renew the digest's lease: %s", error)
+                continue
+            if not kept:
+                return  # another run took the digest: its claims stop this one

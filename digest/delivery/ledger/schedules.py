@@ -2,24 +2,20 @@
 
 A row claimed for a scheduled request carries its provider batch id and `send_at`. Until shortly
 before `send_at` the batch can be cancelled, so rows whose outcome is unknown (an ambiguous
-answer, a dead run) are cancelled and sent again instead of being guessed at. Each confirmed
-cancel is kept in `cancelledbatch`: the provider allows only a few at once, and one is freed
-(forgotten) once its send time has passed.
+answer, a dead run) are cancelled and sent again instead of being guessed at. The batches
+themselves, their cancels and the provider's few cancel slots are kept in `batches.py`.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from digest.db import insert_ignore
-from digest.models import CANCELLED_BATCH_TABLE as CANCELLED
+from digest.delivery.ledger.batches import HeldBatch
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
+from digest.models import PROVIDER_BATCH_TABLE as BATCH
 from digest.models import RECALL_TABLE as RECALL
 from digest.states import MAY_HAVE_REACHED, Cause, DeliveryState, sources_of, values
 from digest.weeks import utcnow
@@ -36,14 +32,6 @@ _BACK_IN_QUEUE: dict[str, object] = {
     "sent_at": None,
     "provider_message_id": None,
 }
-
-
-class HeldBatch(NamedTuple):
-    """One provider batch of a digest's rows: its id, its send time, how many rows it holds."""
-
-    batch_id: str
-    send_at: datetime
-    rows: int
 
 
 def orphan_batches(connection: Connection, *, digest_id: int, owner: str) -> list[HeldBatch]:
@@ -110,24 +98,25 @@ def settle_held(
     return int(result.rowcount)
 
 
-def requeue_accepted(connection: Connection, *, digest_id: int, batch_id: str) -> int:
-    """The accepted rows of a batch just cancelled (earlier requests of the same provider batch)
-    go back to `pending`: the provider discards them, so they are sent again."""
+def requeue_batch(connection: Connection, *, digest_id: int, batch_id: str) -> int:
+    """Every row of a batch just cancelled after a lost answer goes back to `pending`, whichever
+    request and variant it was in: the provider discards the whole batch, so all are sent again."""
     return _requeue_rows(
         connection,
         DELIVERY.c.digest_id == digest_id,
         DELIVERY.c.provider_batch_id == batch_id,
-        DELIVERY.c.state == DeliveryState.SENT.value,
         cause=Cause.CANCELLED_RESEND,
-        reason="sent again: a later request of its provider batch lost its answer, so the "
-        "batch was cancelled before its send time",
+        reason="sent again: an answer under its provider batch was lost, so the batch was "
+        "cancelled before its send time",
     )
 
 
 def requeue_cancelled(connection: Connection, *, digest_id: int) -> int:
     """Rows still `sending` or `sent` under a batch whose cancel was confirmed go back to
     `pending`: their holder (a run or a recall) died between the cancel and the ledger."""
-    cancelled = select(CANCELLED.c.batch_id).where(CANCELLED.c.digest_id == digest_id)
+    cancelled = select(BATCH.c.batch_id).where(
+        BATCH.c.digest_id == digest_id, BATCH.c.cancelled_at.is_not(None)
+    )
     return _requeue_rows(
         connection,
         DELIVERY.c.digest_id == digest_id,
@@ -147,42 +136,6 @@ def _requeue_rows(
         .values(**_BACK_IN_QUEUE, last_error=reason, updated_at=utcnow())
     )
     return int(result.rowcount)
-
-
-def record_cancel(
-    connection: Connection, *, batch_id: str, digest_id: int | None, send_at: datetime
-) -> None:
-    connection.execute(
-        insert_ignore(connection, CANCELLED).values(
-            batch_id=batch_id, digest_id=digest_id, send_at=send_at, cancelled_at=utcnow()
-        )
-    )
-
-
-def cancels_standing(connection: Connection) -> int:
-    """Cancels the provider still holds for us (each takes one of its few slots)."""
-    return int(
-        connection.execute(
-            select(func.count()).select_from(CANCELLED).where(CANCELLED.c.forgotten_at.is_(None))
-        ).scalar_one()
-    )
-
-
-def forgettable_cancels(connection: Connection, *, now: datetime) -> list[str]:
-    """Cancels whose send time has passed: their messages are discarded, the slot may go."""
-    return list(
-        connection.execute(
-            select(CANCELLED.c.batch_id).where(
-                CANCELLED.c.forgotten_at.is_(None), CANCELLED.c.send_at < now
-            )
-        ).scalars()
-    )
-
-
-def mark_forgotten(connection: Connection, *, batch_id: str) -> None:
-    connection.execute(
-        update(CANCELLED).where(CANCELLED.c.batch_id == batch_id).values(forgotten_at=utcnow())
-    )
 
 
 def may_have_reached(connection: Connection, *, digest_id: int) -> int:
