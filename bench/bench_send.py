@@ -1,13 +1,17 @@
-"""Send benchmark: the whole weekly flow for 1k, 10k and 100k subscribers, and a naive baseline.
+"""Send benchmark on a real list's shape: the weekly flow against the machine's ceiling.
 
-Each measurement runs in a fresh process (so peak memory is its own) against the project's fake
-SendGrid in another process on 127.0.0.1 (so the fake's work does not count against the sender).
+For each size, a fresh process seeds a list of 64 content variants (tests/support/list_shape.py),
+runs the whole weekly flow under Prefect's ephemeral API against the project's fake SendGrid in
+a process of its own, and reports its planning and send phases and its peak RSS. Then, in the
+same run and against the same fake, a bare client (httpx, kept-alive connections, as many
+requests in flight as the sender) posts the project's own request bodies, serialised
+beforehand: the ceiling the machine allows, which the send phase is measured against.
 
-    .venv/bin/python bench/bench_send.py [--sizes 1000,10000,100000] [--naive-sizes 1000]
+    .venv/bin/python bench/bench_send.py [--sizes 100000,1000000] [--slow 0.3]
+        [--connect-delay 0.2] [--far-size 100000]
 
-Prints one table: emails/s of the send phase, the send phase, the flow without and with Prefect
-start-up, peak RSS, and what the fake accepted (messages, and the scheduled-send batch ids the
-run made); the README quotes it.
+`--far-size` repeats that size with SendGrid `--slow` seconds away and each new connection
+costing `--connect-delay` (a TLS handshake), which is what keep-alive saves.
 """
 
 from __future__ import annotations
@@ -18,80 +22,110 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import cycle, islice
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from digest.delivery.sending import IN_FLIGHT  # noqa: E402
 from tests.fakes.fake_sendgrid import FakeSendGridProcess  # noqa: E402
 
 API_KEY = "SG.bench-key"
 
 
-def measure(mode: str, size: int) -> dict[str, float]:
+def run_flow(size: int, fake: FakeSendGridProcess, folder: str) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": f"sqlite:///{folder}/bench.db",
+        "DIGEST_EMAIL_BACKEND": "sendgrid",
+        "SENDGRID_API_KEY": API_KEY,
+        "DIGEST_SENDGRID_HOST": fake.url,
+        "DIGEST_SECRET_KEY": "bench-secret-0123456789-0123456789",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_HOME": f"{folder}/prefect",
+    }
+    worker = Path(__file__).with_name("send_worker.py")
+    output = subprocess.run(
+        [sys.executable, str(worker), str(size), f"{folder}/bodies.jsonl"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if output.returncode != 0:
+        raise RuntimeError(f"flow {size} failed:\n{output.stderr[-4000:]}")
+    result: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ceiling(url: str, bodies_path: Path, recipients: int) -> float:
+    """Recipients per second a bare client gets through the fake with the same bodies."""
+    bodies = bodies_path.read_bytes().splitlines()
+    per_request = len(json.loads(bodies[0])["personalizations"])
+    requests = -(-recipients // per_request)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    with httpx.Client(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+
+        def post(body: bytes) -> None:
+            answer = client.post("/v3/mail/send", content=body)
+            if answer.status_code != 202:
+                raise RuntimeError(f"the fake refused a ceiling request: {answer.text[:500]}")
+
+        clock = time.perf_counter()
+        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+            list(pool.map(post, islice(cycle(bodies), requests)))
+        elapsed = time.perf_counter() - clock
+    return requests * per_request / elapsed
+
+
+def measure(size: int, *, slow: float = 0.0, connect_delay: float = 0.0) -> dict[str, float]:
     # The fake only counts what it accepts: recording every message would bill its own disk
     # writes to the same two cores. What is sent is checked by the tests, not here.
-    with tempfile.TemporaryDirectory() as folder, FakeSendGridProcess(API_KEY, None) as fake:
-        env = {
-            **os.environ,
-            "DIGEST_DATABASE_URL": f"sqlite:///{folder}/bench.db",
-            "DIGEST_EMAIL_BACKEND": "sendgrid",
-            "SENDGRID_API_KEY": API_KEY,
-            "DIGEST_SENDGRID_HOST": fake.url,
-            "DIGEST_SECRET_KEY": "bench-secret",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-            "PREFECT_HOME": f"{folder}/prefect",
-        }
-        output = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("send_worker.py")), mode, str(size)],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if output.returncode != 0:
-            raise RuntimeError(f"{mode} {size} failed:\n{output.stderr[-4000:]}")
-        result: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        FakeSendGridProcess(API_KEY, None, delay=slow, connect_delay=connect_delay) as fake,
+    ):
+        result = run_flow(size, fake, folder)
         stats = fake.control.stats()
         result["accepted_by_fake"] = float(stats.get("accepted", -1))
-        result["batch_ids"] = float(stats.get("batch_ids", -1))
-        return result
+        result["connections"] = float(stats.get("connections", -1))
+        result["ceiling"] = ceiling(fake.url, Path(folder) / "bodies.jsonl", size)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="verdict-digest send benchmark")
-    parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--naive-sizes", default="1000")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--far-size", type=int, default=100000)
+    parser.add_argument("--slow", type=float, default=0.3)
+    parser.add_argument("--connect-delay", type=float, default=0.2)
     args = parser.parse_args()
-    rows = []
-    for size in [int(s) for s in args.sizes.split(",") if s]:
-        rows.append(("flow", size, measure("flow", size)))
-    for size in [int(s) for s in args.naive_sizes.split(",") if s]:
-        rows.append(("naive", size, measure("naive", size)))
+    rows = [(f"{size:,}", measure(size)) for size in (int(s) for s in args.sizes.split(",") if s)]
+    if args.far_size:
+        far = measure(args.far_size, slow=args.slow, connect_delay=args.connect_delay)
+        rows.append((f"{args.far_size:,} far", far))
     header = (
-        f"{'mode':<6} {'subscribers':>11} {'emails/s':>10} {'send s':>8} {'flow s':>8} "
-        f"{'+startup s':>10} {'peak MB':>8} {'accepted':>9} {'batch ids':>9}"
+        f"{'list':<12} {'plan s':>7} {'send s':>7} {'emails/s':>9} {'ceiling/s':>10} "
+        f"{'ratio':>6} {'peak MB':>8} {'requests':>9} {'batch ids':>9} {'conns':>6}"
     )
+    print(f"fake SendGrid far: {args.slow} s a request, {args.connect_delay} s a new connection")
     print(header)
     print("-" * len(header))
-    for mode, size, r in rows:
+    for name, r in rows:
         print(
-            f"{mode:<6} {size:>11,} {r['emails_per_second']:>10,.0f} {r['send_seconds']:>8.2f} "
-            f"{r['flow_seconds']:>8.2f} {r['flow_seconds'] + r['startup_seconds']:>10.2f} "
-            f"{r['peak_mb']:>8.1f} {int(r['accepted_by_fake']):>9,} {int(r['batch_ids']):>9,}"
-        )
-    flows = {size: r for mode, size, r in rows if mode == "flow"}
-    naive = {size: r for mode, size, r in rows if mode == "naive"}
-    for size in sorted(set(flows) & set(naive)):
-        ratio = flows[size]["emails_per_second"] / naive[size]["emails_per_second"]
-        print(f"speed-up over the naive baseline at {size:,}: {ratio:,.0f}x")
-    if 10000 in flows and 100000 in flows:
-        print(
-            "peak memory growth 10k -> 100k: "
-            f"{flows[100000]['peak_mb'] - flows[10000]['peak_mb']:+.1f} MB"
+            f"{name:<12} {r['plan_seconds']:>7.2f} {r['send_seconds']:>7.2f} "
+            f"{r['emails_per_second']:>9,.0f} {r['ceiling']:>10,.0f} "
+            f"{r['emails_per_second'] / r['ceiling']:>6.2f} {r['peak_mb']:>8.0f} "
+            f"{int(r['requests']):>9,} {int(r['batch_ids']):>9} {int(r['connections']):>6}"
         )
 
 

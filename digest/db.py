@@ -164,8 +164,8 @@ def current_revision(url: str) -> str | None:
         return str(found) if found is not None else None
 
 
-# URLs whose schema this process has already found current: the check costs queries, and a
-# send calls for the engine once per batch.
+# URLs whose schema this process has already found current: the check costs queries, and every
+# task of a run and every command asks for the engine again.
 _SCHEMA_CHECKED: set[str] = set()
 
 

@@ -13,6 +13,7 @@ from digest.db import get_engine
 from digest.delivery import ledger
 from digest.errors import RunInProgressError
 from digest.models import DIGEST_TABLE, Delivery, Subscriber
+from digest.render.variant import RenderedVariant
 from digest.weeks import utcnow
 from tests.support.ledger_data import make_digest, make_subscribers, render_everything
 
@@ -55,7 +56,7 @@ def test_category_sets_render_once_and_empty_variants_are_skipped(engine: Engine
     # Each distinct category set is one variant; a set with nothing to show is `skipped`.
     calls: list[list[str]] = []
 
-    def renderer(categories: list[str]) -> ledger.RenderedBodies | None:
+    def renderer(categories: list[str]) -> RenderedVariant | None:
         calls.append(categories)
         return render_everything(categories)
 

@@ -27,6 +27,7 @@ from digest.db import get_engine, session_scope
 from digest.delivery import ledger
 from digest.delivery.events import NormalizedEvent, apply_events
 from digest.models import Delivery, DeliveryEvent, Digest
+from digest.render.variant import RenderedVariant
 from digest.states import EVENT_RANK, DeliveryState
 from digest.web.app import create_app
 from digest.webhooks.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridWebhook
@@ -288,7 +289,7 @@ def test_a_hard_bounce_suppresses_the_subscriber_so_the_next_digest_skips_them(
     summary = ledger.plan_recipients(
         engine,
         digest_id=next_week,
-        render_variant=lambda cats: ledger.RenderedBodies("s", "<p>h</p>", "t"),
+        render_variant=lambda cats: RenderedVariant("s", "<p>h</p>", "t"),
     )
     assert summary.planned == 1
     with engine.begin() as connection:

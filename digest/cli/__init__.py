@@ -1,5 +1,5 @@
-"""The `digest` command's library commands: catalog, subscribers, preview, status, recall, db,
-web.
+"""The `digest` command's library commands: catalog, subscribers, preview, edit, approve, status,
+recall, db, web.
 
 Importing this package registers each command on `digest.cli.app.app`. The console script is
 `flows.cli:main`, which adds the commands that run the Prefect flow (run, serve, demo).

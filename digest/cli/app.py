@@ -85,10 +85,20 @@ def main_with(command: typer.Typer) -> None:
         sys.exit(130)
 
 
+def _database_url() -> str:
+    """The database URL the settings use (a `.env` file included), as the failing command did."""
+    from digest.config import get_settings
+
+    try:
+        return get_settings().database_url
+    except DigestError:
+        return os.environ.get("DIGEST_DATABASE_URL", "sqlite:///digest.db")
+
+
 def _database_message(error: Exception) -> str:
     from digest.db import shown_url
 
-    shown = shown_url(os.environ.get("DIGEST_DATABASE_URL", "sqlite:///digest.db"))
+    shown = shown_url(_database_url())
     reason = (
         str(getattr(error, "orig", error)).splitlines()[0] if str(error) else type(error).__name__
     )

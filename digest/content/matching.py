@@ -18,6 +18,12 @@ n^2/2 edges in every stage is too slow in Python for a few hundred vertices, so 
 graph of each vertex's heaviest edges first and then checks the final duals against *every*
 edge: when no edge has negative slack the duals prove the matching optimal for the whole graph
 (weak duality); otherwise the violating edges are added and the sparse graph is solved again.
+
+Why our own and not networkx's `max_weight_matching` (a dev dependency, used as the oracle of
+tests/test_matching_differential.py): on complete graphs with pairing's kind of weights it took
+0.16 s at 60 new tools, 1.0 s at 120 and 3.9 s at 240, against 0.003, 0.010 and 0.029 s here
+(`bench/bench_matching.py`, best of five, on the 2-core machine; equal weights: 0.014 against
+0.002 s at 60, 0.11 against 0.02 s at 240).
 """
 
 from __future__ import annotations

@@ -27,9 +27,8 @@ from digest.content.frozen import DigestContent
 from digest.db import ensure_schema
 from digest.delivery import ledger
 from digest.errors import NotFoundError, PreviewSkippedError
-from digest.links import Links, recipient_headers
+from digest.links import Links
 from digest.models import Digest, Subscriber
-from digest.render.placeholders import subscriber_substitutions
 from digest.run.preparation import Edition, prepare_digest, render_for_categories
 from digest.send.base import OutgoingBatch, Recipient
 from digest.send.messages import build_message
@@ -184,15 +183,12 @@ def file_key(categories: list[str]) -> str:
 
 def _preview_recipient(subscriber: Subscriber | None, placeholder: str) -> Recipient:
     """The previewed subscriber (or a stand-in) with every personal link on the preview page."""
-    name = subscriber.name if subscriber else None
-    return Recipient(
-        delivery_id=0,
-        email=subscriber.email if subscriber else "subscriber@example.com",
-        name=name,
-        substitutions=subscriber_substitutions(
-            unsubscribe_url=placeholder, preferences_url=placeholder, name=name
-        ),
-        headers=recipient_headers(placeholder),
+    return Recipient.for_subscriber(
+        0,
+        subscriber.email if subscriber else "subscriber@example.com",
+        subscriber.name if subscriber else None,
+        unsubscribe_url=placeholder,
+        preferences_url=placeholder,
     )
 
 

@@ -19,15 +19,13 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from digest.errors import DigestError
+from digest.render.variant import RenderedVariant
 
 
 @dataclass(frozen=True)
-class PreviewBundle:
-    """One rendered message: what the preview page shows."""
+class PreviewBundle(RenderedVariant):
+    """One rendered message and its headers: what the preview page shows."""
 
-    subject: str
-    html: str
-    text: str
     headers: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:

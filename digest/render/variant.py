@@ -30,6 +30,8 @@ from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UN
 TEXT_TEMPLATE = "digest.txt.j2"
 TEXT_WIDTH = 72
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides HTML beyond this behind "[Message clipped]"
+# Room left under the clip for each subscriber's links, filled in at send time.
+PERSONAL_LINK_BYTES = 2048
 
 # mjml-python writes mj-title into an aria-label without escaping quotes, so the title goes in
 # as this marker and the escaped subject is put in after compiling.
@@ -44,20 +46,18 @@ _STANCE_COLOURS = {"ship": "#15803d", "skip": "#b91c1c", "split": "#92400e"}
 
 @dataclass(frozen=True)
 class RenderedVariant:
-    """One variant of a week's email, with the per-subscriber tokens still in place."""
+    """One variant of a week's email, with the per-subscriber tokens still in place: what the
+    ledger stores, the send fills in and the preview shows."""
 
     subject: str
     html: str
     text: str
 
-    @property
-    def html_bytes(self) -> int:
-        return len(self.html.encode("utf-8"))
 
-    @property
-    def clipped_by_gmail(self) -> bool:
-        """True when Gmail would cut the HTML short (and hide the footer): worth an editor flag."""
-        return self.html_bytes >= GMAIL_CLIP_BYTES
+def clipped_by_gmail(html: str) -> bool:
+    """Whether Gmail would cut the HTML short once each subscriber's links are filled in,
+    hiding the rest, the unsubscribe link and the postal address included."""
+    return len(html.encode("utf-8")) > GMAIL_CLIP_BYTES - PERSONAL_LINK_BYTES
 
 
 class _Token(str):

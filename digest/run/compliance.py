@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from digest.delivery import ledger
 from digest.render.placeholders import UNSUBSCRIBE_URL
-from digest.render.variant import GMAIL_CLIP_BYTES
+from digest.render.variant import clipped_by_gmail
 
 
 def compliance_checks(engine: Engine, *, digest_id: int, postal_address: str) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def compliance_checks(engine: Engine, *, digest_id: int, postal_address: str) ->
         ),
         "max_html_bytes": max((len(body.encode()) for _, body, _ in variants), default=0),
     }
-    checks["html_under_102kb"] = checks["max_html_bytes"] < GMAIL_CLIP_BYTES
+    checks["html_under_102kb"] = not any(clipped_by_gmail(body) for _, body, _ in variants)
     return checks
 
 

@@ -20,7 +20,12 @@ from digest.editorial.applying import WeekFacts, catalog_weeks, compose_edited
 from digest.editorial.edits import load_edits
 from digest.errors import ContentTooLargeError, TemplateError
 from digest.links import LinkTemplates
-from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
+from digest.render.variant import (
+    GMAIL_CLIP_BYTES,
+    RenderedVariant,
+    clipped_by_gmail,
+    render_variant,
+)
 from digest.weeks import IsoWeek
 
 
@@ -119,11 +124,6 @@ def prepare_digest(
     )
 
 
-# A variant must stay under Gmail's clip with room for each subscriber's links filled in: past
-# it, Gmail hides the rest, the unsubscribe link and postal address included.
-CLIP_LIMIT_BYTES = GMAIL_CLIP_BYTES - 2048
-
-
 def must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None:
     """Freeze only content that renders, and fits: a week frozen broken could never be sent.
 
@@ -137,8 +137,8 @@ def must_render(edition: Edition, content: DigestContent, week: IsoWeek) -> None
             f"{broken} If catalog text caused it, fix that record and import the catalog "
             "again; nothing was sent."
         ) from None
-    size = len(full.html.encode()) if full is not None else 0
-    if size > CLIP_LIMIT_BYTES:
+    if full is not None and clipped_by_gmail(full.html):
+        size = len(full.html.encode())
         raise ContentTooLargeError(
             f"The digest of {week} was not frozen: its HTML is {size / 1024:.0f} KB, and Gmail "
             f"clips mail past {GMAIL_CLIP_BYTES // 1024} KB, hiding the unsubscribe link and "
@@ -155,18 +155,17 @@ def refreeze(engine: Engine, week: IsoWeek) -> bool:
 
 def render_for_categories(
     edition: Edition, content: DigestContent, categories: list[str]
-) -> ledger.RenderedBodies | None:
+) -> RenderedVariant | None:
     """The rendered variant for a category set; None when it would show nothing."""
     variant = filter_for_categories(content, categories)
     if variant is None:
         return None
-    rendered = render_variant(
+    return render_variant(
         variant,
         site_url=edition.site_url,
         postal_address=edition.postal_address,
         link_templates=edition.link_templates,
     )
-    return ledger.RenderedBodies(subject=rendered.subject, html=rendered.html, text=rendered.text)
 
 
 def plan(engine: Engine, edition: Edition, prepared: PreparedDigest) -> ledger.PlanSummary:

@@ -14,6 +14,8 @@ from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from digest.errors import SendAuthError
+from digest.links import recipient_headers
+from digest.render.placeholders import subscriber_substitutions
 
 __all__ = [
     "AmbiguousSendError",
@@ -43,6 +45,28 @@ class Recipient(NamedTuple):
     substitutions: dict[str, str]
     # Per-recipient headers: List-Unsubscribe and List-Unsubscribe-Post.
     headers: dict[str, str]
+
+    @classmethod
+    def for_subscriber(
+        cls,
+        delivery_id: int,
+        email: str,
+        name: str | None,
+        *,
+        unsubscribe_url: str,
+        preferences_url: str,
+    ) -> Recipient:
+        """A subscriber with their own links, greeting and one-click unsubscribe headers: how
+        the send and the preview both make a recipient."""
+        return cls(
+            delivery_id=delivery_id,
+            email=email,
+            name=name,
+            substitutions=subscriber_substitutions(
+                unsubscribe_url=unsubscribe_url, preferences_url=preferences_url, name=name
+            ),
+            headers=recipient_headers(unsubscribe_url),
+        )
 
 
 @dataclass(frozen=True)

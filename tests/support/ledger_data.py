@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from digest.delivery import ledger
 from digest.models import Subscriber
+from digest.render.variant import RenderedVariant
 
 
 def make_subscribers(
@@ -45,12 +46,12 @@ def make_digest(engine: Engine, week: str = "2026-W47") -> int:
     return int(row["id"])
 
 
-def render_everything(categories: list[str]) -> ledger.RenderedBodies | None:
+def render_everything(categories: list[str]) -> RenderedVariant | None:
     """A variant renderer: every category set gets a body, except the 'robotics'-only one."""
     if categories == ["robotics"]:
         return None
     label = ";".join(categories) or "all"
-    return ledger.RenderedBodies(
+    return RenderedVariant(
         subject=f"Digest for {label}",
         html=f"<p>{label} %%unsubscribe_url%%</p>",
         text=f"{label} %%unsubscribe_url%%",

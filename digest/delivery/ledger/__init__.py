@@ -64,7 +64,6 @@ from digest.delivery.ledger.leases import (
 )
 from digest.delivery.ledger.planning import (
     PlanSummary,
-    RenderedBodies,
     VariantRenderer,
     active_by_variant,
     plan_recipients,
@@ -96,7 +95,6 @@ __all__ = [
     "HeldBatch",
     "LeaseHeartbeat",
     "PlanSummary",
-    "RenderedBodies",
     "SlotsHeld",
     "VariantRenderer",
     "acquire_lease",

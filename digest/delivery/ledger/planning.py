@@ -40,6 +40,7 @@ from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.models import VARIANT_TABLE as VARIANT
+from digest.render.variant import RenderedVariant
 from digest.states import DeliveryState, SubscriberStatus
 from digest.weeks import utcnow
 
@@ -58,16 +59,8 @@ def variant_key(categories: Sequence[str]) -> str:
     return ";".join(sorted({category_key(c) for c in categories if c.strip()}))
 
 
-@dataclass(frozen=True)
-class RenderedBodies:
-    """A variant's rendered parts, or None when it has nothing to show (subscriber skipped)."""
-
-    subject: str
-    html: str
-    text: str
-
-
-VariantRenderer = Callable[[list[str]], RenderedBodies | None]
+# A category set's rendered variant, or None when it has nothing to show (subscriber skipped).
+VariantRenderer = Callable[[list[str]], RenderedVariant | None]
 
 
 @dataclass(frozen=True)
@@ -235,7 +228,7 @@ def _insert_range(
 
 
 def _store_variant(
-    connection: Connection, digest_id: int, key: str, bodies: RenderedBodies | None
+    connection: Connection, digest_id: int, key: str, bodies: RenderedVariant | None
 ) -> int | None:
     if bodies is None:
         return None
