@@ -22,7 +22,7 @@ class DeliveryState(StrEnum):
     """Where one (digest, subscriber) delivery stands."""
 
     PENDING = "pending"  # planned, not yet claimed (or handed back after a transient error)
-    SENDING = "sending"  # claimed by a batch, HTTP call under way
+    SENDING = "sending"  # claimed for a request, HTTP call under way
     SENT = "sent"  # the provider accepted it (202)
     FAILED = "failed"  # the provider refused it for good (400), reason kept
     UNCERTAIN = "uncertain"  # found in `sending` after its run died: may or may not be accepted
@@ -82,10 +82,10 @@ MAY_HAVE_REACHED = ACCEPTED | {S.SENDING, S.UNCERTAIN}
 class Cause(StrEnum):
     """Why a delivery moves; each move of `MOVES` names one."""
 
-    CLAIM = "a sender lane claims the row in a batch"
+    CLAIM = "the run claims the row for a request"
     LEFT_BEFORE_SEND = "the subscriber left (unsubscribed, bounced, complained) before a claim"
-    ACCEPTED = "the provider accepted the batch (HTTP 202)"
-    REFUSED = "the provider refused the batch for good (HTTP 400), reason kept"
+    ACCEPTED = "the provider accepted the request (HTTP 202)"
+    REFUSED = "the provider refused it for good (HTTP 400), reason kept"
     TRANSIENT = "a transient error (429, 5xx, timeout): handed back, attempt counted"
     NEIGHBOUR_REFUSED = "the provider refused another recipient of its request: sent again"
     REQUEST_REFUSED = "the provider refused the whole request (sender, content): handed back"

@@ -319,10 +319,16 @@ def _send(
             planned["variants"],
         )
         clock = time.perf_counter()
-        sent = send(summary.digest_id, summary.week, owner, stop)
+        try:
+            sent = send(summary.digest_id, summary.week, owner, stop)
+        except Exception:
+            # The send itself broke (the database, a bug): rows it had claimed stay `sending`,
+            # and the ledger's account below says so and what resolves them.
+            logger.exception("the send stopped unexpectedly")
+        else:
+            summary.lost_answers = sent.lost_answers
+            summary.batch_ids = len(sent.batch_ids)
         summary.send_seconds = time.perf_counter() - clock
-        summary.lost_answers = sent.lost_answers
-        summary.batch_ids = len(sent.batch_ids)
     finally:
         end_run(summary.digest_id, owner)
     summary = reconcile(summary, owner)

@@ -18,7 +18,7 @@ from digest.send.base import OutgoingBatch, Recipient
 from digest.send.memory import MemoryBackend
 from digest.send.outbox import OutboxBackend
 from tests.support.scenario import WEEK
-from tests.support.senders import lane_of
+from tests.support.senders import send_of
 from tests.test_send_pipeline import _begin_run, _counts, _plan, _prepare
 
 
@@ -57,7 +57,7 @@ def test_an_unbuildable_message_fails_its_row_and_the_rest_are_written_once(
     bad_id = _break_row(settings.database_url, digest_id, "reader2@example.com", **values)
     owner = _begin_run(settings, digest_id)
     outbox = tmp_path / "refusals-outbox"
-    lane_of(settings, _plan(settings, digest_id, owner), backend=OutboxBackend(outbox))
+    send_of(settings, _plan(settings, digest_id, owner), backend=OutboxBackend(outbox))
     assert _counts(settings, digest_id) == {"sent": 5, "failed": 1}
     files = sorted((outbox / WEEK).glob("*.eml"))
     assert len(files) == 5
