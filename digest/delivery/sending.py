@@ -9,6 +9,11 @@ request body); up to `in_flight` requests wait on the network at once in a small
 each recording its own answer. Claims take up to `batch_size` pending rows of one variant
 through the claim's index, variant after variant, and go round again while a lost answer or a
 refused neighbour put rows back, so a request is full whenever its variant has the rows.
+Filling requests across variants instead (SendGrid `sections` named by each personalization's
+substitutions) was measured and left: on a 100k list of 64 variants per-variant requests number
+103 against 100, while a request of 1,000 subscribers in id order spans all 64 variants, so it
+would carry 1.8 MB of section bodies beside its 0.6 MB of personalizations, against one 29 KB
+body: four times the bytes to build, send and parse per recipient.
 
 With a lead time and a backend that can hold requests, every request goes under the run's
 current provider batch (`RunBatches`), which all variants share: a whole week needs a handful of
