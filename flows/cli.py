@@ -100,6 +100,8 @@ def run(
     # Said first, so a run that fails still tells which database it worked on.
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
+    if not dry_run:
+        _refuse_if_recalled(database, the_week, after_recall=after_recall)
     # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
     asked_for_more = dry_run or resend_uncertain or retry_failed or refreeze or after_recall
     settled = None if asked_for_more or settings.catalog_url else _settled_week(database, the_week)
@@ -123,6 +125,13 @@ def run(
         )
     assert isinstance(summary, RunSummary)
     print_summary(summary)
+
+
+def _refuse_if_recalled(database: Engine, week: IsoWeek, *, after_recall: bool) -> None:
+    """A recalled week is refused here, at once, before any Prefect server starts."""
+    from digest.run.bookkeeping import refuse_if_recalled
+
+    refuse_if_recalled(database, week=str(week), after_recall=after_recall)
 
 
 def _settled_week(database: Engine, week: IsoWeek) -> RunSummary | None:

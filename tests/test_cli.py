@@ -53,7 +53,7 @@ def test_invalid_catalog_exits_non_zero_with_every_problem_and_no_traceback(tmp_
     result = run_digest("catalog", "import", str(path), cwd=tmp_path, env=env)
     assert_user_error(result, "nothing was imported", "record 1", "record 2", "--skip-invalid")
     status = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
-    assert json.loads(status.stdout) == {"week": WEEK, "total": 0, "counts": {}}
+    assert json.loads(status.stdout) == {"week": WEEK, "total": 0, "counts": {}, "recalled": False}
 
 
 def test_missing_file_and_bad_week_are_user_errors(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_run_then_status_then_rerun(tmp_path: Path) -> None:
     status = json.loads(
         run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env).stdout
     )
-    assert status == {"week": WEEK, "total": 2, "counts": {"sent": 2}}
+    assert status == {"week": WEEK, "total": 2, "counts": {"sent": 2}, "recalled": False}
     second = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert second.returncode == 0
     assert "already sent: nothing left to send" in second.stdout

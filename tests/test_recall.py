@@ -186,9 +186,12 @@ def test_recall_then_run_after_recall_from_the_command_line(
         assert "10 deliveries stopped" in recalled.stdout
         assert "0 already on their way" in recalled.stdout
         assert delivered_record(record) == []
-        assert_user_error(
-            run_digest("run", "--week", WEEK, cwd=tmp_path, env=env), "recalled", "--after-recall"
-        )
+        shown = run_digest("status", "--week", WEEK, "--json", cwd=tmp_path, env=env)
+        assert json.loads(shown.stdout)["recalled"] is True
+        # Refused at once, before any Prefect server would start.
+        refused = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+        assert_user_error(refused, "recalled", "--after-recall")
+        assert "Prefect" not in refused.stderr
         # The refused run froze nothing again: the released week still takes the editor's fix.
         note = ["--intro", "Resent with a corrected price."]
         edited = run_digest("edit", "--week", WEEK, *note, cwd=tmp_path, env=env)
@@ -322,3 +325,23 @@ def test_a_recall_during_a_send_waits_for_it_to_stop_then_stops_all_it_sent(
     assert result.stopped > 0 and fake.delivered == []
     # Nobody holds the digest: its content is released, so edits apply before it goes again.
     assert result.released and _counts(settings, digest_id) == {}
+
+
+def test_a_run_of_a_recalled_week_is_refused_at_once_without_a_prefect_server(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `digest run` of a recalled week says so and how to send it anyway, before it would start
+    # a temporary Prefect server (about 20 s) only to refuse.
+    settings = _settings(monkeypatch)
+    digest_id = _prepare(settings, tmp_path)
+    _run(settings, digest_id)
+    _recall(settings)
+    env = {
+        name: os.environ[name] for name in os.environ if name.startswith(("DIGEST_", "SENDGRID_"))
+    }
+    env.pop("PREFECT_API_URL", None)
+    clock = time.monotonic()
+    refused = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    assert_user_error(refused, "recalled", "--after-recall")
+    assert "temporary Prefect server" not in refused.stderr
+    assert time.monotonic() - clock < 15
