@@ -34,6 +34,7 @@ def personalised(html: str) -> str:
             unsubscribe_url=f"{SITE}/unsubscribe/tok-123",
             preferences_url=f"{SITE}/preferences/tok-456",
             name="Ada",
+            vote_token="dm90ZTo0Mg.tok-789",
         ),
     )
 

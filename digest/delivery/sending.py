@@ -271,6 +271,7 @@ def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
             unsubscribe_url=unsubscribe,
             preferences_url=links.preferences(claimed.subscriber_id),
             name=claimed.name,
+            vote_token=links.vote_token(claimed.delivery_id),
         ),
         headers=recipient_headers(unsubscribe),
     )
