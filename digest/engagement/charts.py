@@ -163,23 +163,30 @@ def _median(values: list[int]) -> float:
 
 
 def rates_chart(history: History) -> str:
-    """Unsubscribe and complaint rates week by week, against Gmail's 0.1% and 0.3% lines."""
+    """Unsubscribe and complaint rates week by week, against Gmail's 0.1% and 0.3% lines.
+
+    Past 1% the scale turns logarithmic, so a bad week (or a tiny list) keeps the lines legible.
+    """
     with _figure(9.0, 3.4) as (figure, axes):
-        top = GMAIL_LIMIT * 1.25
+        highest = GMAIL_LIMIT
         for name in ("unsubscribed", "complained"):
             rates = [_rate(report, name) for _week, report in history]
             axes.plot(range(len(history)), rates, marker="o", color=COLOURS[name], label=name)
-            top = max([top, *(r * 1.15 for r in rates if not math.isnan(r))])
-        axes.axhline(GMAIL_TARGET, color="#B8860B", linestyle="--", linewidth=1)
-        axes.axhline(GMAIL_LIMIT, color="#B22222", linestyle="--", linewidth=1)
-        axes.text(-0.5, GMAIL_TARGET, " Gmail: keep spam rate below 0.1%", va="bottom", size=9)
-        axes.text(-0.5, GMAIL_LIMIT, " Gmail: never reach 0.3%", va="bottom", size=9)
+            highest = max([highest, *(r for r in rates if not math.isnan(r))])
+        if highest > 0.01:
+            axes.set_yscale("symlog", linthresh=GMAIL_TARGET, linscale=1.5)
+        axes.set_ylim(0, highest * 1.6 if highest > 0.01 else highest * 1.25)
+        for level, colour, words, where in (
+            (GMAIL_TARGET, "#B8860B", "Gmail: keep the spam rate below 0.1%", "top"),
+            (GMAIL_LIMIT, "#B22222", "Gmail: never reach 0.3%", "bottom"),
+        ):
+            axes.axhline(level, color=colour, linestyle="--", linewidth=1)
+            axes.text(-0.55, level, f" {words}", va=where, ha="left", size=9, color=colour)
         _weeks_axis(axes, history)
-        axes.set_ylim(0, top)
         axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v * 100:.2g}%"))
         axes.set_ylabel("of delivered emails")
         axes.set_title("Unsubscribe and complaint rates, last 12 weeks")
-        axes.legend(frameon=False, loc="upper right")
+        axes.legend(ncols=2, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.22))
         return _svg(figure)
 
 

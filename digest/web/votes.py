@@ -90,7 +90,7 @@ class VotePages:
         if delivery_id is None:
             return self.ctx.pages.bad_link()
         form = await read_form(request)
-        if not self.ctx.csrf_ok(request, form, _scope(token, slug)):
+        if not self.ctx.csrf_ok(request, form, _scope(token)):
             return self.ctx.csrf_failed(request.url.path)
         choice = _choice(form.get("choice"))
         if choice is None:
@@ -170,7 +170,7 @@ class VotePages:
         found: Found,
         choice: ballots.Choice | None,
     ) -> Response:
-        field, nonce = self.ctx.csrf_field(request, _scope(token, slug))
+        field, nonce = self.ctx.csrf_field(request, _scope(token))
         response = self.ctx.pages.render(
             "vote.html",
             title=f"Ship or skip {found.tool.card.name}?",
@@ -263,6 +263,6 @@ class VotePages:
         )
 
 
-def _scope(token: str, slug: str) -> str:
-    """What a vote form's CSRF value is bound to: the link's own token and tool."""
-    return f"vote/{token}/{slug}"
+def _scope(token: str) -> str:
+    """What a vote form's CSRF value is bound to: the email's own token."""
+    return f"vote/{token}"
