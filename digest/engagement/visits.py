@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
+from typing import Any
 
-from sqlalchemy import exists, literal, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.engine import Connection
 
-from digest.db import UTCDateTime, insert_ignore
+from digest.db import UTCDateTime
+from digest.engagement.upserts import dialect_insert
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import VISIT_TABLE as VISIT
 
@@ -39,9 +42,18 @@ def record_visit(
     """Keep the first visit of one delivery's link; False if it was kept before, or if the
     delivery is gone (a recalled week's rows are deleted)."""
     assert kind in VISITED
+    values = {"delivery_id": delivery_id, "kind": kind.value, "target": target[:700], "now": now}
+    return bool(connection.execute(_insert(connection.dialect.name), values).first())
+
+
+@cache
+def _insert(dialect: str) -> Any:
+    """INSERT of a first visit, if its delivery still exists (built once per dialect: it runs
+    on every vote page of a burst)."""
+    columns = ("delivery_id", "kind", "target")
     row = select(
-        literal(delivery_id), literal(kind.value), literal(target[:700]), literal(now, UTCDateTime)
-    ).where(exists().where(DELIVERY.c.id == delivery_id))
-    statement = insert_ignore(connection, VISIT, key=["delivery_id", "kind", "target"])
-    statement = statement.from_select(["delivery_id", "kind", "target", "visited_at"], row)
-    return bool(connection.execute(statement.returning(VISIT.c.id)).first())
+        *(bindparam(name, type_=VISIT.c[name].type) for name in columns),
+        bindparam("now", type_=UTCDateTime),
+    ).where(exists().where(DELIVERY.c.id == bindparam("delivery_id")))
+    statement = dialect_insert(dialect, VISIT).from_select([*columns, "visited_at"], row)
+    return statement.on_conflict_do_nothing(index_elements=list(columns)).returning(VISIT.c.id)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.engagement.engine import reader_engine
 from digest.engagement.visits import LinkKind, record_visit
 from digest.tokens import Purpose
 from digest.web.context import WebContext
@@ -44,6 +45,7 @@ class VisitCounter:
     def __init__(self, app: ASGIApp, *, ctx: WebContext) -> None:
         self.app = app
         self.ctx = ctx
+        self.engine = reader_engine(ctx.settings.database_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         counted = self._visit(scope)
@@ -75,7 +77,7 @@ class VisitCounter:
 
     def _keep(self, delivery_id: int, kind: LinkKind, target: str) -> None:
         try:
-            with self.ctx.engine.begin() as connection:
+            with self.engine.begin() as connection:
                 record_visit(
                     connection, delivery_id=delivery_id, kind=kind, target=target, now=utcnow()
                 )

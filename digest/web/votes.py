@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from digest.engagement import votes as ballots
+from digest.engagement.engine import reader_engine
 from digest.engagement.visits import LinkKind, record_visit
 from digest.links import LinkTemplates
-from digest.models import Tool
 from digest.render.placeholders import ARCHIVE_VOTE_TOKEN, UNPERSONAL_VOTE_TOKENS
 from digest.tokens import Purpose
 from digest.web.context import WebContext, read_form
 from digest.weeks import utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Catalog slugs; anything else is no tool of ours and is not looked up.
 _SLUG = re.compile(r"[a-z0-9-]{1,200}")
@@ -59,6 +62,7 @@ class VotePages:
 
     def __init__(self, ctx: WebContext) -> None:
         self.ctx = ctx
+        self.engine = reader_engine(ctx.settings.database_url)
         self.templates = LinkTemplates.from_settings(ctx.settings)
         self._tools: dict[tuple[int, str], dict[str, ballots.EmailTool]] = {}
 
@@ -77,7 +81,7 @@ class VotePages:
         delivery_id = self.ctx.subscriber_id(Purpose.VOTE, token)
         if delivery_id is None:
             return self.ctx.pages.bad_link()
-        found = await self.ctx.db(lambda s: self._opened(s, delivery_id, slug))
+        found = await self._db(lambda c: self._opened(c, delivery_id, slug))
         if found is None:
             return self._not_in_email()
         return self._ask(request, token, slug, found, _choice(request.query_params.get("choice")))
@@ -95,34 +99,42 @@ class VotePages:
         choice = _choice(form.get("choice"))
         if choice is None:
             return self._no_choice(request.url.path)
-        found = await self.ctx.db(lambda s: self._counted(s, delivery_id, slug, choice))
-        if found is None:
+        counted = await self._db(lambda c: self._counted(c, delivery_id, slug, choice))
+        if counted is None:
             return self._not_in_email()
-        tally = await self.ctx.db(lambda s: ballots.tool_tally(s.connection(), slug=slug))
-        return self._thanks(token, slug, found, choice, tally)
+        return self._thanks(token, slug, *counted, choice)
 
-    # --- database work (each in one short transaction) -------------------------------------------
+    # --- database work (each request one short transaction) ------------------------------------
 
-    def _find(self, session: Session, delivery_id: int, slug: str) -> Found | None:
+    async def _db(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction on a worker thread, through the engine votes are written
+        with; a bare connection, no ORM session: in a burst every request's cost counts."""
+
+        def run() -> T:
+            with self.engine.begin() as connection:
+                return work(connection)
+
+        return await run_in_threadpool(run)
+
+    def _find(self, connection: Connection, delivery_id: int, slug: str) -> Found | None:
         """The link's email and tool, if the tool was in that email."""
         if not _SLUG.fullmatch(slug):
             return None
-        connection = session.connection()
         ballot = ballots.find_ballot(connection, delivery_id=delivery_id)
         if ballot is None:
             return None
-        tool = self._email_tools(session, ballot).get(slug)
+        tool = self._email_tools(connection, ballot).get(slug)
         if tool is None:
             return None
         current = ballots.current_choice(connection, subscriber_id=ballot.subscriber_id, slug=slug)
         return Found(ballot, tool, current)
 
-    def _opened(self, session: Session, delivery_id: int, slug: str) -> Found | None:
+    def _opened(self, connection: Connection, delivery_id: int, slug: str) -> Found | None:
         """`_find`, and the reader's click on the link kept (its first time only)."""
-        found = self._find(session, delivery_id, slug)
+        found = self._find(connection, delivery_id, slug)
         if found is not None:
             record_visit(
-                session.connection(),
+                connection,
                 delivery_id=delivery_id,
                 kind=LinkKind.VOTE,
                 target=slug,
@@ -131,23 +143,23 @@ class VotePages:
         return found
 
     def _counted(
-        self, session: Session, delivery_id: int, slug: str, choice: ballots.Choice
-    ) -> Found | None:
-        found = self._find(session, delivery_id, slug)
-        if found is not None:
-            ballots.cast_vote(
-                session.connection(), ballot=found.ballot, slug=slug, choice=choice, now=utcnow()
-            )
-            log.info("vote counted: delivery %s, %s %s", delivery_id, choice.value, slug)
-        return found
+        self, connection: Connection, delivery_id: int, slug: str, choice: ballots.Choice
+    ) -> tuple[Found, ballots.Tally] | None:
+        """The vote stored, and the tool's running tally with it."""
+        found = self._find(connection, delivery_id, slug)
+        if found is None:
+            return None
+        ballots.cast_vote(connection, ballot=found.ballot, slug=slug, choice=choice, now=utcnow())
+        log.info("vote counted: delivery %s, %s %s", delivery_id, choice.value, slug)
+        return found, ballots.tool_tally(connection, slug=slug)
 
     def _email_tools(
-        self, session: Session, ballot: ballots.Ballot
+        self, connection: Connection, ballot: ballots.Ballot
     ) -> dict[str, ballots.EmailTool]:
         key = (ballot.digest_id, ballot.variant_key)
         cached = self._tools.get(key)
         if cached is None:
-            content = ballots.digest_content(session.connection(), digest_id=ballot.digest_id)
+            content = ballots.digest_content(connection, digest_id=ballot.digest_id)
             cached = ballots.email_tools(content, ballot.variant_key) if content else {}
             if len(self._tools) >= _CACHE_LIMIT:
                 self._tools.clear()
@@ -192,8 +204,8 @@ class VotePages:
         token: str,
         slug: str,
         found: Found,
-        choice: ballots.Choice,
         tally: ballots.Tally,
+        choice: ballots.Choice,
     ) -> Response:
         other = ballots.Choice.SKIP if choice is ballots.Choice.SHIP else ballots.Choice.SHIP
         return self.ctx.pages.render(
@@ -215,13 +227,13 @@ class VotePages:
         if not _SLUG.fullmatch(slug):
             return self._not_in_email()
 
-        def load(session: Session) -> tuple[str, ballots.Tally] | None:
-            name = session.exec(select(col(Tool.name)).where(col(Tool.slug) == slug)).first()
+        def load(connection: Connection) -> tuple[str, ballots.Tally] | None:
+            name = ballots.tool_name(connection, slug=slug)
             if name is None:
                 return None
-            return name, ballots.tool_tally(session.connection(), slug=slug)
+            return name, ballots.tool_tally(connection, slug=slug)
 
-        found = await self.ctx.db(load)
+        found = await self._db(load)
         if found is None:
             return self._not_in_email()
         return self.ctx.pages.render(
