@@ -24,6 +24,7 @@ from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
 from digest.send.base import OutgoingBatch, substitute
 from digest.send.sendgrid import build_request_body
 from digest.tokens import Purpose, read_token
+from digest.web.access_log import redact_path
 from digest.web.app import create_app
 from tests.content_factories import ADDRESS, SITE, make_content
 from tests.support.engagement import delivery_ids
@@ -162,3 +163,20 @@ def test_opening_a_comparison_or_the_archive_from_the_email_counts_one_click(
     assert client.get(f"{urlsplit(compare).path}?r={forged}").status_code == 200
     assert client.get(f"{urlsplit(compare).path}?r=archive").status_code == 200
     assert len(visits(settings)) == 2
+
+
+def test_vote_tokens_never_reach_a_log_line(settings: Settings, week: SentWeek) -> None:
+    # A logged vote token votes as its reader: the access log shows [token] instead, whole or
+    # cut or lengthened, in the path of a vote link and in the `r` of our own pages' links.
+    link = week.vote_link("reader0@example.com", "code-llama-4", "ship")
+    token = urlsplit(link).path.split("/")[2]
+    compare = next(x for x in week.links("reader0@example.com") if "/compare/" in x)
+    for path in (
+        path_of(link),
+        path_of(link).replace(token, token + "x"),
+        path_of(link).replace(token, token[:-3]),
+        path_of(compare),
+        path_of(compare) + "x&utm=1",
+    ):
+        line = redact_path(f'127.0.0.1:1 - "GET {path} HTTP/1.1" 200')
+        assert token[:-3] not in line and "[token]" in line, line
