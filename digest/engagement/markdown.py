@@ -25,21 +25,28 @@ def _pct(rate: float | None) -> str:
     return f"{rate * 100:.2f}%" if 0 < rate < 0.01 else f"{rate * 100:.1f}%"
 
 
+def _of_sent(rate: float | None) -> str:
+    return "" if rate is None else f"{_pct(rate)} of sent"
+
+
 def _funnel(week: WeekReport) -> list[str]:
     rates = week.rates()
-    delivered = str(week.delivered) if week.provider_events else "– (no provider events)"
+    unknown = "– (no provider events)"
+    delivered = str(week.delivered) if week.provider_events else unknown
+    opened = str(week.opened) if week.provider_events else unknown
+    readers = "reader" if week.voters == 1 else "readers"
     return [
         "| | readers | rate |",
         "|---|---:|---:|",
         f"| sent | {week.sent} | |",
-        f"| delivered | {delivered} | {_pct(rates['delivered'])} of sent |",
-        f"| opened (at least) | {week.opened} | {_pct(rates['opened'])} |",
+        f"| delivered | {delivered} | {_of_sent(rates['delivered'])} |",
+        f"| opened (at least) | {opened} | {_pct(rates['opened'])} |",
         f"| machine opens, apart | {week.machine_opened} | |",
         f"| clicked | {week.clicked} | {_pct(rates['clicked'])} |",
-        f"| votes | {week.votes} (from {week.voters} readers) | |",
+        f"| votes | {week.votes} (from {week.voters} {readers}) | |",
         f"| unsubscribed | {week.unsubscribed} | {_pct(rates['unsubscribed'])} |",
         f"| complaints | {week.complained} | {_pct(rates['complained'])} |",
-        f"| bounced | {week.bounced} | {_pct(rates['bounced'])} of sent |",
+        f"| bounced | {week.bounced} | {_of_sent(rates['bounced'])} |",
     ]
 
 
