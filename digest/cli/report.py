@@ -105,7 +105,7 @@ def print_table(week: WeekReport) -> None:
         ("opened", opened, _pct(rates["opened"])),
         ("machine opens", str(week.machine_opened), "counted apart"),
         ("clicked", str(week.clicked), _pct(rates["clicked"])),
-        ("votes", f"{week.votes} from {week.voters} readers", ""),
+        ("votes", f"{week.votes} from {week.voters} reader{'' if week.voters == 1 else 's'}", ""),
         ("unsubscribed", str(week.unsubscribed), _pct(rates["unsubscribed"])),
         ("complained", str(week.complained), _pct(rates["complained"])),
         ("bounced", str(week.bounced), _pct(rates["bounced"])),
