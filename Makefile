@@ -48,6 +48,8 @@ bench: setup
 	.venv/bin/python bench/bench_send.py --sizes 1000,10000,100000 --naive-sizes 1000,10000
 	.venv/bin/python bench/bench_pairing.py
 	.venv/bin/python bench/bench_commands.py
+	.venv/bin/python bench/bench_votes.py
+	.venv/bin/python bench/bench_votes.py --postgres
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = Field(
         default=None, alias="DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY"
     )
+    # Bearer token of `digest web`'s GET /feeds/votes.json; unset or blank, the feed answers 404.
+    votes_feed_token: SecretStr | None = Field(default=None, alias="DIGEST_VOTES_FEED_TOKEN")
     environment: Literal["development", "production"] = Field(
         default="development", alias="DIGEST_ENV"
     )

@@ -36,6 +36,14 @@ class Links:
     def preferences(self, subscriber_id: int) -> str:
         return self._tokened("preferences", Purpose.PREFERENCES, subscriber_id)
 
+    def vote_token(self, delivery_id: int) -> str:
+        """The token of one delivery's Ship/Skip links: it votes for that email's tools only."""
+        return make_token(self.key, Purpose.VOTE, delivery_id)
+
+    def vote(self, token: str, slug: str, choice: str) -> str:
+        """A Ship or Skip link, as the templates write it (digest/web/votes.py serves it)."""
+        return f"{self.site_url}/vote/{token}/{quote(slug, safe='')}?choice={quote(choice)}"
+
     def archive(self, week: str) -> str:
         """The web version of a week's digest ("view in browser")."""
         return f"{self.site_url}/archive/{quote(week, safe='')}"

@@ -269,3 +269,45 @@ class CatalogFeed(SQLModel, table=True):
     last_modified: str | None = Field(default=None, max_length=100)
     generated_at: datetime | None = _utc(default=None, nullable=True)
     synced_at: datetime = _utc()
+
+
+class Vote(SQLModel, table=True):
+    """A reader's ship or skip on a tool, cast from their own email: one per subscriber and tool,
+    a later vote replacing the earlier one."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", ondelete="CASCADE")
+    tool_slug: str = Field(max_length=200, index=True)
+    choice: str = Field(max_length=4)
+    # The email the vote was cast from (the latest, if a later email showed the tool again):
+    # the week whose tally it counts in.
+    delivery_id: int = Field(foreign_key="delivery.id", ondelete="CASCADE")
+    digest_id: int = Field(foreign_key="digest.id", index=True, ondelete="CASCADE")
+    first_voted_at: datetime = _utc()
+    voted_at: datetime = _utc()
+
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "tool_slug", name="uq_vote_subscriber_tool"),
+        CheckConstraint("choice IN ('ship', 'skip')", name="ck_vote_choice"),
+    )
+
+
+class LinkVisit(SQLModel, table=True):
+    """A reader's first visit, from their email, of a page `digest web` serves: the clicks that no
+    provider tracks (votes, comparison pages, the archive), once per delivery and link."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", ondelete="CASCADE")
+    kind: str = Field(max_length=20)
+    # The pair ("<a>-vs-<b>"), the tool's slug or the week the link led to.
+    target: str = Field(max_length=700)
+    visited_at: datetime = _utc()
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "kind", "target", name="uq_linkvisit_delivery_link"),
+        CheckConstraint("kind IN ('comparison', 'vote', 'archive')", name="ck_linkvisit_kind"),
+    )
+
+
+VOTE_TABLE: Table = Vote.__table__  # type: ignore[attr-defined]
+VISIT_TABLE: Table = LinkVisit.__table__  # type: ignore[attr-defined]

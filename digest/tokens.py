@@ -1,7 +1,8 @@
-"""Signed, purpose-bound subscriber tokens for unsubscribe, preference and confirmation links.
+"""Signed, purpose-bound tokens for unsubscribe, preference, confirmation and vote links.
 
-A token is `<payload>.<signature>`, both base64url: the payload names the purpose and the
-subscriber id, the signature is HMAC-SHA256 with DIGEST_SECRET_KEY over a domain prefix and the
+A token is `<payload>.<signature>`, both base64url: the payload names the purpose and an id (the
+subscriber's; for votes, the delivery's, so one email's links vote for that email only), the
+signature is HMAC-SHA256 with DIGEST_SECRET_KEY over a domain prefix and the
 payload. A token made for one purpose never verifies for another, and an altered one never
 verifies at all. Signing must stay cheap: a 100,000-recipient send signs 200,000 tokens.
 Confirmation tokens alone are timed (`make_timed_token`): their payload also carries the Unix
@@ -25,6 +26,7 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsub"
     PREFERENCES = "prefs"
     CONFIRM = "confirm"
+    VOTE = "vote"  # carries a delivery id: the reader's own email of one week
 
 
 class BadTokenError(ValueError):
@@ -129,7 +131,8 @@ def _verified_fields(key: bytes, purpose: Purpose, token: str) -> str:
 
 
 def read_token(key: bytes, purpose: Purpose, token: str) -> int:
-    """The subscriber id inside a valid token for `purpose`; `BadTokenError` otherwise."""
+    """The id inside a valid token for `purpose` (a subscriber's; a delivery's for `VOTE`);
+    `BadTokenError` otherwise."""
     # Only base64url text can be ours; anything else (non-ASCII included) is refused unread.
     raw_id = _verified_fields(key, purpose, token)
     try:

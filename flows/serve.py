@@ -1,14 +1,19 @@
-"""`digest serve`: the weekly deployment served from this process, no work pool needed."""
+"""`digest serve`: the weekly deployment, and the daily engagement report's, served from this
+process, no work pool needed."""
 
 from __future__ import annotations
 
 import signal
 from types import FrameType
 
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from digest.config import Settings
 from digest.errors import ConfigError
+from flows.engagement_report import DEPLOYMENT_NAME as REPORT_DEPLOYMENT
+from flows.engagement_report import engagement_deployment, engagement_report
 from flows.weekly_digest import weekly_digest
 
 DEPLOYMENT_NAME = "weekly"
@@ -22,34 +27,37 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _refuse_work_pool_deployment() -> None:
+def _refuse_work_pool_deployment(name: str = f"{weekly_digest.name}/{DEPLOYMENT_NAME}") -> None:
     """Serving would take a work pool's deployment of the same name over, and pause it on exit."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            existing = client.read_deployment_by_name(f"{weekly_digest.name}/{DEPLOYMENT_NAME}")
+            existing = client.read_deployment_by_name(name)
         except ObjectNotFound:
             return
     if existing.work_pool_name:
         raise ConfigError(
-            f"The deployment {weekly_digest.name}/{DEPLOYMENT_NAME} belongs to the work pool "
+            f"The deployment {name} belongs to the work pool "
             f"{existing.work_pool_name!r}; `digest serve` would take it over and pause its "
             "schedule when it stops. Keep the worker (`prefect worker start --pool "
             f"{existing.work_pool_name}`), or, to serve from this machine instead, stop the "
-            f"worker, run `prefect deployment delete {weekly_digest.name}/{DEPLOYMENT_NAME}`, "
+            f"worker, run `prefect deployment delete {name}`, "
             "then `digest serve` again."
         )
 
 
 def serve_weekly(settings: Settings) -> None:
     _refuse_work_pool_deployment()
+    _refuse_work_pool_deployment(f"{engagement_report.name}/{REPORT_DEPLOYMENT}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    weekly_digest.serve(
+    weekly = weekly_digest.to_deployment(
         name=DEPLOYMENT_NAME,
         schedules=[Cron(WEEKLY_CRON, timezone=settings.schedule_timezone)],
-        global_limit=1,
+        concurrency_limit=1,
         description="Send the week's digest to every subscriber exactly once.",
         tags=["verdict-digest"],
     )
+    assert isinstance(weekly, RunnerDeployment)  # called outside an event loop: no coroutine
+    serve(weekly, engagement_deployment(settings))

@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_prefect_yaml_declares_the_weekly_deployment() -> None:
     # The deployment definition ops deploy: name, entrypoint, Monday 08:00 cron, one run at a time.
     document = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
-    (deployment,) = document["deployments"]
-    assert deployment["name"] == "weekly"
+    (deployment,) = [d for d in document["deployments"] if d["name"] == "weekly"]
     assert deployment["entrypoint"] == "flows/weekly_digest.py:weekly_digest"
     assert deployment["schedules"][0]["cron"] == "0 8 * * 1"
     assert deployment["schedules"][0]["timezone"]
@@ -197,13 +196,14 @@ def test_moving_from_digest_serve_to_a_work_pool_keeps_the_schedule(
         assert kept is not None
         assert kept.work_pool_name == "digest-pool" and not kept.paused  # type: ignore[attr-defined]
     finally:
-        subprocess.run(
-            [*prefect, "deployment", "delete", "weekly-digest/weekly"],
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        for name in ("weekly-digest/weekly", "engagement-report/engagement-report"):
+            subprocess.run(
+                [*prefect, "deployment", "delete", name],
+                env={**os.environ, **env},
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
 
 
 def test_the_pool_schedule_and_the_served_schedule_are_one() -> None:

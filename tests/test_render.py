@@ -21,6 +21,7 @@ from digest.render.placeholders import (
     PREFERENCES_URL,
     TOKENS,
     UNSUBSCRIBE_URL,
+    VOTE_TOKEN,
     neutral_substitutions,
     subscriber_substitutions,
 )
@@ -146,7 +147,7 @@ def test_every_pair_shows_both_tools_and_links_to_its_comparison() -> None:
     for pair in content.pairs:
         assert f"{pair.a.name} vs {pair.b.name}" in visible
         assert pair.verdict in visible
-        assert f"{SITE}{pair.compare_path}" in hrefs
+        assert f"{SITE}{pair.compare_path}?r={VOTE_TOKEN}" in hrefs
         for tool in (pair.a, pair.b):
             assert tool.tagline in visible
             assert tool.panel_label in visible
@@ -190,7 +191,7 @@ def test_footer_carries_token_links_archive_and_postal_address() -> None:
     hrefs = parsed.hrefs()
     assert UNSUBSCRIBE_URL in hrefs
     assert PREFERENCES_URL in hrefs
-    assert f"{SITE}/archive/2026-W47" in hrefs
+    assert f"{SITE}/archive/2026-W47?r={VOTE_TOKEN}" in hrefs
     assert ADDRESS in parsed.visible()
     assert "because you subscribed" in parsed.visible()
 
@@ -223,6 +224,7 @@ def test_tokens_survive_compiling_and_fill_into_working_links() -> None:
             unsubscribe_url=unsubscribe,
             preferences_url=preferences,
             name='<marquee>"Ada"</marquee> Lovelace',
+            vote_token="dm90ZTo0Mg.abc",
         ),
     )
     text = substitute(
@@ -231,6 +233,7 @@ def test_tokens_survive_compiling_and_fill_into_working_links() -> None:
             unsubscribe_url=unsubscribe,
             preferences_url=preferences,
             name='<marquee>"Ada"</marquee> Lovelace',
+            vote_token="dm90ZTo0Mg.abc",
         ),
     )
     parsed = parse(html)
@@ -247,7 +250,10 @@ def test_missing_name_greets_with_there() -> None:
     html = substitute(
         render(make_content()).html,
         subscriber_substitutions(
-            unsubscribe_url="https://x.test/u", preferences_url="https://x.test/p", name="  "
+            unsubscribe_url="https://x.test/u",
+            preferences_url="https://x.test/p",
+            name="  ",
+            vote_token="dm90ZTo0Mg.abc",
         ),
     )
     assert "Hi there," in parse(html).visible()
@@ -359,6 +365,7 @@ def test_catalog_text_cannot_pose_as_a_subscriber_token() -> None:
             unsubscribe_url="https://x.test/u/secret",
             preferences_url="https://x.test/p/secret",
             name="Grace",
+            vote_token="dm90ZTo0Mg.abc",
         ),
     )
     text = substitute(
@@ -367,6 +374,7 @@ def test_catalog_text_cannot_pose_as_a_subscriber_token() -> None:
             unsubscribe_url="https://x.test/u/secret",
             preferences_url="https://x.test/p/secret",
             name="Grace",
+            vote_token="dm90ZTo0Mg.abc",
         ),
     )
     assert html.count("https://x.test/u/secret") == 1
@@ -430,7 +438,7 @@ def test_text_part_has_the_same_pairs_and_links() -> None:
     flat = " ".join(text.split())
     for pair in content.pairs:
         assert f"{pair.a.name} vs {pair.b.name}" in text
-        assert f"{SITE}{pair.compare_path}" in text.split()
+        assert f"{SITE}{pair.compare_path}?r={VOTE_TOKEN}" in text.split()
         assert " ".join(pair.verdict.split()) in flat
         for tool in (pair.a, pair.b):
             assert tool.url in text.split()

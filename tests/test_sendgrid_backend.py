@@ -197,7 +197,13 @@ def test_envelope_carries_sender_subject_category_and_keeps_our_unsubscribe(
     assert envelope["from"] == {"email": batch.from_email, "name": batch.from_name}
     assert envelope["subject"] == batch.subject
     assert envelope["categories"] == ["verdict-digest"]
-    assert envelope["tracking_settings"]["subscription_tracking"] == {"enable": False}
+    assert envelope["tracking_settings"] == {
+        # Our own List-Unsubscribe handles unsubscribes; clicks only in the HTML part, whose own
+        # links opt out one by one; the text part's links (unsubscribe included) stay as written.
+        "subscription_tracking": {"enable": False},
+        "click_tracking": {"enable": True, "enable_text": False},
+        "open_tracking": {"enable": True},
+    }
 
 
 def test_a_test_send_is_categorised_as_test(fake: FakeSendGrid) -> None:

@@ -21,6 +21,7 @@ from digest.content.frozen import DigestContent
 from digest.render.placeholders import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,
+    VOTE_TOKEN,
     greeting_substitutions,
     subscriber_substitutions,
 )
@@ -33,6 +34,7 @@ SPAMASSASSIN = shutil.which("spamassassin") or "/usr/bin/spamassassin"
 MAX_SCORE = 2.0
 UNSUBSCRIBE = f"{SITE}/unsubscribe/MTIzNDU.q7Fh2kPzXw9bL0sT4nVd"
 PREFERENCES = f"{SITE}/preferences/MTIzNDU.Zr8mYc1QaTe6uHj3WkGp"
+VOTE = "dm90ZToxMjM0NQ.Lk3pQw8ZrT5mNc2VxHy7bJd0"
 SENT_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
@@ -42,6 +44,7 @@ def build_message(content: DigestContent) -> bytes:
         "unsubscribe_url": UNSUBSCRIBE,
         "preferences_url": PREFERENCES,
         "name": "Ada Lovelace",
+        "vote_token": VOTE,
     }
     message = EmailMessage()
     message["From"] = formataddr(("Verdict Digest", "digest@verdicts.example.com"))
@@ -71,6 +74,7 @@ def build_with_project_builder(content: DigestContent) -> bytes:
             UNSUBSCRIBE_URL: UNSUBSCRIBE,
             PREFERENCES_URL: PREFERENCES,
             **greeting_substitutions("Ada Lovelace"),
+            VOTE_TOKEN: VOTE,
         },
         headers={
             "List-Unsubscribe": f"<{UNSUBSCRIBE}>",

@@ -1,5 +1,5 @@
 """The `digest` command's library commands: catalog, subscribers, preview, edit, approve, status,
-recall, db, web.
+recall, db, web, votes, report.
 
 Importing this package registers each command on `digest.cli.app.app`. The console script is
 `flows.cli:main`, which adds the commands that run the Prefect flow (run, serve, demo).
@@ -11,8 +11,10 @@ from digest.cli import (
     editorial,
     preview,
     recall,
+    report,
     status,
     subscribers,
+    votes,
     web,
 )
 from digest.cli.app import app, main_with
@@ -25,8 +27,10 @@ __all__ = [
     "main",
     "preview",
     "recall",
+    "report",
     "status",
     "subscribers",
+    "votes",
     "web",
 ]
 

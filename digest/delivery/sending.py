@@ -189,6 +189,7 @@ def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
         claimed.name,
         unsubscribe_url=links.unsubscribe(claimed.subscriber_id),
         preferences_url=links.preferences(claimed.subscriber_id),
+        vote_token=links.vote_token(claimed.delivery_id),
     )
 
 

@@ -29,6 +29,7 @@ from digest.delivery import ledger
 from digest.errors import NotFoundError, PreviewSkippedError
 from digest.links import Links
 from digest.models import Digest, Subscriber
+from digest.render.placeholders import PREVIEW_VOTE_TOKEN
 from digest.run.preparation import Edition, prepare_digest, render_for_categories
 from digest.send.base import OutgoingBatch, Recipient
 from digest.send.messages import build_message
@@ -39,6 +40,7 @@ PREVIEW_LINK_PATH = "/preview-link"
 BANNER_TEXT = (
     "PREVIEW, not sent to anyone. Its unsubscribe and preferences links, and View in browser "
     "before the week is sent, open a page that says so; they change nobody's subscription. "
+    "Its Ship and Skip links cannot vote. "
     "The comparison pages go live when the week is sent."
 )
 _BODY_OPEN = re.compile(r"<body[^>]*>")
@@ -120,7 +122,8 @@ def plan_preview(
     if not _archived(engine, str(week)):
         bodies = {
             **bodies,
-            "html": bodies["html"].replace(f'href="{archive}"', f'href="{placeholder}"'),
+            # Matched up to the address: the archive link may carry `?r=` (the delivery's token).
+            "html": bodies["html"].replace(f'href="{archive}', f'href="{placeholder}'),
             "text": bodies["text"].replace(archive, placeholder),
         }
     message = _message(settings, week, prepared.digest_id, bodies, recipient)
@@ -189,6 +192,7 @@ def _preview_recipient(subscriber: Subscriber | None, placeholder: str) -> Recip
         subscriber.name if subscriber else None,
         unsubscribe_url=placeholder,
         preferences_url=placeholder,
+        vote_token=PREVIEW_VOTE_TOKEN,
     )
 
 

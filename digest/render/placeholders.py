@@ -14,7 +14,18 @@ UNSUBSCRIBE_URL = "%%unsubscribe_url%%"
 PREFERENCES_URL = "%%preferences_url%%"
 NAME_HTML = "%%name_html%%"  # replaced by the HTML-escaped name, or "there"
 NAME_TEXT = "%%name_text%%"  # replaced by the raw name, or "there"
-TOKENS = (UNSUBSCRIBE_URL, PREFERENCES_URL, NAME_HTML, NAME_TEXT)
+# The delivery's signed vote token (digest.links.Links.vote_token), about 40 characters: the
+# templates build every Ship/Skip link from it, and add it to links to our own pages so that
+# `digest web` counts the visit. One short value keeps each recipient's substitutions far below
+# SendGrid's 10,000 bytes however many tools a week shows.
+VOTE_TOKEN = "%%vote_token%%"  # noqa: S105 (a placeholder, no secret)
+TOKENS = (UNSUBSCRIBE_URL, PREFERENCES_URL, NAME_HTML, NAME_TEXT, VOTE_TOKEN)
+
+# What copies for no subscriber in particular carry instead of a vote token. Neither is a token
+# (a token always holds a "."), so their links open a page that says they cannot vote.
+ARCHIVE_VOTE_TOKEN = "archive"  # noqa: S105
+PREVIEW_VOTE_TOKEN = "preview"  # noqa: S105
+UNPERSONAL_VOTE_TOKENS = frozenset({ARCHIVE_VOTE_TOKEN, PREVIEW_VOTE_TOKEN})
 
 # The greeting when a subscriber has no name (and on pages for no one in particular).
 NEUTRAL_NAME = "there"
@@ -103,13 +114,15 @@ def greeting_substitutions(name: str | None) -> dict[str, str]:
 
 
 def subscriber_substitutions(
-    *, unsubscribe_url: str, preferences_url: str, name: str | None
+    *, unsubscribe_url: str, preferences_url: str, name: str | None, vote_token: str
 ) -> dict[str, str]:
-    """Every token's value for one subscriber."""
+    """Every token's value for one subscriber; `vote_token` is their delivery's (a preview's
+    `PREVIEW_VOTE_TOKEN`)."""
     return {
         UNSUBSCRIBE_URL: unsubscribe_url,
         PREFERENCES_URL: preferences_url,
         **greeting_substitutions(name),
+        VOTE_TOKEN: vote_token,
     }
 
 
@@ -120,4 +133,5 @@ def neutral_substitutions(site_url: str | None) -> dict[str, str]:
         UNSUBSCRIBE_URL: f"{base}/unsubscribe" if base else "#",
         PREFERENCES_URL: f"{base}/preferences" if base else "#",
         **greeting_substitutions(None),
+        VOTE_TOKEN: ARCHIVE_VOTE_TOKEN,
     }

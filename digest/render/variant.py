@@ -19,13 +19,20 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 
 from digest.content.frozen import DigestContent, PairCard, ToolCard
 from digest.errors import ConfigError, TemplateError
 from digest.http_urls import is_http_url
 from digest.links import LinkTemplates
 from digest.render.mjml_compile import HTML_TEMPLATE, compile_mjml, template_path
-from digest.render.placeholders import NAME_HTML, NAME_TEXT, PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.render.placeholders import (
+    NAME_HTML,
+    NAME_TEXT,
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    VOTE_TOKEN,
+)
 
 TEXT_TEMPLATE = "digest.txt.j2"
 TEXT_WIDTH = 72
@@ -82,7 +89,8 @@ def http_url(value: object) -> str:
 
 def _unmake_tokens(value: Any) -> Any:
     """Break any `%%` in data so catalog text can never pose as a per-subscriber token."""
-    if isinstance(value, _Token) or not isinstance(value, str) or "%%" not in value:
+    # A macro's output (Markup) was built from values that each passed through here already.
+    if isinstance(value, (_Token, Markup)) or not isinstance(value, str) or "%%" not in value:
         return value
     # A zero-width space between the signs keeps the text readable and the token inert.
     return value.replace("%%", "%\u200b%")
@@ -228,6 +236,7 @@ def render_variant(
             "preferences_url": _Token(PREFERENCES_URL),
             "name_html": _Token(NAME_HTML),
             "name_text": _Token(NAME_TEXT),
+            "vote_token": _Token(VOTE_TOKEN),
         },
     }
     mjml_source = _render_template(env, HTML_TEMPLATE, context)

@@ -55,15 +55,19 @@ class Recipient(NamedTuple):
         *,
         unsubscribe_url: str,
         preferences_url: str,
+        vote_token: str,
     ) -> Recipient:
-        """A subscriber with their own links, greeting and one-click unsubscribe headers: how
-        the send and the preview both make a recipient."""
+        """A subscriber with their own links, greeting, vote token and one-click unsubscribe
+        headers: how the send and the preview both make a recipient."""
         return cls(
             delivery_id=delivery_id,
             email=email,
             name=name,
             substitutions=subscriber_substitutions(
-                unsubscribe_url=unsubscribe_url, preferences_url=preferences_url, name=name
+                unsubscribe_url=unsubscribe_url,
+                preferences_url=preferences_url,
+                name=name,
+                vote_token=vote_token,
             ),
             headers=recipient_headers(unsubscribe_url),
         )

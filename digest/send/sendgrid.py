@@ -97,6 +97,21 @@ def _display_name(name: str) -> str | None:
     return f'"{escaped}"'
 
 
+def _tracking(is_test: bool) -> dict[str, Any]:
+    """SendGrid's tracking, said in every request rather than left to the account's defaults.
+
+    Our own List-Unsubscribe and footer link handle unsubscribes, never SendGrid's. Clicks are
+    tracked in the HTML part only: links to our own pages carry `clicktracking="off"` and are
+    counted by `digest web` itself, and the text part's links (its unsubscribe link among them)
+    stay as written. A test copy to an editor is tracked not at all: its clicks are no reader's.
+    """
+    return {
+        "subscription_tracking": {"enable": False},
+        "click_tracking": {"enable": not is_test, "enable_text": False},
+        "open_tracking": {"enable": not is_test},
+    }
+
+
 def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
     """The Mail Send request body of one batch: one personalization per recipient, in order."""
     digest_id = str(batch.digest_id)
@@ -132,8 +147,7 @@ def build_request_body(batch: OutgoingBatch) -> dict[str, Any]:
         "subject": batch.subject,
         "content": content,
         "categories": [batch.category, "test"] if batch.is_test else [batch.category],
-        # Our own List-Unsubscribe and footer link handle unsubscribes, not SendGrid's.
-        "tracking_settings": {"subscription_tracking": {"enable": False}},
+        "tracking_settings": _tracking(batch.is_test),
     }
     if batch.extra_headers:
         body["headers"] = batch.extra_headers

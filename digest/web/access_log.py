@@ -12,13 +12,16 @@ import logging
 import re
 from typing import Any
 
-_TOKENED_PATH = re.compile(r"/(unsubscribe|preferences|confirm)/[^\s\"'?/]+")
+_TOKENED_PATH = re.compile(r"/(unsubscribe|preferences|confirm|vote)/[^\s\"'?/]+")
+# The delivery's token on links to our own pages (digest/web/visits.py).
+_READER_QUERY = re.compile(r"([?&]r=)[^\s\"'&#]+")
 # A token on its own (payload.signature, the signature 24 base64url characters).
 _BARE_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 
 
 def redact_path(text: str) -> str:
-    return _BARE_TOKEN.sub("[token]", _TOKENED_PATH.sub(r"/\1/[token]", text))
+    text = _READER_QUERY.sub(r"\1[token]", _TOKENED_PATH.sub(r"/\1/[token]", text))
+    return _BARE_TOKEN.sub("[token]", text)
 
 
 class RedactTokens(logging.Filter):

@@ -22,9 +22,12 @@ from digest.send import get_backend
 from digest.web.archive import Archive
 from digest.web.compare import ComparePages
 from digest.web.context import BackendFactory, WebContext
+from digest.web.feeds import VoteFeed
 from digest.web.security import SecurityHeadersMiddleware, page_policy
 from digest.web.signup import Signup
 from digest.web.subscriber_pages import SubscriberPages
+from digest.web.visits import VisitCounter
+from digest.web.votes import VotePages
 from digest.web.webhook_routes import Webhooks, unconfigured
 
 log = logging.getLogger(__name__)
@@ -99,9 +102,12 @@ def create_app(settings: Settings, *, backend_factory: BackendFactory = get_back
         *SubscriberPages(ctx).routes(),
         *signup.routes(),
         *Webhooks(ctx).routes(),
+        *VotePages(ctx).routes(),
+        *VoteFeed(ctx).routes(),
     ]
     for warning in unconfigured(ctx.webhooks):
         log.warning("%s", warning)
     web_app = DigestWebApp(ctx, routes, lifespan=signup.mailer.lifespan)
+    web_app.add_middleware(VisitCounter, ctx=ctx)
     web_app.state.confirmation_mailer = signup.mailer  # tests wait on it: mail goes off-request
     return web_app

@@ -2,14 +2,16 @@
 
 The web app serves `POST /webhooks/<provider>` for every provider of `digest/providers.py` that
 names a webhook, and asks its adapter only this: is the request authentic and fresh
-(`verify`), and which events does its body hold (`parse`). Provider words stay in the adapter.
+(`verify`), and which events does its body hold (`parse`). The engagement report asks one more
+thing of a stored event (`engagement`): which link a click followed, and whether an open was a
+mail client's machine. Provider words stay in the adapter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from digest.config import Settings
 from digest.delivery.events import NormalizedEvent
@@ -29,6 +31,16 @@ class ParsedBatch:
 
     events: list[NormalizedEvent]
     skipped: int
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """What a stored event tells of its reader beyond its delivery state."""
+
+    # An open by a mail client's privacy proxy (Apple Mail Privacy Protection), not a person.
+    machine_open: bool = False
+    # The link a click event followed, as the email carried it.
+    url: str | None = None
 
 
 class EventWebhook(Protocol):
@@ -52,4 +64,9 @@ class EventWebhook(Protocol):
 
     def parse(self, body: bytes) -> ParsedBatch:
         """The events of a verified body; `WebhookPayloadError` if it is no event batch."""
+        ...
+
+    @classmethod
+    def engagement(cls, raw: Mapping[str, Any]) -> Engagement:
+        """What a stored event (its raw payload, as this adapter received it) says of the reader."""
         ...

@@ -26,7 +26,12 @@ from digest.config import Settings
 from digest.delivery.events import NormalizedEvent
 from digest.errors import ConfigError
 from digest.states import DeliveryState, SubscriberStatus
-from digest.webhooks.base import ParsedBatch, WebhookPayloadError, WebhookRejected
+from digest.webhooks.base import (
+    Engagement,
+    ParsedBatch,
+    WebhookPayloadError,
+    WebhookRejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +220,17 @@ class SendGridWebhook:
             email=email if isinstance(email, str) and email else None,
             occurred_at=_occurred_at(raw.get("timestamp")),
             raw=raw,
+        )
+
+    @classmethod
+    def engagement(cls, raw: Mapping[str, Any]) -> Engagement:
+        """A click's `url`; an open SendGrid marks `sg_machine_open` (Apple Mail Privacy
+        Protection fetched it, no person opened it)."""
+        name = raw.get("event")
+        url = raw.get("url")
+        return Engagement(
+            machine_open=name == "open" and raw.get("sg_machine_open") is True,
+            url=url if name == "click" and isinstance(url, str) and url else None,
         )
 
 
