@@ -25,7 +25,7 @@ from functools import lru_cache
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import DigestError
-from digest.text import BIDI_CONTROLS, DISPLAY_NAME_LIMIT
+from digest.text import DISPLAY_NAME_LIMIT, removed_characters
 
 # Categories of characters that end or break a header line: controls and Unicode line breaks.
 _BREAKING = frozenset({"Cc", "Zl", "Zp"})
@@ -81,11 +81,12 @@ def clean_display_name(text: str) -> str | None:
             "which would break the email's To header.",
             fix=NAME_FIX,
         )
-    bidi = sorted({f"U+{ord(ch):04X}" for ch in name if ch in BIDI_CONTROLS})
-    if bidi:
+    hidden = removed_characters(name)
+    if hidden:
         raise AddressError(
-            f"The name holds bidirectional controls ({', '.join(bidi)}), which would reorder "
-            "how the email's To header reads.",
+            f"The name holds invisible, bidirectional or private-use characters "
+            f"({', '.join(hidden)}), which would hide text in or reorder how the email's To "
+            "header reads.",
             fix=NAME_FIX,
         )
     if len(name) > NAME_LIMIT:
