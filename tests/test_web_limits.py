@@ -8,22 +8,18 @@ import logging
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from digest.config import Settings, get_settings
+from digest.config import Settings
 from digest.tokens import Purpose, make_token
-from digest.web import access_log
-from digest.web.app import create_app
 from digest.web.proxies import client_address
-from digest.web.server import server_config
 from tests.support.cli import DIGEST
 from tests.support.prefect_server import free_port
+from tests.support.web_server import Start, served_apps
 
 SUBSCRIBE_HEAD = (
     b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
@@ -31,40 +27,9 @@ SUBSCRIBE_HEAD = (
 
 
 @pytest.fixture
-def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Start the app as `digest web` serves it (in this process, on a free loopback port) with
-    the given environment; yields a function that returns the port."""
-    servers: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
-    factory = logging.getLogRecordFactory()
-
-    def start(**env: str) -> int:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        current = get_settings()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(512)
-        port = int(listener.getsockname()[1])
-        server = uvicorn.Server(
-            server_config(create_app(current), current, host="127.0.0.1", port=port)
-        )
-        access_log.install()
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        servers.append((server, thread, listener))
-        return port
-
-    yield start
-    for server, thread, listener in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
-    logging.setLogRecordFactory(factory)
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Start]:
+    with served_apps(monkeypatch) as start:
+        yield start
 
 
 def _connect(port: int) -> socket.socket:
@@ -98,11 +63,11 @@ def _healthz_seconds(port: int) -> float:
 
 
 def test_a_body_that_trickles_is_cut_off_with_a_408_and_one_log_line(
-    serve: object, settings: Settings, caplog: pytest.LogCaptureFixture
+    serve: Start, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A client sending its body a byte a second is answered 408 once the grace period ends.
     caplog.set_level(logging.INFO)
-    port = serve()  # type: ignore[operator]
+    port = serve()
     conn = _connect(port)
     conn.sendall(SUBSCRIBE_HEAD + b"Content-Length: 1000\r\n\r\n")
     started = time.monotonic()
@@ -131,9 +96,9 @@ def test_a_body_that_trickles_is_cut_off_with_a_408_and_one_log_line(
     assert not any(r.exc_info for r in caplog.records)
 
 
-def test_a_body_within_the_deadline_and_rate_is_served(serve: object, settings: Settings) -> None:
+def test_a_body_within_the_deadline_and_rate_is_served(serve: Start, settings: Settings) -> None:
     # A normal form post, in two parts a moment apart, reaches the app.
-    port = serve()  # type: ignore[operator]
+    port = serve()
     body = b"email=ada%40example.com"
     with _connect(port) as conn:
         conn.sendall(SUBSCRIBE_HEAD + f"Content-Length: {len(body)}\r\n".encode())
@@ -145,10 +110,10 @@ def test_a_body_within_the_deadline_and_rate_is_served(serve: object, settings: 
 
 
 def test_both_transfer_encoding_and_content_length_are_refused(
-    serve: object, settings: Settings
+    serve: Start, settings: Settings
 ) -> None:
     # A request a proxy and this server could frame differently never reaches the app.
-    port = serve()  # type: ignore[operator]
+    port = serve()
     answer = _exchange(
         port,
         SUBSCRIBE_HEAD
@@ -161,10 +126,10 @@ def test_both_transfer_encoding_and_content_length_are_refused(
 
 
 def test_connections_past_the_per_client_limit_are_refused_and_a_trusted_proxy_is_not(
-    serve: object, settings: Settings
+    serve: Start, settings: Settings
 ) -> None:
     # One address holds at most DIGEST_WEB_CONNECTIONS_PER_CLIENT; a trusted proxy is many.
-    port = serve(DIGEST_WEB_CONNECTIONS_PER_CLIENT="3")  # type: ignore[operator]
+    port = serve(DIGEST_WEB_CONNECTIONS_PER_CLIENT="3")
     held = [_connect(port) for _ in range(3)]
     time.sleep(0.2)
     refused = _answer(_connect(port))
@@ -174,9 +139,7 @@ def test_connections_past_the_per_client_limit_are_refused_and_a_trusted_proxy_i
     time.sleep(0.2)
     assert _healthz_seconds(port) < 1  # the slots come back as connections close
 
-    proxied = serve(  # type: ignore[operator]
-        DIGEST_WEB_CONNECTIONS_PER_CLIENT="3", DIGEST_TRUSTED_PROXIES="127.0.0.1"
-    )
+    proxied = serve(DIGEST_WEB_CONNECTIONS_PER_CLIENT="3", DIGEST_TRUSTED_PROXIES="127.0.0.1")
     held = [_connect(proxied) for _ in range(6)]
     time.sleep(0.2)
     assert _healthz_seconds(proxied) < 1
@@ -185,10 +148,10 @@ def test_connections_past_the_per_client_limit_are_refused_and_a_trusted_proxy_i
 
 
 def test_request_bodies_past_the_per_client_limit_get_a_503_while_gets_go_through(
-    serve: object, settings: Settings
+    serve: Start, settings: Settings
 ) -> None:
     # Uploads in progress are limited per client; a GET without body is never held back.
-    port = serve(DIGEST_WEB_BODIES_PER_CLIENT="2")  # type: ignore[operator]
+    port = serve(DIGEST_WEB_BODIES_PER_CLIENT="2")
     uploads = [_connect(port) for _ in range(2)]
     for conn in uploads:
         conn.sendall(SUBSCRIBE_HEAD + b"Content-Length: 100\r\n\r\nemail=")
@@ -201,11 +164,11 @@ def test_request_bodies_past_the_per_client_limit_get_a_503_while_gets_go_throug
 
 
 def test_clients_that_leave_mid_body_give_one_line_each_and_no_traceback(
-    serve: object, settings: Settings, caplog: pytest.LogCaptureFixture
+    serve: Start, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Forty clients drop their connection halfway through a body: forty lines, no traceback.
     caplog.set_level(logging.INFO)
-    port = serve(DIGEST_WEB_BODIES_PER_CLIENT="100")  # type: ignore[operator]
+    port = serve(DIGEST_WEB_BODIES_PER_CLIENT="100")
     for _ in range(40):
         conn = _connect(port)
         conn.sendall(SUBSCRIBE_HEAD + b"Content-Length: 500\r\n\r\nemail=ada")
@@ -231,10 +194,10 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
 
 
 def test_rotating_forwarded_for_from_loopback_does_not_lift_the_sign_up_limit(
-    serve: object, settings: Settings
+    serve: Start, settings: Settings
 ) -> None:
     # 127.0.0.1 is no proxy by default: the per-IP limit counts it, whatever header it sends.
-    port = serve(DIGEST_SIGNUP_LIMIT_PER_IP="3")  # type: ignore[operator]
+    port = serve(DIGEST_SIGNUP_LIMIT_PER_IP="3")
     statuses = []
     for n in range(6):
         body = f"email=p{n}%40example.com".encode()
@@ -251,10 +214,10 @@ def test_rotating_forwarded_for_from_loopback_does_not_lift_the_sign_up_limit(
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_a_signed_token_for_an_id_no_database_holds_is_a_400(
-    serve: object, settings: Settings, method: str
+    serve: Start, settings: Settings, method: str
 ) -> None:
     # id 10**30 is validly signed, but names nobody: a plain "bad link" page, no 500, no reset.
-    port = serve()  # type: ignore[operator]
+    port = serve()
     token = make_token(settings.signing_key(), Purpose.UNSUBSCRIBE, 10**30)
     body = b"List-Unsubscribe=One-Click"
     answer = _exchange(

@@ -289,8 +289,9 @@ def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
     problems: list[str] = []
     repeated: list[int] = []
     position: dict[str, int] = {}
+    read = reader.line_num
     for raw in _rows_of(reader, source=source):
-        line = reader.line_num
+        line, read = read + 1, reader.line_num  # a row's first line: a quoted cell may go on
         if not raw:
             continue  # a blank line, as the csv module's DictReader skips it
         try:

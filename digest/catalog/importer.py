@@ -114,6 +114,14 @@ class ToolIn(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("category")
+    @classmethod
+    def _no_separator(cls, value: str) -> str:
+        # Subscriber files list categories separated by ';': one holding it could not be chosen.
+        if ";" in value:
+            raise ValueError("must not hold ';', which separates categories in subscriber files")
+        return value
+
     @field_validator("url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:

@@ -59,6 +59,7 @@ class Limits:
     """Every limit of the protocol, from settings."""
 
     header_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
     body_timeout: float = 30.0
     body_min_rate: int = 1000
     connections: int | None = None
@@ -70,6 +71,7 @@ class Limits:
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(
             header_timeout=settings.web_header_timeout_seconds,
+            max_header_bytes=settings.web_max_header_bytes,
             body_timeout=settings.web_body_timeout_seconds,
             body_min_rate=settings.web_body_min_bytes_per_second,
             connections=settings.web_limit_concurrency,
@@ -213,6 +215,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def _admit(self, request: h11.Request) -> bool:
         """Whether the request may go to the app; if not, it has been answered and closed."""
+        head = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if head > self.limits.max_header_bytes:
+            # h11's own cap holds only while a head is incomplete; one read can bring it whole.
+            log.warning("refused a request from %s: %d bytes of headers", self._peer(), head)
+            self._answer_plainly(431, b"Request Header Fields Too Large", "Headers too large.")
+            return False
         names = [name.lower() for name, _ in request.headers]
         chunked = b"transfer-encoding" in names
         if chunked and b"content-length" in names:
