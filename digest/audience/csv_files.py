@@ -350,8 +350,9 @@ def import_subscribers(
         report.warnings.append(repeats_warning(parsed.repeated_lines))
     catalog = catalog_categories(session)
     unknown = lru_cache(maxsize=4096)(lambda chosen: unknown_categories(chosen, catalog))
+    choices = ((row.line, unknown(row.categories)) for row in parsed.rows)
     report.warnings += unknown_category_warnings(
-        ((f"line {row.line}", unknown(row.categories)) for row in parsed.rows), catalog
+        ((f"line {line}", chosen) for line, chosen in choices if chosen), catalog
     )
     outcomes = upsert_subscribers(session.connection(), parsed.rows, datetime.now(UTC))
     report.created, report.updated = outcomes.created, outcomes.updated

@@ -146,11 +146,15 @@ def _apply(stored: list[Any], row: ImportRow, forms: _Forms, now: Any) -> tuple[
 
 
 def _stored(connection: Connection, forms: _Forms, keys: list[str]) -> dict[str, list[Any]]:
-    marks = ", ".join([forms.mark] * len(keys))
     columns = ", ".join(_CHANGED)
-    statement = f"SELECT email_key, id, {columns} FROM subscriber WHERE email_key IN ({marks})"  # noqa: S608
-    found = connection.exec_driver_sql(statement, tuple(keys))
-    return {str(key): list(values) for key, *values in found}
+    values: tuple[Any, ...]
+    if forms is _POSTGRES:  # one array parameter: PostgreSQL plans 5,000 separate ones slowly
+        where, values = "email_key = ANY(%s)", (keys,)
+    else:
+        where, values = f"email_key IN ({', '.join([forms.mark] * len(keys))})", tuple(keys)
+    statement = f"SELECT email_key, id, {columns} FROM subscriber WHERE {where}"  # noqa: S608
+    found = connection.exec_driver_sql(statement, values)
+    return {str(key): list(stored) for key, *stored in found}
 
 
 def _insert(connection: Connection, forms: _Forms, rows: list[tuple[Any, ...]]) -> None:
