@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,24 @@ def _link_template(
             f"Set it to a template such as {example}, or leave it unset."
         )
     return value
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(value: str) -> tuple[IPNetwork, ...]:
+    """DIGEST_TRUSTED_PROXIES: addresses or networks (CIDR), split by commas or spaces."""
+    networks = []
+    for entry in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"DIGEST_TRUSTED_PROXIES holds {entry!r}, which is not an IP address or network. "
+                "List the addresses of your proxies, such as 10.0.0.5 or 10.0.0.0/24, "
+                "separated by commas, or leave it unset."
+            ) from None
+    return tuple(networks)
 
 
 # A cancel is asked only if it can be confirmed this long before the provider's deadline (the
@@ -94,7 +113,21 @@ class Settings(BaseSettings):
     web_max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, alias="DIGEST_WEB_MAX_HEADER_BYTES"
     )
-    web_limit_concurrency: int = Field(default=200, ge=1, alias="DIGEST_WEB_LIMIT_CONCURRENCY")
+    web_limit_concurrency: int = Field(default=1000, ge=1, alias="DIGEST_WEB_LIMIT_CONCURRENCY")
+    # Per client (its address; behind a trusted proxy, the address the proxy forwards for).
+    web_connections_per_client: int = Field(
+        default=50, ge=1, alias="DIGEST_WEB_CONNECTIONS_PER_CLIENT"
+    )
+    web_bodies_per_client: int = Field(default=10, ge=1, alias="DIGEST_WEB_BODIES_PER_CLIENT")
+    # A request body arrives whole within this long, and never slower than the rate below.
+    web_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, alias="DIGEST_WEB_BODY_TIMEOUT_SECONDS"
+    )
+    web_body_min_bytes_per_second: int = Field(
+        default=1000, ge=0, alias="DIGEST_WEB_BODY_MIN_BYTES_PER_SECOND"
+    )
+    # Addresses (or networks) of the proxies whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: str = Field(default="", alias="DIGEST_TRUSTED_PROXIES")
     # Catalog feed: what every run syncs first when set (digest/catalog/feed.py, sync.py). The
     # URL is checked where it is used, so no error message can echo its credentials.
     catalog_url: str | None = Field(default=None, alias="DIGEST_CATALOG_URL")
@@ -145,6 +178,16 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() if value and value.strip() else None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        proxy_networks(value)  # refused here, at start-up, with the entry that is wrong
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return proxy_networks(self.trusted_proxies)
 
     @field_validator("site_url")
     @classmethod

@@ -33,6 +33,20 @@ class BadTokenError(ValueError):
     """The token is forged, altered, truncated or for another purpose."""
 
 
+# Subscriber ids are the database's INTEGER keys: a signed token for any other number (10**30)
+# names nobody, and asking a database for it would overflow its integer column.
+MAX_SUBSCRIBER_ID = 2**31 - 1
+
+
+def _subscriber_id(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise BadTokenError("unreadable payload")
+    number = int(text)
+    if not 0 < number <= MAX_SUBSCRIBER_ID:
+        raise BadTokenError("no subscriber has this id")
+    return number
+
+
 class ExpiredTokenError(BadTokenError):
     """The timed token is authentic but older than its allowed age (or has no issue time)."""
 
@@ -105,8 +119,9 @@ def read_timed_token(
     """
     raw_id = _verified_fields(key, purpose, token)
     subscriber_id, _, issued = raw_id.partition(":")
+    number = _subscriber_id(subscriber_id)
     try:
-        number, issued_at = int(subscriber_id), int(issued) if issued else None
+        issued_at = int(issued) if issued else None
     except ValueError as exc:
         raise BadTokenError("unreadable payload") from exc
     if issued_at is None or not -300 <= now - issued_at <= max_age:  # 5 minutes of clock skew
@@ -134,8 +149,4 @@ def read_token(key: bytes, purpose: Purpose, token: str) -> int:
     """The id inside a valid token for `purpose` (a subscriber's; a delivery's for `VOTE`);
     `BadTokenError` otherwise."""
     # Only base64url text can be ours; anything else (non-ASCII included) is refused unread.
-    raw_id = _verified_fields(key, purpose, token)
-    try:
-        return int(raw_id)
-    except ValueError as exc:
-        raise BadTokenError("unreadable payload") from exc
+    return _subscriber_id(_verified_fields(key, purpose, token))

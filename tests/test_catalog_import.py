@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from digest.catalog.importer import import_catalog, load_tools
+from digest.catalog.importer import ImportReport, import_catalog, load_tools
 from digest.config import Settings
 from digest.db import get_engine, session_scope
 from digest.errors import ImportFileError
@@ -118,13 +118,21 @@ def test_changed_record_is_updated_and_reviews_replaced(settings: Settings, tmp_
     assert [r.reviewer for r in tool.reviews] == ["Solo"]
 
 
-def test_untrusted_markup_is_stored_verbatim(settings: Settings, tmp_path: Path) -> None:
-    # The importer keeps hostile markup as data; escaping is the renderer's job, done everywhere.
-    hostile = "<script>alert('x')</script> RTL 🎉"
-    _import(settings, write_catalog(tmp_path / "c.json", [tool_dict("evil", name=hostile)]))
+def test_markup_is_removed_at_the_door_and_the_rest_of_the_text_kept(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Catalog text is plain text: tags (and a script's code) go with a warning, the words stay.
+    hostile = "<script>alert('x')</script> RTL 🎉 <b>bold</b>"
+    report = _import(
+        settings, write_catalog(tmp_path / "c.json", [tool_dict("evil", name=hostile)])
+    )
     with Session(get_engine(settings.database_url)) as session:
         (tool,) = load_tools(session)
-    assert tool.name == hostile
+    assert tool.name == "RTL 🎉 bold"
+    assert isinstance(report, ImportReport)
+    assert report.warnings == [
+        "record 0 (slug 'evil'): field name: removed HTML markup (tags out, their text kept)"
+    ]
 
 
 @pytest.mark.parametrize(

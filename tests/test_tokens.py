@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.tokens import BadTokenError, Purpose, make_token, read_token, sign
+from digest.tokens import (
+    MAX_SUBSCRIBER_ID,
+    BadTokenError,
+    Purpose,
+    make_timed_token,
+    make_token,
+    read_timed_token,
+    read_token,
+    sign,
+)
 from digest.web import csrf
 
 KEY = b"a-signing-key-for-the-tests"
@@ -44,9 +53,19 @@ def test_block_sized_and_long_keys_match_too(key: bytes) -> None:
     assert make_token(key, Purpose.PREFERENCES, 7) == _reference_token(key, Purpose.PREFERENCES, 7)
 
 
-@given(purpose=st.sampled_from(list(Purpose)), subscriber_id=st.integers(1, 10**12))
+@given(purpose=st.sampled_from(list(Purpose)), subscriber_id=st.integers(1, MAX_SUBSCRIBER_ID))
 def test_a_token_reads_back_to_its_subscriber(purpose: Purpose, subscriber_id: int) -> None:
     assert read_token(KEY, purpose, make_token(KEY, purpose, subscriber_id)) == subscriber_id
+
+
+@pytest.mark.parametrize("subscriber_id", [0, -1, MAX_SUBSCRIBER_ID + 1, 10**30])
+def test_a_signed_token_for_an_id_no_table_can_hold_is_refused(subscriber_id: int) -> None:
+    # Authentic but naming no possible row: refused before any database is asked.
+    with pytest.raises(BadTokenError):
+        read_token(KEY, Purpose.UNSUBSCRIBE, make_token(KEY, Purpose.UNSUBSCRIBE, subscriber_id))
+    timed = make_timed_token(KEY, Purpose.CONFIRM, subscriber_id, issued_at=1000)
+    with pytest.raises(BadTokenError):
+        read_timed_token(KEY, Purpose.CONFIRM, timed, now=1000, max_age=100)
 
 
 def test_a_token_for_one_purpose_never_reads_as_another() -> None:

@@ -418,7 +418,9 @@ def test_a_batch_of_a_thousand_events_is_applied_in_one_request(
         for i in range(250)
     ]
     batch = [
-        event(name, d) for d in deliveries for name in ("processed", "delivered", "open", "click")
+        event(name, d, email=f"p{i}@example.com")
+        for i, d in enumerate(deliveries)
+        for name in ("processed", "delivered", "open", "click")
     ]
     response = post(client, signer, batch)
     assert response.status_code == 200
@@ -427,6 +429,7 @@ def test_a_batch_of_a_thousand_events_is_applied_in_one_request(
         "recorded": 1000,
         "duplicates": 0,
         "unknown_delivery": 0,
+        "mismatched_email": 0,
         "moved": 250,
         "suppressed": 0,
         "skipped": 0,
@@ -450,13 +453,14 @@ def test_the_final_state_is_the_highest_ranked_whatever_the_order(
     engine: Engine, states: list[DeliveryState], cut: int
 ) -> None:
     # However events are ordered and split into batches, the row ends at the highest rank seen.
-    subscriber_id = make_subscriber(engine, f"h{next(_ids)}@example.com")
+    address = f"h{next(_ids)}@example.com"
+    subscriber_id = make_subscriber(engine, address)
     with engine.begin() as connection:
         found = connection.execute(select(Digest.__table__.c.id)).scalar()  # type: ignore[attr-defined]
     digest_id = found if found is not None else make_digest(engine, "2030-W01")
     delivery_id = make_delivery(engine, digest_id, subscriber_id, "sent")
     events = [
-        NormalizedEvent(f"h-{next(_ids)}", s.value, delivery_id, s, None, None, None, {})
+        NormalizedEvent(f"h-{next(_ids)}", s.value, delivery_id, s, None, address, None, {})
         for s in states
     ]
     with session_scope(engine) as session:
@@ -516,3 +520,28 @@ def test_unstorable_events_are_skipped_and_counted_while_the_rest_apply(
     assert response.json()["skipped"] == 4
     assert [r["provider_event"] for r in recorded(engine)] == ["delivered"]
     assert delivery_state(engine, delivery_id) == "delivered"
+
+
+@pytest.mark.parametrize("email", ["eve@example.com", "", None])
+def test_an_event_for_another_address_is_skipped_counted_and_never_applied(
+    client: TestClient,
+    signer: Signer,
+    engine: Engine,
+    sent: tuple[int, int],
+    email: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A signed spam report naming Ada's delivery but Eve's address suppresses nobody.
+    subscriber_id, delivery_id = sent
+    raw = event("spamreport", delivery_id, email=email)
+    if email is None:
+        del raw["email"]
+    response = post(client, signer, [raw, event("delivered", delivery_id, email="ADA@example.com")])
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["mismatched_email"], answer["suppressed"], answer["recorded"]) == (1, 0, 2)
+    assert status_of(engine, subscriber_id) == "active"
+    assert delivery_state(engine, delivery_id) == "delivered"  # the matching event applies
+    stray = next(r for r in recorded(engine) if r["provider_event"] == "spamreport")
+    assert (stray["delivery_id"], stray["state"]) == (None, None)
+    assert any("email is not the address" in r.getMessage() for r in caplog.records)

@@ -7,6 +7,7 @@ everything here compares through it and nothing else.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -14,6 +15,8 @@ from sqlmodel import Session, col
 from digest.catalog.records import category_key
 from digest.models import Tool
 
+# A list names a few dozen categories a million times: each is keyed once.
+_key = lru_cache(maxsize=4096)(category_key)
 # How many subscribers a warning names before it says "and N more".
 _NAMED_IN_WARNING = 10
 
@@ -37,8 +40,8 @@ def catalog_categories(session: Session) -> list[str]:
 
 def unknown_categories(chosen: Sequence[str], catalog: Sequence[str]) -> list[str]:
     """The chosen categories that no catalog category matches, in the order chosen."""
-    known = {category_key(name) for name in catalog}
-    return [name for name in chosen if category_key(name) not in known]
+    known = {_key(name) for name in catalog}
+    return [name for name in chosen if _key(name) not in known]
 
 
 def unknown_category_warnings(
@@ -49,20 +52,23 @@ def unknown_category_warnings(
     `chosen_by` pairs who (a line, an address) with the categories they chose that are unknown.
     """
     spelling: dict[str, str] = {}
-    choosers: dict[str, list[str]] = {}
+    choosers: dict[str, list[str]] = {}  # the first few who chose it: all a warning names
+    counts: dict[str, int] = {}
     for who, categories in chosen_by:
         for name in categories:
-            key = category_key(name)
+            key = _key(name)
             spelling.setdefault(key, name)
-            choosers.setdefault(key, []).append(who)
+            first = choosers.setdefault(key, [])
+            if len(first) < _NAMED_IN_WARNING:
+                first.append(who)
+            counts[key] = counts.get(key, 0) + 1
     if not spelling:
         return []
     known = ", ".join(catalog) if catalog else "none yet (import the catalog first)"
     warnings = []
     for key, name in spelling.items():
-        people = choosers[key]
-        named = ", ".join(people[:_NAMED_IN_WARNING])
-        extra = len(people) - _NAMED_IN_WARNING
+        named = ", ".join(choosers[key])
+        extra = counts[key] - _NAMED_IN_WARNING
         more = f" and {extra} more" if extra > 0 else ""
         warnings.append(
             f"category {name!r} is not in the catalog, so no digest includes it (chosen by "

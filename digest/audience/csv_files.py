@@ -16,11 +16,11 @@ import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import insert
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from digest.audience.addresses import (
     NAME_LIMIT,
@@ -35,9 +35,11 @@ from digest.audience.categories import (
     unknown_categories,
     unknown_category_warnings,
 )
+from digest.audience.subscriber_writes import upsert_subscribers
 from digest.errors import ImportFileError
 from digest.models import Subscriber
-from digest.states import SUPPRESSED_STATUSES, SUPPRESSION_RANK, SubscriberStatus
+from digest.states import SUPPRESSION_RANK, SubscriberStatus
+from digest.text import removed_characters
 
 IMPORT_COLUMNS = ["email", "name", "categories", "subscribed_at", "consent_source"]
 EXPORT_COLUMNS = [*IMPORT_COLUMNS, "status"]
@@ -51,7 +53,7 @@ FIRST_YEAR, LAST_YEAR = 1900, 2999
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SubscriberRow:
     """One valid CSV row (or several rows of one address, merged); `line` is the last of them."""
 
@@ -62,10 +64,12 @@ class SubscriberRow:
     subscribed_at: datetime | None
     consent_source: str | None
     status: SubscriberStatus | None
+    key: str = ""
 
-    @property
-    def key(self) -> str:
-        return email_key(self.email)
+    def __post_init__(self) -> None:
+        if not self.key:
+            key = email_key(self.email)
+            self.key = self.email if key == self.email else key  # one string, not two equal ones
 
 
 @dataclass(frozen=True)
@@ -107,18 +111,24 @@ def unescape_cell(text: str) -> str:
     return text[1:] if escaped else text
 
 
+def in_time_range(moment: datetime) -> bool:
+    """Whether a subscribed_at lies in the years both import and export accept."""
+    return FIRST_YEAR <= moment.year <= LAST_YEAR
+
+
 def _parse_time(text: str) -> datetime:
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-        moment = datetime.fromisoformat(text)
+            moment = datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError("is not an ISO 8601 date or time, e.g. 2026-11-02T09:30:00Z") from exc
     try:
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError(f"is not a time in the years {FIRST_YEAR} to {LAST_YEAR}") from exc
-    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+    if not in_time_range(moment):
         raise ValueError(f"is not a time in the years {FIRST_YEAR} to {LAST_YEAR}")
     return moment
 
@@ -133,46 +143,84 @@ def _parse_status(text: str) -> SubscriberStatus | None:
         raise ValueError(f"field status: {text!r} is not one of {allowed}") from exc
 
 
-def _parse_row(line: int, row: dict[str, str | None]) -> SubscriberRow:
-    def text(name: str) -> str:
-        cell = unescape_cell((row.get(name) or "").strip())
-        limit = CELL_LIMITS.get(name, _DEFAULT_CELL_LIMIT)
-        if len(cell) > limit:
-            raise ValueError(f"field {name}: is {len(cell):,} characters long; at most {limit:,}")
-        if name != "name" and breaking_characters(cell):  # names say it in their own words
-            raise ValueError(
-                f"field {name}: holds control characters ({', '.join(breaking_characters(cell))})"
-                "; remove them"
-            )
-        return cell
+@lru_cache(maxsize=4096)
+def _shared(text: str) -> str:
+    # One string object for each of the few distinct consent sources of a list.
+    return text
 
-    raw_email = text("email")
-    if not raw_email:
-        raise ValueError("field email: is empty; every row needs an address")
-    try:
-        email = clean_address(raw_email)
-    except AddressError as exc:
-        raise ValueError(
-            f"field email: {raw_email!r} is not an address we can send to. {exc}"
-        ) from exc
-    try:
-        name = clean_display_name(text("name"))
-    except AddressError as exc:
-        raise ValueError(f"field name: {text('name')!r}: {exc}") from exc
-    categories = tuple(dict.fromkeys(c.strip() for c in text("categories").split(";") if c.strip()))
-    try:
-        subscribed_at = _parse_time(text("subscribed_at")) if text("subscribed_at") else None
-    except ValueError as exc:
-        raise ValueError(f"field subscribed_at: {text('subscribed_at')!r} {exc}") from exc
-    return SubscriberRow(
-        line=line,
-        email=email,
-        name=name,
-        categories=categories,
-        subscribed_at=subscribed_at,
-        consent_source=text("consent_source") or None,
-        status=_parse_status(text("status")),
-    )
+
+@lru_cache(maxsize=4096)
+def _categories(cell: str) -> tuple[str, ...]:
+    # A list has a few dozen distinct mixes of categories: each is split once.
+    return tuple(dict.fromkeys(c.strip() for c in cell.split(";") if c.strip()))
+
+
+def _cell(row: list[str], index: int | None, name: str) -> str:
+    """A cell by its column, trimmed, unescaped, and checked for length and characters."""
+    if index is None or index >= len(row):
+        return ""
+    cell = row[index].strip()
+    if cell.startswith("'"):
+        cell = unescape_cell(cell)
+    limit = CELL_LIMITS.get(name, _DEFAULT_CELL_LIMIT)
+    if len(cell) > limit:
+        raise ValueError(f"field {name}: is {len(cell):,} characters long; at most {limit:,}")
+    if name != "name" and not cell.isprintable():  # names say it in their own words
+        bad = breaking_characters(cell) or removed_characters(cell)
+        if bad:
+            raise ValueError(
+                f"field {name}: holds control, invisible or direction characters "
+                f"({', '.join(bad)}); remove them"
+            )
+    return cell
+
+
+class _RowParser:
+    """Reads rows of one file: its columns' positions, and the checks of a row."""
+
+    def __init__(self, columns: dict[str, int]) -> None:
+        self.positions = [(name, columns.get(name)) for name in EXPORT_COLUMNS]
+
+    def cells(self, row: list[str]) -> list[str]:
+        """The row's cells in `EXPORT_COLUMNS` order, trimmed, unescaped and checked."""
+        size = len(row)
+        cells = [row[i].strip() if i is not None and i < size else "" for _, i in self.positions]
+        joined = "".join(cells)
+        if (
+            joined.isprintable()
+            and max(map(len, cells)) <= _DEFAULT_CELL_LIMIT  # the smallest limit of any column
+            and ("'" not in joined or not any(cell.startswith("'") for cell in cells))
+        ):
+            return cells  # the common case, checked in C: nothing to unescape or refuse
+        return [_cell(row, position, name) for (name, position) in self.positions]
+
+    def parse(self, line: int, row: list[str]) -> SubscriberRow:
+        raw_email, raw_name, categories, raw_time, source, status = self.cells(row)
+        if not raw_email:
+            raise ValueError("field email: is empty; every row needs an address")
+        try:
+            email = clean_address(raw_email)
+        except AddressError as exc:
+            raise ValueError(
+                f"field email: {raw_email!r} is not an address we can send to. {exc}"
+            ) from exc
+        try:
+            name = clean_display_name(raw_name)
+        except AddressError as exc:
+            raise ValueError(f"field name: {raw_name!r}: {exc}") from exc
+        try:
+            subscribed_at = _parse_time(raw_time) if raw_time else None
+        except ValueError as exc:
+            raise ValueError(f"field subscribed_at: {raw_time!r} {exc}") from exc
+        return SubscriberRow(
+            line=line,
+            email=email,
+            name=name,
+            categories=_categories(categories),
+            subscribed_at=subscribed_at,
+            consent_source=_shared(source) or None,
+            status=_parse_status(status),
+        )
 
 
 def _merge_repeat(earlier: SubscriberRow, later: SubscriberRow) -> SubscriberRow:
@@ -200,41 +248,60 @@ def _merge_repeat(earlier: SubscriberRow, later: SubscriberRow) -> SubscriberRow
     )
 
 
-def _rows_of(reader: csv.DictReader[str], *, source: str) -> Iterator[dict[str, str | None]]:
-    """The reader's rows; a line the csv module cannot read becomes `ImportFileError`."""
+def _rows_of(reader: Any, *, source: str) -> Iterator[list[str]]:
+    """The reader's rows; a line the csv module cannot read becomes `ImportFileError` naming
+    the line its row starts on."""
+    read = reader.line_num
     try:
-        yield from reader
+        for row in reader:
+            yield row
+            read = reader.line_num
     except csv.Error as exc:
         raise ImportFileError(
-            f"{source} line {reader.line_num + 1}: {exc} (a cell may hold at most "
+            f"{source} line {read + 1}: {exc} (a cell may hold at most "
             f"{csv.field_size_limit():,} characters, and quotes must be closed). Fix the line; "
             "nothing was imported."
         ) from exc
 
 
-def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
-    """Valid rows (repeats merged) and a description of each invalid one, by line number."""
-    reader = csv.DictReader(stream)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "email" not in header:
+def _columns(reader: Any, source: str) -> dict[str, int]:
+    """The header row: each column name (trimmed, lower case) and its position."""
+    try:
+        header = next(reader, None)
+    except csv.Error:
+        header = None
+    columns: dict[str, int] = {}
+    for position, name in enumerate(header or []):
+        columns[name.strip().lower()] = position  # a repeated column: the last one, as before
+    if "email" not in columns:
         raise ImportFileError(
             f"{source} has no 'email' column in its header row. The first line must name the "
             f"columns: {','.join(IMPORT_COLUMNS)}; nothing was imported."
         )
-    reader.fieldnames = header
+    return columns
+
+
+def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
+    """Valid rows (repeats merged) and a description of each invalid one, by line number."""
+    reader = csv.reader(stream)
+    parser = _RowParser(_columns(reader, source))
     rows: list[SubscriberRow] = []
     problems: list[str] = []
     repeated: list[int] = []
     position: dict[str, int] = {}
+    read = reader.line_num
     for raw in _rows_of(reader, source=source):
-        line = reader.line_num
+        line, read = read + 1, reader.line_num  # a row's first line: a quoted cell may go on
+        if not raw:
+            continue  # a blank line, as the csv module's DictReader skips it
         try:
-            row = _parse_row(line, raw)
+            row = parser.parse(line, raw)
         except ValueError as exc:
             problems.append(f"line {line}: {exc}")
             continue
-        if row.key in position:
-            rows[position[row.key]] = _merge_repeat(rows[position[row.key]], row)
+        earlier = position.get(row.key)
+        if earlier is not None:
+            rows[earlier] = _merge_repeat(rows[earlier], row)
             repeated.append(line)
             continue
         position[row.key] = len(rows)
@@ -267,69 +334,6 @@ def _read(path: Path) -> ParsedSubscribers:
         ) from exc
 
 
-def _chunks(rows: list[SubscriberRow]) -> Iterator[list[SubscriberRow]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
-
-
-def _update(existing: Subscriber, row: SubscriberRow, now: datetime) -> str:
-    changed = False
-    if row.name is not None and existing.name != row.name:
-        existing.name, changed = row.name, True
-    if list(row.categories) != list(existing.categories):
-        existing.categories, changed = list(row.categories), True
-    if row.subscribed_at is not None and existing.subscribed_at != row.subscribed_at:
-        existing.subscribed_at, changed = row.subscribed_at, True
-    if row.consent_source is not None and existing.consent_source != row.consent_source:
-        existing.consent_source, changed = row.consent_source, True
-    suppressed = existing.status in SUPPRESSED_STATUSES
-    if row.status is not None and row.status.value != existing.status:
-        if suppressed:
-            return "kept_suppressed"
-        existing.status, existing.status_changed_at, changed = row.status.value, now, True
-    return "updated" if changed else "unchanged"
-
-
-def _new_subscriber(row: SubscriberRow, now: datetime) -> dict[str, Any]:
-    status = row.status or SubscriberStatus.ACTIVE
-    return {
-        "email": row.email,
-        "email_key": row.key,
-        "name": row.name,
-        "categories": list(row.categories),
-        "subscribed_at": row.subscribed_at or now,
-        "consent_source": row.consent_source or "import",
-        "status": status.value,
-        "status_changed_at": now,
-        "confirmed_at": now if status == SubscriberStatus.ACTIVE else None,
-        "created_at": now,
-    }
-
-
-def _upsert(session: Session, rows: list[SubscriberRow], report: SubscriberImportReport) -> None:
-    now = datetime.now(UTC)
-    for chunk in _chunks(rows):
-        keys = [row.key for row in chunk]
-        existing = {
-            s.email_key: s
-            for s in session.exec(select(Subscriber).where(col(Subscriber.email_key).in_(keys)))
-        }
-        fresh = []
-        for row in chunk:
-            current = existing.get(row.key)
-            if current is None:
-                fresh.append(_new_subscriber(row, now))
-                continue
-            outcome = _update(current, row, now)
-            setattr(report, outcome, getattr(report, outcome) + 1)
-            if outcome == "updated":
-                session.add(current)
-        if fresh:
-            session.execute(insert(Subscriber), fresh)
-            report.created += len(fresh)
-    session.flush()
-
-
 def import_subscribers(
     *, session: Session, path: Path, skip_invalid: bool = False
 ) -> SubscriberImportReport:
@@ -345,11 +349,14 @@ def import_subscribers(
     if parsed.repeated_lines:
         report.warnings.append(repeats_warning(parsed.repeated_lines))
     catalog = catalog_categories(session)
+    unknown = lru_cache(maxsize=4096)(lambda chosen: unknown_categories(chosen, catalog))
+    choices = ((row.line, unknown(row.categories)) for row in parsed.rows)
     report.warnings += unknown_category_warnings(
-        ((f"line {row.line}", unknown_categories(row.categories, catalog)) for row in parsed.rows),
-        catalog,
+        ((f"line {line}", chosen) for line, chosen in choices if chosen), catalog
     )
-    _upsert(session, parsed.rows, report)
+    outcomes = upsert_subscribers(session.connection(), parsed.rows, datetime.now(UTC))
+    report.created, report.updated = outcomes.created, outcomes.updated
+    report.unchanged, report.kept_suppressed = outcomes.unchanged, outcomes.kept_suppressed
     return report
 
 
@@ -369,6 +376,14 @@ def _subscriber_pages(session: Session) -> Iterator[list[Subscriber]]:
         last_id = page[-1].id or last_id
 
 
+def _shown_time(moment: datetime | None) -> str:
+    """A subscribed_at as the export writes it; empty for one outside the years an import
+    accepts (stored by an older version), which an import of the export then leaves as it is."""
+    if moment is None or not in_time_range(moment):
+        return ""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def export_rows(session: Session) -> Iterable[list[str]]:
     """Every subscriber as export columns (values as stored, not yet escaped), in id order."""
     for page in _subscriber_pages(session):
@@ -377,7 +392,7 @@ def export_rows(session: Session) -> Iterable[list[str]]:
                 s.email,
                 s.name or "",
                 ";".join(s.categories),
-                s.subscribed_at.isoformat().replace("+00:00", "Z") if s.subscribed_at else "",
+                _shown_time(s.subscribed_at),
                 s.consent_source or "",
                 s.status,
             ]
@@ -406,9 +421,34 @@ def unknown_category_subscribers(session: Session) -> list[UnknownChoice]:
     return found
 
 
+def _out_of_range(session: Session) -> list[str]:
+    """The addresses whose stored subscribed_at lies outside the years an import accepts."""
+    first = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+    after = datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+    times = col(Subscriber.subscribed_at)
+    found = session.exec(
+        select(Subscriber.email)
+        .where(or_(times < first, times >= after))
+        .order_by(col(Subscriber.id))
+    )
+    return list(found)
+
+
 def export_warnings(session: Session) -> list[str]:
-    """What `subscribers export` should say on stderr: categories that nothing will match."""
+    """What `subscribers export` should say on stderr: categories that nothing will match, and
+    times left out because no import would take them back."""
     unknown = unknown_category_subscribers(session)
-    return unknown_category_warnings(
+    warnings = unknown_category_warnings(
         ((choice.email, choice.categories) for choice in unknown), catalog_categories(session)
     )
+    strays = _out_of_range(session)
+    if strays:
+        named = ", ".join(strays[:10]) + (
+            f" and {len(strays) - 10} more" if len(strays) > 10 else ""
+        )
+        warnings.append(
+            f"subscribed_at left empty for {len(strays)} subscriber(s) whose stored time lies "
+            f"outside the years {FIRST_YEAR} to {LAST_YEAR} ({named}); an import of this "
+            "export keeps their stored time."
+        )
+    return warnings

@@ -2,22 +2,25 @@
 
 The feed is an `https://` URL (`http://` only to a loopback host, for a feed served on the same
 machine), a `file://` URL or a path. Over HTTP this is a well-behaved client: a timeout per try,
-a size cap enforced while the body streams in, gzip, conditional requests (`If-None-Match`,
+a size cap enforced while the body streams in, on the bytes received and on what they decode
+to (one gzip or deflate coding, inflated piece by piece in `decoding.py`, since httpx inflates
+each network chunk whole), conditional requests (`If-None-Match`,
 `If-Modified-Since`; a `304` means nothing to import), a `User-Agent` naming the project, and
 transient failures (connect errors, timeouts, 429, 5xx) retried here with backoff, the one retry
 layer for them. Nothing here reads the database or imports anything: `sync.py` does.
 
 httpx rather than urllib: it was already installed (Prefect depends on it) and gives, maintained
-upstream, streamed bodies with gzip decoding, per-phase timeouts, and redirects that drop the
+upstream, streamed bodies, per-phase timeouts, and redirects that drop the
 `Authorization` header once they leave the feed's origin; urllib would need each written here.
 The bearer token is only ever put in that header: never in a URL, a message or a log line.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,12 +31,15 @@ from urllib.request import url2pathname
 import httpx
 
 from digest import __version__
+from digest.catalog.decoding import EncodingError, coding_of, decoded
 from digest.config import Settings
 from digest.errors import CatalogFeedError, ConfigError
 
 USER_AGENT = f"verdict-digest/{__version__} (catalog sync)"
 # Longest wait between two tries, whatever the backoff or the server's Retry-After says.
 MAX_DELAY_SECONDS = 60.0
+# What `decoding.py` reads; httpx would offer br and zstd too when their libraries are installed.
+ACCEPTED_CODINGS = "gzip, deflate"
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -198,7 +204,11 @@ class FeedClient:
         raise AssertionError("max_attempts is at least 1")
 
     def _headers(self, validators: Validators) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPTED_CODINGS,
+        }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         if validators.etag:
@@ -222,10 +232,6 @@ class FeedClient:
             raise _Transient(f"no answer within {self.timeout_seconds:g} s") from None
         except httpx.TooManyRedirects:
             raise _failed(location, "too many redirects", f"Check {location.given_as}.") from None
-        except httpx.DecodingError:
-            raise _failed(
-                location, "its body is not valid gzip", "Check the site's feed."
-            ) from None
         except httpx.TransportError as error:
             raise _Transient(f"connection failed ({type(error).__name__})") from None
 
@@ -243,21 +249,43 @@ class FeedClient:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large(location)
-        body = bytearray()
-        deadline = time.monotonic() + self.timeout_seconds
-        for chunk in response.iter_bytes():  # decoded: the cap holds for gzip too
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise self._too_large(location)
-            if time.monotonic() > deadline:  # a body that trickles in forever
-                raise _Transient(f"the body took longer than {self.timeout_seconds:g} s")
         return FeedBody(
-            raw=bytes(body),
+            raw=self._body(response, location),
             validators=Validators(
                 etag=response.headers.get("ETag"),
                 last_modified=response.headers.get("Last-Modified"),
             ),
         )
+
+    def _body(self, response: httpx.Response, location: FeedLocation) -> bytes:
+        """The body, decoded here piece by piece (`decoding.py`), so that the cap holds for what
+        is received and for what it decodes to, before either is held in memory."""
+        try:
+            coding = coding_of(response.headers.get("Content-Encoding"))
+        except EncodingError as refused:
+            raise _failed(location, str(refused), "Check the site's feed.") from None
+        deadline = time.monotonic() + self.timeout_seconds
+        received = 0
+
+        def raw_chunks() -> Iterator[bytes]:
+            nonlocal received
+            for chunk in response.iter_raw():
+                received += len(chunk)
+                if received > self.max_bytes:
+                    raise self._too_large(location)
+                if time.monotonic() > deadline:  # a body that trickles in forever
+                    raise _Transient(f"the body took longer than {self.timeout_seconds:g} s")
+                yield chunk
+
+        body = io.BytesIO()
+        try:
+            for piece in decoded(raw_chunks(), coding):
+                if body.tell() + len(piece) > self.max_bytes:
+                    raise self._too_large(location)
+                body.write(piece)
+        except EncodingError as broken:
+            raise _failed(location, str(broken), "Check the site's feed.") from None
+        return body.getvalue()  # the buffer itself, not a copy of it
 
     def _too_large(self, location: FeedLocation) -> CatalogFeedError:
         return _failed(

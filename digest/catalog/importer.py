@@ -1,37 +1,47 @@
-"""Catalog files (`verdict-digest/catalog@1`): validation, upsert, and loading tools as records.
+"""Catalog files (`verdict-digest/catalog@1`): the format's checks, the import, and loading
+tools as records.
 
-An import is all or nothing: every record is checked first, and a file with an invalid record
-writes nothing (unless `skip_invalid`), so a half-imported catalog can never exist.
+An import is all or nothing: a file with an invalid record writes nothing (unless
+`skip_invalid`), so a half-imported catalog can never exist. The file is read as a stream
+(`reading.py`) and written in batches (`upsert.py`) inside the caller's one transaction: once a
+record is found invalid nothing more is written, every record is still checked so that the
+report lists them all, and the error rolls the transaction back. Memory stays within a batch of
+records, the slugs seen, the report, and the reader's buffer, whatever the file's size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import delete
 from sqlmodel import Session, select
 
+from digest.catalog.reading import CatalogReader, NotAnObjectError
 from digest.catalog.records import ReviewRecord, ToolRecord
 from digest.catalog.text_cleaning import clean_record
+from digest.catalog.upsert import BATCH_SIZE, Outcomes, upsert_batch
 from digest.errors import ImportFileError
 from digest.http_urls import is_http_url
 from digest.models import Review, Tool
 
 CATALOG_FORMAT = "verdict-digest/catalog@1"
-SLUG_PATTERN = r"^[a-z0-9-]+$"
+# Lower-case words of letters and digits joined by single hyphens: no "-", "--" or "a--b".
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+_SLUG = re.compile(SLUG_PATTERN)
 # Far beyond any real vote count, and small enough for every database's integer column.
 MAX_COUNT = 1_000_000_000
 # The years an added_at may name: any real tool, and nothing a week's arithmetic would overflow.
 FIRST_YEAR, LAST_YEAR = 1900, 2999
-# Integers longer than this are no count or score; the parser would choke on 4,300 digits.
-_MAX_DIGITS = 20
+# How far ahead of our clock a feed's generated_at may be: the site's clock may run fast.
+GENERATED_AT_SKEW = timedelta(minutes=5)
 
 
 def _encodable(text: str) -> bool:
@@ -46,7 +56,8 @@ def _encodable(text: str) -> bool:
 class ReviewIn(BaseModel):
     """A review as written in the catalog file."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Strict: a string where text is meant, an integer (not a bool, float or "87") for a score.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     reviewer: str = Field(min_length=1, max_length=200)
     lens: str | None = Field(default=None, max_length=200)
@@ -56,18 +67,21 @@ class ReviewIn(BaseModel):
 
 
 class CommunityIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     ship: int = Field(default=0, ge=0, le=MAX_COUNT)
     skip: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class ToolIn(BaseModel):
-    """A tool as written in the catalog file; the checks follow docs/configuration.md."""
+    """A tool as written in the catalog file; the checks follow docs/configuration.md.
 
-    model_config = ConfigDict(extra="ignore")
+    Strict types: text is a JSON string, counts and scores JSON integers (not `true`, `87.0` or
+    `"87"`), `open_weights` `true` or `false`, `added_at` an ISO 8601 string with an offset."""
 
-    slug: str = Field(pattern=SLUG_PATTERN, max_length=200)
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    slug: str = Field(max_length=200)
     name: str = Field(min_length=1, max_length=200)
     vendor: str | None = Field(default=None, max_length=200)
     category: str = Field(min_length=1, max_length=100)
@@ -83,11 +97,29 @@ class ToolIn(BaseModel):
     community: CommunityIn | None = None
     reviews: list[ReviewIn] = Field(default_factory=list, max_length=50)
 
+    @field_validator("slug")
+    @classmethod
+    def _slug_words(cls, value: str) -> str:
+        if not _SLUG.fullmatch(value):
+            raise ValueError(
+                "must be lower-case letters and digits, in words joined by single hyphens, "
+                "e.g. code-llama-4"
+            )
+        return value
+
     @field_validator("name", "category", "tagline")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _no_separator(cls, value: str) -> str:
+        # Subscriber files list categories separated by ';': one holding it could not be chosen.
+        if ";" in value:
+            raise ValueError("must not hold ';', which separates categories in subscriber files")
         return value
 
     @field_validator("url")
@@ -98,6 +130,19 @@ class ToolIn(BaseModel):
         if not is_http_url(value.strip()) or not _encodable(value):
             raise ValueError("must be an http(s) URL")
         return value.strip()
+
+    @field_validator("added_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> datetime:
+        # Not pydantic's own parsing: it takes a number as a Unix time, which no catalog means.
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time as a string, e.g. 2026-11-24T10:00:00Z")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                "must be an ISO 8601 time with an offset, e.g. 2026-11-24T10:00:00Z"
+            ) from None
 
     @field_validator("added_at")
     @classmethod
@@ -125,12 +170,19 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     problems: list[str] = field(default_factory=list)
-    # What was imported but changed at the door: characters removed from text fields.
+    # What was imported but changed at the door: markup and characters removed from text fields.
     warnings: list[str] = field(default_factory=list)
+    # When the site produced the file (top-level `generated_at`), if it says.
+    generated_at: datetime | None = None
 
     @property
     def skipped(self) -> int:
         return len(self.problems)
+
+    def count(self, outcomes: Outcomes) -> None:
+        self.created += outcomes.created
+        self.updated += outcomes.updated
+        self.unchanged += outcomes.unchanged
 
 
 def _describe_errors(index: int, slug: str, error: ValidationError) -> list[str]:
@@ -144,50 +196,32 @@ def _describe_errors(index: int, slug: str, error: ValidationError) -> list[str]
 
 @dataclass(frozen=True)
 class ParsedCatalog:
-    """A file read: its valid records, each invalid one described, each text field cleaned."""
+    """A file read whole: its valid records, each invalid one described, each text field cleaned
+    (for checks of a small file; imports stream instead)."""
 
     tools: list[ToolIn]
     problems: list[str]
     warnings: list[str]
-    # When the site produced the file (top-level `generated_at`), if it says.
     generated_at: datetime | None = None
 
 
-def _bounded_int(text: str) -> int | float:
-    """A JSON integer; one too long for any count is infinity, which its field then refuses."""
-    return int(text) if len(text) <= _MAX_DIGITS else math.inf
+def _not_a_catalog(source: str) -> ImportFileError:
+    return ImportFileError(
+        f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
+        "level. Check that you passed the catalog, not the subscriber list; nothing was "
+        "imported."
+    )
 
 
-def _load_document(raw: bytes, *, source: str) -> tuple[list[Any], datetime | None]:
-    """The file's `tools` list and `generated_at`; `ImportFileError` for a file that is not a
-    catalog at all."""
-    try:
-        document = json.loads(raw, parse_int=_bounded_int)
-    except RecursionError as exc:
-        raise ImportFileError(
-            f"{source} nests arrays or objects too deeply to be a catalog. Fix the file and "
-            "import it again; nothing was imported."
-        ) from exc
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a 5,000-digit number
-        raise ImportFileError(
-            f"{source} is not valid JSON ({exc}). Fix the file and import it again; "
-            "nothing was imported."
-        ) from exc
-    declared = document.get("format") if isinstance(document, dict) else None
+def _check_format(header: dict[str, Any], source: str, *, complete: bool) -> None:
+    """The declared format, as soon as it has been read (`complete`: the whole file was)."""
+    if "format" not in header and not complete:
+        return
+    declared = header.get("format")
     if isinstance(declared, str) and declared != CATALOG_FORMAT:
         _refuse_other_version(declared, source)
-    if not isinstance(document, dict) or declared != CATALOG_FORMAT:
-        raise ImportFileError(
-            f'{source} is not a catalog file: it needs "format": "{CATALOG_FORMAT}" at the top '
-            "level. Check that you passed the catalog, not the subscriber list; nothing was "
-            "imported."
-        )
-    records = document.get("tools")
-    if not isinstance(records, list):
-        raise ImportFileError(
-            f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
-        )
-    return records, _generated_at(document.get("generated_at"), source=source)
+    if declared != CATALOG_FORMAT:
+        raise _not_a_catalog(source)
 
 
 def _refuse_other_version(declared: str, source: str) -> None:
@@ -209,8 +243,9 @@ def _refuse_other_version(declared: str, source: str) -> None:
     )
 
 
-def _generated_at(value: Any, *, source: str) -> datetime | None:
-    """The optional top-level `generated_at`: when the site produced the file, with an offset."""
+def _generated_at(value: Any, *, source: str, now: datetime) -> datetime | None:
+    """The optional top-level `generated_at`: when the site produced the file, with an offset,
+    and not later than now (a clock skew of `GENERATED_AT_SKEW` aside)."""
     if value is None:
         return None
     try:
@@ -227,6 +262,13 @@ def _generated_at(value: Any, *, source: str) -> datetime | None:
             f"({ascii(value)[:60]}). Write it as 2026-11-23T06:00:00Z, or leave it out; "
             "nothing was imported."
         )
+    if moment > now + GENERATED_AT_SKEW:
+        raise ImportFileError(
+            f"{source} says it was generated at {moment.isoformat()}, which is in the future "
+            f"(now is {now.replace(microsecond=0).isoformat()}). A feed from the future would "
+            "make every week look complete: check the clock of the site that makes it; "
+            "nothing was imported."
+        )
     return moment
 
 
@@ -236,96 +278,67 @@ def _shown_slug(record: dict[str, Any]) -> str:
     return ascii(value)[1:-1][:80] if isinstance(value, str) else "?"
 
 
-def parse_catalog(raw: bytes, *, source: str) -> ParsedCatalog:
-    """Every valid record and a description of every invalid one (index, slug, field, why)."""
-    valid: list[ToolIn] = []
-    problems: list[str] = []
-    warnings: list[str] = []
-    seen: dict[str, int] = {}
-    records, generated_at = _load_document(raw, source=source)
-    for index, record in enumerate(records):
+class _Checker:
+    """Checks records one by one: cleans their text, validates them, refuses repeated slugs."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self._seen: dict[str, int] = {}
+
+    def check(self, index: int, record: Any) -> ToolIn | None:
         if not isinstance(record, dict):
-            problems.append(f"record {index}: is not a JSON object")
-            continue
-        warnings += clean_record(index, record)
+            self.problems.append(f"record {index}: is not a JSON object")
+            return None
+        self.warnings += clean_record(index, record)
         slug = _shown_slug(record)
         try:
             tool = ToolIn.model_validate(record)
         except ValidationError as exc:
-            problems.extend(_describe_errors(index, slug, exc))
-            continue
-        if tool.slug in seen:
-            problems.append(
-                f"record {index} (slug {slug!r}): field slug: repeats record {seen[tool.slug]}; "
-                "a slug may appear once per file"
+            self.problems.extend(_describe_errors(index, slug, exc))
+            return None
+        if tool.slug in self._seen:
+            self.problems.append(
+                f"record {index} (slug {slug!r}): field slug: repeats record "
+                f"{self._seen[tool.slug]}; a slug may appear once per file"
             )
-            continue
-        seen[tool.slug] = index
-        valid.append(tool)
-    return ParsedCatalog(
-        tools=valid, problems=problems, warnings=warnings, generated_at=generated_at
-    )
+            return None
+        self._seen[tool.slug] = index
+        return tool
 
 
-def _apply(session: Session, tool_in: ToolIn, existing: Tool | None, now: datetime) -> str:
-    digest_of_record = tool_in.content_hash()
-    if existing is not None and existing.content_hash == digest_of_record:
-        return "unchanged"
-    tool = existing or Tool(
-        slug=tool_in.slug,
-        name="",
-        category="",
-        tagline="",
-        added_at=now,
-        content_hash="",
-        imported_at=now,
-    )
-    tool.name = tool_in.name
-    tool.vendor = tool_in.vendor
-    tool.category = tool_in.category
-    tool.tagline = tool_in.tagline
-    tool.description = tool_in.description
-    tool.url = tool_in.url
-    tool.pricing = tool_in.pricing
-    tool.license = tool_in.license
-    tool.open_weights = tool_in.open_weights
-    tool.tags = list(tool_in.tags)  # a new list: in-place JSON changes are not saved
-    tool.best_for = tool_in.best_for
-    tool.added_at = tool_in.added_at
-    tool.community_ship = tool_in.community.ship if tool_in.community else None
-    tool.community_skip = tool_in.community.skip if tool_in.community else None
-    tool.content_hash = digest_of_record
-    tool.imported_at = now
-    session.add(tool)
-    session.flush()
-    assert tool.id is not None
-    session.execute(delete(Review).where(Review.tool_id == tool.id))  # type: ignore[arg-type]
-    for position, review in enumerate(tool_in.reviews):
-        session.add(
-            Review(
-                tool_id=tool.id,
-                position=position,
-                reviewer=review.reviewer,
-                lens=review.lens,
-                verdict=review.verdict,
-                score=review.score,
-                quote=review.quote,
-            )
-        )
-    return "updated" if existing is not None else "created"
-
-
-def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) -> ImportReport:
-    """Upsert the tools of a catalog file by slug, in the caller's transaction."""
+def _checked_records(
+    reader: CatalogReader, checker: _Checker, source: str
+) -> Any:  # Iterator[ToolIn]
+    """Every valid record of the reader's file, in order; the rest go to the checker's lists."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
+        for index, record in reader.records():
+            if index == 0:
+                _check_format(reader.header, source, complete=False)
+            tool = checker.check(index, record)
+            if tool is not None:
+                yield tool
+    except NotAnObjectError:
+        raise _not_a_catalog(source) from None
+    _check_format(reader.header, source, complete=True)
+    if "tools" in reader.header or not reader.tools_seen:
         raise ImportFileError(
-            f"Cannot read {path}: {exc.strerror}. Check the path and try again."
-        ) from exc
-    parsed = parse_catalog(raw, source=str(path))
-    return import_parsed(
-        session=session, parsed=parsed, source=str(path), skip_invalid=skip_invalid
+            f'{source} has no "tools" list. Put the tools in a "tools" array; nothing was imported.'
+        )
+
+
+def parse_catalog(raw: bytes, *, source: str, now: datetime | None = None) -> ParsedCatalog:
+    """Every valid record and a description of every invalid one (index, slug, field, why)."""
+    reader = CatalogReader(io.BytesIO(raw), source=source)
+    checker = _Checker()
+    tools = list(_checked_records(reader, checker, source))
+    return ParsedCatalog(
+        tools=tools,
+        problems=checker.problems,
+        warnings=checker.warnings,
+        generated_at=_generated_at(
+            reader.header.get("generated_at"), source=source, now=now or datetime.now(UTC)
+        ),
     )
 
 
@@ -333,33 +346,66 @@ def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) 
 FILE_REMEDY = "Fix them, or pass --skip-invalid to import the valid records only"
 
 
-def import_parsed(
+def import_stream(
     *,
     session: Session,
-    parsed: ParsedCatalog,
+    stream: IO[bytes],
     source: str,
     skip_invalid: bool = False,
     remedy: str = FILE_REMEDY,
+    check_generated_at: Callable[[datetime | None], None] | None = None,
+    now: datetime | None = None,
 ) -> ImportReport:
-    """Upsert a parsed catalog's tools by slug, in the caller's transaction: all or nothing
-    unless `skip_invalid`. `source` names the file or feed in messages."""
-    valid, problems = parsed.tools, parsed.problems
-    if problems and not skip_invalid:
+    """Upsert a catalog's tools by slug, in the caller's transaction: all or nothing unless
+    `skip_invalid` (the caller's rollback undoes what was written before an error). `source`
+    names the file or feed in messages; `check_generated_at` may refuse the file on its
+    `generated_at` (the feed's freshness), before any record problem is reported."""
+    moment = now or datetime.now(UTC)
+    reader = CatalogReader(stream, source=source)
+    checker = _Checker()
+    report = ImportReport(problems=checker.problems, warnings=checker.warnings)
+    batch: list[ToolIn] = []
+    for tool in _checked_records(reader, checker, source):
+        if checker.problems and not skip_invalid:
+            batch.clear()  # the import will be refused: checking on, writing no more
+            continue
+        batch.append(tool)
+        if len(batch) >= BATCH_SIZE:
+            report.count(upsert_batch(session, batch, moment))
+            batch.clear()
+    report.generated_at = _generated_at(
+        reader.header.get("generated_at"), source=source, now=moment
+    )
+    if check_generated_at is not None:
+        check_generated_at(report.generated_at)
+    if checker.problems and not skip_invalid:
         raise ImportFileError(
-            f"{source} has {len(problems)} invalid record problem(s); nothing was imported. "
-            f"{remedy}:",
-            problems,
+            f"{source} has {len(checker.problems)} invalid record problem(s); nothing was "
+            f"imported. {remedy}:",
+            checker.problems,
         )
-    report = ImportReport(problems=problems, warnings=parsed.warnings)
-    existing = {
-        tool.slug: tool
-        for tool in session.exec(select(Tool).where(Tool.slug.in_([t.slug for t in valid])))  # type: ignore[attr-defined]
-    }
-    now = datetime.now(UTC)
-    for tool_in in valid:
-        outcome = _apply(session, tool_in, existing.get(tool_in.slug), now)
-        setattr(report, outcome, getattr(report, outcome) + 1)
+    if batch:
+        report.count(upsert_batch(session, batch, moment))
     return report
+
+
+def import_catalog(*, session: Session, path: Path, skip_invalid: bool = False) -> ImportReport:
+    """Upsert the tools of a catalog file by slug, in the caller's transaction."""
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        raise ImportFileError(
+            f"Cannot read {path}: {exc.strerror}. Check the path and try again."
+        ) from exc
+    with stream:
+        try:
+            return import_stream(
+                session=session, stream=stream, source=str(path), skip_invalid=skip_invalid
+            )
+        except OSError as exc:  # a directory, or a disk that fails mid-read
+            raise ImportFileError(
+                f"Cannot read {path}: {exc.strerror}. Check the path and try again."
+            ) from exc
 
 
 def load_tools(session: Session) -> list[ToolRecord]:

@@ -9,6 +9,7 @@ week's last tools, and sending from it would look exactly like a quiet week.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from digest.catalog.feed import FeedClient, FeedLocation, Validators
-from digest.catalog.importer import ImportReport, import_parsed, parse_catalog
+from digest.catalog.importer import ImportReport, import_stream
 from digest.db import session_scope
 from digest.errors import CatalogFeedError, StaleCatalogError
 from digest.models import CatalogFeed
@@ -78,14 +79,16 @@ def sync_catalog(
             )
         _check_fresh(known.generated_at, week, zone, location)
         return SyncReport(source=location.shown, generated_at=known.generated_at, not_modified=True)
-    parsed = parse_catalog(body.raw, source=location.shown)
-    _check_fresh(parsed.generated_at, week, zone, location)
     with session_scope(engine) as session:
-        report = import_parsed(
-            session=session, parsed=parsed, source=location.shown, remedy=_FEED_REMEDY
+        report = import_stream(
+            session=session,
+            stream=io.BytesIO(body.raw),
+            source=location.shown,
+            remedy=_FEED_REMEDY,
+            check_generated_at=lambda moment: _check_fresh(moment, week, zone, location),
         )
-        _remember(session, location, body.validators, parsed.generated_at)
-    return _report(location, parsed.generated_at, report)
+        _remember(session, location, body.validators, report.generated_at)
+    return _report(location, report.generated_at, report)
 
 
 def _stored(session: Session, location: FeedLocation) -> CatalogFeed | None:

@@ -9,6 +9,7 @@ moves deliveries, one UPDATE per suppression status updates subscribers.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from digest.states import (
 )
 from digest.weeks import utcnow
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class NormalizedEvent:
@@ -47,7 +50,10 @@ class NormalizedEvent:
     delivery_id: int | None  # our delivery row, from the custom args; None when absent
     state: DeliveryState | None  # the state it proves; None: kept for the record only
     suppress_as: SubscriberStatus | None  # what it makes of the subscriber, if anything
-    email: str | None  # the recipient, to find them when the delivery is unknown
+    # The recipient, checked against the delivery's subscriber and used to find them when the
+    # delivery is unknown; "" for an event that names no recipient (it matches no one), None
+    # from a source that reports no addresses at all.
+    email: str | None
     occurred_at: datetime | None
     raw: dict[str, Any]
 
@@ -62,6 +68,9 @@ class EventSummary:
     unknown_delivery: int  # new events naming no delivery row we have
     moved: int  # deliveries whose state moved forward
     suppressed: int  # subscribers whose status became a (stronger) suppression
+    # New events naming a delivery whose subscriber's address is not the event's: kept for the
+    # record, never applied (another installation's ids, or a forwarded mail's events).
+    mismatched_email: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -69,6 +78,7 @@ class EventSummary:
             "recorded": self.recorded,
             "duplicates": self.duplicates,
             "unknown_delivery": self.unknown_delivery,
+            "mismatched_email": self.mismatched_email,
             "moved": self.moved,
             "suppressed": self.suppressed,
         }
@@ -169,11 +179,18 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
     if not unique:
         return EventSummary(len(events), 0, len(events), 0, 0, 0)
     connection = session.connection()
-    owners = _owners(connection, unique)
-    fresh = _record_new(connection, unique, owners)
-    known = [e for e in fresh if e.delivery_id in owners]
+    owners, keys = _owners(connection, unique)
+    strays = _mismatched(unique, owners, keys)
+    fresh = _record_new(connection, unique, owners, strays)
+    known = [e for e in fresh if e.delivery_id in owners and e.provider_event_id not in strays]
+    skipped = len(fresh) - len(known) - len([e for e in fresh if e.delivery_id not in owners])
+    if skipped:
+        log.warning(
+            "skipped %d webhook event(s) whose email is not the address of the delivery they "
+            "name: recorded, not applied",
+            skipped,
+        )
     moved = _move_forward(connection, target_states((e.delivery_id, e.state) for e in known))
-
     suppressions = [
         (owners[e.delivery_id], e.suppress_as)
         for e in known
@@ -186,35 +203,73 @@ def apply_events(*, session: Session, events: list[NormalizedEvent]) -> EventSum
         received=len(events),
         recorded=len(fresh),
         duplicates=len(events) - len(fresh),
-        unknown_delivery=len(fresh) - len(known),
+        unknown_delivery=len(fresh) - len(known) - skipped,
+        mismatched_email=skipped,
         moved=moved,
         suppressed=_suppress(session, suppressions),
     )
 
 
-def _owners(connection: Connection, events: list[NormalizedEvent]) -> dict[int, int]:
-    """Delivery id -> subscriber id, for the events' delivery ids that name a row we have."""
+def _mismatched(
+    events: list[NormalizedEvent], owners: dict[int, int], keys: dict[int, str]
+) -> set[str]:
+    """The provider ids of events that name a delivery of ours for another address (or none)."""
+    return {
+        e.provider_event_id
+        for e in events
+        if e.delivery_id in owners and not _same_address(e, keys)
+    }
+
+
+def _same_address(event: NormalizedEvent, keys: dict[int, str]) -> bool:
+    """Whether the event's email is the address of the subscriber its delivery was for."""
+    assert event.delivery_id is not None
+    return event.email is None or email_key(event.email) == keys[event.delivery_id]
+
+
+def _owners(
+    connection: Connection, events: list[NormalizedEvent]
+) -> tuple[dict[int, int], dict[int, str]]:
+    """For the events' delivery ids that name a row we have: delivery id -> subscriber id, and
+    delivery id -> the subscriber's address key."""
     wanted = sorted({e.delivery_id for e in events if e.delivery_id is not None})
     if not wanted:
-        return {}
+        return {}, {}
     rows = connection.execute(
-        select(DELIVERY.c.id, DELIVERY.c.subscriber_id).where(DELIVERY.c.id.in_(wanted))
+        select(DELIVERY.c.id, DELIVERY.c.subscriber_id, SUBSCRIBER.c.email_key)
+        .join(SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
+        .where(DELIVERY.c.id.in_(wanted))
     )
-    return {int(did): int(sid) for did, sid in rows}
+    owners, keys = {}, {}
+    for did, sid, key in rows:
+        owners[int(did)], keys[int(did)] = int(sid), str(key)
+    return owners, keys
+
+
+def owners_id(event: NormalizedEvent, owners: dict[int, int]) -> int | None:
+    """The event's delivery id if it names a row we have (the column is a foreign key)."""
+    return event.delivery_id if event.delivery_id in owners else None
 
 
 def _record_new(
-    connection: Connection, events: list[NormalizedEvent], owners: dict[int, int]
+    connection: Connection,
+    events: list[NormalizedEvent],
+    owners: dict[int, int],
+    mismatched: set[str],
 ) -> list[NormalizedEvent]:
-    """Store the events; those not stored before (providers deliver at least once)."""
+    """Store the events; those not stored before (providers deliver at least once). An event
+    whose address does not match its delivery is stored without its delivery and state, so
+    that nothing (`apply_recorded` included) ever applies it."""
     now = utcnow()
     rows = [
         {
             "provider_event_id": e.provider_event_id,
             # An id we do not have is kept in the raw payload only: the column is a foreign key.
-            "delivery_id": e.delivery_id if e.delivery_id in owners else None,
+            "delivery_id": None if e.provider_event_id in mismatched else owners_id(e, owners),
             "provider_event": e.provider_event,
-            "state": e.state.value if e.state is not None else None,
+            "state": None
+            if e.state is None or e.provider_event_id in mismatched
+            else e.state.value,
             "occurred_at": e.occurred_at,
             "received_at": now,
             "raw": e.raw,

@@ -199,8 +199,9 @@ def checked_text(text: str, *, option: str, limit: int, one_line: bool) -> str:
     bad = removed_characters(text)
     if bad:
         raise EditError(
-            f"{option} holds characters no email may carry ({', '.join(bad)}: control or "
-            "bidirectional characters). Type the text again without them."
+            f"{option} holds characters no email may carry ({', '.join(bad)}: control, "
+            "invisible, bidirectional or private-use characters). Type the text again without "
+            "them."
         )
     cleaned = " ".join(text.split()) if one_line else text.strip()
     if not cleaned:

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from digest.send.base import OutgoingBatch, Recipient, substitute
-from digest.text import BIDI_CONTROLS, DISPLAY_NAME_LIMIT
+from digest.text import DISPLAY_NAME_LIMIT, clean_text
 
 
 def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, str, str]:
@@ -29,10 +29,11 @@ def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, st
 def _address(name: str | None, email: str) -> Address:
     """One mailbox; a name with line breaks or other control characters is put on one line.
 
-    Imports refuse such names now; rows stored before that are tidied here: no bidi controls,
-    at most DISPLAY_NAME_LIMIT characters, so the header stays one readable line.
+    Imports refuse such names now; rows stored before that are tidied here: nothing
+    `digest.text` removes (direction and invisible characters among them), line breaks made
+    spaces, at most DISPLAY_NAME_LIMIT characters, so the header stays one readable line.
     """
-    shown = "".join(ch for ch in name or "" if ch not in BIDI_CONTROLS)
+    shown = clean_text(name or "")[0]
     if any(unicodedata.category(ch) == "Cc" for ch in shown):
         spaced = (" " if unicodedata.category(ch) == "Cc" else ch for ch in shown)
         shown = " ".join("".join(spaced).split())

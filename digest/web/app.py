@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Lifespan
@@ -23,6 +23,7 @@ from digest.web.archive import Archive
 from digest.web.compare import ComparePages
 from digest.web.context import BackendFactory, WebContext
 from digest.web.feeds import VoteFeed
+from digest.web.proxies import ForwardedClientMiddleware
 from digest.web.security import SecurityHeadersMiddleware, page_policy
 from digest.web.signup import Signup
 from digest.web.subscriber_pages import SubscriberPages
@@ -53,18 +54,31 @@ class DigestWebApp(Starlette):
         super().__init__(
             routes=routes,
             lifespan=lifespan,
-            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+            exception_handlers={
+                HTTPException: self._http_error,
+                ClientDisconnect: self._client_gone,
+                Exception: self._server_error,
+            },
             max_body_size=MAX_BODY,
         )
         # A redirect built from the request's own URL is one less thing to get wrong.
         self.router.redirect_slashes = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeadersMiddleware(
+        secured = SecurityHeadersMiddleware(
             super().build_middleware_stack(),
             content_security_policy=page_policy(self.context.pages.css),
             https=self.context.secure_cookies,
         )
+        return ForwardedClientMiddleware(secured, self.context.settings.trusted_proxy_networks)
+
+    async def _client_gone(self, request: Request, exc: Exception) -> Response:
+        # A client that left mid-request is no error of ours, and nobody reads this answer; the
+        # server logs the one line about it (digest/web/server.py).
+        log.debug(
+            "client left before its request was complete: %s %s", request.method, request.url.path
+        )
+        return Response(status_code=400)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -137,7 +137,7 @@ async def read_form(request: Request) -> FormData:
 
 
 def client_ip(request: Request) -> str | None:
-    """The visitor's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+    """The visitor's address (X-Forwarded-For only from DIGEST_TRUSTED_PROXIES: proxies.py)."""
     return request.client.host if request.client else None
 
 

@@ -217,7 +217,8 @@ class SendGridWebhook:
             delivery_id=_delivery_id(raw.get("delivery_id")),
             state=state,
             suppress_as=suppress_as,
-            email=email if isinstance(email, str) and email else None,
+            # SendGrid names the recipient of every event: one without names no one of ours.
+            email=email if isinstance(email, str) else "",
             occurred_at=_occurred_at(raw.get("timestamp")),
             raw=raw,
         )
