@@ -207,6 +207,7 @@ class StopKind(StrEnum):
     REQUEST_REFUSED = "request-refused"  # a refusal no recipient explains: sender or content
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
     RECALLED = "recalled"  # the editor recalled the digest (`digest recall`)
+    STOPPED = "stopped"  # the run's process is going away (parent died, interrupt): no new batch
 
 
 class RunStop:

@@ -85,6 +85,9 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
         return RunInProgressError(stop.reason)
     if stop is not None and stop.kind is StopKind.RECALLED:
         return RecalledError(stop.reason)
+    if stop is not None and stop.kind is StopKind.STOPPED:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()) if n)
+        return RunIncompleteError(f"{stop.reason} Deliveries now: {counts or 'none'}.")
     if stop is not None and stop.kind is StopKind.REQUEST_REFUSED:
         return RunIncompleteError(
             f"{stop.reason}. The provider refused the request as a whole, not one recipient, "
