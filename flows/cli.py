@@ -159,56 +159,88 @@ def approve(
             "settings send without waiting for an answer.",
             err=True,
         )
-    at = utcnow()
+    now = utcnow()
+    waiting = approval.waiting_run(
+        database, week=str(the_week), now=now, timeout_minutes=settings.approval_timeout_minutes
+    )
+    if waiting is not None and not waiting.ended and _prefect_api_configured():
+        import flows.approval  # noqa: F401 (Prefect loads now, so the resume follows the answer)
     answer = approval.answer_now(
         database,
         Edition.from_settings(settings),
         the_week,
-        decision=approval.Decision(str(the_week), "", not reject, said, who, at),
+        decision=approval.Decision(str(the_week), "", not reject, said, who, now),
         timeout_minutes=settings.approval_timeout_minutes,
-        resume=_resume_through_api if _prefect_api_configured() else None,
+        resume=_resume_through_api,
     )
-    typer.echo(_answer_sentence(answer))
+    typer.echo(answer_sentence(answer))
 
 
-def _resume_through_api(waiting: Any, decision: Any) -> bool:
+def _resume_through_api(waiting: Any, decision: Any) -> Any:
+    """Resume the run through the Prefect API when one is configured (Prefect is imported only
+    here, when a run waits: every other `digest approve` starts in well under a second)."""
+    from digest.run.approval import Handover
+
+    if not _prefect_api_configured():
+        return Handover.RECORDED
     from flows.approval import resume_waiting
 
-    return resume_waiting(
-        waiting.flow_run_id, approved=decision.approved, note=decision.note, by=decision.by
-    )
+    return resume_waiting(waiting, decision)
 
 
-def _answer_sentence(answer: Any) -> str:
-    """What `digest approve` did, in the approver's words."""
-    decision, waiting = answer.decision, answer.waiting
+def answer_sentence(answer: Any) -> str:
+    """What `digest approve` did, in the approver's words: always "<week> approved" (or
+    "rejected") first, then what became of the answer."""
+    from digest.run.approval import Handover
+
+    decision, waiting, handover = answer.decision, answer.waiting, answer.handover
     verb = "approved" if decision.approved else "rejected"
     content = decision.content_hash[:12]
     head = f"{decision.week} {verb} by {decision.by}"
-    if waiting is None:
+    if waiting is None or handover is Handover.NO_RUN:
         return (
             f"{head} (content {content}); no run waits, so the next run finds this answer. An "
             "edit or a catalog change before then voids it."
         )
-    changed = ""
-    if answer.content_changed:
-        changed = (
-            f" The content changed since the run published it (content "
-            f"{waiting.content_hash[:12]}): this answer covers the content as it is now "
-            f"(content {content}), which the run composes again and finds {verb}."
-        )
-    if answer.resumed:
+    run = f"flow run {waiting.flow_run_id}"
+    if handover is Handover.ANSWERED_BEFORE:
         return (
-            f"{head}: flow run {waiting.flow_run_id} resumes with it (content {content}).{changed}"
+            f"{head} (content {content}), recorded; but {run} had already taken an answer and "
+            f"goes on with it: {answer.taken.sentence()}."
         )
+    told = {
+        Handover.RESUMED: f"{run} resumes with it",
+        Handover.TAKEN: f"{run} found it first and resumed itself with it",
+        Handover.RECORDED: f"recorded for {run}, which waits for it and takes it within seconds",
+        Handover.UNREACHABLE: (
+            f"recorded for {run}; the Prefect API did not answer, so the run takes it at its "
+            "next look (every 2 s) if it still runs"
+        ),
+        Handover.GONE: (
+            f"recorded, but {run} stopped waiting without taking it (it ended or crashed), so "
+            "the next run finds this answer"
+        ),
+    }[handover]
+    return f"{head}: {told} (content {content}).{_content_changed(answer, verb)}"
+
+
+def _content_changed(answer: Any, verb: str) -> str:
+    if not answer.content_changed:
+        return ""
     return (
-        f"{head}: recorded for flow run {waiting.flow_run_id} (content {content}), which waits "
-        f"for it and takes it within seconds.{changed}"
+        f" The content changed since the run published it (content "
+        f"{answer.waiting.content_hash[:12]}): this answer covers the content as it is now "
+        f"(content {answer.decision.content_hash[:12]}), which the run composes again and finds "
+        f"{verb}."
     )
 
 
 def _prefect_api_configured() -> bool:
-    """Whether PREFECT_API_URL (environment or Prefect profile) names a server to talk to."""
+    """Whether PREFECT_API_URL (environment, else the Prefect profile) names a server; set but
+    empty means none, without reading the profile."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named is not None:
+        return bool(named.strip())
     _prefect_defaults()
     from prefect.settings import PREFECT_API_URL
 
