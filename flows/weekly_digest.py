@@ -74,7 +74,7 @@ def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport:
         zone=settings.zone,
     )
     get_run_logger().info(
-        "catalog from %s (generated %s): %s", report.source, report.generated(), report.changes()
+        "catalog from %s (generated: %s): %s", report.source, report.generated(), report.changes()
     )
     return report
 

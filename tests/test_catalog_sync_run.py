@@ -91,7 +91,7 @@ def test_run_with_a_feed_and_no_import_sends_exactly_the_weeks_recipients(
         env = _env(tmp_path, prefect_server, url)
         result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"catalog: {url} (generated 2026-11-23T06:00:00+00:00): 7 added" in result.stdout
+        assert f"catalog: {url} (generated: 2026-11-23T06:00:00+00:00): 7 added" in result.stdout
         _no_token(result.stdout, result.stderr)
         assert served.requests[0]["Authorization"] == f"Bearer {TOKEN}"
         status = json.loads(

@@ -122,6 +122,13 @@ def locate(url: str, given_as: str = "DIGEST_CATALOG_URL") -> FeedLocation:
     if not scheme or len(scheme) == 1:
         return FeedLocation(url=url, shown=shown, path=Path(url), given_as=given_as)
     if scheme == "file":
+        if (parts.hostname or "localhost").lower() != "localhost":
+            # file://otherhost/x names a file on another machine, not the local /x.
+            raise ConfigError(
+                f"{given_as}={shown} names a file on another machine ({parts.hostname}), which "
+                "cannot be read from here. Give a file on this machine (file:///path, or the "
+                "path itself) or the site's https:// feed."
+            )
         path = Path(url2pathname(parts.path))
         return FeedLocation(url=url, shown=shown, path=path, given_as=given_as)
     if scheme in ("http", "https") and not _has_host_and_port(parts):
