@@ -1,7 +1,8 @@
 """The `digest` console script: the library's commands plus those that run the Prefect flow.
 
-`run`, `serve` and `demo` live here, beside the flow, so that `digest/` never imports Prefect;
-Prefect is imported only inside them, so every other command starts without it.
+`run`, `serve`, `approve` and `demo` live here, beside the flow, so that `digest/` never imports
+Prefect; Prefect is imported only inside them, and only once they need it (a run with work to
+do, a run that waits for an approval), so every other command starts without it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from digest.cli import app
 from digest.cli.app import WeekOption, engine, load_settings, main_with
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from digest.run.outcome import RunSummary
-    from digest.weeks import IsoWeek
 
 
 def _prefect_defaults() -> None:
@@ -32,7 +30,7 @@ def print_summary(summary: RunSummary) -> None:
     if summary.catalog is not None:
         synced = summary.catalog
         typer.echo(
-            f"  catalog: {synced.source} (generated {synced.generated()}): {synced.changes()}"
+            f"  catalog: {synced.source} (generated: {synced.generated()}): {synced.changes()}"
         )
     if summary.approval:
         typer.echo(f"  {summary.approval}")
@@ -89,7 +87,10 @@ def run(
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
+    from digest.errors import RunInterruptedError
     from digest.run.outcome import RunSummary, run_error
+    from digest.run.preflight import Asked, answer_without_a_run
+    from digest.run.preparation import Edition
     from digest.weeks import IsoWeek, resolve_week, utcnow
 
     if week:
@@ -100,36 +101,43 @@ def run(
     # Said first, so a run that fails still tells which database it worked on.
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
-    # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
-    asked_for_more = dry_run or resend_uncertain or retry_failed or refreeze or after_recall
-    settled = None if asked_for_more or settings.catalog_url else _settled_week(database, the_week)
-    if settled is not None:
-        print_summary(settled)
-        error = run_error(settled)
+    asked = Asked(
+        dry_run=dry_run,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        refreeze=refreeze,
+        after_recall=after_recall,
+        has_feed=settings.catalog_url is not None,
+    )
+    # Refusals and runs with nothing to do are answered from the database, with no server.
+    answered = answer_without_a_run(database, Edition.from_settings(settings), the_week, asked)
+    if answered is not None:
+        print_summary(answered)
+        error = run_error(answered)
         if error is not None:
             raise error
         return
     from flows.temporary_server import prefect_api
     from flows.weekly_digest import weekly_digest
 
-    with prefect_api(lambda line: typer.echo(line, err=True)):
-        summary = weekly_digest(
-            week=str(the_week),
-            dry_run=dry_run,
-            resend_uncertain=resend_uncertain,
-            retry_failed=retry_failed,
-            refreeze=refreeze,
-            after_recall=after_recall,
-        )
+    try:
+        with prefect_api(lambda line: typer.echo(line, err=True)):
+            summary = weekly_digest(
+                week=str(the_week),
+                dry_run=dry_run,
+                resend_uncertain=resend_uncertain,
+                retry_failed=retry_failed,
+                refreeze=refreeze,
+                after_recall=after_recall,
+            )
+    except KeyboardInterrupt:
+        raise RunInterruptedError(
+            f"Interrupted: the run for {the_week} stopped after the request in flight. What it "
+            f"sent stays sent; run `digest run --week {the_week}` again to send the rest "
+            "(nobody gets it twice), and `digest status` shows where it stands."
+        ) from None
     assert isinstance(summary, RunSummary)
     print_summary(summary)
-
-
-def _settled_week(database: Engine, week: IsoWeek) -> RunSummary | None:
-    """A week with nothing left to send is answered from the ledger, with no Prefect server."""
-    from digest.run.bookkeeping import settled_week
-
-    return settled_week(database, week)
 
 
 @app.command("approve")
@@ -249,11 +257,11 @@ def _prefect_api_configured() -> bool:
 
 @app.command("demo")
 def demo() -> None:
-    """Seed the sample catalog and subscribers for the current week and run the flow."""
+    """Seed the samples into ./demo.db and run the flow for the last complete week."""
     _prefect_defaults()
     from flows.demo import run_demo
 
-    run_demo(load_settings(), echo=typer.echo)
+    run_demo(echo=typer.echo)
 
 
 @app.command("serve")

@@ -39,7 +39,7 @@ from digest.delivery import sending
 from digest.delivery.cancelling import canceller_for
 from digest.delivery.ledger import new_owner
 from digest.errors import DigestError, StaleCatalogError
-from digest.run import bookkeeping, compliance, preparation
+from digest.run import bookkeeping, compliance, preflight, preparation
 from digest.run.outcome import RunSummary, run_error
 from digest.run.report import render_markdown
 from digest.send import get_backend
@@ -448,7 +448,7 @@ def _send_or_report(
 ) -> RunSummary | State[Any]:
     """Send what the week still owes, or say why there is nothing to send."""
     if prepared.content.is_empty:
-        summary.note = f"No new tools in {the_week}: nothing to send."
+        summary.note = preflight.nothing_new_note(the_week)
     elif dry_run:
         would = count_recipients(prepared)
         summary.counts = {"would_send": would["would_send"], "would_skip": would["would_skip"]}
