@@ -44,9 +44,12 @@ lint: setup
 typecheck: setup
 	.venv/bin/mypy
 
+# The figures in docs/benchmarks.md; about 15 minutes on the 2-core machine, best run quiet.
 bench: setup
-	.venv/bin/python bench/bench_send.py --sizes 1000,10000,100000 --naive-sizes 1000,10000
+	.venv/bin/python bench/bench_send.py --sizes 1000,100000,1000000
+	.venv/bin/python bench/bench_import.py
 	.venv/bin/python bench/bench_pairing.py
+	.venv/bin/python bench/bench_matching.py
 	.venv/bin/python bench/bench_commands.py
 	.venv/bin/python bench/bench_votes.py
 	.venv/bin/python bench/bench_votes.py --postgres

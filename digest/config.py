@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
 from digest.http_urls import is_http_url
 from digest.providers import PROVIDERS
+from digest.text import DISPLAY_NAME_LIMIT, removed_characters
 
 # Where a development key is kept when DIGEST_SECRET_KEY is unset, so that links written by
 # `digest demo` still verify in a later `digest web` started from the same folder.
@@ -160,8 +168,26 @@ class Settings(BaseSettings):
         # SQLAlchemy for psycopg2, which is not installed.
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix) :]
-        return value
+                value = "postgresql+psycopg://" + value[len(prefix) :]
+        return _supported_database(value)
+
+    @field_validator("from_email")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        return _sender(value)
+
+    @field_validator("from_name")
+    @classmethod
+    def _sender_name(cls, value: str) -> str:
+        bad = removed_characters(value) + (["U+0009"] if "\t" in value else [])
+        if bad or len(value) > DISPLAY_NAME_LIMIT:
+            why = f"holds {', '.join(bad)}" if bad else f"is {len(value)} characters long"
+            raise ConfigError(
+                f"DIGEST_FROM_NAME {why}: the sender's name goes into every email's From "
+                f"header, where control characters, line breaks and tabs break it. Set it to "
+                f"one line of at most {DISPLAY_NAME_LIMIT} characters, such as Verdict Digest."
+            )
+        return value.strip()
 
     @field_validator("email_backend")
     @classmethod
@@ -189,10 +215,34 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         return proxy_networks(self.trusted_proxies)
 
-    @field_validator("site_url")
+    @field_validator("site_url", "sendgrid_host")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _http_base(cls, value: str, info: ValidationInfo) -> str:
+        name = "DIGEST_SITE_URL" if info.field_name == "site_url" else "DIGEST_SENDGRID_HOST"
+        example = (
+            "https://verdicts.example.com"
+            if info.field_name == "site_url"
+            else "https://api.sendgrid.com"
+        )
+        if not is_http_url(value.strip()):
+            raise ConfigError(
+                f"{name}={value.strip()!r} is not an http(s) address. Set it to one such as "
+                f"{example}."
+            )
+        return value.strip().rstrip("/")
+
+    @field_validator("timezone", "schedule_timezone")
+    @classmethod
+    def _known_zone(cls, value: str, info: ValidationInfo) -> str:
+        name = "DIGEST_TIMEZONE" if info.field_name == "timezone" else "DIGEST_SCHEDULE_TIMEZONE"
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{name}={value!r} is not a known time zone. Set it to an IANA name such as UTC "
+                "or Europe/Berlin."
+            ) from None
+        return value
 
     @field_validator("compare_url")
     @classmethod
@@ -233,12 +283,121 @@ class Settings(BaseSettings):
         return DEV_SECRET_FILE.read_text().strip().encode()
 
 
+# The drivers installed with verdict-digest; any other URL would fail at its first use with an
+# import error ("No module named 'MySQLdb'").
+_DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+_DATABASE_FIX = (
+    "Set it to a SQLite file (sqlite:///digest.db) or a PostgreSQL database "
+    "(postgresql+psycopg://user:password@host:5432/digest)."
+)
+
+
+def _supported_database(url: str) -> str:
+    """`url` if verdict-digest can store its data there; the scheme alone is ever shown, since
+    the rest may hold a password."""
+    scheme, found, _ = url.partition("://")
+    if not found or not scheme.strip():
+        raise ConfigError(f"DIGEST_DATABASE_URL is not a database URL. {_DATABASE_FIX}")
+    if scheme.lower() not in _DATABASE_DRIVERS:
+        raise ConfigError(
+            f"DIGEST_DATABASE_URL names a {scheme}:// database; verdict-digest stores its data "
+            f"in SQLite or PostgreSQL (through psycopg) only. {_DATABASE_FIX}"
+        )
+    return url
+
+
+def _sender(value: str) -> str:
+    """DIGEST_FROM_EMAIL as one plain address every backend can put in a From header."""
+    from email_validator import EmailNotValidError, validate_email
+
+    fix = "Set it to the one plain address you send from, such as digest@verdicts.example.com."
+    address = value.strip()
+    bad = removed_characters(address) + [f"U+{ord(ch):04X}" for ch in address if ch in "\t\r\n"]
+    if not address:
+        raise ConfigError(f"DIGEST_FROM_EMAIL is empty. {fix}")
+    if bad:
+        raise ConfigError(
+            f"DIGEST_FROM_EMAIL holds {', '.join(sorted(set(bad)))} (control characters, such "
+            f"as a line break, would add headers to every email). {fix}"
+        )
+    try:
+        checked = validate_email(address, check_deliverability=False).normalized
+        Address(addr_spec=checked)
+    except (EmailNotValidError, ValueError, IndexError) as invalid:
+        raise ConfigError(
+            f"DIGEST_FROM_EMAIL={address!r} is not an email address ({_first_line(invalid)}). {fix}"
+        ) from None
+    return checked
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0].rstrip(".") if str(error) else type(error).__name__
+
+
+# Settings whose value is never shown, even when it is wrong: it may be a secret or hold one.
+_HIDDEN = ("KEY", "TOKEN", "SECRET", "URL", "PASSWORD")
+_WHY = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a number",
+    "bool_parsing": "is not true or false",
+    "greater_than_equal": "is too small",
+    "greater_than": "is too small",
+    "less_than_equal": "is too large",
+    "less_than": "is too large",
+    "literal_error": "is not one of the values it takes",
+}
+
+
+def _field(alias: str) -> Any:
+    return next(field for field in Settings.model_fields.values() if field.alias == alias)
+
+
+def _allowed(alias: str) -> str:
+    """What a setting takes, from its declaration: its type and its bounds."""
+    field = _field(alias)
+    choices = get_args(field.annotation)
+    if choices and all(isinstance(choice, str) for choice in choices):
+        return "one of " + ", ".join(choices)
+    kind = "a whole number" if field.annotation is int else "a number"
+    bounds = {
+        type(rule).__name__: getattr(rule, type(rule).__name__.lower())
+        for rule in field.metadata
+        if type(rule).__name__ in ("Ge", "Gt", "Le", "Lt")
+    }
+    low = bounds.get("Ge", bounds.get("Gt"))
+    high = bounds.get("Le", bounds.get("Lt"))
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if "Gt" in bounds:
+        return f"{kind} above {low:g}"
+    if low is not None:
+        return f"{kind} of at least {low:g}"
+    return kind
+
+
+def _in_our_words(invalid: ValidationError) -> str:
+    """One sentence per setting pydantic refused: its name, its value, what it takes."""
+    sentences = []
+    for error in invalid.errors():
+        alias = str(error["loc"][0]) if error["loc"] else "A setting"
+        value = error.get("input")
+        shown = "" if any(word in alias for word in _HIDDEN) else f"={str(value)!r}"
+        why = _WHY.get(error["type"], "is not a value it can take")
+        try:
+            takes = _allowed(alias)
+        except StopIteration:
+            takes = "a valid value"
+        sentences.append(f"{alias}{shown} {why}: set it to {takes}.")
+    return " ".join(sentences)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    """The process-wide settings, checked as the process starts: a wrong one is a ConfigError
+    naming the variable and what it takes, never pydantic's own text. Tests call
+    `get_settings.cache_clear()` after changing the environment."""
     try:
         return Settings()
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(
-            f"The configuration is invalid: {exc}. Fix the variable named above."
-        ) from exc
+    except ValidationError as invalid:
+        raise ConfigError(_in_our_words(invalid)) from None

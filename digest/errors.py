@@ -56,6 +56,18 @@ class RunIncompleteError(DigestError):
     exit_code = 1
 
 
+class ComplianceError(DigestError):
+    """A digest, or a message the run sent, lacks what a bulk sender must carry."""
+
+    exit_code = 1
+
+
+class RunInterruptedError(DigestError):
+    """The run was stopped with Ctrl-C: what it sent stays sent, a rerun sends the rest."""
+
+    exit_code = 130
+
+
 class RefreezeRefusedError(DigestError):
     """A week's frozen digest may already be with subscribers, or is being sent."""
 

@@ -7,6 +7,7 @@ made once (per lane, per app, per preview) and handed to whoever builds links.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 from urllib.parse import quote
@@ -79,9 +80,17 @@ class LinkTemplates:
         return self.tool.replace("{slug}", quote(slug, safe=""))
 
 
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
 def recipient_headers(unsubscribe_url: str) -> dict[str, str]:
     """The RFC 8058 one-click unsubscribe headers every message carries."""
-    return {
-        "List-Unsubscribe": f"<{unsubscribe_url}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
+    return {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK}
+
+
+def has_one_click_unsubscribe(headers: Mapping[str, str]) -> bool:
+    """Both RFC 8058 headers, the first naming a web link: what the send checks on every
+    message the provider accepts, so the run report can say so."""
+    link = headers.get("List-Unsubscribe", "")
+    one_click = headers.get("List-Unsubscribe-Post") == ONE_CLICK
+    return one_click and link.startswith(("<https://", "<http://"))

@@ -10,6 +10,9 @@ from zoneinfo import ZoneInfo
 from digest.errors import WeekError
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+# A week's neighbours and its end must be dates too: 9999-W52 ends in the year 10000, which no
+# date holds. The epoch as the first year keeps every timestamp of a week positive.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 
 
 @dataclass(frozen=True, order=True)
@@ -30,6 +33,11 @@ class IsoWeek:
                 f"{text!r} is not an ISO week. Write the week as YYYY-Www, for example 2026-W47."
             )
         year, week = int(match.group(1)), int(match.group(2))
+        if not FIRST_YEAR <= year <= LAST_YEAR:
+            raise WeekError(
+                f"{text.strip()!r} is out of range: weeks run from {FIRST_YEAR}-W01 to "
+                f"{LAST_YEAR}-W52. Write the week as YYYY-Www, for example 2026-W47."
+            )
         try:
             date.fromisocalendar(year, week, 1)
         except ValueError as exc:

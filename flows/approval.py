@@ -1,32 +1,32 @@
 """Approval in the Prefect UI (DIGEST_APPROVAL=required): the pause, its form, and the resume.
 
 Before anything is sent the run publishes the week's preview as an artifact, records that it
-waits, and pauses with `ApprovalForm`, which the UI shows on the paused run. `digest approve`
-resumes it through the API with the same form's input. What is approved (a hash), what is
-recorded and what an answer means live in digest/run/approval.py; this module only pauses,
-resumes and hands over.
+waits, and pauses with `ApprovalForm`, which the UI shows on the paused run (Resume). `digest
+approve` records its answer and ends the wait in one step, then resumes the run through the API
+when it can; the paused run looks in the database every 2 s as well, so whichever comes first,
+the answer and the resume are one decision. What is approved (a hash), what is recorded and what
+an answer means live in digest/run/approval.py; this module only pauses, resumes and hands over.
 """
 
 # No `from __future__ import annotations`: Prefect builds the form from these annotations.
 
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
-from prefect.flow_runs import resume_flow_run
-from prefect.input import RunInput, keyset_from_paused_state
+from prefect.exceptions import ObjectNotFound
+from prefect.input import Keyset, RunInput, keyset_from_paused_state
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Failed, Paused
 from prefect.utilities.engine import propose_state_sync
-from pydantic import Field
+from pydantic import Field, ValidationError
+from sqlalchemy.engine import Engine
 
 from digest.config import get_settings
 from digest.db import ensure_schema
@@ -43,14 +43,25 @@ UI_APPROVER = "someone in the Prefect UI"
 
 
 class ApprovalForm(RunInput):
-    """Approve or reject this week's digest (the artifact `approval-<week>` shows it)."""
+    """Approve or reject this week's digest: the artifact `approval-<week>` shows what it sends."""
 
+    # No default: a single Submit must never send to everyone; the reviewer picks one.
     decision: Literal["approve", "reject"] = Field(
-        default="approve",
-        description="approve: send it now. reject: send nothing and end the run Cancelled.",
+        description="approve: send this content now. reject: send nothing; the run ends "
+        "Cancelled, and the week waits for an edit and a new run."
     )
-    note: str = Field(default="", max_length=NOTE_LIMIT, description="A note kept with it.")
-    by: str = Field(default="", max_length=NAME_LIMIT, description="Your name, recorded with it.")
+    note: str = Field(
+        default="",
+        max_length=NOTE_LIMIT,
+        description="Why (optional): kept with the decision, and shown on the approval page "
+        "and in the run's report.",
+    )
+    by: str = Field(
+        default="",
+        max_length=NAME_LIMIT,
+        description="Your name: recorded as who decided, in the run's report (empty: "
+        f'"{UI_APPROVER}").',
+    )
 
 
 @task(name="compose-for-approval", **_TASK_DEFAULTS)
@@ -86,17 +97,26 @@ def publish(
 
 
 @task(name="record-answer", **_TASK_DEFAULTS)
-def record(digest_hash: str, week: str, answer: ApprovalForm) -> approval.Decision:
+def record(waiting: approval.Waiting, answer: ApprovalForm) -> approval.Decision:
+    """The answer typed in the UI form, unless an answer of `digest approve` came first."""
     decision = approval.Decision(
-        week=week,
-        content_hash=digest_hash,
+        week=waiting.week,
+        content_hash=waiting.content_hash,
         approved=answer.decision == "approve",
         note=_one_clean_line(answer.note),
         by=_one_clean_line(answer.by) or UI_APPROVER,
         at=utcnow(),
     )
     engine = ensure_schema(get_settings().database_url)
-    return approval.record_decision(engine, decision, flow_run_id=str(flow_run.id))
+    ended, taken = approval.answer_wait(engine, waiting, decision)
+    if ended or taken is None:
+        return decision
+    get_run_logger().warning(
+        "The answer given in the form (%s) came after another, which this run takes: %s.",
+        decision.sentence(),
+        taken.sentence(),
+    )
+    return taken
 
 
 def _one_clean_line(text: str) -> str:
@@ -109,7 +129,7 @@ def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> approval.De
     settings = get_settings()
     engine = ensure_schema(settings.database_url)
     publish(prepared, digest_hash, None)
-    approval.record_waiting(
+    waiting = approval.record_waiting(
         engine,
         week=prepared.week,
         content_hash=digest_hash,
@@ -117,32 +137,25 @@ def _wait(prepared: preparation.PreparedDigest, digest_hash: str) -> approval.De
         at=utcnow(),
     )
     get_run_logger().info(
-        "%s waits for approval (content %s): answer on this run, or `digest approve --week %s`",
+        "%s waits for approval (content %s): answer on this run (Resume), or `digest approve "
+        "--week %s`",
         prepared.week,
         digest_hash[:12],
         prepared.week,
     )
-
-    def recorded() -> approval.Decision | None:
-        return approval.answer_to_run(engine, flow_run_id=str(flow_run.id))
-
-    answer = _pause_for_answer(settings.approval_timeout_minutes * 60, recorded)
-    if isinstance(answer, ApprovalForm):
-        # `digest approve` records its answer (for the content as it is now) before resuming
-        # us; only an answer typed in the UI form is about the content this run published.
-        return recorded() or record(digest_hash, prepared.week, answer)
-    return answer
+    return _pause_for_answer(engine, waiting, settings.approval_timeout_minutes * 60)
 
 
 def _pause_for_answer(
-    timeout_seconds: int, recorded: Callable[[], approval.Decision | None]
-) -> ApprovalForm | approval.Decision | None:
+    engine: Engine, waiting: approval.Waiting, timeout_seconds: int
+) -> approval.Decision | None:
     """Prefect's blocking pause with input (as `pause_flow_run` does it), ending at our deadline.
 
     `pause_flow_run` gives the server and its own wait one timeout, and the server's expiry
     wins the race with a message of its own; here the server keeps the pause a little longer
-    than we wait, so the run ends with our sentence, saying why nothing was sent. An answer
-    `digest approve` recorded in the database (it could not reach this API) ends the wait too.
+    than we wait, so the run ends with our sentence, saying why nothing was sent. Every look
+    asks the database first: an answer of `digest approve` ends the wait there (and resumes us
+    through the API when it can); the form's answer arrives as a resume with input.
     """
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
@@ -160,17 +173,44 @@ def _pause_for_answer(
             raise RuntimeError(f"Prefect did not pause the run: {state}")
         ApprovalForm.save(keyset)  # the form the UI shows on the paused run
         deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            time.sleep(max(0.0, min(_POLL_SECONDS, deadline - time.monotonic())))
-            run = client.read_flow_run(context.flow_run.id)
-            if run.state is not None and run.state.is_running():
-                answer: ApprovalForm = ApprovalForm.load(keyset)  # type: ignore[assignment]
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(_POLL_SECONDS, left))
+            answer = _answer_so_far(engine, waiting, client, keyset)
+            if answer is not None:
                 return answer
-            found = recorded()
-            if found is not None:
-                client.resume_flow_run(context.flow_run.id, run_input=_form_input(found))
-                return found
-    return None
+        taken = approval.give_up_waiting(engine, waiting)
+        if taken is not None:  # answered in the last instant: the answer won
+            _resume_self(client, waiting, taken)
+        return taken
+
+
+def _answer_so_far(
+    engine: Engine, waiting: approval.Waiting, client: SyncPrefectClient, keyset: Keyset
+) -> approval.Decision | None:
+    taken = approval.taken_answer(engine, waiting)
+    if taken is not None:  # `digest approve` answered: resume, unless it resumed us already
+        _resume_self(client, waiting, taken)
+        return taken
+    run = client.read_flow_run(UUID(waiting.flow_run_id))
+    if run.state is None or not run.state.is_running():
+        return None
+    try:
+        form: ApprovalForm = ApprovalForm.load(keyset)  # type: ignore[assignment]
+    except ValidationError as missing:  # resumed by force, without the form's answer
+        raise ApprovalError(
+            f"Flow run {waiting.flow_run_id} was resumed without an answer "
+            f"({missing.error_count()} field(s) missing), so nothing was sent. Run the week "
+            "again and answer with the form (Resume) or `digest approve`."
+        ) from None
+    return record(waiting, form)
+
+
+def _resume_self(
+    client: SyncPrefectClient, waiting: approval.Waiting, decision: approval.Decision
+) -> None:
+    run = client.read_flow_run(UUID(waiting.flow_run_id))
+    if run.state is not None and run.state.is_paused():
+        client.resume_flow_run(UUID(waiting.flow_run_id), run_input=_form_input(decision))
 
 
 def _form_input(decision: approval.Decision) -> dict[str, str]:
@@ -187,36 +227,30 @@ def await_approval(
     """The frozen, approved content; or the run's end (Cancelled on a no, Failed on silence).
 
     The answer is for the hash shown; the content is composed again after it, and frozen only
-    while it still has that hash, so an edit made meanwhile makes the run wait again.
+    while it still has that hash, so an edit made meanwhile makes the run wait again. The
+    answer this run took counts for its content, whatever answers came after it.
     """
     settings = get_settings()
-    minutes = settings.approval_timeout_minutes
+    taken: approval.Decision | None = None
     while True:
         digest_hash, decision = status(prepared)
+        if taken is not None and taken.content_hash == digest_hash:
+            decision = taken
         if decision is None:
             if prepared.digest_id is None:  # shown only if it renders and fits, as freezing asks
                 preparation.must_render(
                     preparation.Edition.from_settings(settings), prepared.content, week
                 )
-            decision = _wait(prepared, digest_hash)
-            if decision is None:
-                silence = NotApprovedError(
-                    f"{week} not approved: nobody answered within {minutes} minutes, so nothing "
-                    f"was sent. Approve it with `digest approve --week {week}`, then run the "
-                    "week again."
-                )
-                return Failed(message=str(silence), data=silence)
-            if decision.content_hash != digest_hash:  # answered about the content as it is now
+            taken = _wait(prepared, digest_hash)
+            if taken is None:
+                return _not_answered(week, settings.approval_timeout_minutes)
+            if taken.content_hash != digest_hash:  # answered about the content as it is now
                 prepared = compose(week, freeze=False)
                 continue
+            decision = taken
         publish(prepared, digest_hash, decision)
         if not decision.approved:
-            refusal = ApprovalRejectedError(
-                f"{week} rejected, so nothing was sent. {decision.sentence()}. Change it with "
-                f"`digest edit --week {week}` and run again, or approve it with "
-                f"`digest approve --week {week}`."
-            )
-            return Cancelled(message=str(refusal), data=refusal)
+            return _rejected(week, decision)
         fresh = compose(week, freeze=False)
         if approval.hash_of(ensure_schema(settings.database_url), fresh) != digest_hash:
             prepared = fresh  # changed since the answer, which does not cover it: wait again
@@ -227,19 +261,48 @@ def await_approval(
         prepared = frozen  # changed in the instant before freezing: ask about what froze
 
 
-def resume_waiting(flow_run_id: str, *, approved: bool, note: str, by: str) -> bool:
-    """Give the waiting run its answer through the Prefect API; False if it no longer waits."""
-    from prefect.exceptions import NotPausedError
+def _not_answered(week: IsoWeek, minutes: int) -> State[Any]:
+    silence = NotApprovedError(
+        f"{week} not approved: nobody answered within {minutes} minutes, so nothing was sent. "
+        f"Approve it with `digest approve --week {week}`, then run the week again."
+    )
+    return Failed(message=str(silence), data=silence)
 
-    answer = {"decision": "approve" if approved else "reject", "note": note, "by": by}
+
+def _rejected(week: IsoWeek, decision: approval.Decision) -> State[Any]:
+    refusal = ApprovalRejectedError(
+        f"{week} rejected, so nothing was sent. {decision.sentence()}. Change it with "
+        f"`digest edit --week {week}` and run again, or approve it with "
+        f"`digest approve --week {week}`."
+    )
+    return Cancelled(message=str(refusal), data=refusal)
+
+
+def resume_waiting(waiting: approval.Waiting, decision: approval.Decision) -> approval.Handover:
+    """Resume the run whose wait `decision` ended, through the Prefect API, and say what became
+    of the answer: resumed here, taken by the run itself (it looked first), or a run that had
+    stopped waiting. The answer is in the database either way."""
+    from prefect.client.schemas.responses import SetStateStatus
+
+    flow_run_id = UUID(waiting.flow_run_id)
     try:
-        resume_flow_run(UUID(flow_run_id), run_input=answer)
-    except (NotPausedError, ObjectNotFound, FlowPauseTimeout):
-        return False
-    except Exception as unreachable:  # httpx errors: the API is down or elsewhere
-        raise ApprovalError(
-            f"A run waits for this week's approval (flow run {flow_run_id}), but the Prefect "
-            f"API did not take the answer ({type(unreachable).__name__}). Set PREFECT_API_URL "
-            "to the server that runs it (the UI's address followed by /api), then try again."
-        ) from None
-    return True
+        with get_client(sync_client=True) as client:
+            result = client.resume_flow_run(flow_run_id, run_input=_form_input(decision))
+            if result.status == SetStateStatus.ACCEPT:
+                return approval.Handover.RESUMED
+            return _after_the_pause(client.read_flow_run_states(flow_run_id))
+    except ObjectNotFound:
+        return approval.Handover.GONE
+    except Exception:  # httpx errors: the API is down or elsewhere
+        return approval.Handover.UNREACHABLE
+
+
+def _after_the_pause(states: list[State[Any]]) -> approval.Handover:
+    """A run that ran again after its last pause took the answer; one that never did is gone."""
+    paused = [i for i, state in enumerate(states) if state.is_paused()]
+    after = states[paused[-1] + 1 :] if paused else []
+    if not after:
+        return approval.Handover.RECORDED  # still paused: it takes the answer at its next look
+    if any(state.is_running() for state in after):
+        return approval.Handover.TAKEN
+    return approval.Handover.GONE

@@ -1,7 +1,8 @@
 """The `digest` console script: the library's commands plus those that run the Prefect flow.
 
-`run`, `serve` and `demo` live here, beside the flow, so that `digest/` never imports Prefect;
-Prefect is imported only inside them, so every other command starts without it.
+`run`, `serve`, `approve` and `demo` live here, beside the flow, so that `digest/` never imports
+Prefect; Prefect is imported only inside them, and only once they need it (a run with work to
+do, a run that waits for an approval), so every other command starts without it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from digest.cli import app
 from digest.cli.app import WeekOption, engine, load_settings, main_with
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from digest.run.outcome import RunSummary
-    from digest.weeks import IsoWeek
 
 
 def _prefect_defaults() -> None:
@@ -32,7 +30,7 @@ def print_summary(summary: RunSummary) -> None:
     if summary.catalog is not None:
         synced = summary.catalog
         typer.echo(
-            f"  catalog: {synced.source} (generated {synced.generated()}): {synced.changes()}"
+            f"  catalog: {synced.source} (generated: {synced.generated()}): {synced.changes()}"
         )
     if summary.approval:
         typer.echo(f"  {summary.approval}")
@@ -89,7 +87,10 @@ def run(
 ) -> None:
     """Run the weekly Prefect flow once, in this process."""
     from digest.db import shown_url
+    from digest.errors import RunInterruptedError
     from digest.run.outcome import RunSummary, run_error
+    from digest.run.preflight import Asked, answer_without_a_run
+    from digest.run.preparation import Edition
     from digest.weeks import IsoWeek, resolve_week, utcnow
 
     if week:
@@ -100,45 +101,43 @@ def run(
     # Said first, so a run that fails still tells which database it worked on.
     typer.echo(f"Database: {shown_url(settings.database_url)}", err=True)
     the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
-    if not dry_run:
-        _refuse_if_recalled(database, the_week, after_recall=after_recall)
-    # With a catalog feed set, every run syncs it first: only a run without one may skip the flow.
-    asked_for_more = dry_run or resend_uncertain or retry_failed or refreeze or after_recall
-    settled = None if asked_for_more or settings.catalog_url else _settled_week(database, the_week)
-    if settled is not None:
-        print_summary(settled)
-        error = run_error(settled)
+    asked = Asked(
+        dry_run=dry_run,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        refreeze=refreeze,
+        after_recall=after_recall,
+        has_feed=settings.catalog_url is not None,
+    )
+    # Refusals and runs with nothing to do are answered from the database, with no server.
+    answered = answer_without_a_run(database, Edition.from_settings(settings), the_week, asked)
+    if answered is not None:
+        print_summary(answered)
+        error = run_error(answered)
         if error is not None:
             raise error
         return
     from flows.temporary_server import prefect_api
     from flows.weekly_digest import weekly_digest
 
-    with prefect_api(lambda line: typer.echo(line, err=True)):
-        summary = weekly_digest(
-            week=str(the_week),
-            dry_run=dry_run,
-            resend_uncertain=resend_uncertain,
-            retry_failed=retry_failed,
-            refreeze=refreeze,
-            after_recall=after_recall,
-        )
+    try:
+        with prefect_api(lambda line: typer.echo(line, err=True)):
+            summary = weekly_digest(
+                week=str(the_week),
+                dry_run=dry_run,
+                resend_uncertain=resend_uncertain,
+                retry_failed=retry_failed,
+                refreeze=refreeze,
+                after_recall=after_recall,
+            )
+    except KeyboardInterrupt:
+        raise RunInterruptedError(
+            f"Interrupted: the run for {the_week} stopped after the request in flight. What it "
+            f"sent stays sent; run `digest run --week {the_week}` again to send the rest "
+            "(nobody gets it twice), and `digest status` shows where it stands."
+        ) from None
     assert isinstance(summary, RunSummary)
     print_summary(summary)
-
-
-def _refuse_if_recalled(database: Engine, week: IsoWeek, *, after_recall: bool) -> None:
-    """A recalled week is refused here, at once, before any Prefect server starts."""
-    from digest.run.bookkeeping import refuse_if_recalled
-
-    refuse_if_recalled(database, week=str(week), after_recall=after_recall)
-
-
-def _settled_week(database: Engine, week: IsoWeek) -> RunSummary | None:
-    """A week with nothing left to send is answered from the ledger, with no Prefect server."""
-    from digest.run.bookkeeping import settled_week
-
-    return settled_week(database, week)
 
 
 @app.command("approve")
@@ -168,56 +167,88 @@ def approve(
             "settings send without waiting for an answer.",
             err=True,
         )
-    at = utcnow()
+    now = utcnow()
+    waiting = approval.waiting_run(
+        database, week=str(the_week), now=now, timeout_minutes=settings.approval_timeout_minutes
+    )
+    if waiting is not None and not waiting.ended and _prefect_api_configured():
+        import flows.approval  # noqa: F401 (Prefect loads now, so the resume follows the answer)
     answer = approval.answer_now(
         database,
         Edition.from_settings(settings),
         the_week,
-        decision=approval.Decision(str(the_week), "", not reject, said, who, at),
+        decision=approval.Decision(str(the_week), "", not reject, said, who, now),
         timeout_minutes=settings.approval_timeout_minutes,
-        resume=_resume_through_api if _prefect_api_configured() else None,
+        resume=_resume_through_api,
     )
-    typer.echo(_answer_sentence(answer))
+    typer.echo(answer_sentence(answer))
 
 
-def _resume_through_api(waiting: Any, decision: Any) -> bool:
+def _resume_through_api(waiting: Any, decision: Any) -> Any:
+    """Resume the run through the Prefect API when one is configured (Prefect is imported only
+    here, when a run waits: every other `digest approve` starts in well under a second)."""
+    from digest.run.approval import Handover
+
+    if not _prefect_api_configured():
+        return Handover.RECORDED
     from flows.approval import resume_waiting
 
-    return resume_waiting(
-        waiting.flow_run_id, approved=decision.approved, note=decision.note, by=decision.by
-    )
+    return resume_waiting(waiting, decision)
 
 
-def _answer_sentence(answer: Any) -> str:
-    """What `digest approve` did, in the approver's words."""
-    decision, waiting = answer.decision, answer.waiting
+def answer_sentence(answer: Any) -> str:
+    """What `digest approve` did, in the approver's words: always "<week> approved" (or
+    "rejected") first, then what became of the answer."""
+    from digest.run.approval import Handover
+
+    decision, waiting, handover = answer.decision, answer.waiting, answer.handover
     verb = "approved" if decision.approved else "rejected"
     content = decision.content_hash[:12]
     head = f"{decision.week} {verb} by {decision.by}"
-    if waiting is None:
+    if waiting is None or handover is Handover.NO_RUN:
         return (
             f"{head} (content {content}); no run waits, so the next run finds this answer. An "
             "edit or a catalog change before then voids it."
         )
-    changed = ""
-    if answer.content_changed:
-        changed = (
-            f" The content changed since the run published it (content "
-            f"{waiting.content_hash[:12]}): this answer covers the content as it is now "
-            f"(content {content}), which the run composes again and finds {verb}."
-        )
-    if answer.resumed:
+    run = f"flow run {waiting.flow_run_id}"
+    if handover is Handover.ANSWERED_BEFORE:
         return (
-            f"{head}: flow run {waiting.flow_run_id} resumes with it (content {content}).{changed}"
+            f"{head} (content {content}), recorded; but {run} had already taken an answer and "
+            f"goes on with it: {answer.taken.sentence()}."
         )
+    told = {
+        Handover.RESUMED: f"{run} resumes with it",
+        Handover.TAKEN: f"{run} found it first and resumed itself with it",
+        Handover.RECORDED: f"recorded for {run}, which waits for it and takes it within seconds",
+        Handover.UNREACHABLE: (
+            f"recorded for {run}; the Prefect API did not answer, so the run takes it at its "
+            "next look (every 2 s) if it still runs"
+        ),
+        Handover.GONE: (
+            f"recorded, but {run} stopped waiting without taking it (it ended or crashed), so "
+            "the next run finds this answer"
+        ),
+    }[handover]
+    return f"{head}: {told} (content {content}).{_content_changed(answer, verb)}"
+
+
+def _content_changed(answer: Any, verb: str) -> str:
+    if not answer.content_changed:
+        return ""
     return (
-        f"{head}: recorded for flow run {waiting.flow_run_id} (content {content}), which waits "
-        f"for it and takes it within seconds.{changed}"
+        f" The content changed since the run published it (content "
+        f"{answer.waiting.content_hash[:12]}): this answer covers the content as it is now "
+        f"(content {answer.decision.content_hash[:12]}), which the run composes again and finds "
+        f"{verb}."
     )
 
 
 def _prefect_api_configured() -> bool:
-    """Whether PREFECT_API_URL (environment or Prefect profile) names a server to talk to."""
+    """Whether PREFECT_API_URL (environment, else the Prefect profile) names a server; set but
+    empty means none, without reading the profile."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named is not None:
+        return bool(named.strip())
     _prefect_defaults()
     from prefect.settings import PREFECT_API_URL
 
@@ -226,11 +257,11 @@ def _prefect_api_configured() -> bool:
 
 @app.command("demo")
 def demo() -> None:
-    """Seed the sample catalog and subscribers for the current week and run the flow."""
+    """Seed the samples into ./demo.db and run the flow for the last complete week."""
     _prefect_defaults()
     from flows.demo import run_demo
 
-    run_demo(load_settings(), echo=typer.echo)
+    run_demo(echo=typer.echo)
 
 
 @app.command("serve")

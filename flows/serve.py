@@ -1,8 +1,14 @@
 """`digest serve`: the weekly deployment, and the daily engagement report's, served from this
-process, no work pool needed."""
+process, no work pool needed.
+
+Each run goes in a child process that stops when this one dies (flows/lifeline.py), beats every
+30 s, and is marked Crashed by the automation set up here when it stops beating
+(flows/crash_detection.py).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
@@ -12,6 +18,7 @@ from prefect.schedules import Cron
 
 from digest.config import Settings
 from digest.errors import ConfigError
+from flows.crash_detection import ensure_zombie_automation, heartbeat_environment
 from flows.engagement_report import DEPLOYMENT_NAME as REPORT_DEPLOYMENT
 from flows.engagement_report import engagement_deployment, engagement_report
 from flows.weekly_digest import weekly_digest
@@ -48,9 +55,20 @@ def _refuse_work_pool_deployment(name: str = f"{weekly_digest.name}/{DEPLOYMENT_
         )
 
 
+def _detect_crashes() -> None:
+    """Runs started here beat every 30 s (the child inherits the variable), and the server marks
+    them Crashed when they stop."""
+    from prefect.client.orchestration import get_client
+
+    os.environ.update(heartbeat_environment())
+    with get_client(sync_client=True) as client:
+        ensure_zombie_automation(client)
+
+
 def serve_weekly(settings: Settings) -> None:
     _refuse_work_pool_deployment()
     _refuse_work_pool_deployment(f"{engagement_report.name}/{REPORT_DEPLOYMENT}")
+    _detect_crashes()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     weekly = weekly_digest.to_deployment(
         name=DEPLOYMENT_NAME,

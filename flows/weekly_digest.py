@@ -4,7 +4,9 @@ Run it once in this process with `python flows/weekly_digest.py [WEEK]` or `dige
 on its weekly schedule with `digest serve`; deploy it with deployments/prefect.yaml.
 
 Each task builds what it needs (engine, backend, links) from the settings where it runs, so no
-secret ever travels as a task or flow parameter, and closes what it opened.
+secret ever travels as a task or flow parameter, and closes what it opened. A step that refuses
+raises its `DigestError`: the task is Failed in the UI with the sentence, the flow run ends
+Failed with it, and no traceback is logged for it (flows/refusals.py).
 """
 
 # No `from __future__ import annotations` here: Prefect validates parameters from these
@@ -13,13 +15,15 @@ secret ever travels as a task or flow parameter, and closes what it opened.
 import sys
 import threading
 import time
-from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import Field
@@ -32,21 +36,18 @@ from digest.db import ensure_schema
 from digest.delivery import sending
 from digest.delivery.cancelling import canceller_for
 from digest.delivery.ledger import new_owner
-from digest.errors import (
-    DigestError,
-    RecalledError,
-    RunInProgressError,
-    StaleCatalogError,
-)
-from digest.run import bookkeeping, compliance, preparation
-from digest.run.outcome import RunSummary, run_error
+from digest.errors import DigestError, StaleCatalogError
+from digest.run import bookkeeping, compliance, preflight, preparation
+from digest.run.outcome import RunSummary, compliance_error, run_error
 from digest.run.report import render_markdown
 from digest.send import get_backend
 from digest.weeks import IsoWeek, last_complete_week, resolve_week, utcnow
+from flows import feed_wait, lifeline
 from flows.approval import await_approval
+from flows.crash_detection import ensure_zombie_automation
+from flows.refusals import quiet_refusals
 
 WEEK_PATTERN = r"^\d{4}-W\d{2}$"
-T = TypeVar("T")
 
 # Task results stay in memory only: some hold rendered bodies, none may reach result storage.
 # No task retries: transient provider errors are retried inside the backend, the one retry layer
@@ -59,85 +60,73 @@ def _engine(settings: Settings) -> Engine:
 
 
 @task(name="sync-catalog", **_TASK_DEFAULTS)
-def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport | DigestError:
+def sync_catalog(week: IsoWeek) -> catalog_sync.SyncReport:
     """Fetch the site's feed and import it, all or nothing; refused if not complete for `week`."""
     settings = get_settings()
     assert settings.catalog_url is not None
-    try:
-        report = catalog_sync.sync_catalog(
-            engine=_engine(settings),
-            client=FeedClient.from_settings(settings),
-            location=locate(settings.catalog_url),
-            week=week,
-            zone=settings.zone,
-        )
-    except DigestError as refused:
-        return refused
+    report = catalog_sync.sync_catalog(
+        engine=_engine(settings),
+        client=FeedClient.from_settings(settings),
+        location=locate(settings.catalog_url),
+        week=week,
+        zone=settings.zone,
+    )
     get_run_logger().info(
-        "catalog from %s (generated %s): %s", report.source, report.generated(), report.changes()
+        "catalog from %s (generated: %s): %s", report.source, report.generated(), report.changes()
     )
     return report
 
 
 def _sync_waiting(settings: Settings, week: IsoWeek) -> catalog_sync.SyncReport:
     """sync-catalog, asked again DIGEST_CATALOG_WAIT_MINUTES apart while the feed is not yet
-    complete for the week (a schedule, not a network failure: those are retried in feed.py)."""
+    complete for the week (a schedule, not a network failure: those are retried in feed.py).
+
+    A deployment run reschedules itself for each wait, freeing its worker (flows/feed_wait.py);
+    `digest run`, which nothing would start again, waits in its process.
+    """
     tries = settings.catalog_wait_tries + 1
-    for attempt in range(1, tries + 1):
-        synced = sync_catalog(week)
-        if not isinstance(synced, StaleCatalogError):
-            return _unless_refused(synced)
-        if attempt < tries:
-            get_run_logger().warning(
-                "%s Asking again in %g minutes (try %s of %s, DIGEST_CATALOG_WAIT_MINUTES and "
-                "_TRIES); cancel this flow run, or press Ctrl-C, to stop waiting.",
-                synced,
-                settings.catalog_wait_minutes,
-                attempt + 1,
-                tries,
+    deployed = _deployment_run()
+    attempt = feed_wait.waits_so_far() + 1 if deployed else 1
+    while True:
+        try:
+            return sync_catalog(week)
+        except StaleCatalogError as stale:
+            if attempt >= tries:
+                waited = f" (Asked {tries} times, {settings.catalog_wait_minutes:g} minutes apart.)"
+                raise StaleCatalogError(f"{stale}{waited if tries > 1 else ''}") from None
+            attempt += 1
+            next_try = utcnow() + timedelta(minutes=settings.catalog_wait_minutes)
+            how = "cancel this flow run" if deployed else "press Ctrl-C"
+            said = (
+                f"{stale} Asking again in {settings.catalog_wait_minutes:g} minutes, at "
+                f"{next_try:%H:%M} UTC (try {attempt} of {tries}, DIGEST_CATALOG_WAIT_MINUTES "
+                f"and _TRIES); {how} to stop waiting."
             )
+            get_run_logger().warning("%s", said)
+            if deployed:
+                feed_wait.reschedule(said, at=next_try)
             time.sleep(settings.catalog_wait_minutes * 60)
-    waited = f" (Asked {tries} times, {settings.catalog_wait_minutes:g} minutes apart.)"
-    raise StaleCatalogError(f"{synced}{waited if tries > 1 else ''}")
-
-
-def _unless_refused(result: T | DigestError) -> T:
-    """Tasks hand a user's error back instead of raising it, since Prefect would log it with a
-    traceback; the flow raises it here, and ends the run with its sentence alone."""
-    if isinstance(result, DigestError):
-        raise result
-    return result
 
 
 @task(name="select-and-pair", **_TASK_DEFAULTS)
-def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest | DigestError:
+def select_and_pair(week: IsoWeek, freeze: bool) -> preparation.PreparedDigest:
     settings = get_settings()
     edition = preparation.Edition.from_settings(settings)
-    try:
-        return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
-    except DigestError as refused:
-        return refused
+    return preparation.prepare_digest(_engine(settings), edition, week, freeze=freeze)
 
 
 @task(name="check-recall", **_TASK_DEFAULTS)
-def check_recall(week: IsoWeek, after_recall: bool) -> RecalledError | None:
-    """Why the week may not be sent now (the editor recalled it), else None. Checked before
-    anything is composed, so a released week is not frozen again and still takes edits."""
-    try:
-        bookkeeping.refuse_if_recalled(
-            _engine(get_settings()), week=str(week), after_recall=after_recall
-        )
-    except RecalledError as recalled:
-        return recalled
-    return None
+def check_recall(week: IsoWeek, after_recall: bool) -> None:
+    """Refused when the editor recalled the week. Checked before anything is composed, so a
+    released week is not frozen again and still takes edits."""
+    bookkeeping.refuse_if_recalled(
+        _engine(get_settings()), week=str(week), after_recall=after_recall
+    )
 
 
 @task(name="drop-frozen", **_TASK_DEFAULTS)
-def drop_frozen(week: IsoWeek) -> bool | DigestError:
-    try:
-        return preparation.refreeze(_engine(get_settings()), week)
-    except DigestError as refused:
-        return refused
+def drop_frozen(week: IsoWeek) -> bool:
+    return preparation.refreeze(_engine(get_settings()), week)
 
 
 @task(name="count-recipients", **_TASK_DEFAULTS)
@@ -159,8 +148,8 @@ def begin_run(
     resend_uncertain: bool,
     retry_failed: bool,
     after_recall: bool = False,
-) -> dict[str, int] | DigestError:
-    """The run's start counts, or why it may not start (another run, a recalled week).
+) -> dict[str, int]:
+    """The run's start counts; refused while another run sends the week, or for a recalled week.
 
     Batches a dead run left in flight are cancelled here while that is still possible, then
     sent again.
@@ -168,20 +157,17 @@ def begin_run(
     assert digest_id is not None
     settings = get_settings()
     engine = _engine(settings)
-    try:
-        with get_backend(settings) as backend:
-            return bookkeeping.begin_run(
-                engine,
-                digest_id=digest_id,
-                owner=owner,
-                lease_seconds=settings.lease_seconds,
-                resend_uncertain=resend_uncertain,
-                retry_failed=retry_failed,
-                canceller=canceller_for(settings, engine=engine, backend=backend),
-                after_recall=after_recall,
-            )
-    except (RunInProgressError, RecalledError) as refused:
-        return refused  # the run ends Failed with this sentence, and no traceback
+    with get_backend(settings) as backend:
+        return bookkeeping.begin_run(
+            engine,
+            digest_id=digest_id,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
+            resend_uncertain=resend_uncertain,
+            retry_failed=retry_failed,
+            canceller=canceller_for(settings, engine=engine, backend=backend),
+            after_recall=after_recall,
+        )
 
 
 @task(name="plan-recipients", **_TASK_DEFAULTS)
@@ -281,7 +267,27 @@ def reconcile(summary: RunSummary, owner: str | None) -> RunSummary:
     summary.compliance = compliance.compliance_checks(
         engine, digest_id=summary.digest_id, postal_address=settings.postal_address
     )
+    if owner is not None:
+        compliance.add_header_check(
+            summary.compliance,
+            sent=summary.sent_this_run,
+            with_headers=summary.with_unsubscribe_headers,
+        )
     return summary
+
+
+@task(name="check-compliance", **_TASK_DEFAULTS)
+def check_compliance(summary: RunSummary) -> None:
+    """Every stored variant carries the unsubscribe link and postal address, under Gmail's clip:
+    refused here, before the send, so nobody gets a digest without them."""
+    settings = get_settings()
+    assert summary.digest_id is not None
+    checks = compliance.compliance_checks(
+        _engine(settings), digest_id=summary.digest_id, postal_address=settings.postal_address
+    )
+    problems = compliance.failures(checks)
+    if problems:
+        raise compliance_error(summary.week, problems, sent=0)
 
 
 @task(name="report", **_TASK_DEFAULTS)
@@ -318,16 +324,21 @@ def _send(
             planned["skipped"],
             planned["variants"],
         )
+        check_compliance(summary)
         clock = time.perf_counter()
-        try:
-            sent = send(summary.digest_id, summary.week, owner, stop)
-        except Exception:
-            # The send itself broke (the database, a bug): rows it had claimed stay `sending`,
-            # and the ledger's account below says so and what resolves them.
-            logger.exception("the send stopped unexpectedly")
-        else:
-            summary.lost_answers = sent.lost_answers
-            summary.batch_ids = len(sent.batch_ids)
+        # A runner or worker killed under this run, or an interrupt, stops the send.
+        with lifeline.stop_with_the_process(lambda why: stop.set(sending.StopKind.STOPPED, why)):
+            try:
+                sent = send(summary.digest_id, summary.week, owner, stop)
+            except Exception:
+                # The send itself broke (the database, a bug): rows it had claimed stay `sending`,
+                # and the ledger's account below says so and what resolves them.
+                logger.exception("the send stopped unexpectedly")
+                summary.with_unsubscribe_headers = None
+            else:
+                summary.with_unsubscribe_headers = sent.with_unsubscribe_headers
+                summary.lost_answers = sent.lost_answers
+                summary.batch_ids = len(sent.batch_ids)
         summary.send_seconds = time.perf_counter() - clock
     finally:
         end_run(summary.digest_id, owner)
@@ -416,18 +427,19 @@ def weekly_digest(
         after_recall: Send a week the editor recalled (`digest recall`).
     """
     # Prefect shows the docstring's Args in the UI's run form; the Field descriptions validate.
+    quiet_refusals()
     settings = get_settings()
+    _when_deployed()
+    the_week: IsoWeek | None = None
     try:
         the_week = resolve_week(week, now=utcnow(), zone=settings.zone) if week else None
-    except DigestError as bad_week:
-        return _finish(RunSummary(week=str(week), digest_id=None, subject=None), bad_week)
-    the_week = the_week or scheduled_week(settings)
-    try:
+        the_week = the_week or scheduled_week(settings)
         composed = _compose(
             settings, the_week, dry_run=dry_run, refreeze=refreeze, after_recall=after_recall
         )
     except DigestError as refused:
-        return _finish(RunSummary(week=str(the_week), digest_id=None, subject=None), refused)
+        shown = str(the_week or week or "")
+        return _finish(RunSummary(week=shown, digest_id=None, subject=None), refused)
     if isinstance(composed, State):
         return composed
     prepared, summary = composed
@@ -442,6 +454,35 @@ def weekly_digest(
     )
 
 
+def _deployment_run() -> bool:
+    """Whether a runner or a worker started this run (for a deployment), not `digest run`."""
+    context = FlowRunContext.get()
+    return (
+        context is not None
+        and context.flow_run is not None
+        and bool(context.flow_run.deployment_id)
+    )
+
+
+def _when_deployed() -> None:
+    """A deployment run (started by `digest serve` or a worker) stops when the process that
+    started it dies, and is marked Crashed when its heartbeats stop (flows/crash_detection.py:
+    set up here too, so a work pool's runs have it without a step of their own)."""
+    if not _deployment_run():
+        return
+    logger = get_run_logger()
+    lifeline.watch_parent(logger.warning)
+    try:
+        with get_client(sync_client=True) as client:
+            ensure_zombie_automation(client)
+    except Exception as failed:  # the run goes on: crash detection is a help, not a step
+        logger.warning(
+            "Could not set up crash detection on the Prefect server (%s): a run killed with "
+            "its worker would show Running until someone sets it Crashed.",
+            type(failed).__name__,
+        )
+
+
 def _send_or_report(
     the_week: IsoWeek,
     prepared: preparation.PreparedDigest,
@@ -454,7 +495,7 @@ def _send_or_report(
 ) -> RunSummary | State[Any]:
     """Send what the week still owes, or say why there is nothing to send."""
     if prepared.content.is_empty:
-        summary.note = f"No new tools in {the_week}: nothing to send."
+        summary.note = preflight.nothing_new_note(the_week)
     elif dry_run:
         would = count_recipients(prepared)
         summary.counts = {"would_send": would["would_send"], "would_skip": would["would_skip"]}
@@ -484,13 +525,12 @@ def _compose(
     """The week's content and its summary: the feed synced, edits applied, and, with approval
     required, approved before it freezes (a No or silence ends the run here)."""
     synced = _sync_waiting(settings, the_week) if settings.catalog_url else None
-    recalled = None if dry_run else check_recall(the_week, after_recall)
-    if recalled is not None:
-        raise recalled
+    if not dry_run:
+        check_recall(the_week, after_recall)
     if refreeze and not dry_run:
-        _unless_refused(drop_frozen(the_week))
+        drop_frozen(the_week)
     approving = settings.approval == "required" and not dry_run
-    prepared = _unless_refused(select_and_pair(the_week, freeze=not dry_run and not approving))
+    prepared = select_and_pair(the_week, freeze=not dry_run and not approving)
     approved_by = ""
     if approving and not prepared.content.is_empty:
         approved = await_approval(the_week, prepared)
@@ -514,9 +554,10 @@ def _begin_and_send(
     after_recall: bool,
 ) -> RunSummary | State[Any]:
     owner = new_owner()
-    started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
-    if isinstance(started, DigestError):
-        return _finish(summary, started)
+    try:
+        started = begin_run(prepared.digest_id, owner, resend_uncertain, retry_failed, after_recall)
+    except DigestError as refused:  # another run sends the week, or it was recalled
+        return _finish(summary, refused)
     get_run_logger().info(
         "%s rows left in flight by a dead run cancelled and sent again; %s found uncertain; "
         "%s settled by provider events; %s uncertain and %s failed requeued on purpose",

@@ -1,18 +1,22 @@
 """What an approval covers, without Prefect: one exact content (composed digest and edits), so
-an edit or a catalog change voids it; for one content the latest answer counts; the approver's
-page counts recipients by variant and escapes what the catalog and editors wrote."""
+an edit or a catalog change voids it; for one content the latest answer counts; a waiting run
+takes exactly one answer, whoever comes first; the approver's page counts recipients by variant
+and escapes what the catalog and editors wrote."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from digest.catalog.importer import import_catalog
 from digest.config import Settings
 from digest.db import ensure_schema, session_scope
 from digest.editorial.edits import editor_name
+from digest.models import APPROVAL_TABLE as APPROVAL
 from digest.run import approval
 from digest.run.approval import Decision
 from digest.run.editing import EditRequest, edit_week
@@ -122,7 +126,7 @@ def test_approving_after_an_edit_answers_the_current_content_and_frees_the_waiti
     engine = ensure_schema(settings.database_url)
     edition = Edition.from_settings(settings)
     waited = _hash(settings)
-    approval.record_waiting(
+    waiting = approval.record_waiting(
         engine, week=WEEK, content_hash=waited, flow_run_id="run-1", at=utcnow()
     )
     edit_week(engine, edition, THE_WEEK, EditRequest(by="Ed", subject="Edited"), now=utcnow())
@@ -138,8 +142,8 @@ def test_approving_after_an_edit_answers_the_current_content_and_frees_the_waiti
     assert f"this answer covers the content as it is now (content {current[:12]})" in said
     now_answer = approval.decision_for(engine, week=WEEK, content_hash=current)
     assert now_answer is not None and now_answer.approved and now_answer.by == "Ada"
-    # What the paused run polls for: the answer recorded for it, about the content now.
-    assert approval.answer_to_run(engine, flow_run_id="run-1") == now_answer
+    # What the paused run polls for: the answer that ended its wait, about the content now.
+    assert approval.taken_answer(engine, waiting) == now_answer
     # Nobody approved the content the run waited on: undoing the edit would make it wait again.
     assert approval.decision_for(engine, week=WEEK, content_hash=waited) is None
 
@@ -218,3 +222,77 @@ def test_an_answer_typed_in_the_ui_form_keeps_no_control_or_bidi_characters() ->
         ApprovalForm(by="x" * 101)
     with pytest.raises(ValidationError):
         ApprovalForm(note="x" * 501)
+
+
+def test_racing_answers_end_a_wait_once_and_every_answer_learns_which_one_did(
+    seeded: Settings,
+) -> None:
+    # Twenty answers at once for one waiting run, approvals and rejections mixed: exactly one
+    # ends the wait, every other learns which answer the run took, and the run giving up later
+    # changes nothing. Every answer stays recorded.
+    engine = ensure_schema(seeded.database_url)
+    digest_hash = _hash(seeded)
+    waiting = approval.record_waiting(
+        engine, week=WEEK, content_hash=digest_hash, flow_run_id="run-1", at=utcnow()
+    )
+    answers = [Decision(WEEK, digest_hash, i % 2 == 0, "", f"p{i}", utcnow()) for i in range(20)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda d: approval.answer_wait(engine, waiting, d), answers))
+    winners = [answer.by for (ended, _), answer in zip(results, answers, strict=True) if ended]
+    assert len(winners) == 1
+    assert all(taken is not None and taken.by == winners[0] for _, taken in results)
+    taken = approval.taken_answer(engine, waiting)
+    assert taken is not None and taken.by == winners[0]
+    given_up = approval.give_up_waiting(engine, waiting)
+    assert given_up is not None and given_up.by == winners[0]
+    latest = approval.waiting_run(engine, week=WEEK, now=utcnow(), timeout_minutes=60)
+    assert latest is not None and latest.answered
+    with engine.connect() as connection:
+        recorded = connection.execute(
+            select(func.count()).select_from(APPROVAL).where(APPROVAL.c.decision != "waiting")
+        ).scalar_one()
+    assert recorded == 20
+
+
+def test_a_run_that_gave_up_waiting_takes_no_later_answer_and_the_next_run_does(
+    seeded: Settings,
+) -> None:
+    # The run's time ran out first: a late answer does not end its wait (nobody can tell a run
+    # that has stopped), `digest approve` says no run waits, and the answer counts next time.
+    engine = ensure_schema(seeded.database_url)
+    edition = Edition.from_settings(seeded)
+    digest_hash = _hash(seeded)
+    waiting = approval.record_waiting(
+        engine, week=WEEK, content_hash=digest_hash, flow_run_id="run-1", at=utcnow()
+    )
+    assert approval.give_up_waiting(engine, waiting) is None
+    late = Decision(WEEK, digest_hash, True, "", "Late", utcnow())
+    assert approval.answer_wait(engine, waiting, late) == (False, None)
+    asked = Decision(WEEK, "", True, "", "Ada", utcnow())
+    answer = approval.answer_now(engine, edition, THE_WEEK, decision=asked, timeout_minutes=60)
+    assert answer.handover is approval.Handover.NO_RUN and answer.waiting is None
+    found = approval.decision_for(engine, week=WEEK, content_hash=digest_hash)
+    assert found is not None and found.by == "Ada"
+
+
+def test_approve_without_an_api_says_the_waiting_run_takes_the_answer(
+    seeded: Settings, tmp_path: Path
+) -> None:
+    # No Prefect API in the approver's shell: the answer ends the wait in the database, and the
+    # command says the run takes it at its next look; a second answer learns it came too late.
+    engine = ensure_schema(seeded.database_url)
+    waiting = approval.record_waiting(
+        engine, week=WEEK, content_hash=_hash(seeded), flow_run_id="run-9", at=utcnow()
+    )
+    env = _cli_env(seeded)
+    first = run_digest("approve", "--week", WEEK, "--by", "Ada", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    said = " ".join(first.stdout.split())
+    assert said.startswith(f"{WEEK} approved by Ada: recorded for flow run run-9"), said
+    second = run_digest("approve", "--week", WEEK, "--reject", "--by", "Bo", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    said = " ".join(second.stdout.split())
+    assert said.startswith(f"{WEEK} rejected by Bo"), said
+    assert "had already taken an answer and goes on with it: Approved by Ada" in said
+    taken = approval.taken_answer(engine, waiting)
+    assert taken is not None and taken.by == "Ada" and taken.approved

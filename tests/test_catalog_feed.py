@@ -311,3 +311,12 @@ def test_only_https_file_and_loopback_http_are_fetched(url: str) -> None:
     assert locate("http://127.0.0.1:8080/feed.json").path is None
     assert locate("http://[::1]:8080/feed.json").path is None
     assert locate("https://site.example/feed.json").path is None
+
+
+def test_a_file_url_on_another_machine_is_refused_not_read_here() -> None:
+    # file://otherhost/etc/x names otherhost's file: reading our own /etc/x instead would sync
+    # whatever happens to lie there. localhost and no host are this machine.
+    with pytest.raises(ConfigError, match=r"names a file on another machine \(otherhost\)"):
+        locate("file://otherhost/srv/feed.json")
+    assert locate("file:///srv/feed.json").path == Path("/srv/feed.json")
+    assert locate("file://localhost/srv/feed.json").path == Path("/srv/feed.json")

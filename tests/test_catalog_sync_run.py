@@ -91,7 +91,7 @@ def test_run_with_a_feed_and_no_import_sends_exactly_the_weeks_recipients(
         env = _env(tmp_path, prefect_server, url)
         result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"catalog: {url} (generated 2026-11-23T06:00:00+00:00): 7 added" in result.stdout
+        assert f"catalog: {url} (generated: 2026-11-23T06:00:00+00:00): 7 added" in result.stdout
         _no_token(result.stdout, result.stderr)
         assert served.requests[0]["Authorization"] == f"Bearer {TOKEN}"
         status = json.loads(
@@ -184,8 +184,9 @@ def test_a_run_that_waited_its_tries_for_a_fresh_feed_fails_with_the_reason(
         result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert_user_error(result, f"not complete for {WEEK}", url, "Asked 3 times, 0.01 minutes apart")
     # While it waits, the log says when it asks next and how to stop waiting.
-    assert "Asking again in 0.01 minutes (try 2 of 3" in result.stderr
-    assert "Asking again in 0.01 minutes (try 3 of 3" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "Asking again in 0.01 minutes, at" in said and "(try 2 of 3" in said
+    assert "(try 3 of 3" in said and "press Ctrl-C to stop waiting" in said
     assert len(served.requests) == 3
     assert time.monotonic() - started >= 1.2  # two waits of 0.6 s
     assert _sent(tmp_path) == []
@@ -268,7 +269,8 @@ def _run_to_the_end(client: Any, deployment_id: Any, log: Path) -> Any:
 def test_a_served_deployment_waits_for_a_fresh_feed_then_syncs_selects_and_sends(
     tmp_path: Path, prefect_server: PrefectServer
 ) -> None:
-    # The unattended Monday: the deployment's run finds the feed not yet complete, asks again
+    # The unattended Monday: the deployment's run finds the feed not yet complete, waits
+    # rescheduled (AwaitingFeed, its process gone: no worker held), asks again
     # DIGEST_CATALOG_WAIT_MINUTES later, then imports, selects and sends with no `catalog
     # import`; the UI shows sync-catalog first, and the report says where the catalog came from.
     served = Served(document=feed_document(week_tools(), FRESH))
@@ -307,6 +309,11 @@ def test_a_served_deployment_waits_for_a_fresh_feed_then_syncs_selects_and_sends
                 assert first.name.startswith("sync-catalog")
                 syncs = [t for t in tasks if t.name.startswith("sync-catalog")]
                 assert len(syncs) == 2  # refused once as stale, then imported
+                states = client.read_flow_run_states(run.id)
+                (waited,) = [state for state in states if state.name == "AwaitingFeed"]
+                assert waited.is_scheduled() and f"not complete for {WEEK}" in waited.message
+                assert "Asking again in 0.02 minutes, at" in waited.message
+                assert "(try 2 of 3" in waited.message
                 (artifact,) = client.read_artifacts(
                     artifact_filter=ArtifactFilter(
                         key=ArtifactFilterKey(any_=[f"weekly-digest-{WEEK.lower()}"]),

@@ -96,7 +96,11 @@ def test_served_deployment_runs_a_given_week_from_the_api(
             assert artifacts, "the run left no report artifact"
             report = str(artifacts[0].data)
             assert WEEK in report and "| sent | 3 |" in report
-            assert "List-Unsubscribe link in every variant: yes" in report
+            assert (
+                "Unsubscribe link in both parts of every variant (checked before the send): yes"
+                in report
+            )
+            assert "headers: on all 3 messages this run sent" in report
             assert "SG." not in report and os.environ["DIGEST_SECRET_KEY"] not in report
     finally:
         # One SIGTERM, as a service manager sends it, stops `digest serve`.

@@ -138,6 +138,7 @@ INVALID_EDITS = [
     (["--intro", "ok", "--by", "Ada\x1b[31m"], ["--by", "U+001B"]),
     (["--intro", "ok", "--by", "Ada \u202e"], ["--by", "U+202E"]),
     (["--intro", "ok", "--by", "Ada\nLovelace"], ["--by holds a line break"]),
+    (["--intro", "ok", "--by", "Ada\tLovelace"], ["--by holds a tab"]),
     (["--intro", "ok", "--by", "A" * 10_000], ["--by is 10000 characters", "at most 100"]),
     (["--exclude", "StackScribe"], ["slugs are lowercase: stackscribe"]),
     (
@@ -306,6 +307,30 @@ def test_excluding_a_pinned_tool_blames_the_exclusion_and_suggests_clearing_the_
     )
     assert_user_error(result, "code-llama-4 is pinned in code-llama-4:termwise", "--clear pin")
     assert "--clear exclude" not in result.stderr
+
+
+def test_clearing_a_pin_its_verdict_and_lead_hold_names_them_not_pin_it_first(
+    tmp_path: Path,
+) -> None:
+    # The editor is removing the pin: the sentence says which edits hold it and how to clear
+    # them with it, never "pin it first"; clearing all three at once works.
+    env = _seeded(tmp_path)
+    pair = "code-llama-4:termwise"
+    made = run_digest(
+        "edit", "--week", WEEK, "--pin", pair, "--verdict", f"{pair}=Both fine",
+        "--lead", pair, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = run_digest("edit", "--week", WEEK, "--clear", "pin", cwd=tmp_path, env=env)
+    assert_user_error(
+        result, f"--clear pin: {pair} has --verdict and --lead edits", "--clear pin verdict lead"
+    )
+    assert "pin it first" not in result.stderr
+    together = ["--clear", "pin", "verdict", "lead"]
+    cleared = run_digest("edit", "--week", WEEK, *together, cwd=tmp_path, env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    shown = _shown(tmp_path, env)
+    assert shown["pins"] == [] and shown["lead"] is None
 
 
 def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:

@@ -177,3 +177,47 @@ def test_a_lane_that_crashes_mid_batch_fails_the_run_and_its_rows_turn_uncertain
     )
     outbox = list((tmp_path / "outbox" / WEEK).glob("*.eml"))
     assert len(outbox) == total  # the stuck batch went out once, and only once
+
+
+def test_the_report_states_the_unsubscribe_headers_the_send_saw_on_every_message(
+    settings: object, tmp_path: Path
+) -> None:
+    # The claim in the report is a count the send made, compared with the ledger's count.
+    from digest.run.report import render_markdown
+
+    seed(get_settings(), tmp_path)
+    summary = weekly_digest(week=WEEK)
+    assert summary.with_unsubscribe_headers == summary.sent_this_run == 6
+    report = render_markdown(summary)
+    assert "headers: on all 6 messages this run sent" in report
+    assert "set on every message" not in report
+
+
+def test_a_message_sent_without_the_unsubscribe_headers_fails_the_run(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A defect that drops the one-click headers is seen by the send and fails the run, whose
+    # report says on how many of the messages they were missing.
+    from digest.errors import ComplianceError
+    from digest.send import base
+
+    monkeypatch.setattr(base, "recipient_headers", lambda url: {"List-Unsubscribe": f"<{url}>"})
+    seed(get_settings(), tmp_path)
+    with pytest.raises(ComplianceError, match="6 of the 6 messages this run sent went without"):
+        weekly_digest(week=WEEK)
+
+
+def test_a_variant_without_the_postal_address_is_refused_before_anything_is_sent(
+    settings: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The variants are checked after planning, before the send: nobody gets such a digest.
+    from digest.errors import ComplianceError
+    from digest.run import compliance
+
+    the_settings = get_settings()
+    seed(the_settings, tmp_path)
+    monkeypatch.setattr(compliance, "_postal_present", lambda address, body, text: False)
+    with pytest.raises(ComplianceError, match="was not sent: a variant lacks DIGEST_POSTAL"):
+        weekly_digest(week=WEEK)
+    assert not (tmp_path / "outbox").exists()
+    assert _status(the_settings.database_url)[1] == {"pending": 6}

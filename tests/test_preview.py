@@ -25,6 +25,7 @@ from digest.preview.rendering import (
     build_preview,
     plan_preview,
     preview_json,
+    send_test,
     write_files,
 )
 from digest.run.editing import EditRequest, edit_week
@@ -173,3 +174,27 @@ def test_the_json_preview_of_a_week_without_new_tools_says_it_sends_nothing(
     quiet = preview_json(build_preview(seeded, IsoWeek.parse("2025-W02")))
     assert quiet["sends"] is False and "has no new tools" in quiet["reason"]
     assert preview_json(build_preview(seeded, THE_WEEK))["sends"] is True
+
+
+@pytest.mark.parametrize("backend", ["outbox", "sendgrid"])
+def test_a_test_copy_says_test_in_its_subject_once_whatever_the_backend(
+    backend: str, seeded: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `digest preview --send-to` promises a [TEST] copy: SendGrid takes the subject as sent, so
+    # the mark must be in it, and the outbox must not mark it twice.
+    from email import message_from_bytes
+
+    from tests.fakes.fake_sendgrid import FakeSendGrid
+    from tests.support.sendgrid_env import send_through
+
+    with FakeSendGrid(api_key="SG.test-copy-key") as fake:
+        settings = seeded if backend == "outbox" else send_through(monkeypatch, fake)
+        preview = build_preview(settings, THE_WEEK)
+        send_test(settings, preview, "editor@example.com")
+        if backend == "sendgrid":
+            (copy,) = fake.accepted
+            subject = copy.subject or ""
+        else:
+            (eml,) = (tmp_path / "outbox" / "test").glob("*.eml")
+            subject = str(message_from_bytes(eml.read_bytes())["Subject"])
+    assert subject == f"[TEST] {preview.subject}"

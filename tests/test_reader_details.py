@@ -37,9 +37,13 @@ def test_the_panel_share_is_coloured_by_the_verdict_not_green_for_all() -> None:
     pair = make_pair(0, b=make_tool("skipped", **SKIPPED))
     rendered = render(make_content(pairs=[pair], also_new=0))
     assert _share_colours(rendered.html) == {"75": "#15803d", "33": "#b91c1c"}
-    # The text part has no colour: it names the verdict beside the share.
-    assert "Panel: ship, 75% ship (3 ship / 1 skip)" in rendered.text
+    # The text part has no colour: it names a skip or a split beside the share; a ship is said
+    # once ("75% ship"), not three times ("ship, 75% ship (3 ship ..."), in both parts.
+    assert "Panel: 75% ship (3 ship / 1 skip)" in rendered.text
     assert "Panel: skip, 33% ship (1 ship / 2 skip)" in rendered.text
+    shown = parse(rendered.html).visible()
+    assert "Panel 75% ship · 3 ship / 1 skip" in shown and "· ship ·" not in shown
+    assert "Panel 33% ship · skip · 1 ship / 2 skip" in shown
 
 
 def test_community_votes_get_a_percentage_in_both_parts() -> None:

@@ -1,5 +1,6 @@
 """`digest run` with no Prefect server configured: the temporary server it starts never outlives
-it, and a week with nothing left to send needs no server at all."""
+it, a SIGKILL of the run stops its sending, and a run that would refuse or do nothing (a week
+already sent, without new tools, recalled, a refreeze of a sent week) needs no server at all."""
 
 from __future__ import annotations
 
@@ -105,6 +106,11 @@ def test_sigkilled_run_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
             assert fake.requests, "the run never reached the provider"
             run.send_signal(signal.SIGKILL)  # the run alone, as the OOM killer or `kill -9` does
             run.wait()
+            # Its senders were threads of the run: nothing sends after it.
+            time.sleep(1)
+            after = len(fake.requests)
+            time.sleep(2)
+            assert len(fake.requests) == after, "something still sends for the killed run"
             deadline = time.monotonic() + 30
             while _alive(server) and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -125,3 +131,72 @@ def test_a_week_already_sent_is_answered_without_a_prefect_server(tmp_path: Path
     assert STARTING not in again.stderr
     assert f"{WEEK} was already sent: nothing left to send." in again.stdout
     assert "sent 30" in again.stdout
+
+
+def test_runs_that_refuse_or_have_nothing_to_do_start_no_server(tmp_path: Path) -> None:
+    # Each answer comes from the database at once, as the flow would give it: a week without
+    # new tools (and its dry run), a recalled week, a refreeze of a week that reached people.
+    from sqlalchemy import create_engine
+
+    from digest.delivery.ledger import mark_recalled
+
+    env = _env(tmp_path)
+    quiet = "2026-W30"
+    for args in (["--week", quiet], ["--week", quiet, "--dry-run"]):
+        started = time.monotonic()
+        empty = run_digest("run", *args, cwd=tmp_path, env=env)
+        assert empty.returncode == 0, empty.stderr[-3000:]
+        assert f"No new tools in {quiet}: nothing to send." in empty.stdout
+        assert STARTING not in empty.stderr and time.monotonic() - started < 15
+
+    first = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    assert first.returncode == 0 and STARTING in first.stderr, first.stderr[-3000:]
+    refrozen = run_digest("run", "--week", WEEK, "--refreeze", cwd=tmp_path, env=env)
+    assert refrozen.returncode == 2 and "cannot be recomposed" in refrozen.stderr
+    assert STARTING not in refrozen.stderr and "Traceback" not in refrozen.stderr
+
+    engine = create_engine(env["DIGEST_DATABASE_URL"])
+    with engine.begin() as connection:
+        mark_recalled(connection, week="2026-W48", stopped=0, on_their_way=0)
+    engine.dispose()
+    recalled = run_digest("run", "--week", "2026-W48", cwd=tmp_path, env=env)
+    assert recalled.returncode == 2 and "was recalled" in recalled.stderr, recalled.stderr
+    assert STARTING not in recalled.stderr and "Traceback" not in recalled.stderr
+
+
+def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
+    # Ctrl-C mid-send: the senders stop after their request in flight, the command exits 130
+    # with the way on (run again: nobody twice), and a rerun sends the rest exactly once.
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        fake.set_delay(0.3)
+        env = _env(
+            tmp_path,
+            DIGEST_EMAIL_BACKEND="sendgrid",
+            SENDGRID_API_KEY=API_KEY,
+            DIGEST_SENDGRID_HOST=fake.url,
+            DIGEST_BATCH_SIZE="2",
+        )
+        run = subprocess.Popen(
+            [DIGEST, "run", "--week", WEEK],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while len(fake.requests) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+        stopped = len(fake.requests)
+        time.sleep(2)
+        assert len(fake.requests) == stopped, "the senders went on after Ctrl-C"
+        assert run.returncode == 130, err[-3000:]
+        assert f"run `digest run --week {WEEK}` again" in " ".join(err.split())
+        assert stopped < 15  # 30 readers in batches of 2: it did stop early
+        fake.set_delay(0)
+        again = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        delivered = [message.to for message in fake.delivered]
+        assert sorted(delivered) == sorted(set(delivered)) and len(delivered) == 30

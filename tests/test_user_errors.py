@@ -86,3 +86,50 @@ def test_an_empty_email_option_is_refused(tmp_path: Path, seeded: dict[str, str]
     # An empty --email is a mistake, not "every category".
     result = run_digest("preview", "--week", WEEK, "--email", "", cwd=tmp_path, env=seeded)
     assert_user_error(result, "--email is empty")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["edit", "--week", "9999-W52", "--show"],
+        ["preview", "--week", "9999-W52"],
+        ["run", "--week", "9999-W52"],
+        ["approve", "--week", "9999-W52"],
+    ],
+)
+def test_a_week_past_the_calendar_is_a_sentence_and_exit_2(
+    command: list[str], tmp_path: Path, seeded: dict[str, str]
+) -> None:
+    # 9999-W52 ends in the year 10000: a sentence with the range, not an OverflowError.
+    result = run_digest(*command, cwd=tmp_path, env=seeded)
+    assert_user_error(result, "'9999-W52' is out of range", "1970-W01 to 9998-W52")
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("DIGEST_FROM_EMAIL", "not an address", "DIGEST_FROM_EMAIL='not an address' is not an"),
+        ("DIGEST_FROM_EMAIL", "", "DIGEST_FROM_EMAIL is empty"),
+        ("DIGEST_FROM_EMAIL", "digest@example.com\r\nBcc: all@example.com", "U+000D"),
+        ("DIGEST_FROM_NAME", "Verdict\r\nBcc: all@example.com", "DIGEST_FROM_NAME holds"),
+        ("DIGEST_DATABASE_URL", "mysql://root:hunter2@db/digest", "names a mysql:// database"),
+        ("DIGEST_DATABASE_URL", "digest.db", "DIGEST_DATABASE_URL is not a database URL"),
+        ("DIGEST_BATCH_SIZE", "lots", "DIGEST_BATCH_SIZE='lots' is not a whole number"),
+        ("DIGEST_BATCH_SIZE", "5000", "set it to a whole number from 1 to 1000"),
+        ("DIGEST_CATALOG_WAIT_MINUTES", "soon", "is not a number: set it to a number of at"),
+        ("DIGEST_APPROVAL", "yes", "DIGEST_APPROVAL='yes' is not one of"),
+        ("DIGEST_SITE_URL", "verdicts.example.com", "DIGEST_SITE_URL='verdicts.example.com' is"),
+        ("DIGEST_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+    ],
+)
+def test_a_wrong_setting_is_named_with_its_fix_before_anything_runs(
+    setting: str, value: str, said: str, tmp_path: Path
+) -> None:
+    # Settings are checked as a command starts, in our words: the variable, what is wrong,
+    # what it takes; never pydantic's text, never a password, never a traceback.
+    result = run_digest("status", "--week", WEEK, cwd=tmp_path, env={setting: value})
+    assert_user_error(result, said)
+    assert result.returncode == 2
+    for raw in ("validation error", "pydantic", "For further information", "hunter2"):
+        assert raw not in result.stderr

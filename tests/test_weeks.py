@@ -127,3 +127,18 @@ def test_resolve_week_defaults_to_the_last_complete_week() -> None:
     now = _utc("2026-11-30T08:00:00+00:00")
     assert resolve_week(None, now=now, zone=BERLIN) == IsoWeek(2026, 48)
     assert resolve_week("2026-W40", now=now, zone=BERLIN) == IsoWeek(2026, 40)
+
+
+@pytest.mark.parametrize("text", ["9999-W52", "9999-W01", "0001-W01", "1969-W52"])
+def test_weeks_the_calendar_cannot_reach_are_a_sentence_not_an_overflow(text: str) -> None:
+    # 9999-W52 ends in the year 10000, which no date holds: refused in words, with the range.
+    with pytest.raises(WeekError, match=r"out of range: weeks run from 1970-W01 to 9998-W52"):
+        IsoWeek.parse(text)
+
+
+@pytest.mark.parametrize("text", ["1970-W01", "9998-W52"])
+def test_the_first_and_last_weeks_have_a_window_and_neighbours(text: str) -> None:
+    # Every week parse accepts can be selected, previewed and sent: its window and neighbours exist.
+    week = IsoWeek.parse(text)
+    start, end = week.window(ZoneInfo("Pacific/Kiritimati"))
+    assert start < end and week.previous() < week < week.next()

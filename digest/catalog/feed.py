@@ -34,6 +34,7 @@ from digest import __version__
 from digest.catalog.decoding import EncodingError, coding_of, decoded
 from digest.config import Settings
 from digest.errors import CatalogFeedError, ConfigError
+from digest.retry import RetryPolicy
 
 USER_AGENT = f"verdict-digest/{__version__} (catalog sync)"
 # Longest wait between two tries, whatever the backoff or the server's Retry-After says.
@@ -128,6 +129,13 @@ def locate(url: str, given_as: str = "DIGEST_CATALOG_URL") -> FeedLocation:
     if not scheme or len(scheme) == 1:
         return FeedLocation(url=url, shown=shown, path=Path(url), given_as=given_as)
     if scheme == "file":
+        if (parts.hostname or "localhost").lower() != "localhost":
+            # file://otherhost/x names a file on another machine, not the local /x.
+            raise ConfigError(
+                f"{given_as}={shown} names a file on another machine ({parts.hostname}), which "
+                "cannot be read from here. Give a file on this machine (file:///path, or the "
+                "path itself) or the site's https:// feed."
+            )
         path = Path(url2pathname(parts.path))
         return FeedLocation(url=url, shown=shown, path=path, given_as=given_as)
     if scheme in ("http", "https") and not _has_host_and_port(parts):
@@ -190,18 +198,30 @@ class FeedClient:
             max_redirects=5,
             event_hooks={"request": [partial(_refuse_plain_redirect, location)]},
         ) as client:
-            for attempt in range(1, self.max_attempts + 1):
+            retry = self._retry_policy()
+            for attempt in retry.tries():
                 try:
                     return self._try(client, location, validators)
                 except _Transient as failure:
-                    if attempt == self.max_attempts:
+                    if not retry.has_next(attempt):
                         raise _failed(
                             location,
                             f"{failure.reason} on each of {attempt} tries",
                             "Check that the site is up, then run again.",
                         ) from None
-                    self.sleep(self._delay(attempt, failure.retry_after))
-        raise AssertionError("max_attempts is at least 1")
+                    retry.pause(attempt, failure.retry_after)
+        raise AssertionError("a retry policy has at least one try")
+
+    def _retry_policy(self) -> RetryPolicy:
+        # No jitter: one weekly fetch has nobody to spread out from.
+        return RetryPolicy(
+            attempts=self.max_attempts,
+            base_seconds=self.backoff_seconds,
+            max_backoff_seconds=MAX_DELAY_SECONDS,
+            max_wait_seconds=MAX_DELAY_SECONDS,
+            jitter=False,
+            sleep=self.sleep,
+        )
 
     def _headers(self, validators: Validators) -> dict[str, str]:
         headers = {
@@ -216,10 +236,6 @@ class FeedClient:
         if validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
         return headers
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = self.backoff_seconds * 2 ** (attempt - 1)
-        return min(MAX_DELAY_SECONDS, retry_after if retry_after is not None else backoff)
 
     def _try(
         self, client: httpx.Client, location: FeedLocation, validators: Validators

@@ -455,8 +455,3 @@ def _pricing(value: str) -> Literal["free", "freemium", "paid", "unknown"]:
     if value == "paid":
         return "paid"
     return "unknown"
-
-
-def catalog_document(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """A catalog file's JSON document around a list of tool dicts."""
-    return {"format": CATALOG_FORMAT, "tools": tools}

@@ -60,5 +60,5 @@ def catalog_sync(
         client=FeedClient.from_settings(settings),
         location=locate(where, "--url" if url else "DIGEST_CATALOG_URL"),
     )
-    typer.echo(f"Catalog {report.source} (generated {report.generated()}): {report.changes()}.")
+    typer.echo(f"Catalog {report.source} (generated: {report.generated()}): {report.changes()}.")
     print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")

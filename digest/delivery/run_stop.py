@@ -16,6 +16,7 @@ class StopKind(StrEnum):
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # transient errors outlasted every attempt
     NO_CANCEL_SLOT = "no-cancel-slot"  # every cancel slot is held, for longer than a run waits
     RECALLED = "recalled"  # the editor recalled the digest (`digest recall`)
+    STOPPED = "stopped"  # the run's process is going away (parent died, interrupt): no new request
 
 
 class RunStop:

@@ -42,7 +42,7 @@ from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.provider_batches import REQUESTS_PER_BATCH, RunBatches, SlotWaitTooLong
 from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import RecalledError, RunInProgressError
-from digest.links import Links
+from digest.links import Links, has_one_click_unsubscribe
 from digest.send.base import (
     AmbiguousSendError,
     BatchClosedError,
@@ -142,6 +142,8 @@ class RequestReport:
     batch_id: str | None = None
     message_id: str | None = None
     error: str | None = None
+    # Of the rows sent, those whose message carried both one-click unsubscribe headers.
+    with_unsubscribe_headers: int = 0
 
 
 @dataclass
@@ -163,6 +165,10 @@ class SendReport:
     @property
     def lost_answers(self) -> int:
         return sum(1 for r in self.requests if r.lost)
+
+    @property
+    def with_unsubscribe_headers(self) -> int:
+        return sum(r.with_unsubscribe_headers for r in self.requests)
 
     def progress(self) -> tuple[int, int, int]:
         """(rows put back, rows sent, answers lost) so far."""
@@ -399,9 +405,17 @@ def _deliver(
         with sender.engine.begin() as connection:
             outcome.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
         outcome.message_id = result.message_id
+        outcome.with_unsubscribe_headers = _with_unsubscribe_headers(batch, outcome.sent)
     report.add(outcome)
     if on_request is not None:
         on_request(outcome)
+
+
+def _with_unsubscribe_headers(batch: OutgoingBatch, sent: int) -> int:
+    """How many of the `sent` rows went with both one-click unsubscribe headers (at worst,
+    every recipient without them was among those sent)."""
+    without = sum(1 for r in batch.recipients if not has_one_click_unsubscribe(r.headers))
+    return max(0, sent - without)
 
 
 def _lost(

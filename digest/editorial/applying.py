@@ -240,8 +240,31 @@ def check_change(
     fresh = [p for p in problems if p not in known]
     if fresh:
         _refuse_excluding_a_pinned_tool(before, after)
+        _refuse_unpinning_what_edits_hold(before, after)
         raise EditError(f"{fresh[0]} Nothing was changed.")
     return content
+
+
+def _refuse_unpinning_what_edits_hold(before: EditSet, after: EditSet) -> None:
+    """Blame the removed pin, not the verdict or lead that stay on its pair."""
+    kept = {pair_key(*pin) for pin in after.pins}
+    lead = pair_key(*after.lead) if after.lead else None
+    for a, b in before.pins:
+        key = pair_key(a, b)
+        if key in kept:
+            continue
+        holding = [
+            f"--{name}"
+            for name, holds in (("verdict", key in after.verdicts), ("lead", key == lead))
+            if holds
+        ]
+        if holding:
+            fields = " ".join(option.removeprefix("--") for option in holding)
+            raise EditError(
+                f"--clear pin: {a}:{b} has {' and '.join(holding)} edits, which need the pin. "
+                f"Clear them first (--clear {fields}), or all in one command: --clear pin "
+                f"{fields}. Nothing was changed."
+            )
 
 
 def _refuse_excluding_a_pinned_tool(before: EditSet, after: EditSet) -> None:

@@ -180,6 +180,8 @@ def editor_name(given: str | None) -> str:
     if given is not None and given.strip():
         if "\n" in given.strip() or "\r" in given.strip():
             raise EditError("--by holds a line break. Give one name on one line.")
+        if "\t" in given:  # a name is recorded as typed: a tab would hide in every listing
+            raise EditError("--by holds a tab (U+0009). Give the name with spaces.")
         return checked_text(given, option="--by", limit=NAME_LIMIT, one_line=True)
     try:
         return getpass.getuser()

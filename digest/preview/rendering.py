@@ -320,8 +320,15 @@ def write_files(preview: Preview, directory: Path) -> list[Path]:
     return paths
 
 
+# Every test copy's subject starts with this, whatever backend carries it.
+TEST_MARK = "[TEST] "
+
+
 def send_test(settings: Settings, preview: Preview, address: str) -> str | None:
-    """Mail the preview to an editor through the backend: marked a test, recorded nowhere."""
+    """Mail the preview to an editor through the backend: marked a test, recorded nowhere.
+
+    The mark is put on the subject here, once, so that every backend sends it (SendGrid takes
+    the batch's subject as it is)."""
     from digest.send import get_backend
 
     html_part = preview.message.get_body(("html",))
@@ -332,7 +339,7 @@ def send_test(settings: Settings, preview: Preview, address: str) -> str | None:
     batch = OutgoingBatch(
         digest_id=0,
         week=preview.week,
-        subject=preview.subject,
+        subject=TEST_MARK + preview.subject,
         html=html_part.get_content(),
         text=text_part.get_content(),
         recipients=[recipient],

@@ -2,12 +2,16 @@
 
 An approval is of one exact content: the SHA-256 of the composed digest (edits applied) and of
 the edits themselves. An edit or a catalog change after it gives another hash, which has no
-answer yet, so the run waits again. Answers are rows of `approval` (who, when, a note); a run
-that waits writes a `waiting` row with its flow run id, so `digest approve` knows which run to
-resume; when none waits, the answer it records is found by the next run. `digest approve`
-answers the content as it is now, never a stale copy: a run that waits on older content is
-answered too (the row names its flow run), and composes again to find it; the older content
-stays unanswered. For one hash the latest answer counts.
+answer yet, so the run waits again. Answers are rows of `approval` (who, when, a note); for one
+hash the latest answer counts, for a run that did not wait.
+
+A run that waits writes a `waiting` row with its flow run id. Whoever answers it first decides,
+whether `digest approve` or the form on the paused run in the Prefect UI: the answer's row and
+the end of the wait are one step, an update of the waiting row that only one answer can make
+(its `note`, empty while the run waits, becomes `answered:<row id>`, or `expired` when the run
+gave up). Every other answer is still recorded, and told which answer the run took. `digest
+approve` answers the content as it is now, never a stale copy: a run that waits on older content
+takes the answer too, and composes again to find it; the older content stays unanswered.
 
 The flow (flows/approval.py) pauses and resumes; everything it decides with is here.
 """
@@ -19,10 +23,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
 
 from digest.content.compose import filter_for_categories
 from digest.content.frozen import DigestContent
@@ -56,11 +61,22 @@ class Decision:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A run paused for an answer about one content."""
+    """A run's wait for an answer about one content: its `waiting` row, and how it ended."""
 
+    row_id: int
+    week: str
     flow_run_id: str
     content_hash: str
     since: datetime
+    ended: str = ""  # empty while the run waits; else `answered:<row id>` or `expired`
+
+    @property
+    def answered(self) -> bool:
+        return self.ended.startswith(_ANSWERED)
+
+
+# A waiting row's note says how the wait ended; empty while the run waits.
+_ANSWERED, EXPIRED = "answered:", "expired"
 
 
 def content_hash(content: DigestContent, edits: EditSet) -> str:
@@ -92,29 +108,6 @@ def decision_for(engine: Engine, *, week: str, content_hash: str) -> Decision | 
     return _decision_of(row) if row is not None else None
 
 
-def answer_to_run(engine: Engine, *, flow_run_id: str) -> Decision | None:
-    """The answer recorded for a waiting run since it began to wait (by `digest approve`, when
-    it could not reach the run through the API), whatever content it covers."""
-    with engine.connect() as connection:
-        began = connection.execute(
-            select(APPROVAL.c.id)
-            .where(APPROVAL.c.flow_run_id == flow_run_id, APPROVAL.c.decision == WAITING)
-            .order_by(APPROVAL.c.id.desc())
-            .limit(1)
-        ).scalar()
-        row = connection.execute(
-            select(APPROVAL)
-            .where(
-                APPROVAL.c.flow_run_id == flow_run_id,
-                APPROVAL.c.decision.in_((APPROVED, REJECTED)),
-                APPROVAL.c.id > (began or 0),
-            )
-            .order_by(APPROVAL.c.id.desc())
-            .limit(1)
-        ).first()
-    return _decision_of(row) if row is not None else None
-
-
 def _decision_of(row: Any) -> Decision:
     """An `approval` row that answers (approved or rejected) as a Decision."""
     return Decision(
@@ -127,29 +120,42 @@ def _decision_of(row: Any) -> Decision:
     )
 
 
+def _insert_decision(connection: Connection, decision: Decision, *, flow_run_id: str | None) -> int:
+    inserted = connection.execute(
+        insert(APPROVAL).values(
+            week=decision.week,
+            content_hash=decision.content_hash,
+            decision=APPROVED if decision.approved else REJECTED,
+            note=decision.note,
+            decided_by=decision.by,
+            decided_at=decision.at,
+            flow_run_id=flow_run_id,
+        )
+    )
+    return _row_id(inserted)
+
+
+def _row_id(inserted: Any) -> int:
+    """The id of the row an insert made."""
+    key = inserted.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def record_decision(
     engine: Engine, decision: Decision, *, flow_run_id: str | None = None
 ) -> Decision:
+    """An answer for whichever run asks about its content next (no run waits for it)."""
     with engine.begin() as connection:
-        connection.execute(
-            insert(APPROVAL).values(
-                week=decision.week,
-                content_hash=decision.content_hash,
-                decision=APPROVED if decision.approved else REJECTED,
-                note=decision.note,
-                decided_by=decision.by,
-                decided_at=decision.at,
-                flow_run_id=flow_run_id,
-            )
-        )
+        _insert_decision(connection, decision, flow_run_id=flow_run_id)
     return decision
 
 
 def record_waiting(
     engine: Engine, *, week: str, content_hash: str, flow_run_id: str, at: datetime
-) -> None:
+) -> Waiting:
     with engine.begin() as connection:
-        connection.execute(
+        inserted = connection.execute(
             insert(APPROVAL).values(
                 week=week,
                 content_hash=content_hash,
@@ -160,21 +166,84 @@ def record_waiting(
                 flow_run_id=flow_run_id,
             )
         )
+    row_id = _row_id(inserted)
+    return Waiting(
+        row_id=row_id, week=week, flow_run_id=flow_run_id, content_hash=content_hash, since=at
+    )
 
 
 def waiting_run(
     engine: Engine, *, week: str, now: datetime, timeout_minutes: int
 ) -> Waiting | None:
-    """The run that waits for the week's answer: the latest row says so and has not timed out."""
+    """The week's latest wait for an answer, open or answered (a run that gave up, or whose
+    time is up, waits for nothing)."""
     with engine.connect() as connection:
         row = connection.execute(
-            select(APPROVAL).where(APPROVAL.c.week == week).order_by(APPROVAL.c.id.desc()).limit(1)
+            select(APPROVAL)
+            .where(APPROVAL.c.week == week, APPROVAL.c.decision == WAITING)
+            .order_by(APPROVAL.c.id.desc())
+            .limit(1)
         ).first()
-    if row is None or row.decision != WAITING or row.flow_run_id is None:
+    if row is None or row.flow_run_id is None or row.note == EXPIRED:
         return None
     if row.decided_at + timedelta(minutes=timeout_minutes) < now:
         return None
-    return Waiting(flow_run_id=row.flow_run_id, content_hash=row.content_hash, since=row.decided_at)
+    return Waiting(
+        row_id=row.id,
+        week=row.week,
+        flow_run_id=row.flow_run_id,
+        content_hash=row.content_hash,
+        since=row.decided_at,
+        ended=row.note,
+    )
+
+
+def _close_wait(connection: Connection, waiting: Waiting, outcome: str) -> bool:
+    """End the wait with `outcome`, unless something ended it first: the one decision."""
+    ended = connection.execute(
+        update(APPROVAL)
+        .where(APPROVAL.c.id == waiting.row_id, APPROVAL.c.note == "")
+        .values(note=outcome)
+    )
+    return bool(ended.rowcount)
+
+
+def answer_wait(
+    engine: Engine, waiting: Waiting, decision: Decision
+) -> tuple[bool, Decision | None]:
+    """Record `decision` for the waiting run and try to end its wait with it.
+
+    (True, decision) when this answer is the one the run takes; else (False, the answer it took
+    instead), or (False, None) when the run had stopped waiting. Either way `decision` stays
+    recorded: the next run that composes the same content finds it.
+    """
+    with engine.begin() as connection:
+        row_id = _insert_decision(connection, decision, flow_run_id=waiting.flow_run_id)
+        if _close_wait(connection, waiting, f"{_ANSWERED}{row_id}"):
+            return True, decision
+    return False, taken_answer(engine, waiting)
+
+
+def give_up_waiting(engine: Engine, waiting: Waiting) -> Decision | None:
+    """The run's time is up: end the wait unanswered, unless an answer came first (returned)."""
+    with engine.begin() as connection:
+        if _close_wait(connection, waiting, EXPIRED):
+            return None
+    return taken_answer(engine, waiting)
+
+
+def taken_answer(engine: Engine, waiting: Waiting) -> Decision | None:
+    """The answer that ended the wait, if an answer did."""
+    with engine.connect() as connection:
+        note = connection.execute(
+            select(APPROVAL.c.note).where(APPROVAL.c.id == waiting.row_id)
+        ).scalar_one()
+        if not note.startswith(_ANSWERED):
+            return None
+        row = connection.execute(
+            select(APPROVAL).where(APPROVAL.c.id == int(note.removeprefix(_ANSWERED)))
+        ).one()
+    return _decision_of(row)
 
 
 class ApprovalFrozenError(ApprovalError):
@@ -205,14 +274,27 @@ def current_hash(engine: Engine, edition: Edition, week: IsoWeek, *, waited: boo
     return hash_of(engine, prepared)
 
 
+class Handover(StrEnum):
+    """What became of an answer of `digest approve`."""
+
+    RESUMED = "resumed"  # it ended the run's wait, and resumed the run through the Prefect API
+    TAKEN = "taken"  # it ended the run's wait; the run saw it first and resumed itself
+    RECORDED = "recorded"  # it ended the run's wait; the run takes it at its next look
+    GONE = "gone"  # it ended the wait of a run that had died: the next run finds it
+    UNREACHABLE = "unreachable"  # it ended the run's wait; the Prefect API did not answer
+    ANSWERED_BEFORE = "answered-before"  # the run had already taken another answer
+    NO_RUN = "no-run"  # no run waits: the next run finds it
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What `digest approve` did: the decision (about the content as it is now) and the run
-    that waited, if one did, with whether it was resumed through the Prefect API."""
+    """What `digest approve` did: the decision (about the content as it is now), the run that
+    waited, if one did, what became of the answer, and the answer that run took."""
 
     decision: Decision
     waiting: Waiting | None
-    resumed: bool
+    handover: Handover
+    taken: Decision | None = None
 
     @property
     def content_changed(self) -> bool:
@@ -227,26 +309,39 @@ def answer_now(
     *,
     decision: Decision,
     timeout_minutes: int,
-    resume: Callable[[Waiting, Decision], bool] | None = None,
+    resume: Callable[[Waiting, Decision], Handover] | None = None,
 ) -> Answer:
     """Answer about the week's content as it is now (the decision's hash is set here).
 
-    The answer is recorded for the current content only, marked for the waiting run if one
-    waits: that run is resumed through `resume` (the Prefect API) when given, or finds the row
-    by polling. Either way it composes again, finds the current content answered and freezes
-    it without waiting again; the content it waited on, which nobody answered, stays unanswered.
+    With a run waiting, the answer is recorded for it and ends its wait in the same step, unless
+    another answer did first (then, or when the week's latest wait was answered already, the
+    Answer names the answer the run took). The run that takes it is resumed through `resume`
+    (the Prefect API, which says whether it resumed the run, the run had resumed itself, or the
+    run is gone) or, without one, finds the answer at its next look. Either way it composes
+    again, finds the current content answered and freezes it without waiting again; the content
+    it waited on, which nobody answered, stays unanswered.
     """
     waiting = waiting_run(engine, week=str(week), now=decision.at, timeout_minutes=timeout_minutes)
+    is_open = waiting is not None and not waiting.ended
+    # A run that waits, or took an answer a moment ago (and may have frozen it since), is told
+    # about, not refused: racing approvers learn which answer it took.
     now_hash = current_hash(engine, edition, week, waited=waiting is not None)
     decision = replace(decision, week=str(week), content_hash=now_hash)
-    record_decision(engine, decision, flow_run_id=waiting.flow_run_id if waiting else None)
     if waiting is None:
-        return Answer(decision, None, resumed=False)
-    if resume is not None:
-        if resume(waiting, decision):
-            return Answer(decision, waiting, resumed=True)
-        return Answer(decision, None, resumed=False)  # it stopped waiting: the next run finds it
-    return Answer(decision, waiting, resumed=False)
+        record_decision(engine, decision)
+        return Answer(decision, None, Handover.NO_RUN)
+    if is_open:
+        ended, taken = answer_wait(engine, waiting, decision)
+    else:  # the run took an answer already: this one is recorded, for a later run
+        record_decision(engine, decision)
+        ended, taken = False, taken_answer(engine, waiting)
+    if not ended:
+        if taken is None:  # it gave up waiting just before: the next run finds this answer
+            return Answer(decision, None, Handover.NO_RUN)
+        return Answer(decision, waiting, Handover.ANSWERED_BEFORE, taken)
+    if resume is None:
+        return Answer(decision, waiting, Handover.RECORDED, decision)
+    return Answer(decision, waiting, resume(waiting, decision), decision)
 
 
 def recipients_by_variant(engine: Engine, content: DigestContent) -> list[tuple[str, int, bool]]:

@@ -13,12 +13,14 @@ from digest.catalog.sync import SyncReport
 from digest.content.frozen import DigestContent
 from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import (
+    ComplianceError,
     DigestError,
     RecalledError,
     RunIncompleteError,
     RunInProgressError,
     SendAuthError,
 )
+from digest.run.compliance import failures
 from digest.states import FAILS_THE_RUN, DeliveryState
 
 
@@ -39,6 +41,9 @@ class RunSummary:
     batches: int = 0  # requests that carried this run's sends
     batch_ids: int = 0  # provider batches those requests went under
     lost_answers: int = 0  # answers lost (timeout, dropped connection, 5xx), each batch cancelled
+    # Of this run's sends, those the send saw go with both one-click unsubscribe headers; None
+    # when the send stopped unexpectedly and could not say.
+    with_unsubscribe_headers: int | None = 0
     dry_run: bool = False
     already_complete: bool = False
     note: str = ""
@@ -92,6 +97,9 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
         return RunIncompleteError(
             f"{stop.reason[0].upper()}{stop.reason[1:]}. {incomplete_message(summary)}"
         )
+    if stop is not None and stop.kind is StopKind.STOPPED:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()) if n)
+        return RunIncompleteError(f"{stop.reason} Deliveries now: {counts or 'none'}.")
     if stop is not None and stop.kind is StopKind.REQUEST_REFUSED:
         return RunIncompleteError(
             f"{stop.reason}. The provider refused the request as a whole, not one recipient, "
@@ -101,9 +109,27 @@ def run_error(summary: RunSummary, stop: RunStop | None = None) -> DigestError |
             f"restarted after the change), then press Retry on this flow run or run "
             f"`digest run --week {summary.week}`."
         )
+    problems = failures(summary.compliance)
+    if problems:
+        return compliance_error(summary.week, problems, sent=summary.sent_this_run)
     if summary.unfinished:
         return RunIncompleteError(incomplete_message(summary))
     return None
+
+
+def compliance_error(week: str, problems: list[str], *, sent: int) -> ComplianceError:
+    """The run fails on what a bulk sender must carry: before the send, nobody got it."""
+    what = "; ".join(problems)
+    if not sent:
+        return ComplianceError(
+            f"The digest of {week} was not sent: {what}. Fix the templates or the setting it "
+            f"names, then run `digest run --week {week} --refreeze`; every delivery is still "
+            "pending."
+        )
+    return ComplianceError(
+        f"The run for {week} sent {sent} message(s), but {what}. Nobody is mailed twice by a "
+        "rerun; fix the send path (digest/links.py recipient_headers) before the next week."
+    )
 
 
 # What resolves rows left in each state, in the words of the Prefect UI and the shell.

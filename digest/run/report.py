@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from digest.run.outcome import RunSummary
 
 
@@ -59,14 +61,29 @@ def render_markdown(summary: RunSummary) -> str:
             "",
             "## Compliance",
             "",
-            "- List-Unsubscribe link in every variant: "
+            "- Unsubscribe link in both parts of every variant (checked before the send): "
             + ("yes" if c.get("list_unsubscribe") else "NO"),
-            f"- Postal address in every variant: {'yes' if c.get('postal_address') else 'NO'}",
+            "- Postal address in both parts of every variant (checked before the send): "
+            + ("yes" if c.get("postal_address") else "NO"),
             f"- Largest HTML body: {c.get('max_html_bytes', 0) / 1024:.1f} KB "
-            f"({'under' if c.get('html_under_102kb') else 'OVER'} Gmail's 102 KB clip)",
-            "- List-Unsubscribe and List-Unsubscribe-Post headers: set on every message when sent",
+            f"({'under' if c.get('html_under_102kb') else 'OVER'} Gmail's 102 KB clip; the "
+            "freeze refuses a larger digest)",
         ]
+        if "messages_sent" in c:
+            lines.append(f"- List-Unsubscribe and List-Unsubscribe-Post headers: {_headers(c)}")
     return "\n".join(lines) + "\n"
+
+
+def _headers(checks: dict[str, Any]) -> str:
+    """What the send saw of the one-click headers, against the ledger's count of sends."""
+    sent, seen = checks["messages_sent"], checks.get("with_unsubscribe_headers")
+    if not sent:
+        return "no message sent by this run"
+    if seen is None:
+        return f"not known for the {sent} message(s) sent: the send stopped unexpectedly"
+    if seen < sent:
+        return f"NO: on {seen} of the {sent} messages this run sent"
+    return f"on all {sent} messages this run sent (checked on each request the provider accepted)"
 
 
 def _catalog_lines(summary: RunSummary) -> list[str]:

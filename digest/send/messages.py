@@ -49,7 +49,7 @@ def build_message(
     # Address quotes or encodes the whole name, so a comma in "Zoë O'Brien, PhD" stays in it.
     message["From"] = _address(batch.from_name, batch.from_email)
     message["To"] = _address(recipient.name, recipient.email)
-    message["Subject"] = ("[TEST] " if batch.is_test else "") + subject
+    message["Subject"] = subject  # a test copy's subject carries its mark already
     message["Date"] = format_datetime(now or datetime.now(UTC))
     domain = batch.from_email.rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(
