@@ -114,8 +114,9 @@ def test_events_that_arrive_later_raise_the_counts_without_counting_twice(
     # SendGrid delivers events at least once and for days: a repeat changes nothing, news counts.
     before = report_json()
     reader1 = answered.deliveries["reader1@example.com"]
-    repeated = event("delivered", reader1)
-    post_events(client, signer, [repeated, dict(repeated), event("open", reader1)])
+    address = "reader1@example.com"
+    repeated = event("delivered", reader1, email=address)
+    post_events(client, signer, [repeated, dict(repeated), event("open", reader1, email=address)])
     after = report_json()
     assert after["delivered"] == before["delivered"]
     assert after["opened"] == 3 and after["machine_opened"] == 0

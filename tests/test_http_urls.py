@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from digest.catalog.importer import ToolIn
 from digest.config import Settings
+from digest.errors import ConfigError
 from digest.http_urls import is_http_url
 from digest.render.variant import http_url
 from digest.web.pages import Pages
@@ -68,9 +69,12 @@ def test_the_email_renderer_drops_a_url_that_fails(url: str) -> None:
 
 
 @pytest.mark.parametrize("site_url", ["javascript:alert(1)", "https://example.com/<x>"])
-def test_the_web_pages_fall_back_to_the_site_root_for_a_bad_site_url(site_url: str) -> None:
-    # A configured site link that fails the rule is shown as "/", never as given.
-    settings = Settings.model_validate({"DIGEST_SITE_URL": site_url})
-    assert Pages(settings).globals["site_url"] == "/"
+def test_a_bad_site_url_is_refused_at_start_and_the_pages_never_show_it(site_url: str) -> None:
+    # The setting is refused with a sentence when the settings load; should a bad value reach
+    # the pages all the same (settings built without validation), they link to "/" instead.
+    with pytest.raises(ConfigError, match=r"DIGEST_SITE_URL=.* is not an http"):
+        Settings.model_validate({"DIGEST_SITE_URL": site_url})
+    unchecked = Settings.model_construct(site_url=site_url)
+    assert Pages(unchecked).globals["site_url"] == "/"
     good = Settings.model_validate({"DIGEST_SITE_URL": "https://digest.example.com"})
     assert Pages(good).globals["site_url"] == "https://digest.example.com"

@@ -115,5 +115,6 @@ def print_table(week: WeekReport) -> None:
     kinds = ", ".join(f"{kind} {n}" for kind, n in week.clicks.items())
     typer.echo(f"  clicks by link: {kinds}")
     for pair in week.pairs:
-        typer.echo(f"  pair {pair.a} vs {pair.b}: {pair.clicks} clicks")
+        plural = "" if pair.clicks == 1 else "s"
+        typer.echo(f"  pair {pair.a} vs {pair.b}: {pair.clicks} click{plural}")
     typer.echo("Opens are a floor: readers whose mail app loads no images are never seen opening.")
