@@ -1,4 +1,4 @@
-"""Wall time of the read-only `digest` commands, each a fresh process, as an editor runs them.
+"""Wall time of everyday `digest` commands, each a fresh process, as an editor or ops runs them.
 
 Seeds a temporary folder with the shipped sample catalog and subscribers, then runs each command
 N times and prints the best and median seconds. Usage: python bench/bench_commands.py [--runs N]
@@ -18,11 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGEST = str(ROOT / ".venv" / "bin" / "digest")
 SAMPLES = ROOT / "digest" / "samples"
 WEEK = "2026-W10"  # the sample catalog's newest week
+PREVIOUS_WEEK = "2026-W09"  # new tools, never sent
+EMPTY_WEEK = "2026-W30"  # no new tools
 COMMANDS = [
     ["--help"],
     ["status", "--week", WEEK, "--json"],
     ["preview", "--week", WEEK, "--format", "json"],
     ["subscribers", "export"],
+    ["edit", "--week", WEEK, "--show"],
+    ["votes", "--week", WEEK],
+    ["report", "--week", WEEK, "--format", "json"],
+    # No run waits for it (no Prefect server is reached): the answer is recorded for the next run.
+    ["approve", "--week", PREVIOUS_WEEK, "--note", "Fine", "--by", "Ada"],
+    # Nothing new in the week: answered from the database, with no Prefect server.
+    ["run", "--week", EMPTY_WEEK, "--dry-run"],
     # The week was sent while seeding: a rerun answers from the ledger, with no Prefect server.
     ["run", "--week", WEEK],
 ]
@@ -52,11 +61,11 @@ def main() -> None:
             ["run", "--week", WEEK],
         ):
             _run(seed, folder, env)
-        print(f"{'command':<44} {'best':>7} {'median':>7}")
+        print(f"{'command':<56} {'best':>7} {'median':>7}")
         for args in COMMANDS:
             times = [_run(args, folder, env) for _ in range(runs)]
             shown = "digest " + " ".join(args)
-            print(f"{shown:<44} {min(times):>6.2f}s {statistics.median(times):>6.2f}s")
+            print(f"{shown:<56} {min(times):>6.2f}s {statistics.median(times):>6.2f}s")
 
 
 if __name__ == "__main__":
