@@ -27,8 +27,8 @@ from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.engagement import answer_week
 from tests.support.scenario import WEEK
 from tests.support.sent_week import send_week
+from tests.support.voting import votes
 from tests.support.webhook_events import Signer
-from tests.test_votes import votes
 
 pytestmark = pytest.mark.browser
 
