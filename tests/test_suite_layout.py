@@ -87,7 +87,9 @@ def test_no_support_module_imports_a_test_module() -> None:
         ("from .test_a import helper", "tests.test_a"),
         ("from . import test_a", "tests.test_a"),
         ("from tests.hostile.test_corpus import CASES", "tests.hostile.test_corpus"),
-        ("def later():\n    from tests.test_a import helper", "tests.test_a"),
+        pytest.param(
+            "def later():\n    from tests.test_a import helper", "tests.test_a", id="in-a-function"
+        ),
     ],
 )
 def test_every_form_of_importing_a_test_module_is_found_with_its_file_and_line(
