@@ -16,7 +16,7 @@ import pytest
 from digest.send.base import OutgoingBatch, Recipient
 from digest.send.outbox import OutboxBackend
 from tests.fakes.fake_sendgrid import FakeSendGrid
-from tests.test_sendgrid_backend import API_KEY, make_backend
+from tests.support.sendgrid_backend import API_KEY, make_backend
 
 NAMES = [
     "Zoë O'Brien, PhD",

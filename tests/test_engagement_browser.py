@@ -27,8 +27,8 @@ from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.support.engagement import answer_week
 from tests.support.scenario import WEEK
 from tests.support.sent_week import send_week
-from tests.test_votes import votes
-from tests.test_webhook import Signer
+from tests.support.voting import votes
+from tests.support.webhook_events import Signer
 
 pytestmark = pytest.mark.browser
 

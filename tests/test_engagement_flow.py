@@ -29,7 +29,7 @@ from tests.support.engagement import answer_week
 from tests.support.prefect_server import PrefectServer
 from tests.support.scenario import WEEK
 from tests.support.sent_week import send_week
-from tests.test_webhook import Signer
+from tests.support.webhook_events import Signer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from tests.support.cli import assert_user_error, run_digest
 from tests.support.engagement import EXPECTED, Answered, answer_week, post_events
 from tests.support.scenario import WEEK
 from tests.support.sent_week import NEXT_WEEK, next_week_tools, send_week
-from tests.test_webhook import Signer, event
+from tests.support.webhook_events import Signer, event
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> $x^2$ | **bold**'
 

@@ -17,9 +17,10 @@ from digest.models import Delivery
 from digest.send.base import OutgoingBatch, Recipient
 from digest.send.memory import MemoryBackend
 from digest.send.outbox import OutboxBackend
+from tests.support.ledger_data import state_counts_of
 from tests.support.scenario import WEEK
+from tests.support.send_path import begin_new_run, prepare_batched_week, send_plan_of
 from tests.support.senders import send_of
-from tests.test_send_pipeline import _begin_run, _counts, _plan, _prepare
 
 
 def _break_row(url: str, digest_id: int, planned: str, **values: Any) -> int:
@@ -53,12 +54,12 @@ def test_an_unbuildable_message_fails_its_row_and_the_rest_are_written_once(
     tmp_path: Path, values: dict[str, str]
 ) -> None:
     # A bad recipient never keeps its batch in `sending`: it fails with its reason, others go once.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     bad_id = _break_row(settings.database_url, digest_id, "reader2@example.com", **values)
-    owner = _begin_run(settings, digest_id)
+    owner = begin_new_run(settings, digest_id)
     outbox = tmp_path / "refusals-outbox"
-    send_of(settings, _plan(settings, digest_id, owner), backend=OutboxBackend(outbox))
-    assert _counts(settings, digest_id) == {"sent": 5, "failed": 1}
+    send_of(settings, send_plan_of(settings, digest_id, owner), backend=OutboxBackend(outbox))
+    assert state_counts_of(settings, digest_id) == {"sent": 5, "failed": 1}
     files = sorted((outbox / WEEK).glob("*.eml"))
     assert len(files) == 5
     written = {

@@ -14,7 +14,7 @@ from digest.errors import ConfigError
 from digest.links import LinkTemplates
 from digest.render.placeholders import NAME_HTML, NAME_TEXT, greeting_substitutions
 from tests.content_factories import make_content, make_pair, make_tool
-from tests.test_render import parse, render
+from tests.support.rendered import parse, render
 
 SKIPPED = {
     "ship_count": 1,

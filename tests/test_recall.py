@@ -19,37 +19,31 @@ from digest.cli.recall import print_recall
 from digest.config import Settings
 from digest.db import get_engine
 from digest.delivery import ledger, sending
-from digest.delivery.cancelling import canceller_for
 from digest.errors import ConfigError, RecalledError, RunInProgressError
 from digest.models import PROVIDER_BATCH_TABLE as PROVIDER_BATCH
 from digest.models import Delivery
 from digest.run import bookkeeping, outcome, preparation
 from digest.run.outcome import RunSummary
-from digest.run.recall import RecallResult, recall
 from digest.send import get_backend
 from digest.weeks import IsoWeek, utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, delivered_record
 from tests.support import list_shape
 from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import write_catalog, write_subscribers
+from tests.support.ledger_data import state_counts_of
 from tests.support.prefect_server import PrefectServer
 from tests.support.scenario import WEEK, week_tools
+from tests.support.scheduled import (
+    fake,
+    planned_emails,
+    prepare_week,
+    recall_week,
+    run_week,
+    settings_with,
+)
 from tests.support.senders import send_of
-from tests.test_scheduled_sends import _counts, _planned, _prepare, _run, _settings, fake
 
-__all__ = ["fake"]  # the fixture, shared with the scheduled-send tests
-
-
-def _recall(settings: Settings, *, wait_seconds: float = 60.0) -> RecallResult:
-    engine = get_engine(settings.database_url)
-    with get_backend(settings) as backend:
-        return recall(
-            engine,
-            week=WEEK,
-            canceller=canceller_for(settings, engine=engine, backend=backend),
-            lease_seconds=settings.lease_seconds,
-            wait_seconds=wait_seconds,
-        )
+__all__ = ["fake"]  # the fixture, shared by the scheduled-send and recall tests
 
 
 def _compose_again(settings: Settings) -> int:
@@ -85,10 +79,10 @@ def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_
 ) -> None:
     # Sent 900 s ahead: every batch is cancelled, nobody gets the digest, the frozen content is
     # dropped, and no run sends the week again until one is started after the recall.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path)
-    _run(settings, digest_id)
-    result = _recall(settings)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = prepare_week(settings, tmp_path)
+    run_week(settings, digest_id)
+    result = recall_week(settings)
     assert (result.stopped, result.on_their_way, result.released) == (6, 0, True)
     assert fake.delivered == []
     assert set(fake.statuses) == {request.envelope["batch_id"] for request in fake.requests}
@@ -96,12 +90,12 @@ def test_recall_stops_every_batch_still_held_releases_the_content_and_holds_the_
         assert ledger.find_digest(connection, WEEK) is None  # edits and catalog fixes apply
     digest_id = _compose_again(settings)
     with pytest.raises(RecalledError, match="--after-recall"):
-        _run(settings, digest_id)
-    assert _counts(settings, digest_id) == {"pending": 6}
+        run_week(settings, digest_id)
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     _after_recall(settings, digest_id)
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     delivered = Counter(message.to for message in fake.delivered)
-    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert delivered == Counter({email: 1 for email in planned_emails(settings, digest_id)})
 
 
 def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
@@ -112,9 +106,9 @@ def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
 ) -> None:
     # A batch within the cancel deadline cannot be stopped: its rows stay `sent`, the content
     # stays frozen, and a run after the recall sends only what was stopped.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path)
-    _run(settings, digest_id, requests_per_batch=1)  # a batch per request: 2 + 2 + 1 and 1 rows
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = prepare_week(settings, tmp_path)
+    run_week(settings, digest_id, requests_per_batch=1)  # a batch per request: 2 + 2 + 1 and 1 rows
     engine = get_engine(settings.database_url)
     with engine.begin() as connection:
         close = min(ledger.sent_batches(connection, digest_id=digest_id), key=lambda b: b.rows)
@@ -130,17 +124,17 @@ def test_batches_too_close_to_their_send_time_are_counted_on_their_way(
             .values(send_at=soon)
         )
     assert close.rows == 1
-    result = _recall(settings)
+    result = recall_week(settings)
     assert (result.stopped, result.on_their_way, result.released) == (5, 1, False)
-    assert _counts(settings, digest_id) == {"pending": 5, "sent": 1}
+    assert state_counts_of(settings, digest_id) == {"pending": 5, "sent": 1}
     assert len(fake.delivered) == 1
     with pytest.raises(RecalledError):
-        _run(settings, digest_id)
+        run_week(settings, digest_id)
     _after_recall(settings, digest_id)
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     delivered = Counter(message.to for message in fake.delivered)
-    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert delivered == Counter({email: 1 for email in planned_emails(settings, digest_id)})
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 @pytest.mark.slow
@@ -149,11 +143,11 @@ def test_recall_stops_a_send_of_more_requests_than_the_provider_has_cancel_slots
 ) -> None:
     # SendGrid keeps 10 batches cancelled at once; 60 requests (of one recipient each) share
     # one provider batch, so a recall stops all of them with slots to spare.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
-    digest_id = _prepare(settings, tmp_path, extra=54)
-    _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = prepare_week(settings, tmp_path, extra=54)
+    run_week(settings, digest_id)
     assert len(fake.requests) == 60
-    result = _recall(settings)
+    result = recall_week(settings)
     assert (result.stopped, result.on_their_way, result.problems) == (60, 0, ())
     assert fake.delivered == [] and len(fake.statuses) == 1
 
@@ -210,15 +204,15 @@ def test_a_recall_while_a_run_holds_the_week_marks_it_and_the_run_stops_at_its_n
     # A run that does not let go of the week within the recall's wait: the recall is refused
     # with what to do, but the week is marked, so the run stops before its next request and
     # ends saying it was recalled.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch, DIGEST_BATCH_SIZE="2")
+    digest_id = prepare_week(settings, tmp_path)
     engine = get_engine(settings.database_url)
     owner = ledger.new_owner()  # this process: a live run
     bookkeeping.begin_run(
         engine, digest_id=digest_id, owner=owner, lease_seconds=60, resend_uncertain=False
     )
     with pytest.raises(RunInProgressError, match="marked recalled") as refused:
-        _recall(settings, wait_seconds=0.5)
+        recall_week(settings, wait_seconds=0.5)
     assert "what it already sent is still scheduled" in str(refused.value)
     assert "nothing was sent by this run" not in str(refused.value)  # a run's advice, not ours
     plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner)
@@ -227,7 +221,7 @@ def test_a_recall_while_a_run_holds_the_week_marks_it_and_the_run_stops_at_its_n
     assert report.requests == [] and stop.kind is sending.StopKind.RECALLED
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     assert isinstance(outcome.run_error(summary, stop), RecalledError)
-    assert fake.requests == [] and _counts(settings, digest_id) == {"pending": 6}
+    assert fake.requests == [] and state_counts_of(settings, digest_id) == {"pending": 6}
 
 
 @pytest.mark.parametrize("lead", ["300", "600", "660"])
@@ -237,10 +231,10 @@ def test_a_lead_time_that_leaves_no_time_to_cancel_is_refused(
     # A lead within SendGrid's cancel deadline, plus a request's whole timeout and the 30 s a
     # cancel takes to ask and confirm, could leave a lost answer nobody can cancel: a clear
     # error before anything is sent. One second more is fine.
-    settings = _settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS=lead)
+    settings = settings_with(monkeypatch, DIGEST_SEND_LEAD_SECONDS=lead)
     with pytest.raises(ConfigError, match=f"DIGEST_SEND_LEAD_SECONDS={lead} leaves no time"):
         get_backend(settings)
-    assert get_backend(_settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS="661")) is not None
+    assert get_backend(settings_with(monkeypatch, DIGEST_SEND_LEAD_SECONDS="661")) is not None
 
 
 def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_again(
@@ -251,13 +245,13 @@ def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_ag
 ) -> None:
     # Unreachable (or a refused key): no batch fares better, so the recall stops asking at the
     # first, exits 1 and says nothing is certain yet; run again once fixed, it stops them all.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
-    digest_id = _prepare(settings, tmp_path, extra=30)
-    _run(settings, digest_id)
-    unreachable = _settings(
+    settings = settings_with(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = prepare_week(settings, tmp_path, extra=30)
+    run_week(settings, digest_id)
+    unreachable = settings_with(
         monkeypatch, DIGEST_SENDGRID_HOST="http://127.0.0.1:9", DIGEST_SEND_MAX_ATTEMPTS="2"
     )
-    result = _recall(unreachable)
+    result = recall_week(unreachable)
     assert result.stopped == 0 and result.on_their_way == 36
     assert result.unreachable is not None and "could not connect" in result.unreachable
     with pytest.raises(typer.Exit) as ended:
@@ -267,7 +261,7 @@ def test_a_recall_that_cannot_reach_sendgrid_stops_at_once_and_says_to_run_it_ag
     assert "is not finished" in said and f"run `digest recall --week {WEEK}` again" in said
     assert fake.statuses == {}
     monkeypatch.setenv("DIGEST_SENDGRID_HOST", fake.url)
-    again = _recall(_settings(monkeypatch))
+    again = recall_week(settings_with(monkeypatch))
     assert (again.stopped, again.on_their_way, again.unreachable) == (36, 0, None)
 
 
@@ -276,18 +270,18 @@ def test_recall_of_a_64_variant_week_stops_everyone_and_after_recall_sends_each_
 ) -> None:
     # A real list's shape: 64 variants, dozens of requests. They share one provider batch, so
     # the recall's cancels stop all of them; `--after-recall` then mails each subscriber once.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path, shape=2500)
-    _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path, shape=2500)
+    run_week(settings, digest_id)
     assert len(fake.requests) >= list_shape.VARIANTS
-    result = _recall(settings)
+    result = recall_week(settings)
     assert (result.stopped, result.on_their_way, result.problems) == (2500, 0, ())
     assert fake.delivered == []
     digest_id = _compose_again(settings)
     _after_recall(settings, digest_id)
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     delivered = Counter(message.to for message in fake.delivered)
-    assert delivered == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert delivered == Counter({email: 1 for email in planned_emails(settings, digest_id)})
     assert len(delivered) == 2500
 
 
@@ -296,8 +290,8 @@ def test_a_recall_during_a_send_waits_for_it_to_stop_then_stops_all_it_sent(
 ) -> None:
     # The editor recalls while the run is sending (SendGrid slow): the run stops at its next
     # claim, the recall waits for it to let go of the week, then cancels everything it sent.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="50")
-    digest_id = _prepare(settings, tmp_path, shape=1200)
+    settings = settings_with(monkeypatch, DIGEST_BATCH_SIZE="50")
+    digest_id = prepare_week(settings, tmp_path, shape=1200)
     fake.set_delay(0.2)
     engine = get_engine(settings.database_url)
     owner = ledger.new_owner()
@@ -318,13 +312,13 @@ def test_a_recall_during_a_send_waits_for_it_to_stop_then_stops_all_it_sent(
     sender.start()
     while not fake.requests:
         time.sleep(0.05)
-    result = _recall(settings)
+    result = recall_week(settings)
     sender.join()
     assert stop.kind is sending.StopKind.RECALLED
     assert result.on_their_way == 0 and result.stopped == sum(r.sent for r in reports[0].requests)
     assert result.stopped > 0 and fake.delivered == []
     # Nobody holds the digest: its content is released, so edits apply before it goes again.
-    assert result.released and _counts(settings, digest_id) == {}
+    assert result.released and state_counts_of(settings, digest_id) == {}
 
 
 def test_a_run_of_a_recalled_week_is_refused_at_once_without_a_prefect_server(
@@ -332,10 +326,10 @@ def test_a_run_of_a_recalled_week_is_refused_at_once_without_a_prefect_server(
 ) -> None:
     # `digest run` of a recalled week says so and how to send it anyway, before it would start
     # a temporary Prefect server (about 20 s) only to refuse.
-    settings = _settings(monkeypatch)
-    digest_id = _prepare(settings, tmp_path)
-    _run(settings, digest_id)
-    _recall(settings)
+    settings = settings_with(monkeypatch)
+    digest_id = prepare_week(settings, tmp_path)
+    run_week(settings, digest_id)
+    recall_week(settings)
     env = {
         name: os.environ[name] for name in os.environ if name.startswith(("DIGEST_", "SENDGRID_"))
     }

@@ -6,33 +6,39 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from digest.config import Settings, get_settings
-from digest.db import ensure_schema, get_engine, session_scope
+from digest.config import Settings
+from digest.db import get_engine, session_scope
 from digest.delivery import ledger, sending
-from digest.delivery.cancelling import Canceller, canceller_for
+from digest.delivery.cancelling import canceller_for
 from digest.delivery.events import NormalizedEvent, apply_events
 from digest.delivery.provider_batches import RunBatches
-from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Delivery
-from digest.run import bookkeeping, preparation
 from digest.send import get_backend
-from digest.send.base import OutgoingBatch, ProviderBatch
+from digest.send.base import ProviderBatch
 from digest.states import DeliveryState
-from digest.weeks import IsoWeek, utcnow
+from digest.weeks import utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support import list_shape
-from tests.support.ledger_data import make_subscribers
-from tests.support.scenario import WEEK, seed
+from tests.support.ledger_data import state_counts_of
+from tests.support.scenario import WEEK
+from tests.support.scheduled import (
+    die_with_a_batch_in_flight,
+    fake,
+    planned_emails,
+    prepare_week,
+    run_week,
+    settings_with,
+)
 from tests.support.senders import sender_for
 
-API_KEY = "SG.scheduled-test-key"
+__all__ = ["fake"]  # the fixture, shared by the scheduled-send and recall tests
+
 # A lead time the tests can wait out: SendGrid's deadline 1 s (the fake's too), requests time
 # out after 2 s, and a cancel needs 30 s to be asked and confirmed: 36 leaves 3 s to join.
 SHORT = {
@@ -42,86 +48,12 @@ SHORT = {
 }
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
-    server = FakeSendGrid(api_key=API_KEY).start()
-    monkeypatch.setenv("DIGEST_EMAIL_BACKEND", "sendgrid")
-    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
-    monkeypatch.setenv("DIGEST_SENDGRID_HOST", server.url)
-    get_settings.cache_clear()
-    yield server  # type: ignore[misc]
-    server.stop()
-
-
-def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    return get_settings()
-
-
-def _prepare(settings: Settings, tmp_path: Path, *, extra: int = 0, shape: int = 0) -> int:
-    """The sample week (6 subscribers, 2 variants, `extra` more), or with `shape` a real
-    list's shape (64 variants); planned and frozen."""
-    engine = ensure_schema(settings.database_url)
-    if shape:
-        list_shape.seed_list(engine, tmp_path, shape)
-    else:
-        seed(settings, tmp_path)
-    if extra:
-        make_subscribers(engine, extra, start=1000)
-    edition = preparation.Edition.from_settings(settings)
-    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
-    assert prepared.digest_id is not None
-    preparation.plan(engine, edition, prepared)
-    return prepared.digest_id
-
-
-def _run(
-    settings: Settings, digest_id: int, **sender_changes: object
-) -> tuple[dict[str, int], sending.SendReport]:
-    """One run as the flow makes it: begin (recovering a dead run's batches), send, end."""
-    engine = get_engine(settings.database_url)
-    owner = ledger.new_owner()
-    with get_backend(settings) as backend:
-        started = bookkeeping.begin_run(
-            engine,
-            digest_id=digest_id,
-            owner=owner,
-            lease_seconds=settings.lease_seconds,
-            resend_uncertain=False,
-            canceller=canceller_for(settings, engine=engine, backend=backend),
-        )
-        plan = sending.send_plan(engine, digest_id=digest_id, week=WEEK, owner=owner)
-        sender = replace(sender_for(settings, backend), **sender_changes)  # type: ignore[arg-type]
-        report = sending.send(sender, plan, stop=sending.RunStop())
-    bookkeeping.end_run(engine, digest_id=digest_id, owner=owner)
-    return started, report
-
-
-def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
-    with get_engine(settings.database_url).connect() as connection:
-        return ledger.state_counts(connection, digest_id=digest_id)
-
-
-def _planned(settings: Settings, digest_id: int) -> set[str]:
-    with get_engine(settings.database_url).connect() as connection:
-        return set(
-            connection.execute(
-                select(Delivery.email).where(  # type: ignore[arg-type]
-                    Delivery.digest_id == digest_id,
-                    Delivery.state != DeliveryState.SKIPPED.value,
-                )
-            ).scalars()
-        )
-
-
 def _delivered(fake: FakeSendGrid) -> Counter[str]:
     return Counter(message.to for message in fake.delivered)
 
 
 def _exactly_once(fake: FakeSendGrid, settings: Settings, digest_id: int) -> None:
-    assert _delivered(fake) == Counter({email: 1 for email in _planned(settings, digest_id)})
+    assert _delivered(fake) == Counter({email: 1 for email in planned_emails(settings, digest_id)})
 
 
 def _cancel_posts(fake: FakeSendGrid) -> list[int]:
@@ -139,12 +71,12 @@ def test_lost_answers_are_cancelled_and_resent_so_everyone_gets_it_exactly_once(
     # SendGrid accepts a request and the answer never comes back: its batch is cancelled once,
     # the cancel confirmed, every row of the batch sent again under a new one; by the fake's
     # own record every planned subscriber gets the digest once, with nobody choosing.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="3")
-    digest_id = _prepare(settings, tmp_path, extra=12)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="3")
+    digest_id = prepare_week(settings, tmp_path, extra=12)
     fake.lose_answers(*lost)
-    _, report = _run(settings, digest_id)
+    _, report = run_week(settings, digest_id)
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 18}
+    assert state_counts_of(settings, digest_id) == {"sent": 18}
     # One cancel per batch an answer was lost under, never a second of the same batch.
     lost_batches = {r.envelope["batch_id"] for r in fake.requests if r.status is None}
     assert set(fake.statuses) == lost_batches and set(fake.statuses.values()) == {"cancel"}
@@ -160,16 +92,16 @@ def test_a_lost_answer_resends_every_request_of_its_batch_whatever_the_variant(
 ) -> None:
     # Six requests of two variants share one provider batch; the third answer is lost, so the
     # whole batch is cancelled and the rows the others had delivered go back and out again.
-    settings = _settings(monkeypatch, DIGEST_BATCH_SIZE="1")
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch, DIGEST_BATCH_SIZE="1")
+    digest_id = prepare_week(settings, tmp_path)
     fake.lose_answers(3)
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     first = fake.requests[0].envelope["batch_id"]
     held = [r for r in fake.requests if r.envelope["batch_id"] == first]
     assert len(held) >= 3 and len({r.envelope["subject"] for r in held}) == 2
     assert fake.statuses == {first: "cancel"}
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_a_week_of_64_variants_goes_under_one_batch_id(
@@ -177,10 +109,10 @@ def test_a_week_of_64_variants_goes_under_one_batch_id(
 ) -> None:
     # Batches span variants: a real list's 64 variants and 2,000 subscribers make dozens of
     # requests, all under one batch id and one send time, so a recall needs one cancel.
-    settings = _settings(monkeypatch)
-    digest_id = _prepare(settings, tmp_path, shape=2000)
+    settings = settings_with(monkeypatch)
+    digest_id = prepare_week(settings, tmp_path, shape=2000)
     before = utcnow()
-    _, report = _run(settings, digest_id)
+    _, report = run_week(settings, digest_id)
     assert len({r.variant_id for r in report.requests}) == list_shape.VARIANTS
     assert {r.envelope["batch_id"] for r in fake.requests} == report.batch_ids
     assert len(report.batch_ids) == 1 and fake.stats()["batch_ids"] == 1
@@ -200,8 +132,8 @@ def test_a_batch_takes_its_share_of_requests_while_it_may_and_gives_back_an_unus
 ) -> None:
     # A batch takes requests until it is full or its join time is up (so a lost answer can
     # still be cancelled); a lost answer closes it; a batch no request joined frees its slot.
-    settings = _settings(monkeypatch)
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch)
+    digest_id = prepare_week(settings, tmp_path)
     stop = sending.RunStop()
     with get_backend(settings) as backend:
         batches = _batches(settings, backend, digest_id, requests_per_batch=2)
@@ -227,12 +159,12 @@ def test_no_lead_time_sends_at_once_as_before(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # DIGEST_SEND_LEAD_SECONDS=0: no batch id, no send_at, no call but mail/send.
-    settings = _settings(monkeypatch, DIGEST_SEND_LEAD_SECONDS="0")
-    digest_id = _prepare(settings, tmp_path)
-    _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_SEND_LEAD_SECONDS="0")
+    digest_id = prepare_week(settings, tmp_path)
+    run_week(settings, digest_id)
     assert fake.calls == []
     assert all("batch_id" not in r.envelope and "send_at" not in r.envelope for r in fake.requests)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_a_cancel_refused_as_too_late_leaves_the_rows_uncertain_and_events_settle_them(
@@ -243,20 +175,20 @@ def test_a_cancel_refused_as_too_late_leaves_the_rows_uncertain_and_events_settl
 ) -> None:
     # SendGrid refuses the cancel: the lost batch may go out, so the lost request's rows are
     # `uncertain`, never resent; a provider event then proves them accepted.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_BATCH_SIZE="2")
+    digest_id = prepare_week(settings, tmp_path)
     fake.set_cancel_deadline(1000)  # later than the lead: every cancel is too late
     fake.lose_answers(1)
-    _, report = _run(settings, digest_id)
+    _, report = run_week(settings, digest_id)
     lost = [r for r in report.requests if r.lost]
     assert len(lost) == 1 and lost[0].uncertain == lost[0].claimed
-    assert _counts(settings, digest_id) == {
+    assert state_counts_of(settings, digest_id) == {
         "sent": 6 - lost[0].claimed,
         "uncertain": lost[0].claimed,
     }
     _exactly_once(fake, settings, digest_id)
     assert _cancel_posts(fake) == [400]
-    _run(settings, digest_id)  # a plain rerun resends nothing
+    run_week(settings, digest_id)  # a plain rerun resends nothing
     assert len(fake.accepted) == 6
     engine = get_engine(settings.database_url)
     with engine.connect() as connection:
@@ -269,7 +201,7 @@ def test_a_cancel_refused_as_too_late_leaves_the_rows_uncertain_and_events_settl
         ]
     with session_scope(engine) as session:
         apply_events(session=session, events=events)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_too_close_to_the_send_time_no_cancel_is_asked(
@@ -277,67 +209,14 @@ def test_too_close_to_the_send_time_no_cancel_is_asked(
 ) -> None:
     # Past our own deadline (plus the margin a cancel takes) a cancel could not be trusted: a
     # loss under a batch due that soon asks nothing and says why.
-    settings = _settings(monkeypatch)
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch)
+    digest_id = prepare_week(settings, tmp_path)
     soon = utcnow() + timedelta(seconds=60)
     with get_backend(settings) as backend:
         batches = _batches(settings, backend, digest_id)
         verdict = batches.lost(ProviderBatch("batch-due-soon", soon, soon), "test: answer lost")
     assert not verdict.cancelled and verdict.refused and "too close" in verdict.refused
     assert fake.calls == []
-
-
-def _die_with_a_batch_in_flight(settings: Settings, digest_id: int, *, recorded: int = 0) -> int:
-    """A run sends `recorded` + 1 requests under one provider batch, records the answers of the
-    first `recorded`, and dies before recording the last (its lease then lapses). Returns the
-    rows it left `sending`."""
-    engine = get_engine(settings.database_url)
-    dead = "another-host:1:deadbeef"
-    ledger.acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
-    with get_backend(settings) as backend:
-        sender = sender_for(settings, backend)
-        assert isinstance(sender.canceller, Canceller)
-        held = sender.canceller.open_batch(digest_id=digest_id, lead_seconds=sender.lead_seconds)
-        assert isinstance(held, ProviderBatch)
-        for request in range(recorded + 1):
-            claimed = _claim_and_send(sender, digest_id, dead, held, limit=1 if recorded else 1000)
-            if request < recorded:
-                with engine.begin() as connection:
-                    ledger.mark_sent(connection, batch=claimed, message_id=None)
-    with engine.begin() as connection:
-        connection.execute(update(DIGEST).values(lease_expires_at=utcnow().replace(year=2000)))
-    return len(claimed)
-
-
-def _claim_and_send(
-    sender: sending.Sender, digest_id: int, owner: str, held: ProviderBatch, *, limit: int
-) -> ledger.ClaimedBatch:
-    with sender.engine.begin() as connection:
-        variant = sorted(ledger.pending_by_variant(connection, digest_id=digest_id))[0]
-        claimed = ledger.claim_batch(
-            connection,
-            digest_id=digest_id,
-            variant_id=variant,
-            owner=owner,
-            limit=limit,
-            provider_batch_id=held.id,
-            send_at=held.send_at,
-        )
-        body = ledger.variant_row(connection, variant_id=variant)
-    sender.backend.send_batch(
-        OutgoingBatch(
-            digest_id=digest_id,
-            week=WEEK,
-            subject=body["subject"],
-            html=body["html"],
-            text=body["text"],
-            recipients=[sending.recipient_for(sender.links, c) for c in claimed.recipients],
-            from_email=sender.from_email,
-            from_name=sender.from_name,
-            provider_batch=held,
-        )
-    )
-    return claimed
 
 
 def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
@@ -348,13 +227,13 @@ def test_a_dead_runs_batch_is_cancelled_by_the_next_run_and_sent_once(
 ) -> None:
     # The next run (a plain rerun) cancels the batch the dead run left in flight, confirms it,
     # and sends those rows again: nobody twice, nobody missing, no `--resend-uncertain`.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path)
-    left = _die_with_a_batch_in_flight(settings, digest_id)
-    started, _ = _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path)
+    left = die_with_a_batch_in_flight(settings, digest_id)
+    started, _ = run_week(settings, digest_id)
     assert started["cancelled_and_resent"] == left and started["found_uncertain"] == 0
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_a_dead_runs_batch_is_cancelled_with_the_requests_it_had_recorded_and_all_go_again(
@@ -365,14 +244,14 @@ def test_a_dead_runs_batch_is_cancelled_with_the_requests_it_had_recorded_and_al
 ) -> None:
     # The dead run recorded two accepted requests of its batch and died during the third: the
     # cancel stops all three, so all three requests' rows are sent again, once.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path)
-    _die_with_a_batch_in_flight(settings, digest_id, recorded=2)
-    assert _counts(settings, digest_id) == {"pending": 3, "sending": 1, "sent": 2}
-    started, _ = _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path)
+    die_with_a_batch_in_flight(settings, digest_id, recorded=2)
+    assert state_counts_of(settings, digest_id) == {"pending": 3, "sending": 1, "sent": 2}
+    started, _ = run_week(settings, digest_id)
     assert started["cancelled_and_resent"] == 3 and started["found_uncertain"] == 0
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_rows_of_a_batch_whose_cancel_was_confirmed_go_again_even_if_the_ledger_missed_it(
@@ -383,9 +262,9 @@ def test_rows_of_a_batch_whose_cancel_was_confirmed_go_again_even_if_the_ledger_
 ) -> None:
     # A holder (run or recall) died between the provider's confirmed cancel, which it recorded,
     # and putting the batch's rows back: the next run's lease mends it, and they go again.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path)
-    _run(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path)
+    run_week(settings, digest_id)
     engine = get_engine(settings.database_url)
     with engine.connect() as connection:
         held = ledger.sent_batches(connection, digest_id=digest_id)[0]
@@ -394,9 +273,9 @@ def test_rows_of_a_batch_whose_cancel_was_confirmed_go_again_even_if_the_ledger_
         assert canceller is not None
         canceller.cancel(batch_id=held.batch_id, digest_id=digest_id, send_at=held.send_at)
     assert len(_delivered(fake)) == 6 - held.rows
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 def test_a_dead_runs_batch_whose_cancel_is_refused_stays_uncertain_and_is_never_resent(
@@ -407,15 +286,15 @@ def test_a_dead_runs_batch_whose_cancel_is_refused_stays_uncertain_and_is_never_
 ) -> None:
     # SendGrid refuses the cancel (too late by its clock): the rows may arrive, so they are
     # `uncertain` and no rerun sends them again.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path)
-    left = _die_with_a_batch_in_flight(settings, digest_id)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path)
+    left = die_with_a_batch_in_flight(settings, digest_id)
     fake.set_cancel_deadline(1000)
-    started, _ = _run(settings, digest_id)
+    started, _ = run_week(settings, digest_id)
     assert started["found_uncertain"] == left and started["cancelled_and_resent"] == 0
-    _run(settings, digest_id)
+    run_week(settings, digest_id)
     _exactly_once(fake, settings, digest_id)
-    assert _counts(settings, digest_id) == {"sent": 6 - left, "uncertain": left}
+    assert state_counts_of(settings, digest_id) == {"sent": 6 - left, "uncertain": left}
 
 
 def test_lost_answers_in_a_row_stop_the_run_with_every_row_pending(
@@ -426,21 +305,21 @@ def test_lost_answers_in_a_row_stop_the_run_with_every_row_pending(
 ) -> None:
     # Every answer lost: each loss cancels its batch, and after DIGEST_SEND_MAX_ATTEMPTS in a
     # row the run stops with its rows `pending`, nobody mailed, no `uncertain` row.
-    settings = _settings(
+    settings = settings_with(
         monkeypatch,
         DIGEST_DATABASE_URL=database_url,
         DIGEST_BATCH_SIZE="1",
         DIGEST_SEND_MAX_ATTEMPTS="3",
     )
-    digest_id = _prepare(settings, tmp_path)
+    digest_id = prepare_week(settings, tmp_path)
     fake.always(Fault(drop=True, after_record=True))
-    _, report = _run(settings, digest_id)
+    _, report = run_week(settings, digest_id)
     assert report.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE
     # Requests in flight at once may add their losses before the stop is said: at least three.
     said = re.search(r"lost (\d+) times in a row", report.stop or "")
     assert said and int(said.group(1)) >= 3
     assert fake.delivered == []
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     assert set(fake.statuses.values()) == {"cancel"}
 
 
@@ -463,16 +342,16 @@ def test_no_request_leaves_without_a_free_cancel_slot_and_the_run_says_when_to_r
     # All ten cancel slots are held (standing cancels due in 15 minutes): the run opens no
     # batch and sends nothing, rather than a request whose lost answer could not be cancelled;
     # it stops with every row pending and names the time to run again.
-    settings = _settings(monkeypatch, DIGEST_DATABASE_URL=database_url)
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch, DIGEST_DATABASE_URL=database_url)
+    digest_id = prepare_week(settings, tmp_path)
     _fill_slots(settings, digest_id, 10, due_in=900)
-    _, report = _run(settings, digest_id, slot_wait_seconds=0)
+    _, report = run_week(settings, digest_id, slot_wait_seconds=0)
     assert report.stop_kind is sending.StopKind.NO_CANCEL_SLOT
     assert (
         report.stop and "Run again after" in report.stop and "10 of the provider's" in report.stop
     )
     assert fake.requests == [] and fake.stats()["batch_ids"] == 0
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
 
 
 def test_a_run_waits_for_a_cancel_slot_to_free_then_sends_everyone_once(
@@ -480,9 +359,9 @@ def test_a_run_waits_for_a_cancel_slot_to_free_then_sends_everyone_once(
 ) -> None:
     # Nine slots held by standing cancels, the tenth by a live batch of another run that can
     # no longer be cancelled in a few seconds: the run waits for it, says so, and sends.
-    settings = _settings(monkeypatch, **SHORT)
+    settings = settings_with(monkeypatch, **SHORT)
     fake.set_cancel_deadline(1)
-    digest_id = _prepare(settings, tmp_path)
+    digest_id = prepare_week(settings, tmp_path)
     _fill_slots(settings, digest_id, 9, due_in=900)
     engine = get_engine(settings.database_url)
     with engine.begin() as connection:
@@ -513,18 +392,18 @@ def test_an_outage_then_an_immediate_rerun_leaves_no_uncertain_row(
     # A 5xx outage on a 64-variant week: every request's batch is cancelled and the run stops
     # with its rows pending; a plain rerun at once, with slots still held by those cancels,
     # sends everyone exactly once: no `uncertain` row, nobody twice, nobody missing.
-    settings = _settings(
+    settings = settings_with(
         monkeypatch, DIGEST_DATABASE_URL=database_url, DIGEST_SEND_MAX_ATTEMPTS="3"
     )
-    digest_id = _prepare(settings, tmp_path, shape=1500)
+    digest_id = prepare_week(settings, tmp_path, shape=1500)
     fake.always(Fault(status=503, message="outage"))
-    _, stopped = _run(settings, digest_id)
+    _, stopped = run_week(settings, digest_id)
     assert stopped.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE
-    assert "uncertain" not in _counts(settings, digest_id)
+    assert "uncertain" not in state_counts_of(settings, digest_id)
     fake.always(None)
-    _, again = _run(settings, digest_id)
+    _, again = run_week(settings, digest_id)
     assert again.stop is None
-    assert _counts(settings, digest_id) == {"sent": 1500}
+    assert state_counts_of(settings, digest_id) == {"sent": 1500}
     _exactly_once(fake, settings, digest_id)
 
 
@@ -534,13 +413,13 @@ def test_a_hung_request_with_a_short_lead_is_cancelled_in_time_and_sent_once(
     # SendGrid holds an accepted request past the 2 s timeout: its batch can still be
     # cancelled before the deadline (the lead leaves room for the timeout and the cancel), so
     # the rows go again, once, and none is left uncertain.
-    settings = _settings(monkeypatch, **SHORT)
+    settings = settings_with(monkeypatch, **SHORT)
     fake.set_cancel_deadline(1)
-    digest_id = _prepare(settings, tmp_path, shape=300)
+    digest_id = prepare_week(settings, tmp_path, shape=300)
     fake.queue(Fault(delay=4.0))  # recorded, answered after the client gave up
-    _, report = _run(settings, digest_id)
+    _, report = run_week(settings, digest_id)
     assert report.lost_answers >= 1 and report.stop is None
-    assert _counts(settings, digest_id) == {"sent": 300}
+    assert state_counts_of(settings, digest_id) == {"sent": 300}
     _exactly_once(fake, settings, digest_id)
 
 
@@ -551,7 +430,7 @@ def test_a_lead_time_without_room_for_the_timeout_and_a_cancel_is_refused(
     # must still fit before the deadline: such settings are refused with the numbers to fix.
     from digest.errors import ConfigError
 
-    settings = _settings(
+    settings = settings_with(
         monkeypatch,
         DIGEST_SEND_LEAD_SECONDS="650",
         DIGEST_SENDGRID_TIMEOUT_SECONDS="30",
@@ -568,8 +447,8 @@ def test_a_second_cancel_of_a_batch_is_refused_and_read_back_as_cancelled(
 ) -> None:
     # SendGrid answers a second cancel of the same batch with 400: the backend reads the
     # batch's status back rather than assuming, and reports the cancel as confirmed.
-    settings = _settings(monkeypatch)
-    digest_id = _prepare(settings, tmp_path)
+    settings = settings_with(monkeypatch)
+    digest_id = prepare_week(settings, tmp_path)
     with get_backend(settings) as backend:
         sender = sender_for(settings, backend)
         assert sender.canceller is not None

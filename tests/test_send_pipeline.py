@@ -20,18 +20,23 @@ from digest.delivery.ledger import (
     mark_sent,
     new_owner,
     pending_by_variant,
-    state_counts,
 )
 from digest.errors import SendAuthError
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Delivery, Subscriber
-from digest.run import bookkeeping, outcome, preparation
+from digest.run import bookkeeping, outcome
 from digest.run.outcome import RunSummary
 from digest.states import DeliveryState
-from digest.weeks import IsoWeek, utcnow
+from digest.weeks import utcnow
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
-from tests.support.ledger_data import make_subscribers
-from tests.support.scenario import WEEK, seed
+from tests.support.ledger_data import state_counts_of
+from tests.support.scenario import WEEK
+from tests.support.send_path import (
+    begin_new_run,
+    begin_owned_run,
+    prepare_batched_week,
+    send_plan_of,
+)
 from tests.support.senders import send_of
 from tests.support.sendgrid_env import send_through
 
@@ -46,57 +51,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSendGrid:
     server.stop()
 
 
-def _prepare(
-    settings: Settings, tmp_path: Path, *, batch_size: int, extra: int = 0
-) -> tuple[Settings, int]:
-    seed(settings, tmp_path)
-    if extra:
-        make_subscribers(get_engine(settings.database_url), extra, start=1000)
-    settings = settings.model_copy(update={"batch_size": batch_size})
-    engine = get_engine(settings.database_url)
-    edition = preparation.Edition.from_settings(settings)
-    prepared = preparation.prepare_digest(engine, edition, IsoWeek.parse(WEEK), freeze=True)
-    assert prepared.digest_id is not None
-    preparation.plan(engine, edition, prepared)
-    return settings, prepared.digest_id
-
-
-def _begin_run(settings: Settings, digest_id: int, *, resend_uncertain: bool = False) -> str:
-    """Start a run of the digest as the flow does; returns the run's owner."""
-    owner = new_owner()
-    _begin(settings, digest_id, owner, resend_uncertain=resend_uncertain)
-    return owner
-
-
-def _begin(
-    settings: Settings,
-    digest_id: int,
-    owner: str,
-    *,
-    resend_uncertain: bool,
-    retry_failed: bool = False,
-) -> dict[str, int]:
-    return bookkeeping.begin_run(
-        get_engine(settings.database_url),
-        digest_id=digest_id,
-        owner=owner,
-        lease_seconds=settings.lease_seconds,
-        resend_uncertain=resend_uncertain,
-        retry_failed=retry_failed,
-    )
-
-
-def _plan(settings: Settings, digest_id: int, owner: str) -> sending.SendPlan:
-    return sending.send_plan(
-        get_engine(settings.database_url), digest_id=digest_id, week=WEEK, owner=owner
-    )
-
-
 def _send(
     settings: Settings, digest_id: int, owner: str, stop: sending.RunStop | None = None
 ) -> sending.SendReport:
     """The run's send on a plan of its own, run to the end in this thread."""
-    plan = _plan(settings, digest_id, owner)
+    plan = send_plan_of(settings, digest_id, owner)
     return send_of(settings, plan, stop=stop or sending.RunStop())
 
 
@@ -116,11 +75,6 @@ def _sent_by(settings: Settings, digest_id: int, owner: str) -> tuple[int, int]:
     )
 
 
-def _counts(settings: Settings, digest_id: int) -> dict[str, int]:
-    with get_engine(settings.database_url).connect() as connection:
-        return state_counts(connection, digest_id=digest_id)
-
-
 def _send_all(settings: Settings, digest_id: int, owner: str) -> list[sending.RequestReport]:
     return _send(settings, digest_id, owner).requests
 
@@ -129,8 +83,8 @@ def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
     fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each personalization is one subscriber with string custom args and their own List-Unsubscribe.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
-    owner = _begin_run(settings, digest_id)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
+    owner = begin_new_run(settings, digest_id)
     _send_all(settings, digest_id, owner)
     accepted = fake.accepted
     assert len(accepted) == 6
@@ -144,7 +98,7 @@ def test_every_message_carries_its_own_ids_tokens_and_unsubscribe_headers(
         assert message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         seen_urls.add(unsubscribe)
     assert len(seen_urls) == 6
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
 
 
 @pytest.mark.parametrize("lead", ["0", "900"])
@@ -156,8 +110,8 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key-1234567890")
     monkeypatch.setenv("DIGEST_SEND_LEAD_SECONDS", lead)
     get_settings.cache_clear()
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = _begin_run(settings, digest_id)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=2)
+    owner = begin_new_run(settings, digest_id)
     stop = sending.RunStop()
     first = _send(settings, digest_id, owner, stop=stop)
     if lead == "0":
@@ -171,7 +125,7 @@ def test_a_rejected_key_stops_everything_and_leaves_the_rest_pending(
     assert "SG.wrong-key" not in stop.reason
     again = _send(settings, digest_id, owner, stop=stop)  # a stopped run sends nothing more
     assert again.requests == [] and again.stop and "rejected the API key" in again.stop
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     summary.counts, summary.reasons = _reconcile(settings, digest_id)
     error = outcome.run_error(summary, stop)
@@ -183,18 +137,18 @@ def test_a_subscriber_who_unsubscribes_after_planning_is_never_sent_to(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
     # Suppression wins over the frozen plan: the row ends `suppressed`, the fake never sees them.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     with get_engine(settings.database_url).begin() as connection:
         connection.execute(
             update(Subscriber)
             .where(Subscriber.email == "reader2@example.com")
             .values(status="unsubscribed")
         )
-    owner = _begin_run(settings, digest_id)
+    owner = begin_new_run(settings, digest_id)
     _send_all(settings, digest_id, owner)
     _reconcile(settings, digest_id)
     assert "reader2@example.com" not in {m.to for m in fake.accepted}
-    assert _counts(settings, digest_id) == {"sent": 5, "suppressed": 1}
+    assert state_counts_of(settings, digest_id) == {"sent": 5, "suppressed": 1}
 
 
 def test_four_senders_on_postgresql_send_each_subscriber_once(
@@ -206,9 +160,9 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     monkeypatch.setenv("DIGEST_DATABASE_URL", postgres_url)
     get_settings.cache_clear()
     upgrade(postgres_url)
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=50, extra=994)
-    owner = _begin_run(settings, digest_id)
-    plan = _plan(settings, digest_id, owner)  # one plan shared by every sender
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=50, extra=994)
+    owner = begin_new_run(settings, digest_id)
+    plan = send_plan_of(settings, digest_id, owner)  # one plan shared by every sender
     stop = sending.RunStop()
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
@@ -229,7 +183,7 @@ def test_four_senders_on_postgresql_send_each_subscriber_once(
     assert not errors
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 1000 and set(received.values()) == {1}
-    assert _counts(settings, digest_id) == {"sent": 1000}
+    assert state_counts_of(settings, digest_id) == {"sent": 1000}
     # Every sender found work: claims interleave rather than one sender doing it all.
     assert all(lane.requests for lane in lanes)
     assert sum(_sent(lane) for lane in lanes) == 1000
@@ -244,9 +198,9 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
 ) -> None:
     # 5xx after every attempt (sending at once) hands rows back (`pending`, attempt counted) and
     # stops the send; the next run sends them.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     settings = settings.model_copy(update={"send_lead_seconds": 0})
-    owner = _begin_run(settings, digest_id)
+    owner = begin_new_run(settings, digest_id)
     fake.always(Fault(status=503, message="try later"))
     stop = sending.RunStop()
     stopped = _send(settings, digest_id, owner, stop=stop)
@@ -254,7 +208,7 @@ def test_transient_failures_leave_rows_pending_for_the_next_run(
     # Requests of both variants may have left at once (5 rows and 1): all handed back.
     assert 1 <= len(stopped.requests) <= 2
     assert all(r.released == r.claimed for r in stopped.requests)
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     fake.always(None)
     _send_all(settings, digest_id, owner)
     assert Counter(m.to for m in fake.accepted) == Counter(
@@ -267,16 +221,16 @@ def test_a_send_stopped_by_lost_answers_is_resumed_by_its_retry(
 ) -> None:
     # The send stops with its rows back in `pending`; running it again sends exactly what is
     # left, once.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = _begin_run(settings, digest_id)
-    plan = _plan(settings, digest_id, owner)  # a retried run gets the same plan
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=2)
+    owner = begin_new_run(settings, digest_id)
+    plan = send_plan_of(settings, digest_id, owner)  # a retried run gets the same plan
     fake.queue(Fault())  # the first request goes through
     fake.always(Fault(status=503, message="try later"))
     stopped = send_of(settings, plan)
     assert stopped.stop_kind is sending.StopKind.PROVIDER_UNAVAILABLE
     # A 503 may hide an accepted request, so its provider batch is cancelled; the first
     # request, accepted into that same batch, is taken back with it.
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     fake.always(None)
     retried = send_of(settings, plan)
     assert _sent(retried) == 6
@@ -291,15 +245,15 @@ def test_a_send_covers_every_variant_and_only_counts_its_own_run(
 ) -> None:
     # One send drains both variants (5 + 1 rows: 3 + 1 requests); another run's owner has
     # sent nothing.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
-    owner = _begin_run(settings, digest_id)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=2)
+    owner = begin_new_run(settings, digest_id)
     with get_engine(settings.database_url).connect() as connection:
         variants = set(pending_by_variant(connection, digest_id=digest_id))
     assert len(variants) == 2
     report = _send(settings, digest_id, owner)
     assert report.stop is None and len(report.requests) == 4
     assert {request.variant_id for request in report.requests} == variants
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
     assert _sent_by(settings, digest_id, owner) == (6, len(report.requests))
     assert _sent_by(settings, digest_id, new_owner()) == (0, 0)
 
@@ -326,7 +280,7 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
 ) -> None:
     # A run dies after SendGrid accepted its batch; delivered events arrive while the rows are
     # still `sending`. The rerun finds them proven: --resend-uncertain mails only the others.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     engine = get_engine(settings.database_url)
     dead = "another-host:1:deadbeef"
     acquire_lease(engine, digest_id=digest_id, owner=dead, ttl_seconds=5)
@@ -334,12 +288,12 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
     proven = claimed[:2]
     for recipient in proven:
         _record_event(settings, recipient.delivery_id, DeliveryState.DELIVERED)
-    assert _counts(settings, digest_id) == {"sending": 6}  # recorded, not applied yet
+    assert state_counts_of(settings, digest_id) == {"sending": 6}  # recorded, not applied yet
     with engine.begin() as connection:
         connection.execute(update(DIGEST).values(lease_expires_at=utcnow().replace(year=2000)))
 
     owner = new_owner()
-    started = _begin(settings, digest_id, owner, resend_uncertain=True)
+    started = begin_owned_run(settings, digest_id, owner, resend_uncertain=True)
     assert started == {
         "found_uncertain": 6,
         "cancelled_and_resent": 0,  # claimed without a provider batch: nothing to cancel
@@ -351,22 +305,22 @@ def test_events_that_came_while_a_dead_run_was_sending_keep_rows_from_a_resend(
     _send(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert set(received) == {r.email for r in claimed[2:]} and set(received.values()) == {1}
-    assert _counts(settings, digest_id) == {"delivered": 2, "sent": 4}
+    assert state_counts_of(settings, digest_id) == {"delivered": 2, "sent": 4}
 
 
 def test_an_event_that_beat_the_senders_record_is_applied_when_the_run_ends(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
     # The provider's event can arrive before the sender writes `sent`; reconcile applies it.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
-    owner = _begin_run(settings, digest_id)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
+    owner = begin_new_run(settings, digest_id)
     batches = _claim_all(settings, digest_id, owner)
     early = batches[0].recipients[0].delivery_id
     _record_event(settings, early, DeliveryState.BOUNCED)
     with get_engine(settings.database_url).begin() as connection:
         for batch in batches:
             mark_sent(connection, batch=batch, message_id="accepted")
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}
     counts, _ = _reconcile(settings, digest_id)
     assert counts == {"bounced": 1, "sent": 5}
 
@@ -385,13 +339,13 @@ def test_a_400_naming_one_recipient_fails_only_that_recipient_and_sends_the_rest
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
     # SendGrid refuses a whole request for one bad address; only that row may pay for it.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     _break_address(settings, digest_id, "reader2@example.com")
-    owner = _begin_run(settings, digest_id)
+    owner = begin_new_run(settings, digest_id)
     stop = sending.RunStop()
     _send(settings, digest_id, owner, stop=stop)
     assert not stop.is_set()
-    assert _counts(settings, digest_id) == {"sent": 5, "failed": 1}
+    assert state_counts_of(settings, digest_id) == {"sent": 5, "failed": 1}
     assert {m.to for m in fake.accepted} == {
         "reader0@example.com",
         "reader1@example.com",
@@ -416,15 +370,15 @@ def test_a_400_naming_no_recipient_stops_the_run_with_every_row_pending(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
     # A refused sender or content is no recipient's fault: nothing is failed, the run stops.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=2)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=2)
     settings = settings.model_copy(update={"from_email": "not an address"})
-    owner = _begin_run(settings, digest_id)
+    owner = begin_new_run(settings, digest_id)
     stop = sending.RunStop()
     report = _send(settings, digest_id, owner, stop=stop)
     assert stop.kind is sending.StopKind.REQUEST_REFUSED
     # The first refusal stops the send; requests already in flight were refused the same way.
     assert 1 <= len(fake.requests) <= len(report.requests)
-    assert _counts(settings, digest_id) == {"pending": 6}
+    assert state_counts_of(settings, digest_id) == {"pending": 6}
     summary = RunSummary(week=WEEK, digest_id=digest_id, subject=None)
     summary.counts, summary.reasons = _reconcile(settings, digest_id)
     error = outcome.run_error(summary, stop)
@@ -436,9 +390,9 @@ def test_retry_failed_sends_the_refused_rows_once_the_cause_is_fixed(
     fake: FakeSendGrid, tmp_path: Path
 ) -> None:
     # After a fix, --retry-failed puts `failed` rows back; nobody else is mailed again.
-    settings, digest_id = _prepare(get_settings(), tmp_path, batch_size=1000)
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=1000)
     _break_address(settings, digest_id, "reader2@example.com")
-    first = _begin_run(settings, digest_id)
+    first = begin_new_run(settings, digest_id)
     _send(settings, digest_id, first)
     bookkeeping.end_run(get_engine(settings.database_url), digest_id=digest_id, owner=first)
     with get_engine(settings.database_url).begin() as connection:
@@ -448,9 +402,9 @@ def test_retry_failed_sends_the_refused_rows_once_the_cause_is_fixed(
             .values(email="reader2@example.com")
         )
     owner = new_owner()
-    started = _begin(settings, digest_id, owner, resend_uncertain=False, retry_failed=True)
+    started = begin_owned_run(settings, digest_id, owner, resend_uncertain=False, retry_failed=True)
     assert started["requeued_failed"] == 1
     _send(settings, digest_id, owner)
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 6 and set(received.values()) == {1}
-    assert _counts(settings, digest_id) == {"sent": 6}
+    assert state_counts_of(settings, digest_id) == {"sent": 6}

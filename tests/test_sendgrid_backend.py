@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import random
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ import pytest
 import sendgrid
 from python_http_client.exceptions import BadRequestsError, UnauthorizedError
 
-from digest.config import Settings
 from digest.errors import ConfigError
 from digest.send.base import (
     AmbiguousSendError,
@@ -39,20 +37,10 @@ from tests.fakes.fake_sendgrid import (
     Fault,
     read_record,
 )
+from tests.support.sendgrid_backend import API_KEY, make_backend, make_settings
 
-API_KEY = "SG.test-key-for-the-fake"
 # Distinctive, so that any leak into a message or a log line is found by a plain substring test.
 LEAKY_KEY = "SG.LEAKCANARY-7f3a9c1e5b2d4f6a8c0e"
-
-
-class SleepLog:
-    """Records the waits the backend asks for, without waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def make_recipients(count: int, *, start: int = 0) -> list[Recipient]:
@@ -87,29 +75,6 @@ def make_batch(recipients: list[Recipient], **overrides: Any) -> OutgoingBatch:
     }
     fields.update(overrides)
     return OutgoingBatch(**fields)
-
-
-def make_settings(url: str, key: str | None = API_KEY, timeout: float = 5.0) -> Settings:
-    values: dict[str, Any] = {
-        "DIGEST_SENDGRID_HOST": url,
-        "DIGEST_SENDGRID_TIMEOUT_SECONDS": timeout,
-        "DIGEST_EMAIL_BACKEND": "sendgrid",
-    }
-    if key is not None:
-        values["SENDGRID_API_KEY"] = key
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def make_backend(url: str, **kwargs: Any) -> tuple[SendGridBackend, SleepLog]:
-    sleeps = SleepLog()
-    settings = make_settings(
-        url, key=kwargs.pop("key", API_KEY), timeout=kwargs.pop("timeout", 5.0)
-    )
-    kwargs.setdefault("max_attempts", 4)
-    kwargs.setdefault("backoff_base_seconds", 0.01)
-    kwargs.setdefault("backoff_max_seconds", 0.05)
-    backend = SendGridBackend(settings, sleep=sleeps, rng=random.Random(7), **kwargs)
-    return backend, sleeps
 
 
 @pytest.fixture

@@ -244,8 +244,12 @@ def test_every_move_of_scheduled_sends_and_recall_is_in_the_table(
     # Held requests through the fake: a dead run's batch cancelled and resent, a recall, and a
     # cancel refused; a trigger records each state change, and each one is in MOVES.
     from tests.fakes.fake_sendgrid import FakeSendGrid
-    from tests.test_recall import _recall
-    from tests.test_scheduled_sends import _die_with_a_batch_in_flight, _prepare, _run
+    from tests.support.scheduled import (
+        die_with_a_batch_in_flight,
+        prepare_week,
+        recall_week,
+        run_week,
+    )
 
     seen: set[tuple[str, str]] = set()
     with FakeSendGrid(api_key="SG.states-key") as fake:
@@ -259,17 +263,17 @@ def test_every_move_of_scheduled_sends_and_recall_is_in_the_table(
             monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")
             get_settings.cache_clear()
             settings = get_settings()
-            digest_id = _prepare(settings, folder)
+            digest_id = prepare_week(settings, folder)
             engine = ensure_schema(settings.database_url)
             _record_moves(engine)
             if scenario == "died-then-recalled":
-                _die_with_a_batch_in_flight(settings, digest_id)
-                _run(settings, digest_id)
-                _recall(settings)
+                die_with_a_batch_in_flight(settings, digest_id)
+                run_week(settings, digest_id)
+                recall_week(settings)
             else:
                 fake.set_cancel_deadline(1000)
                 fake.lose_answers(1)
-                _run(settings, digest_id)
+                run_week(settings, digest_id)
             with engine.connect() as connection:
                 seen |= set(connection.execute(text("SELECT source, target FROM moves_seen")))
     seen = {(source, target) for source, target in seen if source != "(planning)"}

@@ -29,7 +29,7 @@ from digest.web.app import create_app
 from tests.content_factories import ADDRESS, SITE, make_content
 from tests.support.engagement import delivery_ids
 from tests.support.sent_week import SentWeek, send_week
-from tests.test_votes import path_of
+from tests.support.voting import path_of
 
 _ANCHOR = re.compile(r"<a\b([^>]*)>")
 _HREF = re.compile(r'href="([^"]+)"')

@@ -15,23 +15,21 @@ from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from digest.config import Settings
-from digest.db import get_engine
 from digest.links import Links
-from digest.models import DELIVERY_TABLE, DIGEST_TABLE, VISIT_TABLE, VOTE_TABLE
+from digest.models import DELIVERY_TABLE, DIGEST_TABLE, VISIT_TABLE
 from digest.preview.rendering import build_preview
 from digest.tokens import Purpose, make_token
 from digest.web.app import create_app
 from digest.weeks import IsoWeek
 from tests.support.scenario import WEEK
 from tests.support.sent_week import NEXT_WEEK, SentWeek, next_week_tools, send_week
+from tests.support.voting import engine_of, open_link, path_of, press, votes
 
 READER = "reader0@example.com"
 WRITER = "writer@example.com"  # a Writing-only subscriber
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -43,38 +41,6 @@ def week(settings: Settings, tmp_path: Path) -> SentWeek:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), base_url=settings.site_url) as opened:
         yield opened
-
-
-def engine_of(settings: Settings) -> Engine:
-    return get_engine(settings.database_url)
-
-
-def path_of(link: str) -> str:
-    parts = urlsplit(link)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def votes(settings: Settings) -> list[tuple[str, str]]:
-    """(slug, choice) of every stored vote."""
-    with engine_of(settings).connect() as connection:
-        rows = connection.execute(select(VOTE_TABLE.c.tool_slug, VOTE_TABLE.c.choice))
-        return sorted((str(slug), str(choice)) for slug, choice in rows)
-
-
-def open_link(client: TestClient, link: str) -> tuple[int, str, str | None]:
-    """GET the link: (status, page, the form's CSRF value if the page has one)."""
-    page = client.get(path_of(link))
-    found = _CSRF.search(page.text)
-    return page.status_code, page.text, found.group(1) if found else None
-
-
-def press(client: TestClient, link: str, choice: str | None = None) -> tuple[int, str]:
-    """Open the link and press its button, as a reader does."""
-    status, _page, csrf = open_link(client, link)
-    assert status == 200 and csrf is not None
-    chosen = choice or link.rsplit("choice=", 1)[1]
-    answer = client.post(urlsplit(link).path, data={"csrf": csrf, "choice": chosen})
-    return answer.status_code, answer.text
 
 
 def test_opening_a_vote_link_counts_nothing_and_its_one_button_counts_one_vote(

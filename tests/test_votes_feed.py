@@ -22,7 +22,7 @@ from digest.web.feeds import FEED_PATH, VoteFeed
 from tests.support.cli import assert_user_error, run_digest
 from tests.support.scenario import WEEK
 from tests.support.sent_week import NEXT_WEEK, SentWeek, next_week_tools, send_week
-from tests.test_votes import press
+from tests.support.voting import press
 
 FEED_TOKEN = "feed-token-for-the-site-0123456789"
 BEARER = {"Authorization": f"Bearer {FEED_TOKEN}"}

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
@@ -24,7 +24,7 @@ from digest.audience.lifecycle import CONFIRMATION_COOLDOWN
 from digest.config import Settings, get_settings
 from digest.db import get_engine
 from digest.links import Links
-from digest.models import Delivery, Digest, DigestVariant, Subscriber, Tool
+from digest.models import Subscriber
 from digest.send.base import EmailBackend
 from digest.send.memory import MemoryBackend
 from digest.tokens import Purpose, make_timed_token, make_token, read_timed_token
@@ -34,8 +34,15 @@ from tests.content_factories import make_content, make_pair
 from tests.content_factories import make_tool as make_tool_card
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
 from tests.support.sendgrid_env import send_through
+from tests.support.signup_mail import SITE, confirmation_links
+from tests.support.web_rows import (
+    make_digest,
+    make_subscriber,
+    make_tool,
+    status_of,
+    subscriber_row,
+)
 
-SITE = "https://digest.example.com"
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -43,98 +50,6 @@ SECURITY_HEADERS = {
 }
 
 # --- builders ------------------------------------------------------------------------------------
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def make_subscriber(
-    engine: Engine,
-    email: str = "ada@example.com",
-    *,
-    status: str = "active",
-    categories: list[str] | None = None,
-) -> int:
-    with engine.begin() as connection:
-        return int(
-            connection.execute(
-                insert(Subscriber)
-                .values(
-                    email=email,
-                    email_key=email.casefold(),
-                    categories=categories or [],
-                    status=status,
-                    created_at=now(),
-                )
-                .returning(Subscriber.id)  # type: ignore[arg-type]
-            ).scalar_one()
-        )
-
-
-def make_tool(engine: Engine, slug: str, category: str) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            insert(Tool).values(
-                slug=slug,
-                name=slug.title(),
-                category=category,
-                tagline="A tool",
-                tags=[],
-                added_at=now(),
-                content_hash="0" * 64,
-                imported_at=now(),
-            )
-        )
-
-
-def make_digest(
-    engine: Engine,
-    week: str = "2026-W47",
-    *,
-    html: str | None = None,
-    planned: bool = True,
-    content: dict[str, Any] | None = None,
-) -> int:
-    """A frozen digest; with `html`, its every-category variant as sent."""
-    with engine.begin() as connection:
-        digest_id = int(
-            connection.execute(
-                insert(Digest)
-                .values(
-                    week=week,
-                    subject=f"Verdicts of {week}",
-                    content=content or {"week": week},
-                    created_at=now(),
-                    planned_at=now() if planned else None,
-                )
-                .returning(Digest.id)  # type: ignore[arg-type]
-            ).scalar_one()
-        )
-        if html is not None:
-            connection.execute(
-                insert(DigestVariant).values(
-                    digest_id=digest_id, key="", subject="s", html=html, text="t"
-                )
-            )
-    return digest_id
-
-
-def make_delivery(engine: Engine, digest_id: int, subscriber_id: int, state: str = "sent") -> int:
-    with engine.begin() as connection:
-        return int(
-            connection.execute(
-                insert(Delivery)
-                .values(
-                    digest_id=digest_id,
-                    subscriber_id=subscriber_id,
-                    state=state,
-                    attempts=1,
-                    updated_at=now(),
-                )
-                .returning(Delivery.id)  # type: ignore[arg-type]
-            ).scalar_one()
-        )
 
 
 def _links(settings: Settings) -> Links:
@@ -156,18 +71,6 @@ def confirm_url(settings: Settings, subscriber_id: int, *, issued_at: float | No
         settings.signing_key(), Purpose.CONFIRM, subscriber_id, issued_at=stamp
     )
     return f"{settings.site_url}/confirm/{token}"
-
-
-def subscriber_row(engine: Engine, subscriber_id: int) -> dict[str, Any]:
-    with engine.begin() as connection:
-        row = connection.execute(
-            select(Subscriber.__table__).where(Subscriber.__table__.c.id == subscriber_id)  # type: ignore[attr-defined]
-        ).mappings()
-        return dict(row.one())
-
-
-def status_of(engine: Engine, subscriber_id: int) -> str:
-    return str(subscriber_row(engine, subscriber_id)["status"])
 
 
 def path_of(url: str) -> str:
@@ -517,15 +420,6 @@ def test_catalog_text_is_escaped_on_the_preferences_page(
 
 
 # --- sign-up -------------------------------------------------------------------------------------
-
-
-def confirmation_links(messages: list[EmailMessage], site: str = SITE) -> list[str]:
-    links = []
-    for message in messages:
-        part = message.get_body(preferencelist=("plain",))
-        assert part is not None
-        links += re.findall(rf"{re.escape(site)}/confirm/[A-Za-z0-9_.-]+", part.get_content())
-    return links
 
 
 def test_subscribe_then_confirm_twice_records_consent_once(

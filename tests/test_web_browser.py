@@ -26,13 +26,8 @@ from digest.send.base import EmailBackend
 from digest.send.memory import MemoryBackend
 from digest.web.app import create_app
 from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.test_web import (
-    confirmation_links,
-    make_subscriber,
-    make_tool,
-    status_of,
-    subscriber_row,
-)
+from tests.support.signup_mail import confirmation_links
+from tests.support.web_rows import make_subscriber, make_tool, status_of, subscriber_row
 
 pytestmark = pytest.mark.browser
 

@@ -19,7 +19,7 @@ from digest.tokens import Purpose, make_token
 from digest.web import access_log
 from digest.web.app import create_app
 from digest.web.server import server_config
-from tests.test_web import make_subscriber
+from tests.support.web_rows import make_subscriber
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -31,50 +30,12 @@ from digest.render.variant import RenderedVariant
 from digest.states import EVENT_RANK, DeliveryState
 from digest.web.app import create_app
 from digest.webhooks.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridWebhook
-from tests.test_web import make_delivery, make_digest, make_subscriber, status_of
+from tests.support.web_rows import make_delivery, make_digest, make_subscriber, status_of
+from tests.support.webhook_events import Signer, event, fresh_ids
 
 PATH = "/webhooks/sendgrid"
 EVENT_TABLE = DeliveryEvent.__table__  # type: ignore[attr-defined]
 DELIVERY_TABLE = Delivery.__table__  # type: ignore[attr-defined]
-
-
-class Signer:
-    """What SendGrid does: ECDSA P-256 over SHA-256 of `timestamp + body`, base64 DER."""
-
-    def __init__(self) -> None:
-        self.private_key = ec.generate_private_key(ec.SECP256R1())
-        der = self.private_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self.public_key_b64 = base64.b64encode(der).decode("ascii")
-
-    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
-        signature = self.private_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return {
-            SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
-            TIMESTAMP_HEADER: stamp,
-            "Content-Type": "application/json",
-        }
-
-
-_ids = iter(range(1, 10**9))
-
-
-def event(name: str, delivery_id: int | str | None, **extra: Any) -> dict[str, Any]:
-    """A SendGrid event as posted, custom args at the top level as strings."""
-    raw: dict[str, Any] = {
-        "email": "ada@example.com",
-        "timestamp": int(time.time()),
-        "event": name,
-        "sg_event_id": f"evt-{next(_ids)}",
-        "sg_message_id": "msg.filter0001",
-        "digest_id": "1",
-    }
-    if delivery_id is not None:
-        raw["delivery_id"] = str(delivery_id)
-    raw.update(extra)
-    return raw
 
 
 @pytest.fixture
@@ -453,14 +414,14 @@ def test_the_final_state_is_the_highest_ranked_whatever_the_order(
     engine: Engine, states: list[DeliveryState], cut: int
 ) -> None:
     # However events are ordered and split into batches, the row ends at the highest rank seen.
-    address = f"h{next(_ids)}@example.com"
+    address = f"h{next(fresh_ids)}@example.com"
     subscriber_id = make_subscriber(engine, address)
     with engine.begin() as connection:
         found = connection.execute(select(Digest.__table__.c.id)).scalar()  # type: ignore[attr-defined]
     digest_id = found if found is not None else make_digest(engine, "2030-W01")
     delivery_id = make_delivery(engine, digest_id, subscriber_id, "sent")
     events = [
-        NormalizedEvent(f"h-{next(_ids)}", s.value, delivery_id, s, None, address, None, {})
+        NormalizedEvent(f"h-{next(fresh_ids)}", s.value, delivery_id, s, None, address, None, {})
         for s in states
     ]
     with session_scope(engine) as session:

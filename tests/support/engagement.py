@@ -15,8 +15,8 @@ from digest.config import Settings
 from digest.db import get_engine
 from digest.models import DELIVERY_TABLE
 from tests.support.sent_week import SentWeek
-from tests.test_votes import path_of, press
-from tests.test_webhook import Signer, event
+from tests.support.voting import path_of, press
+from tests.support.webhook_events import Signer, event
 
 # The funnel `answer_week` makes of the scenario's week (six recipients).
 EXPECTED = {

@@ -1,4 +1,5 @@
-"""Builders for ledger tests: subscribers and a frozen digest, straight into the database."""
+"""Builders for ledger tests: subscribers and a frozen digest, straight into the database; and
+the count of a digest's rows by state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from digest.config import Settings
+from digest.db import get_engine
 from digest.delivery import ledger
 from digest.models import Subscriber
 from digest.render.variant import RenderedVariant
@@ -56,3 +59,8 @@ def render_everything(categories: list[str]) -> RenderedVariant | None:
         html=f"<p>{label} %%unsubscribe_url%%</p>",
         text=f"{label} %%unsubscribe_url%%",
     )
+
+
+def state_counts_of(settings: Settings, digest_id: int) -> dict[str, int]:
+    with get_engine(settings.database_url).connect() as connection:
+        return ledger.state_counts(connection, digest_id=digest_id)
