@@ -126,7 +126,7 @@ class Delivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     digest_id: int = Field(foreign_key="digest.id", ondelete="CASCADE")
     # No index of its own: lookups name the digest too, which the unique key below serves, and
-    # a million-row plan wrote this index for nothing (docs/benchmarks.md).
+    # a million-row plan wrote this index for nothing.
     subscriber_id: int = Field(foreign_key="subscriber.id")
     variant_id: int | None = Field(default=None, foreign_key="digestvariant.id")
     # The address and name as planned: addresses are the subscriber's key and never change,

@@ -21,9 +21,9 @@ edge: when no edge has negative slack the duals prove the matching optimal for t
 
 Why our own and not networkx's `max_weight_matching` (a dev dependency, used as the oracle of
 tests/test_matching_differential.py): on complete graphs with pairing's kind of weights it took
-0.16 s at 60 new tools, 1.0 s at 120 and 3.9 s at 240, against 0.003, 0.010 and 0.029 s here
-(`bench/bench_matching.py`, best of five, on the 2-core machine; equal weights: 0.014 against
-0.002 s at 60, 0.11 against 0.02 s at 240).
+0.051 s at 60 new tools, 0.35 s at 120 and 2.0 s at 240, against 0.004, 0.007 and 0.017 s here
+(`bench/bench_matching.py`, best of five, on the quiet 2-core machine; equal weights: 0.003
+against 0.001 s at 60, 0.052 against 0.008 s at 240; docs/benchmarks.md).
 """
 
 from __future__ import annotations
