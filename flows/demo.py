@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -109,4 +110,16 @@ def _report(
     echo(f"  messages written by this run: {summary.sent_this_run}; in the outbox: {len(messages)}")
     echo(f"  outbox: {outbox.resolve()}")
     echo(f"  HTML preview: {preview_paths[0].resolve()}")
-    echo(f"  look again: DIGEST_DATABASE_URL={DEMO_DATABASE} digest preview --week {week} --serve")
+    look = f"{_command()} preview --week {week} --serve"
+    echo(f"  look again: DIGEST_DATABASE_URL={DEMO_DATABASE} {look}")
+
+
+def _command() -> str:
+    """The command as this shell can run it: `make demo` runs .venv/bin/digest, not on PATH."""
+    program = Path(sys.argv[0])
+    if program.name != "digest" or len(program.parts) == 1:
+        return "digest"
+    try:
+        return str(program.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(program)
