@@ -201,3 +201,30 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr[-3000:]
         delivered = [message.to for message in fake.delivered]
         assert sorted(delivered) == sorted(set(delivered)) and len(delivered) == 30
+
+
+def test_a_run_failed_by_the_provider_ends_at_once_without_a_server_of_prefects_own(
+    tmp_path: Path,
+) -> None:
+    # The send's threads log each lost answer through the run's logger: in the run's context, so
+    # the lines reach the run's temporary server. Out of it, Prefect started an ephemeral server
+    # of its own to deliver them and the command spent seconds (80 s on 20,000 readers) printing
+    # connection errors after the run had ended.
+    from tests.fakes.fake_sendgrid import Fault
+
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        fake.always(Fault(status=503, message="outage"))
+        env = _env(
+            tmp_path,
+            DIGEST_EMAIL_BACKEND="sendgrid",
+            SENDGRID_API_KEY=API_KEY,
+            DIGEST_SENDGRID_HOST=fake.url,
+            DIGEST_BATCH_SIZE="2",
+            PREFECT_LOGGING_LEVEL="INFO",  # as a shell has it: the request lines are logged
+        )
+        failed = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "did not reach everyone" in failed.stderr
+    assert "prefect - Starting temporary server" not in failed.stderr
+    for noise in ("APILogWorker", "EventsWorker", "Logging error", "Traceback"):
+        assert noise not in failed.stderr, failed.stderr[-3000:]

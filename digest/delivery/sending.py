@@ -25,6 +25,7 @@ batch goes back to `pending` to be sent again under a new batch.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import threading
@@ -530,7 +531,10 @@ class _Dispatcher:
 
     def submit(self, work: Callable[[], None]) -> None:
         self._room.acquire()
-        future = self._pool.submit(work)
+        # In the submitter's context: callbacks that log (Prefect's run logger) must find the
+        # caller's settings and run in the pool's threads too, or Prefect looks for an API of
+        # its own (and, with none configured, starts a server) to deliver a log line.
+        future = self._pool.submit(contextvars.copy_context().run, work)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done)
