@@ -168,7 +168,8 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
     # Ctrl-C mid-send: the senders stop after their request in flight, the command exits 130
     # with the way on (run again: nobody twice), and a rerun sends the rest exactly once.
     with FakeSendGrid(api_key=API_KEY) as fake:
-        fake.set_delay(0.3)
+        # Each answer takes 2 s: the interrupt lands mid-send even on a loaded machine.
+        fake.set_delay(2.0)
         env = _env(
             tmp_path,
             DIGEST_EMAIL_BACKEND="sendgrid",
