@@ -42,6 +42,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PREFECT_API"))}
     env.update(
@@ -184,6 +188,9 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # As from a terminal: a suite started in the background (`cmd &`) passes SIGINT
+            # on ignored, and Python then never turns it into KeyboardInterrupt.
+            preexec_fn=_sigint_as_in_a_terminal,
         )
         deadline = time.monotonic() + 120
         while len(fake.requests) < 2 and time.monotonic() < deadline and run.poll() is None:
