@@ -5,53 +5,26 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from digest.config import Settings, get_settings
 from digest.db import get_engine
 from digest.tokens import Purpose, make_token
-from digest.web import access_log
-from digest.web.app import create_app
-from digest.web.server import server_config
 from tests.support.web_rows import make_subscriber
+from tests.support.web_server import served_apps
 
 
 @pytest.fixture
 def served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Settings]]:
     """The app as `digest web` serves it, on a free loopback port, header deadline 1 s, at most
     three connections."""
-    monkeypatch.setenv("DIGEST_WEB_HEADER_TIMEOUT_SECONDS", "1")
-    monkeypatch.setenv("DIGEST_WEB_LIMIT_CONCURRENCY", "3")
-    get_settings.cache_clear()
-    current = get_settings()
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    factory = logging.getLogRecordFactory()
-    server = uvicorn.Server(
-        server_config(create_app(current), current, host="127.0.0.1", port=port)
-    )
-    access_log.install()
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield port, current
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
-        logging.setLogRecordFactory(factory)
+    with served_apps(monkeypatch) as start:
+        port = start(DIGEST_WEB_HEADER_TIMEOUT_SECONDS="1", DIGEST_WEB_LIMIT_CONCURRENCY="3")
+        yield port, get_settings()
 
 
 def _connect(port: int) -> socket.socket:
