@@ -20,6 +20,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -115,13 +117,58 @@ def stop_with_the_process(stop: Callable[[str], None]) -> Iterator[None]:
     if orphaned is not None:
         stop(orphaned)
     try:
-        yield
+        with _first_ctrl_c_stops(stop):
+            yield
     except BaseException:
         stop(INTERRUPTED)
         raise
     finally:
         with _lock:
             _stops.pop(key, None)
+
+
+@contextmanager
+def _first_ctrl_c_stops(stop: Callable[[str], None]) -> Iterator[None]:
+    """The first Ctrl-C stops the senders after the request in flight; KeyboardInterrupt is
+    raised once the block ends, a second Ctrl-C raises it at once.
+
+    Raised where it lands, the interrupt could cut a claim between its statement and its
+    fetch, and leave that database connection unable to commit (SQLite: "statements in
+    progress"), so the run could not even release its lease. Only in the main thread with
+    Python's own handler in place: an ignored SIGINT (`nohup`, `cmd &`) stays ignored.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    # The handler only posts to a queue (SimpleQueue.put is safe in a signal handler): setting
+    # the stop itself takes a lock the interrupted code may be holding.
+    interrupts: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    interrupted = False
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.put(True)
+
+    def relay() -> None:
+        if interrupts.get():
+            stop(INTERRUPTED)
+
+    relay_thread = threading.Thread(target=relay, name="ctrl-c", daemon=True)
+    relay_thread.start()
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.put(False)
+        relay_thread.join()
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 INTERRUPTED = (

@@ -340,6 +340,11 @@ def _send(
                 summary.lost_answers = sent.lost_answers
                 summary.batch_ids = len(sent.batch_ids)
         summary.send_seconds = time.perf_counter() - clock
+    except BaseException:
+        # An interrupt (Ctrl-C while planning) can cut a statement short on a pooled connection
+        # and leave it unable to commit: the lease is released on fresh connections.
+        _engine(get_settings()).dispose()
+        raise
     finally:
         end_run(summary.digest_id, owner)
     summary = reconcile(summary, owner)
