@@ -30,11 +30,10 @@ def test_the_first_ctrl_c_stops_the_senders_and_is_raised_when_the_block_ends() 
         stopped.set()
 
     finished_step = False
-    with pytest.raises(KeyboardInterrupt):
-        with stop_with_the_process(stop):
-            _ctrl_c()
-            assert stopped.wait(5), "the stop was not called after Ctrl-C"
-            finished_step = True
+    with pytest.raises(KeyboardInterrupt), stop_with_the_process(stop):
+        _ctrl_c()
+        assert stopped.wait(5), "the stop was not called after Ctrl-C"
+        finished_step = True
     assert finished_step, "the interrupt cut the step under way short"
     assert reasons[0] == INTERRUPTED
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -42,11 +41,10 @@ def test_the_first_ctrl_c_stops_the_senders_and_is_raised_when_the_block_ends() 
 
 def test_a_second_ctrl_c_interrupts_at_once() -> None:
     reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with stop_with_the_process(lambda reason: None):
-            _ctrl_c()
-            _ctrl_c()
-            reached.append("after the second")
+    with pytest.raises(KeyboardInterrupt), stop_with_the_process(lambda reason: None):
+        _ctrl_c()
+        _ctrl_c()
+        reached.append("after the second")
     assert reached == []
 
 
