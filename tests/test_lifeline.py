@@ -8,10 +8,20 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from flows.lifeline import INTERRUPTED, stop_with_the_process
+
+
+@pytest.fixture(autouse=True)
+def sigint_as_in_a_terminal() -> Iterator[None]:
+    # Python's own handler, as a process started from a terminal has it; pytest-xdist's workers
+    # start with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _ctrl_c() -> None:
