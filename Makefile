@@ -29,12 +29,13 @@ demo: setup
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# Four workers on two cores: most tests wait on a server, a process or a timeout much of the time.
 test: setup system-deps lint typecheck
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 4
 
 # The quick loop while working: everything but the slow, browser and real-server tests.
 check: lint typecheck
-	.venv/bin/python -m pytest -m "not slow and not browser" -x -q
+	.venv/bin/python -m pytest -n 4 -m "not slow and not browser" -x -q
 
 lint: setup
 	.venv/bin/ruff check .

@@ -1,5 +1,5 @@
 """Shared fixtures: an isolated working folder and settings per test, SQLite and a real
-PostgreSQL server, and one Prefect test harness for the session."""
+PostgreSQL server, and one real Prefect server for the session."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from digest.config import Settings, get_settings
+from tests.support import cli
 from tests.support.postgres import PostgresServer, server_from_env, start_postgres
+from tests.support.prefect_server import (
+    PrefectServer,
+    deliver_queued_logs_and_events,
+    start_prefect_server,
+)
 
 TEST_SECRET = "test-signing-key-not-for-production-0123456789"
 
@@ -37,6 +43,15 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def session_prefect_for_cli(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`run_digest("run", ...)` in this process uses the session's Prefect server, started on
+    first use, where a process would start a temporary one of its own."""
+    cli.session_prefect_api = lambda: request.getfixturevalue("prefect_server").api_url
+    yield
+    cli.session_prefect_api = None
 
 
 @pytest.fixture(scope="session")
@@ -83,21 +98,39 @@ def settings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """One ephemeral Prefect API for the whole session (its start costs ~10-20 s)."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """The session's Prefect API: a real `prefect server start` on 127.0.0.1, started on first use.
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real `prefect server start` on 127.0.0.1, shared by the tests that run subprocesses."""
-    from tests.support.prefect_server import start_prefect_server
-
+    Flows run in this process, `digest` commands run in this process and those run as processes
+    all use it; only the tests of `digest run`'s own temporary server start another.
+    """
     server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     try:
         yield server
     finally:
+        # Logs and events still queued for it are delivered while it answers: left for the
+        # interpreter's exit, each would be retried against a server already gone.
+        deliver_queued_logs_and_events()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server: PrefectServer) -> Iterator[None]:
+    """Flows called in this process talk to the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that use PostgreSQL `postgres`, so `-m "not postgres"` leaves them out."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            "postgres_server" in names
+            or "postgres_url" in names
+            or params.get("database_url") == "postgresql"
+        ):
+            item.add_marker(pytest.mark.postgres)

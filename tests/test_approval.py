@@ -21,7 +21,11 @@ from digest.run import approval
 from digest.weeks import utcnow
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.prefect_server import PrefectServer, wait_for_deployment
+from tests.support.prefect_server import (
+    PrefectServer,
+    delete_deployments,
+    wait_for_deployment,
+)
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -300,18 +304,7 @@ def test_a_deployment_run_waits_in_the_ui_with_its_form_and_digest_approve_sends
         if serve.poll() is None:
             os.kill(serve.pid, signal.SIGTERM)
             serve.wait(timeout=30)
-        subprocess.run(
-            [
-                str(Path(DIGEST).with_name("prefect")),
-                "deployment",
-                "delete",
-                "weekly-digest/weekly",
-            ],
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        delete_deployments(prefect_server.api_url, "weekly-digest/weekly")
 
 
 def test_without_an_api_to_reach_the_answer_digest_approve_records_releases_the_run(

@@ -1,4 +1,4 @@
-"""The `digest` command as a subprocess: exit codes, messages, and the interface's formats."""
+"""The `digest` command: exit codes, messages, and the interface's formats."""
 
 from __future__ import annotations
 

@@ -20,9 +20,14 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
-from tests.support.cli import DIGEST, run_digest
+from tests.support.cli import DIGEST, run_digest, run_digest_process
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.prefect_server import PrefectServer, wait_for_deployment
+from tests.support.prefect_server import (
+    DEPLOYMENTS,
+    PrefectServer,
+    delete_deployments,
+    wait_for_deployment,
+)
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -129,6 +134,13 @@ def _deployment(prefect_server: PrefectServer) -> object | None:
             return None
 
 
+SERVING = "Your deployments are being served"
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def _serve_until_registered(
     tmp_path: Path, env: dict[str, str], prefect_server: PrefectServer
 ) -> None:
@@ -141,10 +153,11 @@ def _serve_until_registered(
     )
     try:
         deadline = time.monotonic() + 120
-        while _deployment(prefect_server) is None:
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "digest serve did not register the deployment"
-            time.sleep(1)
+        # Registered is not yet serving: stopped before it serves, the runner pauses nothing.
+        while _deployment(prefect_server) is None or SERVING not in _text(tmp_path / "serve.log"):
+            assert serve.poll() is None, _text(tmp_path / "serve.log")[-3000:]
+            assert time.monotonic() < deadline, "digest serve did not serve the deployment"
+            time.sleep(0.5)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=30)
@@ -194,20 +207,13 @@ def test_moving_from_digest_serve_to_a_work_pool_keeps_the_schedule(
         assert pooled.work_pool_name == "digest-pool" and not pooled.paused  # type: ignore[attr-defined]
         assert pooled.schedules[0].schedule.timezone == "Europe/Berlin"  # type: ignore[attr-defined]
 
-        again = run_digest("serve", cwd=tmp_path, env=env, timeout=120)
+        again = run_digest_process("serve", cwd=tmp_path, env=env, timeout=120)
         assert again.returncode != 0 and "work pool" in again.stderr, again.stderr[-2000:]
         kept = _deployment(prefect_server)
         assert kept is not None
         assert kept.work_pool_name == "digest-pool" and not kept.paused  # type: ignore[attr-defined]
     finally:
-        for name in ("weekly-digest/weekly", "engagement-report/engagement-report"):
-            subprocess.run(
-                [*prefect, "deployment", "delete", name],
-                env={**os.environ, **env},
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+        delete_deployments(prefect_server.api_url, *DEPLOYMENTS)
 
 
 def test_the_pool_schedule_and_the_served_schedule_are_one() -> None:

@@ -24,7 +24,12 @@ from flows.crash_detection import AUTOMATION_NAME, SILENCE_SECONDS
 from tests.fakes.fake_sendgrid import FakeSendGridProcess, delivered_record
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.prefect_server import PrefectServer, wait_for_deployment
+from tests.support.prefect_server import (
+    DEPLOYMENTS,
+    PrefectServer,
+    delete_deployments,
+    wait_for_deployment,
+)
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -134,14 +139,7 @@ def _assert_nothing_left_sending(leader: int, record: Path, at_kill: int) -> Non
 
 def _delete_deployment(env: dict[str, str]) -> None:
     """Both deployments go, so later tests on the session's server may `digest serve` them."""
-    for name in ("weekly-digest/weekly", "engagement-report/engagement-report"):
-        subprocess.run(
-            [PREFECT, "deployment", "delete", name],
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+    delete_deployments(env["PREFECT_API_URL"], *DEPLOYMENTS)
 
 
 def _serve(tmp_path: Path, env: dict[str, str], api: SyncPrefectClient) -> Any:

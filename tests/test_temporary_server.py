@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_sendgrid import FakeSendGrid
-from tests.support.cli import DIGEST, run_digest
+from tests.support.cli import DIGEST, run_digest, run_digest_process
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.scenario import WEEK, week_tools
 
@@ -127,10 +127,10 @@ def test_sigkilled_run_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
 def test_a_week_already_sent_is_answered_without_a_prefect_server(tmp_path: Path) -> None:
     # Nothing left to send: the rerun reads the ledger and starts no server (20 s saved).
     env = _env(tmp_path)
-    first = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    first = run_digest_process("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert STARTING in first.stderr
-    again = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    again = run_digest_process("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert STARTING not in again.stderr
     assert f"{WEEK} was already sent: nothing left to send." in again.stdout
@@ -148,14 +148,14 @@ def test_runs_that_refuse_or_have_nothing_to_do_start_no_server(tmp_path: Path) 
     quiet = "2026-W30"
     for args in (["--week", quiet], ["--week", quiet, "--dry-run"]):
         started = time.monotonic()
-        empty = run_digest("run", *args, cwd=tmp_path, env=env)
+        empty = run_digest_process("run", *args, cwd=tmp_path, env=env)
         assert empty.returncode == 0, empty.stderr[-3000:]
         assert f"No new tools in {quiet}: nothing to send." in empty.stdout
         assert STARTING not in empty.stderr and time.monotonic() - started < 15
 
-    first = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    first = run_digest_process("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert first.returncode == 0 and STARTING in first.stderr, first.stderr[-3000:]
-    refrozen = run_digest("run", "--week", WEEK, "--refreeze", cwd=tmp_path, env=env)
+    refrozen = run_digest_process("run", "--week", WEEK, "--refreeze", cwd=tmp_path, env=env)
     assert refrozen.returncode == 2 and "cannot be recomposed" in refrozen.stderr
     assert STARTING not in refrozen.stderr and "Traceback" not in refrozen.stderr
 
@@ -163,7 +163,7 @@ def test_runs_that_refuse_or_have_nothing_to_do_start_no_server(tmp_path: Path) 
     with engine.begin() as connection:
         mark_recalled(connection, week="2026-W48", stopped=0, on_their_way=0)
     engine.dispose()
-    recalled = run_digest("run", "--week", "2026-W48", cwd=tmp_path, env=env)
+    recalled = run_digest_process("run", "--week", "2026-W48", cwd=tmp_path, env=env)
     assert recalled.returncode == 2 and "was recalled" in recalled.stderr, recalled.stderr
     assert STARTING not in recalled.stderr and "Traceback" not in recalled.stderr
 
@@ -205,6 +205,7 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
         # 30 requests of one reader, at most 16 in flight: it stopped before the last of them.
         assert stopped < 30
         fake.set_delay(0)
+        # The rerun's own server is not what is checked here: in process, on the session's.
         again = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
         assert again.returncode == 0, again.stderr[-3000:]
         delivered = [message.to for message in fake.delivered]
@@ -230,7 +231,7 @@ def test_a_run_failed_by_the_provider_ends_at_once_without_a_server_of_prefects_
             DIGEST_BATCH_SIZE="2",
             PREFECT_LOGGING_LEVEL="INFO",  # as a shell has it: the request lines are logged
         )
-        failed = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+        failed = run_digest_process("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "did not reach everyone" in failed.stderr
     assert "prefect - Starting temporary server" not in failed.stderr

@@ -1,5 +1,5 @@
 """What a careless command line meets: one paragraph naming the cause and the fix, a non-zero
-exit, and never a Python traceback, from the real `digest` command in a subprocess."""
+exit, and never a Python traceback, from the `digest` command."""
 
 from __future__ import annotations
 

@@ -79,6 +79,16 @@ def start_prefect_server(home: Path) -> PrefectServer:
     raise RuntimeError(f"prefect server did not answer in 180 s:\n{log_path.read_text()[-3000:]}")
 
 
+def deliver_queued_logs_and_events() -> None:
+    """Let this process's Prefect log and event workers send what they hold, a few seconds at
+    most: Prefect sends both from background threads that otherwise drain at interpreter exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
 def wait_for_deployment(client: Any, serve: subprocess.Popen[bytes], log: Path) -> Any:
     """The deployment `digest serve` registers, once it has; fails with serve's log if it dies."""
     deadline = time.monotonic() + 120
@@ -89,3 +99,26 @@ def wait_for_deployment(client: Any, serve: subprocess.Popen[bytes], log: Path) 
         except Exception:
             assert time.monotonic() < deadline, "digest serve did not register the deployment"
             time.sleep(1)
+
+
+# The deployments `digest serve` registers.
+DEPLOYMENTS = ("weekly-digest/weekly", "engagement-report/engagement-report")
+
+
+def delete_deployments(api_url: str, *names: str) -> None:
+    """Delete the deployments named `flow/deployment` that exist on the server at `api_url`,
+    through the client: a `prefect deployment delete` process costs 4 s of CPU for the same."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        for name in names:
+            try:
+                deployment = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            client.delete_deployment(deployment.id)
