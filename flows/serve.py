@@ -8,6 +8,7 @@ Each run goes in a child process that stops when this one dies (flows/lifeline.p
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from types import FrameType
@@ -22,6 +23,8 @@ from flows.crash_detection import ensure_zombie_automation, heartbeat_environmen
 from flows.engagement_report import DEPLOYMENT_NAME as REPORT_DEPLOYMENT
 from flows.engagement_report import engagement_deployment, engagement_report
 from flows.weekly_digest import weekly_digest
+
+log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "weekly"
 # Monday 08:00 in the schedule's zone: the week that just ended is complete by then.
@@ -78,4 +81,35 @@ def serve_weekly(settings: Settings) -> None:
         tags=["verdict-digest"],
     )
     assert isinstance(weekly, RunnerDeployment)  # called outside an event loop: no coroutine
-    serve(weekly, engagement_deployment(settings))
+    try:
+        serve(weekly, engagement_deployment(settings))
+    finally:
+        _pause_served()
+
+
+def _pause_served() -> None:
+    """Pause both deployments, as Prefect's runner does when it stops. A stop that lands in the
+    moment between registering them and the runner's start (its SIGTERM handler not yet in
+    place) would otherwise leave them scheduled with nobody serving them."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    names = [
+        f"{weekly_digest.name}/{DEPLOYMENT_NAME}",
+        f"{engagement_report.name}/{REPORT_DEPLOYMENT}",
+    ]
+    try:
+        with get_client(sync_client=True) as client:
+            for name in names:
+                try:
+                    deployment = client.read_deployment_by_name(name)
+                except ObjectNotFound:  # stopped before it was registered
+                    continue
+                if not deployment.paused and not deployment.work_pool_name:
+                    client.pause_deployment(deployment.id)
+    except Exception as unreachable:  # leaving is what matters now; say what is left to do
+        log.warning(
+            "Could not check that the served deployments are paused (%s): pause them in the "
+            "Prefect UI if `digest serve` is not started again.",
+            type(unreachable).__name__,
+        )
