@@ -37,7 +37,15 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _refuse_work_pool_deployment(name: str = f"{weekly_digest.name}/{DEPLOYMENT_NAME}") -> None:
+def _served() -> list[str]:
+    """The deployments `digest serve` serves, as `flow/deployment`."""
+    return [
+        f"{weekly_digest.name}/{DEPLOYMENT_NAME}",
+        f"{engagement_report.name}/{REPORT_DEPLOYMENT}",
+    ]
+
+
+def _refuse_work_pool_deployment(name: str) -> None:
     """Serving would take a work pool's deployment of the same name over, and pause it on exit."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -69,8 +77,8 @@ def _detect_crashes() -> None:
 
 
 def serve_weekly(settings: Settings) -> None:
-    _refuse_work_pool_deployment()
-    _refuse_work_pool_deployment(f"{engagement_report.name}/{REPORT_DEPLOYMENT}")
+    for name in _served():
+        _refuse_work_pool_deployment(name)
     _detect_crashes()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     weekly = weekly_digest.to_deployment(
@@ -94,13 +102,9 @@ def _pause_served() -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    names = [
-        f"{weekly_digest.name}/{DEPLOYMENT_NAME}",
-        f"{engagement_report.name}/{REPORT_DEPLOYMENT}",
-    ]
     try:
         with get_client(sync_client=True) as client:
-            for name in names:
+            for name in _served():
                 try:
                     deployment = client.read_deployment_by_name(name)
                 except ObjectNotFound:  # stopped before it was registered
