@@ -29,20 +29,17 @@ log = logging.getLogger(__name__)
 DEPLOYMENT_NAME = "weekly"
 # Monday 08:00 in the schedule's zone: the week that just ended is complete by then.
 WEEKLY_CRON = "0 8 * * 1"
+# The deployments `digest serve` serves, as `flow/deployment`.
+SERVED_DEPLOYMENTS = (
+    f"{weekly_digest.name}/{DEPLOYMENT_NAME}",
+    f"{engagement_report.name}/{REPORT_DEPLOYMENT}",
+)
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # A service manager stops us with SIGTERM: leave as on Ctrl-C, at once, so no later run
     # starts with settings the operator has just changed.
     raise KeyboardInterrupt
-
-
-def _served() -> list[str]:
-    """The deployments `digest serve` serves, as `flow/deployment`."""
-    return [
-        f"{weekly_digest.name}/{DEPLOYMENT_NAME}",
-        f"{engagement_report.name}/{REPORT_DEPLOYMENT}",
-    ]
 
 
 def _refuse_work_pool_deployment(name: str) -> None:
@@ -77,7 +74,7 @@ def _detect_crashes() -> None:
 
 
 def serve_weekly(settings: Settings) -> None:
-    for name in _served():
+    for name in SERVED_DEPLOYMENTS:
         _refuse_work_pool_deployment(name)
     _detect_crashes()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -104,7 +101,7 @@ def _pause_served() -> None:
 
     try:
         with get_client(sync_client=True) as client:
-            for name in _served():
+            for name in SERVED_DEPLOYMENTS:
                 try:
                     deployment = client.read_deployment_by_name(name)
                 except ObjectNotFound:  # stopped before it was registered

@@ -20,10 +20,10 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
+from flows.serve import SERVED_DEPLOYMENTS
 from tests.support.cli import DIGEST, run_digest, run_digest_process
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import (
-    DEPLOYMENTS,
     PrefectServer,
     delete_deployments,
     wait_for_deployment,
@@ -134,10 +134,6 @@ def _deployment(prefect_server: PrefectServer) -> object | None:
             return None
 
 
-def _text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 def _serve_until_registered(
     tmp_path: Path, env: dict[str, str], prefect_server: PrefectServer
 ) -> None:
@@ -153,7 +149,7 @@ def _serve_until_registered(
         # Stopped as soon as the deployment shows, often before Prefect's runner has started
         # (and would pause it): `digest serve` must pause it all the same.
         while _deployment(prefect_server) is None:
-            assert serve.poll() is None, _text(tmp_path / "serve.log")[-3000:]
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "digest serve did not register the deployment"
             time.sleep(0.1)
     finally:
@@ -211,7 +207,7 @@ def test_moving_from_digest_serve_to_a_work_pool_keeps_the_schedule(
         assert kept is not None
         assert kept.work_pool_name == "digest-pool" and not kept.paused  # type: ignore[attr-defined]
     finally:
-        delete_deployments(prefect_server.api_url, *DEPLOYMENTS)
+        delete_deployments(prefect_server.api_url, *SERVED_DEPLOYMENTS)
 
 
 def test_the_pool_schedule_and_the_served_schedule_are_one() -> None:

@@ -21,11 +21,11 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.crash_detection import AUTOMATION_NAME, SILENCE_SECONDS
+from flows.serve import SERVED_DEPLOYMENTS
 from tests.fakes.fake_sendgrid import FakeSendGridProcess, delivered_record
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import (
-    DEPLOYMENTS,
     PrefectServer,
     delete_deployments,
     wait_for_deployment,
@@ -139,7 +139,7 @@ def _assert_nothing_left_sending(leader: int, record: Path, at_kill: int) -> Non
 
 def _delete_deployment(env: dict[str, str]) -> None:
     """Both deployments go, so later tests on the session's server may `digest serve` them."""
-    delete_deployments(env["PREFECT_API_URL"], *DEPLOYMENTS)
+    delete_deployments(env["PREFECT_API_URL"], *SERVED_DEPLOYMENTS)
 
 
 def _serve(tmp_path: Path, env: dict[str, str], api: SyncPrefectClient) -> Any:

@@ -101,10 +101,6 @@ def wait_for_deployment(client: Any, serve: subprocess.Popen[bytes], log: Path) 
             time.sleep(1)
 
 
-# The deployments `digest serve` registers.
-DEPLOYMENTS = ("weekly-digest/weekly", "engagement-report/engagement-report")
-
-
 def delete_deployments(api_url: str, *names: str) -> None:
     """Delete the deployments named `flow/deployment` that exist on the server at `api_url`,
     through the client: a `prefect deployment delete` process costs 4 s of CPU for the same."""
