@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from digest.config import Settings
 from digest.db import get_engine
 from digest.delivery import ledger
-from digest.errors import RunInProgressError
+from digest.errors import RecalledError, RunInProgressError
 from digest.models import DIGEST_TABLE, Delivery, Subscriber
 from digest.render.variant import RenderedVariant
 from digest.weeks import utcnow
@@ -131,6 +131,44 @@ def test_a_live_lease_refuses_a_second_run(engine: Engine) -> None:
     ledger.acquire_lease(engine, digest_id=digest_id, owner=ledger.new_owner(), ttl_seconds=60)
     with pytest.raises(RunInProgressError, match="Another run is sending"):
         ledger.acquire_lease(engine, digest_id=digest_id, owner=ledger.new_owner(), ttl_seconds=60)
+
+
+def test_a_leased_claim_takes_nothing_once_the_lease_is_lost_or_the_week_recalled(
+    engine: Engine,
+) -> None:
+    # The sender's claims carry the lease in their own statement: a takeover or a recall
+    # stops the very next claim, and check_lease says which.
+    make_subscribers(engine, 6)
+    digest_id = make_digest(engine)
+    ledger.plan_recipients(engine, digest_id=digest_id, render_variant=render_everything)
+    owner, other = ledger.new_owner(), ledger.new_owner()
+    ledger.acquire_lease(engine, digest_id=digest_id, owner=owner, ttl_seconds=60)
+
+    def claim(by: str) -> int:
+        with engine.begin() as connection:
+            (variant_id,) = ledger.pending_by_variant(connection, digest_id=digest_id)
+            return len(
+                ledger.claim_batch(
+                    connection,
+                    digest_id=digest_id,
+                    variant_id=variant_id,
+                    owner=by,
+                    limit=2,
+                    while_leased=True,
+                )
+            )
+
+    assert claim(owner) == 2
+    assert claim(other) == 0
+    with engine.begin() as connection:
+        ledger.check_lease(connection, digest_id=digest_id, owner=owner)
+        with pytest.raises(RunInProgressError, match="lost the digest's lease"):
+            ledger.check_lease(connection, digest_id=digest_id, owner=other)
+        ledger.mark_recalled(connection, week="2026-W47", stopped=0, on_their_way=2)
+    assert claim(owner) == 0
+    with engine.begin() as connection, pytest.raises(RecalledError, match="recalled"):
+        ledger.check_lease(connection, digest_id=digest_id, owner=owner)
+    assert _states(engine, digest_id) == {"sending": 2, "pending": 4}
 
 
 def test_rows_left_sending_by_a_dead_run_become_uncertain_not_pending(engine: Engine) -> None:

@@ -88,7 +88,6 @@ class Sender:
     from_email: str
     from_name: str
     batch_size: int
-    lease_seconds: int
     # Requests held this long by the provider, cancellable meanwhile; None sends at once.
     canceller: Canceller | None = None
     lead_seconds: int = 0
@@ -108,7 +107,6 @@ class Sender:
             from_email=settings.from_email,
             from_name=settings.from_name,
             batch_size=settings.batch_size,
-            lease_seconds=settings.lease_seconds,
             canceller=canceller_for(settings, engine=engine, backend=backend),
             lead_seconds=settings.send_lead_seconds,
             max_attempts=settings.send_max_attempts,
@@ -331,13 +329,9 @@ def _claim(
 ) -> ledger.ClaimedBatch | None:
     try:
         with sender.engine.begin() as connection:
-            ledger.renew_lease(
-                connection,
-                digest_id=plan.digest_id,
-                owner=plan.owner,
-                ttl_seconds=sender.lease_seconds,
-            )
-            return ledger.claim_batch(
+            # The claim itself requires the lease (the run's heartbeat keeps it alive), so a
+            # recall or a takeover stops the next claim; an empty one says which, if either.
+            claimed = ledger.claim_batch(
                 connection,
                 digest_id=plan.digest_id,
                 variant_id=variant_id,
@@ -345,7 +339,11 @@ def _claim(
                 limit=sender.batch_size,
                 provider_batch_id=provider_batch.id if provider_batch else None,
                 send_at=provider_batch.send_at if provider_batch else None,
+                while_leased=True,
             )
+            if not claimed.recipients:
+                ledger.check_lease(connection, digest_id=plan.digest_id, owner=plan.owner)
+            return claimed
     except RunInProgressError as lost:
         stop.set(StopKind.LEASE_LOST, str(lost))
     except RecalledError as recalled:

@@ -58,9 +58,9 @@ from digest.delivery.ledger.digests import (
 from digest.delivery.ledger.leases import (
     LeaseHeartbeat,
     acquire_lease,
+    check_lease,
     new_owner,
     release_lease,
-    renew_lease,
 )
 from digest.delivery.ledger.planning import (
     PlanSummary,
@@ -101,6 +101,7 @@ __all__ = [
     "active_by_variant",
     "batch_ids_of",
     "cancels_standing",
+    "check_lease",
     "claim_batch",
     "clear_recall",
     "digest_status",
@@ -130,7 +131,6 @@ __all__ = [
     "record_cancel",
     "release_lease",
     "release_pending",
-    "renew_lease",
     "requeue_batch",
     "requeue_cancelled",
     "requeue_failed",

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, literal_column, select, update
+import orjson
+from sqlalchemy import ColumnElement, Integer, any_, func, literal, literal_column, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from digest.delivery.ledger.batches import note_requests
+from digest.delivery.ledger.leases import lease_held
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import SUBSCRIBER_TABLE as SUBSCRIBER
 from digest.states import Cause, DeliveryState, SubscriberStatus, sources_of, values
@@ -56,6 +59,16 @@ if sources_of(DeliveryState.SENDING, Cause.CLAIM) != {DeliveryState.PENDING}:
     raise RuntimeError("the claim's index holds pending rows only: a claim must start there")
 
 
+def among(connection: Connection, ids: list[int]) -> ColumnElement[bool]:
+    """`delivery.id` is one of `ids`, as one bound value (a JSON array on SQLite, an array on
+    PostgreSQL). `id IN (...)` binds each id on its own: settling a request of 1,000 rows spent
+    about 1 ms of CPU rendering the list, a twentieth of the request's own CPU."""
+    if connection.dialect.name == "postgresql":
+        return DELIVERY.c.id == any_(literal(ids, ARRAY(Integer)))
+    listed = func.json_each(orjson.dumps(ids).decode()).table_valued("value")
+    return DELIVERY.c.id.in_(select(listed.c.value))
+
+
 def pending_by_variant(connection: Connection, *, digest_id: int) -> dict[int, int]:
     """How many rows wait to be sent, per variant id (read from the claim's index)."""
     rows = connection.execute(
@@ -75,6 +88,7 @@ def claim_batch(
     limit: int,
     provider_batch_id: str | None = None,
     send_at: datetime | None = None,
+    while_leased: bool = False,
 ) -> ClaimedBatch:
     """Move up to `limit` pending rows of one variant to `sending` for `owner`, in one statement.
 
@@ -83,7 +97,9 @@ def claim_batch(
     whose batch the next run can cancel. Only rows of currently active subscribers are claimed,
     so an unsubscribe takes effect before the next request. The lowest ids of the variant come
     from the claim's index (digest, variant, id; pending rows only). On PostgreSQL, SKIP LOCKED
-    lets several senders claim disjoint batches.
+    lets several senders claim disjoint batches. `while_leased` claims nothing unless `owner`
+    holds the digest's lease and the week is not recalled, checked by the same statement (the
+    sender's `ledger.check_lease` then says which).
     """
     claimable = values(sources_of(DeliveryState.SENDING, Cause.CLAIM))
     candidates = (
@@ -106,9 +122,15 @@ def claim_batch(
         picked = select(locked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
     claim = f"{owner}#{uuid.uuid4().hex[:12]}"
     now = utcnow()
+    conditions: list[ColumnElement[bool]] = [
+        DELIVERY.c.id.in_(picked),
+        DELIVERY.c.state.in_(claimable),
+    ]
+    if while_leased:
+        conditions.append(lease_held(digest_id=digest_id, owner=owner))
     claimed = connection.execute(
         update(DELIVERY)
-        .where(DELIVERY.c.id.in_(picked), DELIVERY.c.state.in_(claimable))
+        .where(*conditions)
         .values(
             state=DeliveryState.SENDING.value,
             claim_owner=claim,
@@ -120,7 +142,7 @@ def claim_batch(
         )
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
     ).all()
-    recipients = sorted(ClaimedRecipient(*row) for row in claimed)
+    recipients = sorted(map(ClaimedRecipient._make, claimed))
     if recipients and provider_batch_id is not None:
         note_requests(connection, batch_id=provider_batch_id)
     return ClaimedBatch(
@@ -141,7 +163,7 @@ def _settle(
 
     Found by primary key (the ids it claimed); the claim id decides which are still its own."""
     statement = update(DELIVERY).where(
-        DELIVERY.c.id.in_(only if only is not None else batch.delivery_ids),
+        among(connection, only if only is not None else batch.delivery_ids),
         DELIVERY.c.state.in_(values(sources_of(to, cause))),
         DELIVERY.c.claim_owner == batch.claim,
     )

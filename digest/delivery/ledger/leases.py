@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -133,18 +133,27 @@ def _mark_orphans_uncertain(
     return int(result.rowcount)
 
 
-def renew_lease(connection: Connection, *, digest_id: int, owner: str, ttl_seconds: int) -> None:
-    """Extend the lease; RunInProgressError if another run took it meanwhile, RecalledError
-    once the editor recalled the week (`digest recall`)."""
-    recalled = select(RECALL.c.week).where(RECALL.c.week == DIGEST.c.week).exists()
-    renewed = connection.execute(
-        update(DIGEST)
-        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner, ~recalled)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
-    ).rowcount
-    if renewed:
+def _not_recalled() -> ColumnElement[bool]:
+    return ~select(RECALL.c.week).where(RECALL.c.week == DIGEST.c.week).exists()
+
+
+def lease_held(*, digest_id: int, owner: str) -> ColumnElement[bool]:
+    """`owner` holds the digest's lease and its week is not recalled: the condition a run's
+    claim carries in its own statement, so a recall or a takeover stops the very next claim."""
+    return (
+        select(DIGEST.c.id)
+        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner, _not_recalled())
+        .exists()
+    )
+
+
+def check_lease(connection: Connection, *, digest_id: int, owner: str) -> None:
+    """RunInProgressError if another run took the lease, RecalledError once the editor recalled
+    the week (`digest recall`); nothing while `owner` holds it."""
+    if connection.execute(select(lease_held(digest_id=digest_id, owner=owner))).scalar():
         return
-    if connection.execute(select(DIGEST.c.id).where(DIGEST.c.id == digest_id, recalled)).first():
+    recalled = select(DIGEST.c.id).where(DIGEST.c.id == digest_id, ~_not_recalled())
+    if connection.execute(recalled).first():
         raise RecalledError(
             "The editor recalled this digest (`digest recall`) while it was being sent: this "
             "run stopped sending. Nothing more goes out until a run is started --after-recall."
@@ -153,6 +162,16 @@ def renew_lease(connection: Connection, *, digest_id: int, owner: str, ttl_secon
         "This run lost the digest's lease to another run (it was paused longer than "
         "DIGEST_LEASE_SECONDS). It stopped sending; the other run carries on."
     )
+
+
+def extend_lease(connection: Connection, *, digest_id: int, owner: str, ttl_seconds: int) -> bool:
+    """Push the lease's end `ttl_seconds` ahead while `owner` holds it; False if it does not."""
+    kept = connection.execute(
+        update(DIGEST)
+        .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+    ).rowcount
+    return bool(kept)
 
 
 def release_lease(engine: Engine, *, digest_id: int, owner: str) -> None:
@@ -196,11 +215,12 @@ class LeaseHeartbeat:
         while not self._stopped.wait(self.interval):
             try:
                 with self._engine.begin() as connection:
-                    kept = connection.execute(
-                        update(DIGEST)
-                        .where(DIGEST.c.id == self._digest_id, DIGEST.c.lease_owner == self._owner)
-                        .values(lease_expires_at=utcnow() + timedelta(seconds=self._ttl))
-                    ).rowcount
+                    kept = extend_lease(
+                        connection,
+                        digest_id=self._digest_id,
+                        owner=self._owner,
+                        ttl_seconds=self._ttl,
+                    )
             except SQLAlchemyError as error:  # a busy database: the next beat tries again
                 log.warning("could not renew the digest's lease: %s", error)
                 continue
