@@ -34,7 +34,7 @@ def write_sample_bodies(engine: Engine, path: Path, *, count: int = 40) -> None:
     from sqlalchemy import select
 
     from digest.delivery import ledger
-    from digest.delivery.sending import recipient_for
+    from digest.delivery.building import recipient_for
     from digest.links import Links
     from digest.models import DELIVERY_TABLE as DELIVERY
     from digest.send.base import OutgoingBatch, ProviderBatch

@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 
 from digest.config import Settings
 from digest.db import get_engine
+from digest.delivery.building import recipient_for
 from digest.delivery.ledger import ClaimedRecipient
-from digest.delivery.sending import recipient_for
 from digest.links import Links
 from digest.models import VISIT_TABLE
 from digest.render.placeholders import subscriber_substitutions

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Self
 
@@ -39,8 +39,10 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings
 from digest.delivery import ledger
+from digest.delivery.building import BUILD_PROCESS_FROM_ROWS, RecipientBuilder
 from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.provider_batches import REQUESTS_PER_BATCH, RunBatches, SlotWaitTooLong
+from digest.delivery.recording import Accepted, Recorder
 from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import RecalledError, RunInProgressError
 from digest.links import Links, has_one_click_unsubscribe
@@ -72,7 +74,6 @@ __all__ = [
     "SendReport",
     "Sender",
     "StopKind",
-    "recipient_for",
     "send",
     "send_plan",
 ]
@@ -97,6 +98,8 @@ class Sender:
     # How long the send waits for a cancel slot before it stops; None: as long as one can take.
     slot_wait_seconds: float | None = None
     requests_per_batch: int = REQUESTS_PER_BATCH
+    # Rows pending at which recipients are built in a second process; None: always here.
+    build_process_from_rows: int | None = BUILD_PROCESS_FROM_ROWS
 
     @classmethod
     def from_settings(cls, settings: Settings, *, engine: Engine, backend: EmailBackend) -> Self:
@@ -186,18 +189,6 @@ class SendReport:
         return put_back > before[0] and (sent > before[1] or lost > before[2])
 
 
-def recipient_for(links: Links, claimed: ledger.ClaimedRecipient) -> Recipient:
-    """One claimed row as the backend's recipient: their own links, greeting and headers."""
-    return Recipient.for_subscriber(
-        claimed.delivery_id,
-        claimed.email,
-        claimed.name,
-        unsubscribe_url=links.unsubscribe(claimed.subscriber_id),
-        preferences_url=links.preferences(claimed.subscriber_id),
-        vote_token=links.vote_token(claimed.delivery_id),
-    )
-
-
 def send(
     sender: Sender,
     plan: SendPlan,
@@ -214,24 +205,8 @@ def send(
     lost answers in a row), or sets `stop`, so the send always ends.
     """
     report = SendReport()
-    # The send makes a million short-lived objects; objects older than it (the engine, the
-    # bodies, Prefect's state) need not be walked by every collection meanwhile. Frozen, the
-    # collector took a fifth less of the 100k send's CPU on the 2-core machine.
-    gc.freeze()
-    try:
-        return _send_rounds(sender, plan, stop, report, on_request, on_wait)
-    finally:
-        gc.unfreeze()
-
-
-def _send_rounds(
-    sender: Sender,
-    plan: SendPlan,
-    stop: RunStop,
-    report: SendReport,
-    on_request: Callable[[RequestReport], None] | None,
-    on_wait: Callable[[str], None] | None,
-) -> SendReport:
+    with sender.engine.connect() as connection:
+        pending = sum(ledger.pending_by_variant(connection, digest_id=plan.digest_id).values())
     batches = RunBatches(
         sender.canceller,
         plan.digest_id,
@@ -240,123 +215,189 @@ def _send_rounds(
         slot_wait_seconds=sender.slot_wait_seconds,
         requests_per_batch=sender.requests_per_batch,
     )
-    with _Dispatcher(sender.in_flight) as dispatcher:
-        try:
-            while not stop.is_set():
-                before = report.progress()
-                _round(sender, plan, stop, batches, dispatcher, report, on_request)
-                dispatcher.drain()
-                if not report.worth_another_round(before):
-                    break
-        finally:
-            dispatcher.drain()
-            batches.close()
+    # The send makes a million short-lived objects; objects older than it (the engine, the
+    # bodies, Prefect's state) need not be walked by every collection meanwhile. Frozen, the
+    # collector took a fifth less of the 100k send's CPU on the 2-core machine.
+    gc.freeze()
+    try:
+        with (
+            RecipientBuilder.for_send(
+                sender.links, pending=pending, from_rows=sender.build_process_from_rows
+            ) as builder,
+            Recorder(sender.engine) as recorder,
+            _Dispatcher(sender.in_flight) as dispatcher,
+        ):
+            run = _Send(
+                sender, plan, stop, report, batches, dispatcher, builder, recorder, on_request
+            )
+            run.rounds()
+    finally:
+        gc.unfreeze()
     if stop.is_set():
         report.stop, report.stop_kind = stop.reason, stop.kind
     return report
 
 
-def _round(
-    sender: Sender,
-    plan: SendPlan,
-    stop: RunStop,
-    batches: RunBatches,
-    dispatcher: _Dispatcher,
-    report: SendReport,
-    on_request: Callable[[RequestReport], None] | None,
-) -> None:
-    """One pass over the variants with pending rows."""
-    with sender.engine.connect() as connection:
-        pending = ledger.pending_by_variant(connection, digest_id=plan.digest_id)
-    for variant_id in sorted(pending):
-        with sender.engine.connect() as connection:
-            # Variant bodies never change once stored.
-            variant = ledger.variant_row(connection, variant_id=variant_id)
-        for request in _requests_of(sender, plan, variant, stop, batches, dispatcher):
-            dispatcher.submit(partial(_deliver, sender, batches, request, stop, report, on_request))
-        if stop.is_set():
-            break
+@dataclass(frozen=True)
+class _Request:
+    """A claimed request: everything but its recipients, and how to get them (built meanwhile,
+    in the building process or by the request's own thread)."""
+
+    claimed: ledger.ClaimedBatch
+    envelope: OutgoingBatch  # recipients left empty
+    recipients: Callable[[], list[Recipient]]
+
+    def batch(self) -> OutgoingBatch:
+        return replace(self.envelope, recipients=self.recipients())
 
 
 @dataclass(frozen=True)
-class _Request:
-    """A claimed request, built and ready to go."""
+class _Send:
+    """One send's parts. The claiming thread runs `rounds`, claiming requests as room frees in
+    flight; each request's recipients are built beside it (`builder`), its own pool thread
+    posts it (`deliver`), and the recorder marks what the provider accepted."""
 
-    claimed: ledger.ClaimedBatch
-    batch: OutgoingBatch
+    sender: Sender
+    plan: SendPlan
+    stop: RunStop
+    report: SendReport
+    batches: RunBatches
+    dispatcher: _Dispatcher
+    builder: RecipientBuilder
+    recorder: Recorder
+    on_request: Callable[[RequestReport], None] | None
 
+    def rounds(self) -> None:
+        try:
+            while not self.stop.is_set():
+                before = self.report.progress()
+                self._round()
+                self._settle_all()
+                if not self.report.worth_another_round(before):
+                    break
+        finally:
+            self._settle_all()
+            self.batches.close()
 
-def _requests_of(
-    sender: Sender,
-    plan: SendPlan,
-    variant: dict[str, Any],
-    stop: RunStop,
-    batches: RunBatches,
-    dispatcher: _Dispatcher,
-) -> Iterator[_Request]:
-    """Claim and build the variant's requests, each once room is free for it in flight."""
-    while not stop.is_set():
-        dispatcher.wait_for_room()
-        provider_batch = _current_batch(batches, stop)
-        if stop.is_set():
+    def _settle_all(self) -> None:
+        """Every request in flight answered, and every answer recorded."""
+        self.dispatcher.drain()
+        self.recorder.flush()
+
+    def _round(self) -> None:
+        """One pass over the variants with pending rows."""
+        engine = self.sender.engine
+        with engine.connect() as connection:
+            pending = ledger.pending_by_variant(connection, digest_id=self.plan.digest_id)
+        for variant_id in sorted(pending):
+            with engine.connect() as connection:
+                # Variant bodies never change once stored.
+                variant = ledger.variant_row(connection, variant_id=variant_id)
+            for request in self._requests_of(variant):
+                self.dispatcher.submit(partial(self.deliver, request))
+            if self.stop.is_set():
+                break
+
+    def _requests_of(self, variant: dict[str, Any]) -> Iterator[_Request]:
+        """Claim the variant's requests, each once room is free for it in flight."""
+        while not self.stop.is_set():
+            self.dispatcher.wait_for_room()
+            provider_batch = self._current_batch()
+            if self.stop.is_set():
+                return
+            claimed = self._claim(int(variant["id"]), provider_batch)
+            if claimed is None or not claimed.recipients:
+                return
+            envelope = _envelope(self.sender, self.plan, variant, provider_batch)
+            yield _Request(claimed, envelope, self.builder.start(claimed.recipients))
+
+    def _current_batch(self) -> ProviderBatch | None:
+        """The batch the next request goes under; a provider out of reach or cancel slots
+        held for too long stop the run (nothing claimed yet: every row stays `pending`)."""
+        try:
+            return self.batches.current(self.stop)
+        except SlotWaitTooLong as full:
+            self.stop.set(StopKind.NO_CANCEL_SLOT, full.reason)
+        except SendAuthError as refused:
+            self.stop.set(StopKind.KEY_REFUSED, str(refused))
+        except TransientSendError as unreachable:
+            self.stop.set(StopKind.PROVIDER_UNAVAILABLE, unreachable.reason)
+        return None
+
+    def _claim(
+        self, variant_id: int, provider_batch: ProviderBatch | None
+    ) -> ledger.ClaimedBatch | None:
+        plan = self.plan
+        try:
+            with self.recorder.writing() as connection:
+                # The claim itself requires the lease (the run's heartbeat keeps it alive), so
+                # a recall or a takeover stops the next claim; an empty one says which, if any.
+                claimed = ledger.claim_batch(
+                    connection,
+                    digest_id=plan.digest_id,
+                    variant_id=variant_id,
+                    owner=plan.owner,
+                    limit=self.sender.batch_size,
+                    provider_batch_id=provider_batch.id if provider_batch else None,
+                    send_at=provider_batch.send_at if provider_batch else None,
+                    while_leased=True,
+                )
+                if not claimed.recipients:
+                    ledger.check_lease(connection, digest_id=plan.digest_id, owner=plan.owner)
+                return claimed
+        except RunInProgressError as lost:
+            self.stop.set(StopKind.LEASE_LOST, str(lost))
+        except RecalledError as recalled:
+            self.stop.set(StopKind.RECALLED, str(recalled))
+        return None
+
+    def deliver(self, request: _Request) -> None:
+        """Hand one request to the backend, and its answer to whoever records it (a pool
+        thread): the recorder for an acceptance, this thread for anything else."""
+        claimed, batch = request.claimed, request.batch()
+        outcome = RequestReport(variant_id=claimed.variant_id, claimed=len(claimed))
+        provider_batch = batch.provider_batch
+        if provider_batch is not None:
+            outcome.batch_id = provider_batch.id
+        writes = _Writes(self.sender, self.recorder, claimed, outcome)
+        try:
+            if self.stop.is_set():
+                raise BatchClosedError(f"not sent: the run stopped ({self.stop.reason})")
+            if provider_batch is not None and not self.batches.may_send(provider_batch):
+                raise BatchClosedError("its provider batch closed before the request left")
+            result = self.sender.backend.send_batch(batch)
+        except BatchClosedError as closed:
+            writes.put_back(closed.reason)
+        except AmbiguousSendError as lost:
+            writes.lost(self.batches, batch, lost, self.stop)
+        except PermanentSendError as refused:
+            writes.refused(refused, self.stop)
+        except (TransientSendError, SendAuthError) as stopped:
+            kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
+            writes.hand_back(stopped, self.stop, kind)
+        else:
+            self.batches.answered()
+            outcome.message_id = result.message_id
+            without = _without_unsubscribe_headers(batch)
+            then = partial(self._accepted, outcome, without)
+            self.recorder.accepted(Accepted(claimed, result.message_id, then))
             return
-        claimed = _claim(sender, plan, int(variant["id"]), provider_batch, stop)
-        if claimed is None or not claimed.recipients:
-            return
-        yield _Request(claimed, _outgoing(sender, plan, variant, claimed, provider_batch))
+        self._done(outcome)
+
+    def _accepted(self, outcome: RequestReport, without_headers: int, sent: int) -> None:
+        # At worst, every recipient without the one-click headers was among those sent.
+        outcome.sent = sent
+        outcome.with_unsubscribe_headers = max(0, sent - without_headers)
+        self._done(outcome)
+
+    def _done(self, outcome: RequestReport) -> None:
+        self.report.add(outcome)
+        if self.on_request is not None:
+            self.on_request(outcome)
 
 
-def _current_batch(batches: RunBatches, stop: RunStop) -> ProviderBatch | None:
-    """The batch the next request goes under; a provider out of reach or cancel slots held
-    for too long stop the run (nothing claimed yet: every row stays `pending`)."""
-    try:
-        return batches.current(stop)
-    except SlotWaitTooLong as full:
-        stop.set(StopKind.NO_CANCEL_SLOT, full.reason)
-    except SendAuthError as refused:
-        stop.set(StopKind.KEY_REFUSED, str(refused))
-    except TransientSendError as unreachable:
-        stop.set(StopKind.PROVIDER_UNAVAILABLE, unreachable.reason)
-    return None
-
-
-def _claim(
-    sender: Sender,
-    plan: SendPlan,
-    variant_id: int,
-    provider_batch: ProviderBatch | None,
-    stop: RunStop,
-) -> ledger.ClaimedBatch | None:
-    try:
-        with sender.engine.begin() as connection:
-            # The claim itself requires the lease (the run's heartbeat keeps it alive), so a
-            # recall or a takeover stops the next claim; an empty one says which, if either.
-            claimed = ledger.claim_batch(
-                connection,
-                digest_id=plan.digest_id,
-                variant_id=variant_id,
-                owner=plan.owner,
-                limit=sender.batch_size,
-                provider_batch_id=provider_batch.id if provider_batch else None,
-                send_at=provider_batch.send_at if provider_batch else None,
-                while_leased=True,
-            )
-            if not claimed.recipients:
-                ledger.check_lease(connection, digest_id=plan.digest_id, owner=plan.owner)
-            return claimed
-    except RunInProgressError as lost:
-        stop.set(StopKind.LEASE_LOST, str(lost))
-    except RecalledError as recalled:
-        stop.set(StopKind.RECALLED, str(recalled))
-    return None
-
-
-def _outgoing(
-    sender: Sender,
-    plan: SendPlan,
-    variant: dict[str, Any],
-    claimed: ledger.ClaimedBatch,
-    provider_batch: ProviderBatch | None,
+def _envelope(
+    sender: Sender, plan: SendPlan, variant: dict[str, Any], provider_batch: ProviderBatch | None
 ) -> OutgoingBatch:
     return OutgoingBatch(
         digest_id=plan.digest_id,
@@ -364,146 +405,99 @@ def _outgoing(
         subject=variant["subject"],
         html=variant["html"],
         text=variant["text"],
-        recipients=[recipient_for(sender.links, c) for c in claimed.recipients],
+        recipients=[],
         from_email=sender.from_email,
         from_name=sender.from_name,
         provider_batch=provider_batch,
     )
 
 
-def _deliver(
-    sender: Sender,
-    batches: RunBatches,
-    request: _Request,
-    stop: RunStop,
-    report: SendReport,
-    on_request: Callable[[RequestReport], None] | None,
-) -> None:
-    """Hand one request to the backend and record the provider's answer (a pool thread)."""
-    claimed, batch = request.claimed, request.batch
-    outcome = RequestReport(variant_id=claimed.variant_id, claimed=len(claimed))
-    if batch.provider_batch is not None:
-        outcome.batch_id = batch.provider_batch.id
-    try:
-        if stop.is_set():
-            raise BatchClosedError(f"not sent: the run stopped ({stop.reason})")
-        if batch.provider_batch is not None and not batches.may_send(batch.provider_batch):
-            raise BatchClosedError("its provider batch closed before the request left")
-        result = sender.backend.send_batch(batch)
-    except BatchClosedError as closed:
-        _put_back(sender, claimed, outcome, closed.reason)
-    except AmbiguousSendError as lost:
-        _lost(sender, batches, claimed, batch, lost, outcome, stop)
-    except PermanentSendError as refused:
-        _refused(sender, claimed, outcome, refused, stop)
-    except (TransientSendError, SendAuthError) as stopped:
-        kind = StopKind.KEY_REFUSED if isinstance(stopped, SendAuthError) else None
-        _hand_back(sender, claimed, outcome, stopped, stop, kind)
-    else:
-        batches.answered()
-        with sender.engine.begin() as connection:
-            outcome.sent = ledger.mark_sent(connection, batch=claimed, message_id=result.message_id)
-        outcome.message_id = result.message_id
-        outcome.with_unsubscribe_headers = _with_unsubscribe_headers(batch, outcome.sent)
-    report.add(outcome)
-    if on_request is not None:
-        on_request(outcome)
+def _without_unsubscribe_headers(batch: OutgoingBatch) -> int:
+    """Recipients of the request whose message lacked a one-click unsubscribe header."""
+    return sum(1 for r in batch.recipients if not has_one_click_unsubscribe(r.headers))
 
 
-def _with_unsubscribe_headers(batch: OutgoingBatch, sent: int) -> int:
-    """How many of the `sent` rows went with both one-click unsubscribe headers (at worst,
-    every recipient without them was among those sent)."""
-    without = sum(1 for r in batch.recipients if not has_one_click_unsubscribe(r.headers))
-    return max(0, sent - without)
+@dataclass(frozen=True)
+class _Writes:
+    """How a request that was not accepted settles its rows, through the send's write gate."""
 
+    sender: Sender
+    recorder: Recorder
+    claimed: ledger.ClaimedBatch
+    outcome: RequestReport
 
-def _lost(
-    sender: Sender,
-    batches: RunBatches,
-    claimed: ledger.ClaimedBatch,
-    batch: OutgoingBatch,
-    lost: AmbiguousSendError,
-    outcome: RequestReport,
-    stop: RunStop,
-) -> None:
-    """An answer that may hide an acceptance: the batch is cancelled (once, for every request
-    under it) and all its rows go again; too late or refused, this request's rows are
-    `uncertain`; the provider out of reach, they stay `sending` for the next run to cancel."""
-    assert batch.provider_batch is not None
-    outcome.lost, outcome.error = True, lost.reason
-    verdict = batches.lost(batch.provider_batch, lost.reason)
-    if verdict.cancelled:
-        outcome.cancelled = verdict.requeued_now
-        if verdict.lost_in_a_row >= sender.max_attempts:
+    def lost(
+        self,
+        batches: RunBatches,
+        batch: OutgoingBatch,
+        lost: AmbiguousSendError,
+        stop: RunStop,
+    ) -> None:
+        """An answer that may hide an acceptance: the batch is cancelled (once, for every
+        request under it) and all its rows go again; too late or refused, this request's rows
+        are `uncertain`; the provider out of reach, they stay `sending` for the next run to
+        cancel."""
+        assert batch.provider_batch is not None
+        outcome = self.outcome
+        outcome.lost, outcome.error = True, lost.reason
+        verdict = batches.lost(batch.provider_batch, lost.reason)
+        if verdict.cancelled:
+            outcome.cancelled = verdict.requeued_now
+            if verdict.lost_in_a_row >= self.sender.max_attempts:
+                stop.set(
+                    StopKind.PROVIDER_UNAVAILABLE,
+                    f"the provider's answer was lost {verdict.lost_in_a_row} times in a row "
+                    f"(last: {lost.reason}); each batch was cancelled before its send time, so "
+                    "nobody got it twice",
+                )
+        elif verdict.refused is not None:
+            with self.recorder.writing() as connection:
+                outcome.uncertain = ledger.mark_uncertain(
+                    connection, batch=self.claimed, reason=verdict.refused
+                )
+        else:
             stop.set(
                 StopKind.PROVIDER_UNAVAILABLE,
-                f"the provider's answer was lost {verdict.lost_in_a_row} times in a row (last: "
-                f"{lost.reason}); each batch was cancelled before its send time, so nobody got "
-                "it twice",
+                f"{lost.reason}; and its batch could not be cancelled yet "
+                f"({verdict.unreachable}): the next run cancels it while there is time, then "
+                "sends those rows",
             )
-    elif verdict.refused is not None:
-        with sender.engine.begin() as connection:
-            outcome.uncertain = ledger.mark_uncertain(
-                connection, batch=claimed, reason=verdict.refused
+
+    def refused(self, refused: PermanentSendError, stop: RunStop) -> None:
+        """Fail the recipients the provider blamed and send the rest again; if it blamed none,
+        the request itself is at fault (sender, content): every row waits and the run stops."""
+        if not refused.refused:
+            self.hand_back(refused, stop, StopKind.REQUEST_REFUSED)
+            return
+        with self.recorder.writing() as connection:
+            self.outcome.failed = ledger.mark_refused(
+                connection, batch=self.claimed, reasons=refused.refused
             )
-    else:
-        stop.set(
-            StopKind.PROVIDER_UNAVAILABLE,
-            f"{lost.reason}; and its batch could not be cancelled yet ({verdict.unreachable}): "
-            "the next run cancels it while there is time, then sends those rows",
-        )
+            self.outcome.released = ledger.release_pending(
+                connection,
+                batch=self.claimed,
+                reason="sent again: the provider refused another recipient of its request",
+                cause=Cause.NEIGHBOUR_REFUSED,
+            )
+        self.outcome.error = refused.reason
 
+    def put_back(self, reason: str) -> None:
+        """The request never left: its rows wait `pending` for the next request, or run."""
+        with self.recorder.writing() as connection:
+            self.outcome.released = ledger.release_pending(
+                connection, batch=self.claimed, reason=reason, cause=Cause.NOT_LEFT
+            )
 
-def _refused(
-    sender: Sender,
-    claimed: ledger.ClaimedBatch,
-    outcome: RequestReport,
-    refused: PermanentSendError,
-    stop: RunStop,
-) -> None:
-    """Fail the recipients the provider blamed and send the rest again; if it blamed none, the
-    request itself is at fault (sender, content): every row waits and the run stops."""
-    if not refused.refused:
-        _hand_back(sender, claimed, outcome, refused, stop, StopKind.REQUEST_REFUSED)
-        return
-    with sender.engine.begin() as connection:
-        outcome.failed = ledger.mark_refused(connection, batch=claimed, reasons=refused.refused)
-        outcome.released = ledger.release_pending(
-            connection,
-            batch=claimed,
-            reason="sent again: the provider refused another recipient of its request",
-            cause=Cause.NEIGHBOUR_REFUSED,
-        )
-    outcome.error = refused.reason
-
-
-def _put_back(
-    sender: Sender, claimed: ledger.ClaimedBatch, outcome: RequestReport, reason: str
-) -> None:
-    """The request never left: its rows wait `pending` for the next request, or the next run."""
-    with sender.engine.begin() as connection:
-        outcome.released = ledger.release_pending(
-            connection, batch=claimed, reason=reason, cause=Cause.NOT_LEFT
-        )
-
-
-def _hand_back(
-    sender: Sender,
-    claimed: ledger.ClaimedBatch,
-    outcome: RequestReport,
-    error: Exception,
-    stop: RunStop,
-    kind: StopKind | None,
-) -> None:
-    """Every row of the request back to `pending`, and the whole send stops."""
-    cause = Cause.REQUEST_REFUSED if kind is StopKind.REQUEST_REFUSED else Cause.TRANSIENT
-    reason = getattr(error, "reason", None) or str(error)
-    with sender.engine.begin() as connection:
-        outcome.released = ledger.release_pending(
-            connection, batch=claimed, reason=reason, cause=cause
-        )
-    outcome.error = reason
-    stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, reason)
+    def hand_back(self, error: Exception, stop: RunStop, kind: StopKind | None) -> None:
+        """Every row of the request back to `pending`, and the whole send stops."""
+        cause = Cause.REQUEST_REFUSED if kind is StopKind.REQUEST_REFUSED else Cause.TRANSIENT
+        reason = getattr(error, "reason", None) or str(error)
+        with self.recorder.writing() as connection:
+            self.outcome.released = ledger.release_pending(
+                connection, batch=self.claimed, reason=reason, cause=cause
+            )
+        self.outcome.error = reason
+        stop.set(kind or StopKind.PROVIDER_UNAVAILABLE, reason)
 
 
 class _Dispatcher:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from digest.config import Settings, get_settings
 from digest.db import ensure_schema, get_engine
 from digest.delivery import ledger, sending
+from digest.delivery.building import recipient_for
 from digest.delivery.cancelling import Canceller, canceller_for
 from digest.models import DIGEST_TABLE as DIGEST
 from digest.models import Delivery
@@ -144,7 +145,7 @@ def _claim_and_send(
             subject=body["subject"],
             html=body["html"],
             text=body["text"],
-            recipients=[sending.recipient_for(sender.links, c) for c in claimed.recipients],
+            recipients=[recipient_for(sender.links, c) for c in claimed.recipients],
             from_email=sender.from_email,
             from_name=sender.from_name,
             provider_batch=held,

@@ -1,0 +1,175 @@
+"""Recipients built in a second process: the same as built here, and never needed.
+
+The child is a real `python -m digest.delivery.building`; the send goes through the real
+sendgrid client to the fake SendGrid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from digest.config import get_settings
+from digest.delivery import building, sending
+from digest.delivery.building import BuildingProcess, RecipientBuilder, build_recipients
+from digest.links import Links
+from digest.send import get_backend
+from digest.send.base import Recipient
+from digest.tokens import Purpose, read_token
+from tests.fakes.fake_sendgrid import FakeSendGrid
+from tests.support.ledger_data import state_counts_of
+from tests.support.send_path import begin_new_run, prepare_batched_week, send_plan_of
+from tests.support.senders import sender_for
+from tests.support.sendgrid_env import send_through
+
+LINKS = Links(site_url="https://verdicts.example.com", key=b"k" * 32)
+ROWS = [
+    (1, 11, "ada@example.com", "Ada Lovelace"),
+    (2, 12, "zoe@example.com", "Zoë O'Brien, PhD"),
+    (3, 13, "noname@example.com", None),
+    (4, 14, "li@example.com", "李小龙"),
+    (5, 15, "esc@example.com", '<script>"x"</script>'),
+]
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def child() -> Iterator[BuildingProcess]:
+    process = BuildingProcess(LINKS)
+    _wait_until(process.takes_more)
+    yield process
+    process.close()
+
+
+def _no_building_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever is built from now on was built by the child."""
+
+    def refuse(links: Links, rows: object) -> list[Recipient]:
+        raise AssertionError("built in the sending process")
+
+    monkeypatch.setattr(building, "build_recipients", refuse)
+
+
+def test_the_child_builds_exactly_what_the_sending_process_would(
+    child: BuildingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = build_recipients(LINKS, ROWS)
+    _no_building_here(monkeypatch)
+    builder = RecipientBuilder(LINKS, child)
+    handles = [builder.start(ROWS[:2]), builder.start(ROWS[2:])]
+    assert handles[0]() + handles[1]() == expected
+    assert read_token(LINKS.key, Purpose.VOTE, expected[1].substitutions["%%vote_token%%"]) == 2
+
+
+def test_a_dead_child_means_building_here(child: BuildingProcess) -> None:
+    builder = RecipientBuilder(LINKS, child)
+    child.kill("killed by the test")
+    _wait_until(lambda: not child.takes_more())
+    assert builder.start(ROWS)() == build_recipients(LINKS, ROWS)
+
+
+def test_a_child_that_stops_answering_is_killed_and_its_request_built_here(
+    child: BuildingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(building, "_ANSWER_TIMEOUT_SECONDS", 0.5)
+    os.kill(child.pid, signal.SIGSTOP)
+    builder = RecipientBuilder(LINKS, child)
+    handle = builder.start(ROWS)
+    assert handle() == build_recipients(LINKS, ROWS)
+    assert not child.takes_more()
+    with pytest.raises(ProcessLookupError):
+        os.kill(child.pid, 0)
+
+
+def test_the_child_leaves_when_its_parent_is_killed(tmp_path: Path) -> None:
+    parent = textwrap.dedent(
+        """
+        import os, signal, time
+        from digest.delivery.building import BuildingProcess
+        from digest.links import Links
+        child = BuildingProcess(Links(site_url="https://x.example", key=b"k" * 32))
+        while not child.takes_more():
+            time.sleep(0.02)
+        print(child.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == -signal.SIGKILL
+    pid = int(ran.stdout.strip())
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie is gone too: it waits only for init to reap it.
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+    _wait_until(gone, seconds=10)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
+    server = FakeSendGrid(api_key="SG.building-test").start()
+    send_through(monkeypatch, server)
+    yield server
+    server.stop()
+
+
+def test_a_send_starts_the_child_from_its_threshold_of_pending_rows() -> None:
+    with RecipientBuilder.for_send(LINKS, pending=9, from_rows=10) as small:
+        assert not small.has_child
+    with RecipientBuilder.for_send(LINKS, pending=10, from_rows=None) as never:
+        assert not never.has_child
+    with RecipientBuilder.for_send(LINKS, pending=10, from_rows=10) as large:
+        assert large.has_child
+
+
+def test_a_send_built_in_the_child_sends_every_reader_once(
+    fake: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=100, extra=994)
+    owner = begin_new_run(settings, digest_id)
+    # Every request through the child, none built here (the child is ready before the send).
+    links = Links.from_settings(settings)
+    child = BuildingProcess(links)
+    _wait_until(child.takes_more)
+    monkeypatch.setattr(building, "_MAX_QUEUED", 10**6)
+    monkeypatch.setattr(
+        RecipientBuilder, "for_send", classmethod(lambda cls, links, **_: cls(links, child))
+    )
+    _no_building_here(monkeypatch)
+    with get_backend(settings) as backend:
+        sender = replace(sender_for(settings, backend), build_process_from_rows=0)
+        plan = send_plan_of(settings, digest_id, owner)
+        report = sending.send(sender, plan, stop=sending.RunStop())
+    assert report.stop is None and sum(r.sent for r in report.requests) == 1000
+    received = Counter(m.to for m in fake.accepted)
+    assert len(received) == 1000 and set(received.values()) == {1}
+    key = settings.signing_key()
+    for message in fake.accepted:
+        token = message.substitutions["%%unsubscribe_url%%"].rsplit("/", 1)[1]
+        assert read_token(key, Purpose.UNSUBSCRIBE, token) > 0
+        assert int(message.custom_args["delivery_id"]) == read_token(
+            key, Purpose.VOTE, message.substitutions["%%vote_token%%"]
+        )
+    assert state_counts_of(settings, digest_id) == {"sent": 1000}
