@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
-from digest.config import Settings
 from digest.tokens import Purpose, make_token
+
+if TYPE_CHECKING:  # the recipient-building child process imports this module without settings
+    from digest.config import Settings
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,13 @@ each backend decides what that means for its provider.
 
 from __future__ import annotations
 
-from digest.config import Settings
+from typing import TYPE_CHECKING
+
 from digest.providers import PROVIDERS, load
 from digest.send.base import EmailBackend
+
+if TYPE_CHECKING:  # the recipient-building child process imports the package without settings
+    from digest.config import Settings
 
 
 def get_backend(settings: Settings, *, interactive: bool = False) -> EmailBackend:
