@@ -173,3 +173,13 @@ def test_a_send_built_in_the_child_sends_every_reader_once(
             key, Purpose.VOTE, message.substitutions["%%vote_token%%"]
         )
     assert state_counts_of(settings, digest_id) == {"sent": 1000}
+
+
+def test_without_an_interpreter_to_start_the_send_builds_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with RecipientBuilder.for_send(LINKS, pending=10, from_rows=10) as builder:
+        assert not builder.has_child
+        assert builder.start(ROWS)() == build_recipients(LINKS, ROWS)
+    assert "built in the sending process" in caplog.text

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
+from pathlib import Path
 from typing import IO, Any, Self
 
 from digest.links import Links
@@ -73,11 +74,15 @@ class BuildingProcess:
     """The child that builds, and the futures of the requests it has been handed, in order."""
 
     def __init__(self, links: Links) -> None:
+        # The child imports this very code, wherever the parent found it.
+        code_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": path},
             start_new_session=True,  # Ctrl-C at a terminal reaches the parent only
         )
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -173,8 +178,13 @@ class RecipientBuilder:
 
     @classmethod
     def for_send(cls, links: Links, *, pending: int, from_rows: int | None) -> Self:
-        use_child = from_rows is not None and pending >= from_rows and _second_core()
-        return cls(links, BuildingProcess(links) if use_child else None)
+        if from_rows is None or pending < from_rows or not _second_core():
+            return cls(links)
+        try:
+            return cls(links, BuildingProcess(links))
+        except OSError as error:  # no interpreter to start: build here, as for a small send
+            log.warning("recipients are built in the sending process: %s", error)
+            return cls(links)
 
     def __enter__(self) -> Self:
         return self
