@@ -13,6 +13,7 @@ waits for the claiming thread), and `flush` returns only once everything queued 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from typing import Self
 from sqlalchemy.engine import Connection, Engine
 
 from digest.delivery import ledger
+
+log = logging.getLogger(__name__)
 
 # Accepted requests recorded in one transaction, at most.
 _PER_TRANSACTION = 32
@@ -45,7 +48,7 @@ class Recorder:
         self._engine = engine
         self._gate = threading.Lock()
         self._queue: queue.Queue[Accepted | None] = queue.Queue()
-        self._failure: BaseException | None = None
+        self._failure: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="send-recorder", daemon=True)
 
     def __enter__(self) -> Self:
@@ -89,17 +92,48 @@ class Recorder:
         self._queue.task_done()
 
     def _record(self, waiting: list[Accepted]) -> None:
+        """Mark the waiting requests in one transaction; if it fails, each again on its own but
+        the one whose mark failed, so a failure leaves only its own rows `sending`."""
+        recorded: list[tuple[Accepted, int]] = []
         try:
-            if self._failure is None:
-                with self.writing() as connection:
-                    sent = [
-                        ledger.mark_sent(connection, batch=a.claimed, message_id=a.message_id)
-                        for a in waiting
-                    ]
-                for request, count in zip(waiting, sent, strict=True):
-                    request.then(count)
-        except BaseException as failure:
-            self._failure = self._failure or failure
+            self._mark(waiting, into=recorded)
+        except Exception as failure:
+            self._fail(failure)
+            recorded = self._mark_one_by_one(waiting, but=len(recorded))
+        try:
+            for request, sent in recorded:
+                request.then(sent)
+        except Exception as failure:
+            self._fail(failure)
         finally:
             for _ in waiting:
                 self._queue.task_done()
+
+    def _mark(self, waiting: list[Accepted], *, into: list[tuple[Accepted, int]]) -> None:
+        """One transaction; each request and its rows marked go `into` as it is marked."""
+        with self.writing() as connection:
+            for request in waiting:
+                sent = ledger.mark_sent(
+                    connection, batch=request.claimed, message_id=request.message_id
+                )
+                into.append((request, sent))
+
+    def _mark_one_by_one(self, waiting: list[Accepted], *, but: int) -> list[tuple[Accepted, int]]:
+        """After a failed transaction (rolled back whole), every request but the `but`th on
+        its own; `but` past the end (the commit failed) leaves none out."""
+        recorded: list[tuple[Accepted, int]] = []
+        for index, request in enumerate(waiting):
+            if index == but:
+                continue
+            alone: list[tuple[Accepted, int]] = []
+            try:
+                self._mark([request], into=alone)
+            except Exception as failure:
+                self._fail(failure)
+            else:
+                recorded += alone
+        return recorded
+
+    def _fail(self, failure: Exception) -> None:
+        log.error("recording an accepted request failed, its rows stay `sending`: %r", failure)
+        self._failure = self._failure or failure

@@ -276,8 +276,10 @@ class _Send:
                 if not self.report.worth_another_round(before):
                     break
         finally:
-            self._settle_all()
-            self.batches.close()
+            try:
+                self._settle_all()
+            finally:
+                self.batches.close()
 
     def _settle_all(self) -> None:
         """Every request in flight answered, and every answer recorded."""
