@@ -4,9 +4,12 @@ Everything it uses is handed in (`Sender`: the engine, an open backend, the link
 sizes), so tests pass a recording backend and the loop keeps no state between runs. Rows move to
 `sent` only after the provider accepted them; `digest/states.py` lists every move and its cause.
 
-One thread claims and builds (the CPU work: a claim statement, each recipient's links, the
-request body); up to `in_flight` requests wait on the network at once in a small thread pool,
-each recording its own answer. Claims take up to `batch_size` pending rows of one variant
+One thread claims (one statement a request, which also checks the run's lease); each claimed
+request's recipients (their signed links, greeting and headers) are built beside it, by a child
+process on the other core for a large send (`building.py`); up to `in_flight` requests wait on
+the network at once in a small thread pool; one recorder thread marks what the provider
+accepted (`recording.py`), and every write of the send takes its turn through the recorder's
+gate. Claims take up to `batch_size` pending rows of one variant
 through the claim's index, variant after variant, and go round again while a lost answer or a
 refused neighbour put rows back, so a request is full whenever its variant has the rows.
 Filling requests across variants instead (SendGrid `sections` named by each personalization's

@@ -102,24 +102,7 @@ def claim_batch(
     sender's `ledger.check_lease` then says which).
     """
     claimable = values(sources_of(DeliveryState.SENDING, Cause.CLAIM))
-    candidates = (
-        select(DELIVERY.c.id)
-        .join(SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
-        .where(
-            DELIVERY.c.digest_id == digest_id,
-            DELIVERY.c.variant_id == variant_id,
-            PENDING_ONLY,
-            SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
-        )
-        .order_by(DELIVERY.c.id)
-        .limit(limit)
-    )
-    picked: Any = candidates.scalar_subquery()
-    if connection.dialect.name == "postgresql":
-        # Materialized: as a semi-join PostgreSQL may rescan the locking subquery per row, skip
-        # the rows this very statement just updated, and claim past the limit.
-        locked = candidates.with_for_update(of=DELIVERY, skip_locked=True).cte("picked")
-        picked = select(locked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
+    picked = _lowest_pending(connection, digest_id=digest_id, variant_id=variant_id, limit=limit)
     claim = f"{owner}#{uuid.uuid4().hex[:12]}"
     now = utcnow()
     conditions: list[ColumnElement[bool]] = [
@@ -148,6 +131,28 @@ def claim_batch(
     return ClaimedBatch(
         digest_id=digest_id, variant_id=variant_id, claim=claim, recipients=recipients
     )
+
+
+def _lowest_pending(connection: Connection, *, digest_id: int, variant_id: int, limit: int) -> Any:
+    """The ids a claim takes: the variant's lowest pending ids of active subscribers."""
+    candidates = (
+        select(DELIVERY.c.id)
+        .join(SUBSCRIBER, SUBSCRIBER.c.id == DELIVERY.c.subscriber_id)
+        .where(
+            DELIVERY.c.digest_id == digest_id,
+            DELIVERY.c.variant_id == variant_id,
+            PENDING_ONLY,
+            SUBSCRIBER.c.status == SubscriberStatus.ACTIVE.value,
+        )
+        .order_by(DELIVERY.c.id)
+        .limit(limit)
+    )
+    if connection.dialect.name != "postgresql":
+        return candidates.scalar_subquery()
+    # Materialized: as a semi-join PostgreSQL may rescan the locking subquery per row, skip the
+    # rows this very statement just updated, and claim past the limit.
+    locked = candidates.with_for_update(of=DELIVERY, skip_locked=True).cte("picked")
+    return select(locked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
 
 
 def _settle(
