@@ -77,11 +77,27 @@ def test_the_child_builds_exactly_what_the_sending_process_would(
     assert read_token(LINKS.key, Purpose.VOTE, expected[1].substitutions["%%vote_token%%"]) == 2
 
 
-def test_a_dead_child_means_building_here(child: BuildingProcess) -> None:
+def test_a_dead_child_means_building_here_said_once(
+    child: BuildingProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     builder = RecipientBuilder(LINKS, child)
     child.kill("killed by the test")
     _wait_until(lambda: not child.takes_more())
     assert builder.start(ROWS)() == build_recipients(LINKS, ROWS)
+    assert builder.start(ROWS)() == build_recipients(LINKS, ROWS)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["recipients are built in the sending process from now on: killed by the test"]
+
+
+def test_a_send_that_ends_closes_the_child_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    process = BuildingProcess(LINKS)
+    _wait_until(process.takes_more)
+    process.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_a_child_that_stops_answering_is_killed_and_its_request_built_here(

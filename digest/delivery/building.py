@@ -120,7 +120,7 @@ class BuildingProcess:
 
     def close(self) -> None:
         """Close the pipe (the child leaves at its end) and wait a moment for it."""
-        self._stop("the send ended")
+        self._stop("the send ended", expected=True)
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -153,11 +153,14 @@ class BuildingProcess:
         except (EOFError, OSError, ValueError, IndexError, pickle.UnpicklingError) as error:
             self._stop(f"the building process ended ({type(error).__name__})")
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, *, expected: bool = False) -> None:
         with self._lock:
-            if self._gone is None:
+            first = self._gone is None
+            if first:
                 self._gone = reason
             waiting, self._waiting = list(self._waiting), deque()
+        if first and not expected:
+            log.warning("recipients are built in the sending process from now on: %s", reason)
         for future in waiting:
             if not future.done():
                 future.set_exception(ChildProcessError(reason))
@@ -210,8 +213,8 @@ class RecipientBuilder:
         except FutureTimeout:
             if self._process is not None:
                 self._process.kill("the building process did not answer in time")
-        except ChildProcessError as gone:
-            log.info("recipients built in the sending process: %s", gone)
+        except ChildProcessError:
+            pass  # said once, when the child went
         return build_recipients(self._links, rows)
 
 
