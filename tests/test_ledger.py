@@ -41,6 +41,43 @@ def test_planning_gives_each_active_subscriber_exactly_one_row(engine: Engine) -
     assert _states(engine, digest_id) == {"pending": 25}
 
 
+def test_a_planning_that_fails_midway_gives_its_connection_back_as_it_found_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planning writes with SQLite's bulk settings (no foreign keys, no fsync per chunk); a
+    # failure halfway must not leave a pooled connection that way, and the rerun completes.
+    from digest.delivery.ledger import planning
+
+    make_subscribers(engine, 25)
+    digest_id = make_digest(engine)
+    real_insert_range, calls = planning._insert_range, {"n": 0}
+
+    def failing_second_chunk(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("the disk is full")
+        return real_insert_range(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(planning, "_insert_range", failing_second_chunk)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        ledger.plan_recipients(
+            engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=10
+        )
+    if engine.dialect.name == "sqlite":
+        pooled = [engine.connect() for _ in range(engine.pool.checkedin())]
+        for connection in pooled:
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA synchronous").scalar() == 2  # FULL
+            assert pragma("PRAGMA temp_store").scalar() == 0  # DEFAULT
+            connection.close()
+    monkeypatch.setattr(planning, "_insert_range", real_insert_range)
+    summary = ledger.plan_recipients(
+        engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=10
+    )
+    assert _states(engine, digest_id) == {"pending": 25} and not summary.already_planned
+
+
 def test_a_finished_plan_is_frozen_and_late_joiners_are_not_added(engine: Engine) -> None:
     # The recipient list is frozen when planning completes: a rerun plans nobody new.
     make_subscribers(engine, 5)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -32,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.expression import Executable
 
 from digest.catalog.records import category_key
@@ -171,31 +173,65 @@ def _write_rows(
         Column("variant_id", Integer, nullable=True),
         prefixes=["TEMPORARY"],
     )
-    sqlite = connection.dialect.name == "sqlite"
-    if sqlite:
-        # Sorting a chunk in memory, not in a temporary file; and no foreign-key lookups per
-        # row: every id comes from the table it points to, read in the same statement.
-        connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.commit()  # pragmas open no SQLite transaction; end SQLAlchemy's own
-    with connection.begin():
-        plan_map.drop(connection, checkfirst=True)
-        plan_map.create(connection)
-        if variants:
-            connection.execute(
-                plan_map.insert(),
-                [{"categories": text, "variant_id": vid} for text, vid in variants.items()],
-            )
-        highest = connection.execute(select(func.max(SUBSCRIBER.c.id))).scalar() or 0
-    for low in range(0, int(highest), chunk_ids):
+    with _bulk_writing(connection):
         with connection.begin():
-            connection.execute(_insert_range(connection, plan_map, digest_id, low, low + chunk_ids))
-    with connection.begin():
-        plan_map.drop(connection)
-    if sqlite:
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-        connection.exec_driver_sql("PRAGMA temp_store=DEFAULT")
-        connection.commit()
+            plan_map.drop(connection, checkfirst=True)
+            plan_map.create(connection)
+            if variants:
+                connection.execute(
+                    plan_map.insert(),
+                    [{"categories": text, "variant_id": vid} for text, vid in variants.items()],
+                )
+            highest = connection.execute(select(func.max(SUBSCRIBER.c.id))).scalar() or 0
+        for low in range(0, int(highest), chunk_ids):
+            with connection.begin():
+                statement = _insert_range(connection, plan_map, digest_id, low, low + chunk_ids)
+                connection.execute(statement)
+        with connection.begin():
+            plan_map.drop(connection)
+
+
+# SQLite settings of the planning connection while it writes; each is put back as it was.
+_BULK_PRAGMAS = {
+    # A chunk sorted in memory, not in a temporary file.
+    "temp_store": "MEMORY",
+    # No foreign-key lookup per row: every id comes from the table it points to, in the same
+    # statement.
+    "foreign_keys": "OFF",
+    # No fsync at each chunk's commit (about 0.2 s of 5.6 s at a million rows). Nothing is lost
+    # by it: `planned_at` is set afterwards on a connection that syncs, and that fsync of the
+    # WAL file covers every chunk written before it; a crash before then leaves planning to be
+    # resumed.
+    "synchronous": "NORMAL",
+}
+
+
+@contextmanager
+def _bulk_writing(connection: Connection) -> Iterator[None]:
+    """The planning connection's SQLite settings for bulk writes, put back however it ends: the
+    connection goes back to the pool."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = {
+        name: str(connection.exec_driver_sql(f"PRAGMA {name}").scalar()) for name in _BULK_PRAGMAS
+    }
+    _set_pragmas(connection, _BULK_PRAGMAS)
+    try:
+        yield
+    finally:
+        try:
+            _set_pragmas(connection, before)
+        except SQLAlchemyError:
+            connection.invalidate()  # never handed out again with the bulk settings
+
+
+def _set_pragmas(connection: Connection, pragmas: dict[str, str]) -> None:
+    if connection.in_transaction():
+        connection.rollback()
+    for name, value in pragmas.items():
+        connection.exec_driver_sql(f"PRAGMA {name}={value}")
+    connection.commit()  # pragmas open no SQLite transaction; end SQLAlchemy's own
 
 
 def _insert_range(
