@@ -113,6 +113,25 @@ def test_a_child_that_stops_answering_is_killed_and_its_request_built_here(
         os.kill(child.pid, 0)
 
 
+def test_an_answer_for_other_rows_is_never_used(
+    child: BuildingProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A request written with no future waiting for it shifts every later answer by one: the
+    # next request gets recipients of other rows, which must not go out for it.
+    builder = RecipientBuilder(LINKS, child)
+    os.kill(child.pid, signal.SIGSTOP)  # all three written before the child answers one
+    first = builder.start(ROWS[:2])
+    child._write([tuple(ROWS[4])])  # the stray request
+    second = builder.start(ROWS[2:4])
+    os.kill(child.pid, signal.SIGCONT)
+    started = time.monotonic()
+    assert first() == build_recipients(LINKS, ROWS[:2])
+    assert second() == build_recipients(LINKS, ROWS[2:4])
+    assert time.monotonic() - started < 10  # told at once, not after the answer timeout
+    assert not child.takes_more()
+    assert "answered for other rows" in caplog.text
+
+
 def test_the_child_leaves_when_its_parent_is_killed(tmp_path: Path) -> None:
     parent = textwrap.dedent(
         """

@@ -37,11 +37,8 @@ from digest.send.base import Recipient
 
 log = logging.getLogger(__name__)
 
-# (delivery id, subscriber id, address, name): a claimed row, as the child receives it.
-Row = tuple[int, int, str, str | None]
-
-# Rows pending at which a send builds in a child process: below, the child's start (about
-# 0.3 s of CPU) costs more than it saves.
+# Rows pending at which a send builds in a child process: below, the child's start (0.1 s of
+# CPU) and the pipe cost more than the second core saves.
 BUILD_PROCESS_FROM_ROWS = 10_000
 # Requests queued in the child beyond which the sending process builds the next one itself.
 _MAX_QUEUED = 4
@@ -53,8 +50,9 @@ _READY = "ready"
 
 
 def recipient_for(links: Links, row: Sequence[Any]) -> Recipient:
-    """One claimed row (a `Row`, or the ledger's `ClaimedRecipient`) as the backend's
-    recipient: their own links, greeting and headers."""
+    """One claimed row, (delivery id, subscriber id, address, name) as the ledger's
+    `ClaimedRecipient` or a plain tuple (what the child receives), as the backend's recipient:
+    their own links, greeting and headers."""
     delivery_id, subscriber_id, email, name = row
     return Recipient.for_subscriber(
         delivery_id,
@@ -88,7 +86,8 @@ class BuildingProcess:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to_child: IO[bytes] = self._process.stdin
         self._from_child: IO[bytes] = self._process.stdout
-        self._waiting: deque[Future[list[Recipient]]] = deque()
+        # Each request handed in, in order: its future and the delivery ids it was for.
+        self._waiting: deque[tuple[Future[list[Recipient]], list[int]]] = deque()
         self._lock = threading.Lock()  # the queue of futures and the state below
         self._write_lock = threading.Lock()  # one request's bytes at a time into the pipe
         self._ready = False
@@ -114,7 +113,7 @@ class BuildingProcess:
                 if self._gone is not None:
                     future.set_exception(ChildProcessError(self._gone))
                     return future
-                self._waiting.append(future)
+                self._waiting.append((future, [row[0] for row in rows]))
             self._write([tuple(row) for row in rows])
         return future
 
@@ -148,9 +147,16 @@ class BuildingProcess:
             while True:
                 recipients = pickle.load(self._from_child)  # noqa: S301
                 with self._lock:
-                    future = self._waiting.popleft()
+                    future, delivery_ids = self._waiting.popleft()
+                # Recipients of other rows would mail people twice and mark these rows sent.
+                if [r.delivery_id for r in recipients] != delivery_ids:
+                    reason = "the building process answered for other rows"
+                    future.set_exception(ChildProcessError(reason))
+                    self._stop(reason)
+                    self._process.kill()
+                    return
                 future.set_result(recipients)
-        except (EOFError, OSError, ValueError, IndexError, pickle.UnpicklingError) as error:
+        except Exception as error:  # the reader never dies with futures still waiting on it
             self._stop(f"the building process ended ({type(error).__name__})")
 
     def _stop(self, reason: str, *, expected: bool = False) -> None:
@@ -158,7 +164,8 @@ class BuildingProcess:
             first = self._gone is None
             if first:
                 self._gone = reason
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = [future for future, _ in self._waiting]
+            self._waiting = deque()
         if first and not expected:
             log.warning("recipients are built in the sending process from now on: %s", reason)
         for future in waiting:
