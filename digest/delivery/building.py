@@ -151,8 +151,8 @@ class BuildingProcess:
                 # Recipients of other rows would mail people twice and mark these rows sent.
                 if [r.delivery_id for r in recipients] != delivery_ids:
                     reason = "the building process answered for other rows"
+                    self._stop(reason)  # said, and the rest failed, before this one is
                     future.set_exception(ChildProcessError(reason))
-                    self._stop(reason)
                     self._process.kill()
                     return
                 future.set_result(recipients)
