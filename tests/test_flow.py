@@ -17,6 +17,7 @@ from digest.delivery.ledger import digest_status
 from digest.errors import RunIncompleteError, WeekError
 from flows.weekly_digest import weekly_digest
 from tests.fakes.fake_sendgrid import FakeSendGrid, Fault
+from tests.support.faults import fail_call
 from tests.support.scenario import WEEK, seed
 from tests.support.sendgrid_env import send_through
 
@@ -149,16 +150,8 @@ def test_a_lane_that_crashes_mid_batch_fails_the_run_and_its_rows_turn_uncertain
     get_settings.cache_clear()
     the_settings = get_settings()
     seed(the_settings, tmp_path, subscribers=7)
-    real_mark_sent = ledger.mark_sent
-    calls = {"n": 0}
-
-    def mark_sent_failing_once(*args: object, **kwargs: object) -> int:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("the database connection was lost")
-        return real_mark_sent(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ledger, "mark_sent", mark_sent_failing_once)
+    lost = RuntimeError("the database connection was lost")
+    fail_call(monkeypatch, ledger, "mark_sent", call=1, error=lost)
     state = weekly_digest(week=WEEK, return_state=True)
     assert state.is_failed()
     with pytest.raises(RunIncompleteError, match=r"left `sending`"):

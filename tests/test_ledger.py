@@ -15,6 +15,7 @@ from digest.errors import RecalledError, RunInProgressError
 from digest.models import DIGEST_TABLE, Delivery, Subscriber
 from digest.render.variant import RenderedVariant
 from digest.weeks import utcnow
+from tests.support.faults import fail_call
 from tests.support.ledger_data import make_digest, make_subscribers, render_everything
 
 
@@ -50,15 +51,8 @@ def test_a_planning_that_fails_midway_gives_its_connection_back_as_it_found_it(
 
     make_subscribers(engine, 25)
     digest_id = make_digest(engine)
-    real_insert_range, calls = planning._insert_range, {"n": 0}
-
-    def failing_second_chunk(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("the disk is full")
-        return real_insert_range(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(planning, "_insert_range", failing_second_chunk)
+    real_insert_range = planning._insert_range
+    fail_call(monkeypatch, planning, "_insert_range", call=2, error=RuntimeError("disk is full"))
     with pytest.raises(RuntimeError, match="disk is full"):
         ledger.plan_recipients(
             engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=10

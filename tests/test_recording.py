@@ -12,6 +12,7 @@ from digest.db import get_engine
 from digest.delivery import ledger
 from digest.delivery.recording import Accepted, Recorder
 from digest.models import DELIVERY_TABLE as DELIVERY
+from tests.support.faults import fail_call
 from tests.support.ledger_data import make_digest, make_subscribers, render_everything
 
 
@@ -59,15 +60,8 @@ def test_a_failed_record_leaves_only_its_own_request_sending(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     digest_id, claims = _claims(engine, requests=3, size=4)
-    real_mark_sent, calls = ledger.mark_sent, {"n": 0}
-
-    def mark_sent_failing_second(*args: object, **kwargs: object) -> int:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("the database connection was lost")
-        return real_mark_sent(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ledger, "mark_sent", mark_sent_failing_second)
+    lost = RuntimeError("the database connection was lost")
+    fail_call(monkeypatch, ledger, "mark_sent", call=2, error=lost)
     told: list[int] = []
     recorder = Recorder(engine)
     for claimed in claims:
