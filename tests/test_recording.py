@@ -3,6 +3,8 @@ record that leaves only its own request's rows `sending` (SQLite and PostgreSQL)
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -75,3 +77,24 @@ def test_a_failed_record_leaves_only_its_own_request_sending(
             select(DELIVERY.c.id).where(DELIVERY.c.state == "sending").order_by(DELIVERY.c.id)
         )
         assert list(stuck.scalars()) == claims[1].delivery_ids
+
+
+RUN = contextvars.ContextVar("RUN", default="none")
+
+
+def test_each_request_is_told_in_the_context_the_recorder_was_made_in(engine: Engine) -> None:
+    # `then` reports to the run's logger, which finds the run (and Prefect its API) in the
+    # context; a bare thread has none, and Prefect would start a server of its own to log.
+    digest_id, claims = _claims(engine, requests=2, size=3)
+    seen: list[str] = []
+
+    def make_and_record() -> None:
+        RUN.set("the run's")
+        with Recorder(engine) as recorder:
+            for claimed in claims:
+                recorder.accepted(Accepted(claimed, "msg", lambda _sent: seen.append(RUN.get())))
+            recorder.flush()
+
+    contextvars.copy_context().run(make_and_record)
+    assert seen == ["the run's", "the run's"]
+    assert _counts(engine, digest_id) == {"sent": 6}

@@ -13,6 +13,7 @@ waits for the claiming thread), and `flush` returns only once everything queued 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -49,7 +50,14 @@ class Recorder:
         self._gate = threading.Lock()
         self._queue: queue.Queue[Accepted | None] = queue.Queue()
         self._failure: Exception | None = None
-        self._thread = threading.Thread(target=self._run, name="send-recorder", daemon=True)
+        # In its creator's context, as the pool's requests are: `then` reports to the run's
+        # logger, which must find the run's settings (Prefect's, among them its API) there.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="send-recorder",
+            daemon=True,
+        )
 
     def __enter__(self) -> Self:
         self._thread.start()
