@@ -172,11 +172,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSendGrid]:
 
 def test_a_send_starts_the_child_from_its_threshold_of_pending_rows() -> None:
     with RecipientBuilder.for_send(LINKS, pending=9, from_rows=10) as small:
-        assert not small.has_child
+        assert small._process is None
     with RecipientBuilder.for_send(LINKS, pending=10, from_rows=None) as never:
-        assert not never.has_child
+        assert never._process is None
     with RecipientBuilder.for_send(LINKS, pending=10, from_rows=10) as large:
-        assert large.has_child
+        assert large._process is not None
 
 
 def test_a_send_built_in_the_child_sends_every_reader_once(
@@ -215,6 +215,6 @@ def test_without_an_interpreter_to_start_the_send_builds_here(
 ) -> None:
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
     with RecipientBuilder.for_send(LINKS, pending=10, from_rows=10) as builder:
-        assert not builder.has_child
+        assert builder._process is None
         assert builder.start(ROWS)() == build_recipients(LINKS, ROWS)
     assert "built in the sending process" in caplog.text

@@ -203,10 +203,6 @@ class RecipientBuilder:
         if self._process is not None:
             self._process.close()
 
-    @property
-    def has_child(self) -> bool:
-        return self._process is not None
-
     def start(self, rows: Sequence[Sequence[Any]]) -> Callable[[], list[Recipient]]:
         if self._process is None or not self._process.takes_more():
             return partial(build_recipients, self._links, rows)

@@ -209,7 +209,7 @@ def send(
     """
     report = SendReport()
     with sender.engine.connect() as connection:
-        pending = sum(ledger.pending_by_variant(connection, digest_id=plan.digest_id).values())
+        pending = ledger.pending_by_variant(connection, digest_id=plan.digest_id)
     batches = RunBatches(
         sender.canceller,
         plan.digest_id,
@@ -225,7 +225,9 @@ def send(
     try:
         with (
             RecipientBuilder.for_send(
-                sender.links, pending=pending, from_rows=sender.build_process_from_rows
+                sender.links,
+                pending=sum(pending.values()),
+                from_rows=sender.build_process_from_rows,
             ) as builder,
             Recorder(sender.engine) as recorder,
             _Dispatcher(sender.in_flight) as dispatcher,
@@ -233,7 +235,7 @@ def send(
             run = _Send(
                 sender, plan, stop, report, batches, dispatcher, builder, recorder, on_request
             )
-            run.rounds()
+            run.rounds(pending)
     finally:
         gc.unfreeze()
     if stop.is_set():
@@ -270,14 +272,18 @@ class _Send:
     recorder: Recorder
     on_request: Callable[[RequestReport], None] | None
 
-    def rounds(self) -> None:
+    def rounds(self, pending: dict[int, int]) -> None:
+        """Rounds until one puts nothing back; `pending` (rows per variant, read by the caller)
+        starts the first, each later one reads its own."""
         try:
             while not self.stop.is_set():
                 before = self.report.progress()
-                self._round()
+                self._round(pending)
                 self._settle_all()
                 if not self.report.worth_another_round(before):
                     break
+                with self.sender.engine.connect() as connection:
+                    pending = ledger.pending_by_variant(connection, digest_id=self.plan.digest_id)
         finally:
             try:
                 self._settle_all()
@@ -289,11 +295,9 @@ class _Send:
         self.dispatcher.drain()
         self.recorder.flush()
 
-    def _round(self) -> None:
+    def _round(self, pending: dict[int, int]) -> None:
         """One pass over the variants with pending rows."""
         engine = self.sender.engine
-        with engine.connect() as connection:
-            pending = ledger.pending_by_variant(connection, digest_id=self.plan.digest_id)
         for variant_id in sorted(pending):
             with engine.connect() as connection:
                 # Variant bodies never change once stored.
