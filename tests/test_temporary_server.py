@@ -15,6 +15,7 @@ import pytest
 from tests.fakes.fake_sendgrid import FakeSendGrid
 from tests.support.cli import DIGEST, run_digest, run_digest_process
 from tests.support.factories import write_catalog, write_subscribers
+from tests.support.prefect_server import seed_prefect_home
 from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
@@ -46,11 +47,17 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def _env(tmp_path: Path, migrated_prefect_db: Path | None = None, **extra: str) -> dict[str, str]:
+    """A working folder with the week's catalog and 30 readers. With `migrated_prefect_db`, the
+    Prefect home is one that has started before (its start 6 s of CPU shorter); without, it is
+    a new machine's."""
+    home = tmp_path / "prefect-home"
+    if migrated_prefect_db is not None:
+        seed_prefect_home(home, migrated_prefect_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PREFECT_API"))}
     env.update(
         {
-            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_HOME": str(home),
             "DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'digest.db'}",
             **extra,
         }
@@ -83,12 +90,15 @@ def _wait_for_server_child(run: subprocess.Popen[str]) -> int:
     raise AssertionError("digest run never started its temporary Prefect server")
 
 
-def test_sigkilled_run_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
+def test_sigkilled_run_leaves_no_prefect_server_behind(
+    tmp_path: Path, migrated_prefect_db: Path
+) -> None:
     # A run killed with SIGKILL mid-send must not leave its temporary server running, orphaned.
     with FakeSendGrid(api_key=API_KEY) as fake:
         fake.set_delay(0.5)
         env = _env(
             tmp_path,
+            migrated_prefect_db,
             DIGEST_EMAIL_BACKEND="sendgrid",
             SENDGRID_API_KEY=API_KEY,
             DIGEST_SENDGRID_HOST=fake.url,
@@ -125,7 +135,8 @@ def test_sigkilled_run_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
 
 
 def test_a_week_already_sent_is_answered_without_a_prefect_server(tmp_path: Path) -> None:
-    # Nothing left to send: the rerun reads the ledger and starts no server (20 s saved).
+    # Nothing left to send: the rerun reads the ledger and starts no server (20 s saved). The
+    # first run is a new machine's: its temporary server migrates a new Prefect database.
     env = _env(tmp_path)
     first = run_digest_process("run", "--week", WEEK, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -170,7 +181,9 @@ def test_runs_that_refuse_or_have_nothing_to_do_start_no_server(tmp_path: Path) 
     assert STARTING not in recalled.stderr and "Traceback" not in recalled.stderr
 
 
-def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_sending_and_says_to_run_again(
+    tmp_path: Path, migrated_prefect_db: Path
+) -> None:
     # Ctrl-C mid-send: the senders stop after their request in flight, the command exits 130
     # with the way on (run again: nobody twice), and a rerun sends the rest exactly once.
     with FakeSendGrid(api_key=API_KEY) as fake:
@@ -178,6 +191,7 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
         fake.set_delay(2.0)
         env = _env(
             tmp_path,
+            migrated_prefect_db,
             DIGEST_EMAIL_BACKEND="sendgrid",
             SENDGRID_API_KEY=API_KEY,
             DIGEST_SENDGRID_HOST=fake.url,
@@ -215,7 +229,7 @@ def test_ctrl_c_stops_the_sending_and_says_to_run_again(tmp_path: Path) -> None:
 
 
 def test_a_run_failed_by_the_provider_ends_at_once_without_a_server_of_prefects_own(
-    tmp_path: Path,
+    tmp_path: Path, migrated_prefect_db: Path
 ) -> None:
     # The send's threads log each lost answer through the run's logger: in the run's context, so
     # the lines reach the run's temporary server. Out of it, Prefect started an ephemeral server
@@ -227,6 +241,7 @@ def test_a_run_failed_by_the_provider_ends_at_once_without_a_server_of_prefects_
         fake.always(Fault(status=503, message="outage"))
         env = _env(
             tmp_path,
+            migrated_prefect_db,
             DIGEST_EMAIL_BACKEND="sendgrid",
             SENDGRID_API_KEY=API_KEY,
             DIGEST_SENDGRID_HOST=fake.url,

@@ -58,12 +58,14 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of the database named `template`."""
         name = f"digest_test_{uuid.uuid4().hex[:12]}"
+        copying = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(
             host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{copying}')
         return self.url(name)
 
     def stop(self) -> None:
