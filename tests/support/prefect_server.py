@@ -74,6 +74,10 @@ def seed_prefect_home(home: Path, database: Path) -> Path:
     """`home` as it is after Prefect's first start: its database already migrated."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(database, home / "prefect.db")
+    # Nothing has it open any more, so a write-ahead log left beside it goes with it.
+    log = database.with_name("prefect.db-wal")
+    if log.exists():
+        shutil.copyfile(log, home / "prefect.db-wal")
     return home
 
 
