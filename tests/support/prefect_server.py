@@ -60,12 +60,15 @@ def migrated_prefect_database(shared: Path) -> Path:
             prefect = str(Path(sys.executable).with_name("prefect"))
             env = {**os.environ, "PREFECT_HOME": str(folder)}
             env.pop("PREFECT_API_URL", None)
-            subprocess.run(
+            done = subprocess.run(
                 [prefect, "server", "database", "upgrade", "-y"],
                 env=env,
-                check=True,
+                check=False,
                 capture_output=True,
+                text=True,
             )
+            if done.returncode != 0:
+                raise RuntimeError(f"prefect could not migrate a database:\n{done.stderr[-3000:]}")
             (folder / "ready").touch()
     return database
 
