@@ -24,6 +24,7 @@ from flows.serve import SERVED_DEPLOYMENTS
 from tests.support.cli import DIGEST, run_digest, run_digest_process
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import (
+    PREFECT,
     PrefectServer,
     delete_deployments,
     wait_for_deployment,
@@ -167,7 +168,7 @@ def test_moving_from_digest_serve_to_a_work_pool_keeps_the_schedule(
         "DIGEST_SECRET_KEY": os.environ["DIGEST_SECRET_KEY"],
         **prefect_server.env(),
     }
-    prefect = [str(Path(DIGEST).with_name("prefect"))]
+    prefect = [PREFECT]
     project = tmp_path / "project"
     for folder in ("flows", "deployments"):
         shutil.copytree(ROOT / folder, project / folder)

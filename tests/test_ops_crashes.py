@@ -26,6 +26,7 @@ from tests.fakes.fake_sendgrid import FakeSendGridProcess, delivered_record
 from tests.support.cli import DIGEST, run_digest
 from tests.support.factories import write_catalog, write_subscribers
 from tests.support.prefect_server import (
+    PREFECT,
     PrefectServer,
     delete_deployments,
     wait_for_deployment,
@@ -34,7 +35,6 @@ from tests.support.scenario import WEEK, week_tools
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(DIGEST).with_name("prefect"))
 API_KEY = "SG.ops-crash-key"
 SUBSCRIBERS = 240
 # Promised to ops: sending stops this soon after the parent dies, and the run shows Crashed.

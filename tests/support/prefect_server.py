@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The prefect command installed beside this interpreter.
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -57,11 +60,10 @@ def migrated_prefect_database(shared: Path) -> Path:
     with (folder / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "ready").exists():
-            prefect = str(Path(sys.executable).with_name("prefect"))
             env = {**os.environ, "PREFECT_HOME": str(folder)}
             env.pop("PREFECT_API_URL", None)
             done = subprocess.run(
-                [prefect, "server", "database", "upgrade", "-y"],
+                [PREFECT, "server", "database", "upgrade", "-y"],
                 env=env,
                 check=False,
                 capture_output=True,
@@ -95,10 +97,9 @@ def start_prefect_server(home: Path) -> PrefectServer:
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
     }
-    prefect = str(Path(sys.executable).with_name("prefect"))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
