@@ -16,7 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from digest.config import get_settings  # noqa: E402
@@ -38,7 +37,7 @@ def write_sample_bodies(engine: Engine, path: Path, *, count: int = 40) -> None:
     from digest.links import Links
     from digest.models import DELIVERY_TABLE as DELIVERY
     from digest.send.base import OutgoingBatch, ProviderBatch
-    from digest.send.sendgrid import build_request_body
+    from digest.send.sendgrid import request_body
 
     settings = get_settings()
     links = Links.from_settings(settings)
@@ -78,7 +77,7 @@ def write_sample_bodies(engine: Engine, path: Path, *, count: int = 40) -> None:
                 from_name=settings.from_name,
                 provider_batch=held,
             )
-            out.write(orjson.dumps(build_request_body(batch)) + b"\n")
+            out.write(request_body(batch) + b"\n")
 
 
 def main() -> None:

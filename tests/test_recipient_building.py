@@ -6,6 +6,7 @@ sendgrid client to the fake SendGrid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +27,8 @@ from digest.delivery import building, sending
 from digest.delivery.building import BuildingProcess, RecipientBuilder, build_recipients
 from digest.links import Links
 from digest.send import get_backend
-from digest.send.base import Recipient
+from digest.send.base import EncodedRecipients, OutgoingBatch, Recipient
+from digest.send.sendgrid import SendGridBackend, encode_personalizations
 from digest.tokens import Purpose, read_token
 from tests.fakes.fake_sendgrid import FakeSendGrid
 from tests.support.ledger_data import state_counts_of
@@ -75,6 +79,26 @@ def test_the_child_builds_exactly_what_the_sending_process_would(
     handles = [builder.start(ROWS[:2]), builder.start(ROWS[2:])]
     assert handles[0]() + handles[1]() == expected
     assert read_token(LINKS.key, Purpose.VOTE, expected[1].substitutions["%%vote_token%%"]) == 2
+
+
+def test_a_child_given_an_encoder_answers_the_backends_own_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encode = partial(EncodedRecipients.encode, encode_personalizations, 7)
+    expected = encode(build_recipients(LINKS, ROWS))
+    process = BuildingProcess(LINKS, encode)
+    try:
+        _wait_until(process.takes_more)
+        _no_building_here(monkeypatch)
+        built = RecipientBuilder(LINKS, process).start(ROWS)()
+    finally:
+        process.close()
+    assert built == expected
+    assert isinstance(built, EncodedRecipients) and built.delivery_ids == [1, 2, 3, 4, 5]
+    people = json.loads(built.data)
+    assert [p["custom_args"]["delivery_id"] for p in people] == ["1", "2", "3", "4", "5"]
+    assert {p["custom_args"]["digest_id"] for p in people} == {"7"}
+    assert people[4]["to"] == [{"email": "esc@example.com", "name": '"<script>\\"x\\"</script>"'}]
 
 
 def test_a_dead_child_means_building_here_said_once(
@@ -184,20 +208,29 @@ def test_a_send_built_in_the_child_sends_every_reader_once(
 ) -> None:
     settings, digest_id = prepare_batched_week(get_settings(), tmp_path, batch_size=100, extra=994)
     owner = begin_new_run(settings, digest_id)
-    # Every request through the child, none built here (the child is ready before the send).
-    links = Links.from_settings(settings)
-    child = BuildingProcess(links)
-    _wait_until(child.takes_more)
+    # Every request through the child, built and encoded there, none built here (the child is
+    # ready before the send).
     monkeypatch.setattr(building, "_MAX_QUEUED", 10**6)
-    monkeypatch.setattr(
-        RecipientBuilder, "for_send", classmethod(lambda cls, links, **_: cls(links, child))
-    )
+
+    def ready_child(cls: type[RecipientBuilder], links: Links, **given: Any) -> RecipientBuilder:
+        child = BuildingProcess(links, given["encode"])
+        _wait_until(child.takes_more)
+        return cls(links, child)
+
+    monkeypatch.setattr(RecipientBuilder, "for_send", classmethod(ready_child))
     _no_building_here(monkeypatch)
+    posted: list[OutgoingBatch] = []
+    send_batch = SendGridBackend.send_batch
+    monkeypatch.setattr(
+        SendGridBackend, "send_batch", lambda self, b: posted.append(b) or send_batch(self, b)
+    )
     with get_backend(settings) as backend:
         sender = replace(sender_for(settings, backend), build_process_from_rows=0)
         plan = send_plan_of(settings, digest_id, owner)
         report = sending.send(sender, plan, stop=sending.RunStop())
     assert report.stop is None and sum(r.sent for r in report.requests) == 1000
+    assert posted and all(b.encoded is not None and not b.recipients for b in posted)
+    assert sum(r.with_unsubscribe_headers for r in report.requests) == 1000
     received = Counter(m.to for m in fake.accepted)
     assert len(received) == 1000 and set(received.values()) == {1}
     key = settings.signing_key()

@@ -11,6 +11,7 @@ import pickle
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from digest.errors import ConfigError
 from digest.send.base import (
     AmbiguousSendError,
     CancelRefusedError,
+    EncodedRecipients,
     OutgoingBatch,
     PermanentSendError,
     ProviderBatch,
@@ -30,7 +32,7 @@ from digest.send.base import (
     SendAuthError,
     TransientSendError,
 )
-from digest.send.sendgrid import SendGridBackend, build_request_body
+from digest.send.sendgrid import SendGridBackend, build_request_body, request_body
 from tests.fakes.fake_sendgrid import (
     FakeSendGrid,
     FakeSendGridProcess,
@@ -344,6 +346,42 @@ def test_validation_failure_is_permanent_and_names_the_field(fake: FakeSendGrid)
     assert "duplicate" in caught.value.reason
     assert "personalizations.2" in caught.value.reason
     assert fake.accepted == []
+
+
+def encoded(batch: OutgoingBatch) -> OutgoingBatch:
+    """The batch with its recipients encoded by the backend's encoder, as the building process
+    hands them to a large send."""
+    recipients = EncodedRecipients.encode(
+        SendGridBackend.recipient_encoder, batch.digest_id, batch.recipients
+    )
+    return replace(batch, recipients=[], encoded=recipients)
+
+
+def test_recipients_encoded_elsewhere_make_the_same_request(fake: FakeSendGrid) -> None:
+    plain = make_batch(make_recipients(3), provider_batch=None)
+    assert request_body(encoded(plain)) == request_body(plain)
+    backend, _ = make_backend(fake.url)
+    result = backend.send_batch(encoded(plain))
+    assert result.accepted == 3
+    assert [m.to for m in fake.accepted] == [f"reader{i}@example.com" for i in range(3)]
+    assert encoded(plain).delivery_ids == plain.delivery_ids == [1000, 1001, 1002]
+    assert encoded(plain).without_unsubscribe_headers == plain.without_unsubscribe_headers == 0
+
+
+def test_a_400_blames_the_right_row_of_an_encoded_batch(fake: FakeSendGrid) -> None:
+    recipients = make_recipients(3)
+    twin = Recipient(5, recipients[1].email.upper(), None, {}, {})
+    backend, _ = make_backend(fake.url)
+    with pytest.raises(PermanentSendError) as caught:
+        backend.send_batch(encoded(make_batch([*recipients, twin])))
+    assert list(caught.value.refused) == [5]
+    assert fake.accepted == []
+
+
+def test_a_batch_is_never_both_encoded_and_not() -> None:
+    batch = make_batch(make_recipients(2))
+    with pytest.raises(ValueError, match="either encoded or not"):
+        replace(batch, encoded=encoded(batch).encoded)
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -4,7 +4,10 @@ Building a recipient signs three tokens and writes their links, greeting and hea
 10 us of CPU, a third of the sending process's CPU per 1,000-row request, and that process is
 held to one core by the interpreter's lock. A large send hands the building to one child
 process (`python -m digest.delivery.building`) over a pipe: the rows go in as plain tuples and
-the recipients come back in order, so the parent only claims, posts and records meanwhile.
+the recipients come back in order, so the parent only claims, posts and records meanwhile. For a
+backend that has a `recipient_encoder` (SendGrid) the child encodes them too and answers the
+request's bytes: unpickling 1,000 recipients and writing their JSON took about a quarter of the
+sending process's time at 100,000 readers on the 2-core machine (docs/benchmarks.md).
 
 The child is ours rather than a `concurrent.futures.ProcessPoolExecutor`'s: a spawned pool
 worker re-imports the parent's main module (the whole CLI) and, checked on this machine,
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from digest.links import Links
-from digest.send.base import Recipient
+from digest.send.base import EncodedRecipients, Recipient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ _MAX_QUEUED = 4
 # A child that has not answered in this long is taken for hung.
 _ANSWER_TIMEOUT_SECONDS = 30.0
 _READY = "ready"
+# A request's recipients as built: as they are, or encoded for the backend.
+Built = list[Recipient] | EncodedRecipients
+# Recipients to their encoded form (`EncodedRecipients.encode` with the backend's encoder).
+Encode = Callable[[list[Recipient]], EncodedRecipients]
 # _PIPE: pickles cross only the pipe between the sending process and the child it started, which
 # nothing else can write to; they are never read from a file or a socket.
 
@@ -68,10 +75,17 @@ def build_recipients(links: Links, rows: Iterable[Sequence[Any]]) -> list[Recipi
     return [recipient_for(links, row) for row in rows]
 
 
-class BuildingProcess:
-    """The child that builds, and the futures of the requests it has been handed, in order."""
+def _delivery_ids(built: Built) -> list[int]:
+    if isinstance(built, EncodedRecipients):
+        return built.delivery_ids
+    return [r.delivery_id for r in built]
 
-    def __init__(self, links: Links) -> None:
+
+class BuildingProcess:
+    """The child that builds (and encodes, given `encode`), and the futures of the requests it
+    has been handed, in order."""
+
+    def __init__(self, links: Links, encode: Encode | None = None) -> None:
         # The child imports this very code, wherever the parent found it.
         code_root = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")]))
@@ -87,13 +101,14 @@ class BuildingProcess:
         self._to_child: IO[bytes] = self._process.stdin
         self._from_child: IO[bytes] = self._process.stdout
         # Each request handed in, in order: its future and the delivery ids it was for.
-        self._waiting: deque[tuple[Future[list[Recipient]], list[int]]] = deque()
+        self._waiting: deque[tuple[Future[Built], list[int]]] = deque()
         self._lock = threading.Lock()  # the queue of futures and the state below
         self._write_lock = threading.Lock()  # one request's bytes at a time into the pipe
         self._ready = False
         self._gone: str | None = None
-        # The key goes down the pipe, never in the child's arguments or environment.
-        self._write(links)
+        # The key goes down the pipe, never in the child's arguments or environment; `encode`
+        # goes by name (a module-level function), and the child imports its module.
+        self._write((links, encode))
         self._reader = threading.Thread(target=self._read, name="build-reader", daemon=True)
         self._reader.start()
 
@@ -106,8 +121,8 @@ class BuildingProcess:
         with self._lock:
             return self._ready and self._gone is None and len(self._waiting) < _MAX_QUEUED
 
-    def submit(self, rows: Sequence[Sequence[Any]]) -> Future[list[Recipient]]:
-        future: Future[list[Recipient]] = Future()
+    def submit(self, rows: Sequence[Sequence[Any]]) -> Future[Built]:
+        future: Future[Built] = Future()
         with self._write_lock:
             with self._lock:
                 if self._gone is not None:
@@ -145,17 +160,17 @@ class BuildingProcess:
             with self._lock:
                 self._ready = True
             while True:
-                recipients = pickle.load(self._from_child)  # noqa: S301
+                built = pickle.load(self._from_child)  # noqa: S301
                 with self._lock:
                     future, delivery_ids = self._waiting.popleft()
                 # Recipients of other rows would mail people twice and mark these rows sent.
-                if [r.delivery_id for r in recipients] != delivery_ids:
+                if _delivery_ids(built) != delivery_ids:
                     reason = "the building process answered for other rows"
                     self._stop(reason)  # said, and the rest failed, before this one is
                     future.set_exception(ChildProcessError(reason))
                     self._process.kill()
                     return
-                future.set_result(recipients)
+                future.set_result(built)
         except Exception as error:  # the reader never dies with futures still waiting on it
             self._stop(f"the building process ended ({type(error).__name__})")
 
@@ -179,7 +194,8 @@ class RecipientBuilder:
     """Builds each request's recipients, in the child while it keeps up, here otherwise.
 
     `start(rows)` returns at once with what the request's own thread calls for the recipients,
-    so the claiming thread goes on to the next claim meanwhile.
+    so the claiming thread goes on to the next claim meanwhile. Built here, they are not
+    encoded: the backend encodes them as it sends, the same either way.
     """
 
     def __init__(self, links: Links, process: BuildingProcess | None = None) -> None:
@@ -187,11 +203,13 @@ class RecipientBuilder:
         self._process = process
 
     @classmethod
-    def for_send(cls, links: Links, *, pending: int, from_rows: int | None) -> Self:
+    def for_send(
+        cls, links: Links, *, pending: int, from_rows: int | None, encode: Encode | None = None
+    ) -> Self:
         if from_rows is None or pending < from_rows or not _second_core():
             return cls(links)
         try:
-            return cls(links, BuildingProcess(links))
+            return cls(links, BuildingProcess(links, encode))
         except OSError as error:  # no interpreter to start: build here, as for a small send
             log.warning("recipients are built in the sending process: %s", error)
             return cls(links)
@@ -203,14 +221,12 @@ class RecipientBuilder:
         if self._process is not None:
             self._process.close()
 
-    def start(self, rows: Sequence[Sequence[Any]]) -> Callable[[], list[Recipient]]:
+    def start(self, rows: Sequence[Sequence[Any]]) -> Callable[[], Built]:
         if self._process is None or not self._process.takes_more():
             return partial(build_recipients, self._links, rows)
         return partial(self._collect, self._process.submit(rows), rows)
 
-    def _collect(
-        self, future: Future[list[Recipient]], rows: Sequence[Sequence[Any]]
-    ) -> list[Recipient]:
+    def _collect(self, future: Future[Built], rows: Sequence[Sequence[Any]]) -> Built:
         try:
             return future.result(timeout=_ANSWER_TIMEOUT_SECONDS)
         except FutureTimeout:
@@ -226,8 +242,9 @@ def _second_core() -> bool:
 
 
 def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
-    """The child's loop: the links first, then rows in, recipients out, until the pipe ends."""
-    links = pickle.load(source)  # noqa: S301 (see _PIPE)
+    """The child's loop: the links (and the encoder) first, then rows in, recipients out, until
+    the pipe ends."""
+    links, encode = pickle.load(source)  # noqa: S301 (see _PIPE)
     pickle.dump(_READY, sink)
     sink.flush()
     while True:
@@ -235,7 +252,9 @@ def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
             rows = pickle.load(source)  # noqa: S301
         except EOFError:
             return
-        pickle.dump(build_recipients(links, rows), sink, protocol=pickle.HIGHEST_PROTOCOL)
+        recipients = build_recipients(links, rows)
+        built = recipients if encode is None else encode(recipients)
+        pickle.dump(built, sink, protocol=pickle.HIGHEST_PROTOCOL)
         sink.flush()
 
 

@@ -42,21 +42,21 @@ from sqlalchemy.engine import Engine
 
 from digest.config import Settings
 from digest.delivery import ledger
-from digest.delivery.building import BUILD_PROCESS_FROM_ROWS, RecipientBuilder
+from digest.delivery.building import BUILD_PROCESS_FROM_ROWS, Built, Encode, RecipientBuilder
 from digest.delivery.cancelling import Canceller, canceller_for
 from digest.delivery.provider_batches import REQUESTS_PER_BATCH, RunBatches, SlotWaitTooLong
 from digest.delivery.recording import Accepted, Recorder
 from digest.delivery.run_stop import RunStop, StopKind
 from digest.errors import RecalledError, RunInProgressError
-from digest.links import Links, has_one_click_unsubscribe
+from digest.links import Links
 from digest.send.base import (
     AmbiguousSendError,
     BatchClosedError,
     EmailBackend,
+    EncodedRecipients,
     OutgoingBatch,
     PermanentSendError,
     ProviderBatch,
-    Recipient,
     SendAuthError,
     TransientSendError,
 )
@@ -228,6 +228,7 @@ def send(
                 sender.links,
                 pending=sum(pending.values()),
                 from_rows=sender.build_process_from_rows,
+                encode=_encoder(sender, plan),
             ) as builder,
             Recorder(sender.engine) as recorder,
             _Dispatcher(sender.in_flight) as dispatcher,
@@ -250,10 +251,13 @@ class _Request:
 
     claimed: ledger.ClaimedBatch
     envelope: OutgoingBatch  # recipients left empty
-    recipients: Callable[[], list[Recipient]]
+    recipients: Callable[[], Built]
 
     def batch(self) -> OutgoingBatch:
-        return replace(self.envelope, recipients=self.recipients())
+        built = self.recipients()
+        if isinstance(built, EncodedRecipients):
+            return replace(self.envelope, encoded=built)
+        return replace(self.envelope, recipients=built)
 
 
 @dataclass(frozen=True)
@@ -387,7 +391,7 @@ class _Send:
         else:
             self.batches.answered()
             outcome.message_id = result.message_id
-            without = _without_unsubscribe_headers(batch)
+            without = batch.without_unsubscribe_headers
             then = partial(self._accepted, outcome, without)
             self.recorder.accepted(Accepted(claimed, result.message_id, then))
             return
@@ -421,9 +425,10 @@ def _envelope(
     )
 
 
-def _without_unsubscribe_headers(batch: OutgoingBatch) -> int:
-    """Recipients of the request whose message lacked a one-click unsubscribe header."""
-    return sum(1 for r in batch.recipients if not has_one_click_unsubscribe(r.headers))
+def _encoder(sender: Sender, plan: SendPlan) -> Encode | None:
+    """How the building process encodes recipients for the backend, if the backend says."""
+    encoder = sender.backend.recipient_encoder
+    return None if encoder is None else partial(EncodedRecipients.encode, encoder, plan.digest_id)
 
 
 @dataclass(frozen=True)

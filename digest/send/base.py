@@ -8,13 +8,14 @@ way worth retrying (`TransientSendError`), or cannot send at all (`SendAuthError
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from digest.errors import SendAuthError
-from digest.links import recipient_headers
+from digest.links import has_one_click_unsubscribe, recipient_headers
 from digest.render.placeholders import subscriber_substitutions
 
 __all__ = [
@@ -23,10 +24,12 @@ __all__ = [
     "BatchResult",
     "CancelRefusedError",
     "EmailBackend",
+    "EncodedRecipients",
     "OutgoingBatch",
     "PermanentSendError",
     "ProviderBatch",
     "Recipient",
+    "RecipientEncoder",
     "SchedulingBackend",
     "SendAuthError",
     "TransientSendError",
@@ -73,6 +76,37 @@ class Recipient(NamedTuple):
         )
 
 
+# A backend's own writing of a request's recipients (a digest id and its recipients in, the bytes
+# of the provider's request that carry them out). A module-level function, so that the process
+# that builds the recipients can be handed it by name and write them there.
+RecipientEncoder = Callable[[int, list[Recipient]], bytes]
+
+
+@dataclass(frozen=True)
+class EncodedRecipients:
+    """A request's recipients as their backend's encoder wrote them, where they were built, and
+    what the send needs to know of them: the sending process then only splices the bytes in."""
+
+    delivery_ids: list[int]
+    # Recipients whose message lacks a one-click unsubscribe header (counted for the report).
+    without_unsubscribe_headers: int
+    data: bytes
+
+    @classmethod
+    def encode(
+        cls, encoder: RecipientEncoder, digest_id: int, recipients: list[Recipient]
+    ) -> EncodedRecipients:
+        return cls(
+            delivery_ids=[r.delivery_id for r in recipients],
+            without_unsubscribe_headers=_without_unsubscribe_headers(recipients),
+            data=encoder(digest_id, recipients),
+        )
+
+
+def _without_unsubscribe_headers(recipients: list[Recipient]) -> int:
+    return sum(1 for r in recipients if not has_one_click_unsubscribe(r.headers))
+
+
 @dataclass(frozen=True)
 class ProviderBatch:
     """A group of requests the provider holds until `send_at`, and can cancel until shortly
@@ -104,6 +138,31 @@ class OutgoingBatch:
     extra_headers: dict[str, str] = field(default_factory=dict)
     # Held by the provider until its send time, cancellable till shortly before; None: at once.
     provider_batch: ProviderBatch | None = None
+    # The recipients already encoded for the backend that sends the batch (its
+    # `recipient_encoder`), in place of `recipients`, which is then left empty.
+    encoded: EncodedRecipients | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoded is not None and self.recipients:
+            raise ValueError("a batch carries its recipients either encoded or not, not both")
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        """The rows the batch is for, in recipient order."""
+        if self.encoded is not None:
+            return self.encoded.delivery_ids
+        return [r.delivery_id for r in self.recipients]
+
+    @property
+    def recipient_count(self) -> int:
+        return len(self.encoded.delivery_ids) if self.encoded else len(self.recipients)
+
+    @property
+    def without_unsubscribe_headers(self) -> int:
+        """Recipients whose message lacks a one-click unsubscribe header."""
+        if self.encoded is not None:
+            return self.encoded.without_unsubscribe_headers
+        return _without_unsubscribe_headers(self.recipients)
 
 
 @dataclass(frozen=True)
@@ -161,6 +220,10 @@ class PermanentSendError(Exception):
 class EmailBackend(Protocol):
     """A way of sending; a context manager that closes only what it opened."""
 
+    # Set by a backend that takes its batches' recipients encoded (`OutgoingBatch.encoded`):
+    # a large send then encodes them in its building process, beside the sending one.
+    recipient_encoder: RecipientEncoder | None
+
     def open(self) -> None: ...
 
     def close(self) -> None: ...
@@ -204,6 +267,8 @@ class SchedulingBackend(Protocol):
 
 class BaseBackend:
     """Context-manager plumbing shared by the backends."""
+
+    recipient_encoder: RecipientEncoder | None = None
 
     def open(self) -> None:
         return None
