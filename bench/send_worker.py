@@ -37,7 +37,7 @@ def write_sample_bodies(engine: Engine, path: Path, *, count: int = 40) -> None:
     from digest.links import Links
     from digest.models import DELIVERY_TABLE as DELIVERY
     from digest.send.base import OutgoingBatch, ProviderBatch
-    from digest.send.sendgrid import request_body
+    from digest.send.sendgrid_request import request_body
 
     settings = get_settings()
     links = Links.from_settings(settings)

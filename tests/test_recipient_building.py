@@ -28,7 +28,8 @@ from digest.delivery.building import BuildingProcess, RecipientBuilder, build_re
 from digest.links import Links
 from digest.send import get_backend
 from digest.send.base import EncodedRecipients, OutgoingBatch, Recipient
-from digest.send.sendgrid import SendGridBackend, encode_personalizations
+from digest.send.sendgrid import SendGridBackend
+from digest.send.sendgrid_request import encode_personalizations
 from digest.tokens import Purpose, read_token
 from tests.fakes.fake_sendgrid import FakeSendGrid
 from tests.support.ledger_data import state_counts_of

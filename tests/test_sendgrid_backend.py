@@ -32,7 +32,8 @@ from digest.send.base import (
     SendAuthError,
     TransientSendError,
 )
-from digest.send.sendgrid import SendGridBackend, build_request_body, request_body
+from digest.send.sendgrid import SendGridBackend
+from digest.send.sendgrid_request import build_request_body, request_body
 from tests.fakes.fake_sendgrid import (
     FakeSendGrid,
     FakeSendGridProcess,

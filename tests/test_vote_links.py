@@ -22,7 +22,7 @@ from digest.models import VISIT_TABLE
 from digest.render.placeholders import subscriber_substitutions
 from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
 from digest.send.base import OutgoingBatch, substitute
-from digest.send.sendgrid import build_request_body
+from digest.send.sendgrid_request import build_request_body
 from digest.tokens import Purpose, read_token
 from digest.web.access_log import redact_path
 from digest.web.app import create_app
