@@ -51,7 +51,7 @@ lint: setup
 typecheck: setup
 	.venv/bin/mypy
 
-# The figures in docs/benchmarks.md; about 15 minutes on the 2-core machine, best run quiet.
+# The figures in docs/benchmarks.md; about 20 minutes on the 2-core machine, best run quiet.
 bench: setup
 	.venv/bin/python bench/bench_send.py --sizes 1000,100000,1000000
 	.venv/bin/python bench/bench_import.py
