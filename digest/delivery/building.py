@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from digest.links import Links
-from digest.send.base import EncodedRecipients, Recipient
+from digest.send.base import EncodedRecipients, Recipient, delivery_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ def recipient_for(links: Links, row: Sequence[Any]) -> Recipient:
 
 def build_recipients(links: Links, rows: Iterable[Sequence[Any]]) -> list[Recipient]:
     return [recipient_for(links, row) for row in rows]
-
-
-def _delivery_ids(built: Built) -> list[int]:
-    if isinstance(built, EncodedRecipients):
-        return built.delivery_ids
-    return [r.delivery_id for r in built]
 
 
 class BuildingProcess:
@@ -164,7 +158,7 @@ class BuildingProcess:
                 with self._lock:
                     future, delivery_ids = self._waiting.popleft()
                 # Recipients of other rows would mail people twice and mark these rows sent.
-                if _delivery_ids(built) != delivery_ids:
+                if delivery_ids_of(built) != delivery_ids:
                     reason = "the building process answered for other rows"
                     self._stop(reason)  # said, and the rest failed, before this one is
                     future.set_exception(ChildProcessError(reason))

@@ -33,6 +33,7 @@ __all__ = [
     "SchedulingBackend",
     "SendAuthError",
     "TransientSendError",
+    "delivery_ids_of",
     "substitute",
 ]
 
@@ -103,6 +104,13 @@ class EncodedRecipients:
         )
 
 
+def delivery_ids_of(recipients: list[Recipient] | EncodedRecipients) -> list[int]:
+    """The rows a request's recipients are for, in order, encoded or not."""
+    if isinstance(recipients, EncodedRecipients):
+        return recipients.delivery_ids
+    return [r.delivery_id for r in recipients]
+
+
 def _without_unsubscribe_headers(recipients: list[Recipient]) -> int:
     return sum(1 for r in recipients if not has_one_click_unsubscribe(r.headers))
 
@@ -149,9 +157,7 @@ class OutgoingBatch:
     @property
     def delivery_ids(self) -> list[int]:
         """The rows the batch is for, in recipient order."""
-        if self.encoded is not None:
-            return self.encoded.delivery_ids
-        return [r.delivery_id for r in self.recipients]
+        return delivery_ids_of(self.encoded if self.encoded is not None else self.recipients)
 
     @property
     def recipient_count(self) -> int:
