@@ -312,7 +312,10 @@ class _Send:
                 break
 
     def _requests_of(self, variant: dict[str, Any]) -> Iterator[_Request]:
-        """Claim the variant's requests, each once room is free for it in flight."""
+        """Claim the variant's requests, each once room is free for it in flight, until a
+        claim comes back short: the variant had no more pending rows then (rows put back later
+        go in the next round). Claiming again to find it empty cost one transaction a variant,
+        64 of the 100k list's 167."""
         while not self.stop.is_set():
             self.dispatcher.wait_for_room()
             provider_batch = self._current_batch()
@@ -323,6 +326,8 @@ class _Send:
                 return
             envelope = _envelope(self.sender, self.plan, variant, provider_batch)
             yield _Request(claimed, envelope, self.builder.start(claimed.recipients))
+            if len(claimed) < self.sender.batch_size:
+                return
 
     def _current_batch(self) -> ProviderBatch | None:
         """The batch the next request goes under; a provider out of reach or cancel slots
