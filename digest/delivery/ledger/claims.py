@@ -111,7 +111,7 @@ def claim_batch(
     ]
     if while_leased:
         conditions.append(lease_held(digest_id=digest_id, owner=owner))
-    claimed = connection.execute(
+    result = connection.execute(
         update(DELIVERY)
         .where(*conditions)
         .values(
@@ -124,7 +124,11 @@ def claim_batch(
             updated_at=now,
         )
         .returning(DELIVERY.c.id, DELIVERY.c.subscriber_id, DELIVERY.c.email, DELIVERY.c.name)
-    ).all()
+    )
+    # The driver's rows as they are: integers and text need no conversion, and making 1,000
+    # `Row`s took 1.3 ms of a claim's 9 ms, inside the send's one write turn.
+    with result:
+        claimed = result.cursor.fetchall()
     recipients = sorted(map(ClaimedRecipient._make, claimed))
     if recipients and provider_batch_id is not None:
         note_requests(connection, batch_id=provider_batch_id)
