@@ -8,11 +8,11 @@ made once (per lane, per app, per preview) and handed to whoever builds links.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 from urllib.parse import quote
 
-from digest.tokens import Purpose, make_token
+from digest.tokens import Purpose, TokenMaker
 
 if TYPE_CHECKING:  # the recipient-building child process imports this module without settings
     from digest.config import Settings
@@ -24,24 +24,33 @@ class Links:
 
     site_url: str
     key: bytes
+    # Bound once per `Links` (see TokenMaker); rebuilt from the key when pickled (`__reduce__`).
+    _unsubscribe: TokenMaker = field(init=False, repr=False, compare=False)
+    _preferences: TokenMaker = field(init=False, repr=False, compare=False)
+    _vote: TokenMaker = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_unsubscribe", TokenMaker(self.key, Purpose.UNSUBSCRIBE))
+        object.__setattr__(self, "_preferences", TokenMaker(self.key, Purpose.PREFERENCES))
+        object.__setattr__(self, "_vote", TokenMaker(self.key, Purpose.VOTE))
+
+    def __reduce__(self) -> tuple[type[Self], tuple[str, bytes]]:
+        return type(self), (self.site_url, self.key)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         return cls(site_url=settings.site_url.rstrip("/"), key=settings.signing_key())
 
-    def _tokened(self, path: str, purpose: Purpose, subscriber_id: int) -> str:
-        return f"{self.site_url}/{path}/{make_token(self.key, purpose, subscriber_id)}"
-
     def unsubscribe(self, subscriber_id: int) -> str:
         """The subscriber's own one-click unsubscribe URL (also the List-Unsubscribe header's)."""
-        return self._tokened("unsubscribe", Purpose.UNSUBSCRIBE, subscriber_id)
+        return f"{self.site_url}/unsubscribe/{self._unsubscribe(subscriber_id)}"
 
     def preferences(self, subscriber_id: int) -> str:
-        return self._tokened("preferences", Purpose.PREFERENCES, subscriber_id)
+        return f"{self.site_url}/preferences/{self._preferences(subscriber_id)}"
 
     def vote_token(self, delivery_id: int) -> str:
         """The token of one delivery's Ship/Skip links: it votes for that email's tools only."""
-        return make_token(self.key, Purpose.VOTE, delivery_id)
+        return self._vote(delivery_id)
 
     def vote(self, token: str, slug: str, choice: str) -> str:
         """A Ship or Skip link, as the templates write it (digest/web/votes.py serves it)."""
