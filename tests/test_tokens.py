@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import pickle
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from digest.links import Links
 from digest.tokens import (
     MAX_SUBSCRIBER_ID,
     BadTokenError,
@@ -183,3 +185,19 @@ def test_signing_is_hmac_sha256_over_the_domain_and_the_message() -> None:
             message = bytes(rng.randrange(256) for _ in range(size))
             expected = hmac.new(key, b"domain/" + message, hashlib.sha256).digest()
             assert sign(key, domain=b"domain/", message=message) == expected
+
+
+def test_links_sign_the_standard_tokens_also_after_crossing_a_pipe() -> None:
+    """`Links` binds its signers once; pickled (as the building process receives it), it
+    rebuilds them from the key, and both sign exactly what `make_token` signs."""
+    links = Links(site_url="https://digest.example", key=KEY)
+    for current in (links, pickle.loads(pickle.dumps(links))):  # noqa: S301 (our own bytes)
+        assert current.unsubscribe(42).rsplit("/", 1)[1] == _reference_token(
+            KEY, Purpose.UNSUBSCRIBE, 42
+        )
+        assert current.preferences(7).rsplit("/", 1)[1] == _reference_token(
+            KEY, Purpose.PREFERENCES, 7
+        )
+        assert current.vote_token(MAX_SUBSCRIBER_ID) == _reference_token(
+            KEY, Purpose.VOTE, MAX_SUBSCRIBER_ID
+        )
