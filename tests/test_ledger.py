@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from digest.config import Settings
-from digest.db import get_engine
+from digest.db import get_engine, upgrade
 from digest.delivery import ledger
 from digest.errors import RecalledError, RunInProgressError
 from digest.models import DIGEST_TABLE, Delivery, Subscriber
@@ -64,12 +64,32 @@ def test_a_planning_that_fails_midway_gives_its_connection_back_as_it_found_it(
             assert pragma("PRAGMA foreign_keys").scalar() == 1
             assert pragma("PRAGMA synchronous").scalar() == 2  # FULL
             assert pragma("PRAGMA temp_store").scalar() == 0  # DEFAULT
+            assert pragma("PRAGMA wal_autocheckpoint").scalar() == 1000
             connection.close()
     monkeypatch.setattr(planning, "_insert_range", real_insert_range)
     summary = ledger.plan_recipients(
         engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=10
     )
     assert _states(engine, digest_id) == {"pending": 25} and not summary.already_planned
+
+
+def test_planning_checkpoints_the_wal_as_it_writes_not_at_the_end(sqlite_url: str) -> None:
+    # SQLite's WAL only. Planning copies the WAL into the database beside the writer, chunk by
+    # chunk, with SQLite's own checkpoints off meanwhile: what is left in the WAL afterwards is
+    # about the last chunk's pages, not the whole plan's (which the send's commits would copy).
+    upgrade(sqlite_url)
+    engine = get_engine(sqlite_url)
+    make_subscribers(engine, 3000)
+    digest_id = make_digest(engine)
+    ledger.plan_recipients(
+        engine, digest_id=digest_id, render_variant=render_everything, chunk_ids=300
+    )
+    with engine.connect() as connection:
+        _, wal_pages, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    assert _states(engine, digest_id) == {"pending": 3000}
+    # The plan wrote about 250 pages in ten chunks; without the checkpoints beside, all stay.
+    assert wal_pages < 25, f"{wal_pages} pages still in the WAL after planning"
 
 
 def test_a_finished_plan_is_frozen_and_late_joiners_are_not_added(engine: Engine) -> None:

@@ -1,7 +1,7 @@
 """Planning: one delivery row per active subscriber, each pointing at its rendered variant.
 
 Set-based, never a row at a time: the distinct category sets of the active subscribers are read
-once (with their counts), each variant is rendered once, and the rows are written by
+once, each variant is rendered once, and the rows are written by
 `INSERT ... SELECT` statements that join the subscribers to a small temporary table mapping
 each stored category list to its variant, a range of subscriber ids per statement, rows in
 variant order so that each variant's rows sit together for the claims. At 1,000,000
@@ -14,6 +14,9 @@ recipient list.
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +50,8 @@ from digest.models import VARIANT_TABLE as VARIANT
 from digest.render.variant import RenderedVariant
 from digest.states import DeliveryState, SubscriberStatus
 from digest.weeks import utcnow
+
+log = logging.getLogger(__name__)
 
 # Subscriber ids per INSERT ... SELECT: big enough that a variant's rows come in long runs of
 # neighbouring ids (about 780 at 64 variants, under one claim), small enough that each
@@ -87,6 +92,16 @@ def stored_category_lists(connection: Connection) -> Counter[str]:
     return Counter({str(stored): int(n) for stored, n in rows})
 
 
+def distinct_category_lists(connection: Connection) -> set[str]:
+    """The stored category lists of active subscribers, without counting them: SQLite keeps
+    only the distinct values, where counting sorted every row (0.19 s against 0.54 s at a
+    million subscribers)."""
+    rows = connection.execute(
+        select(_STORED_CATEGORIES).where(SUBSCRIBER.c.status == _ACTIVE).distinct()
+    )
+    return {str(stored) for (stored,) in rows}
+
+
 def active_by_variant(connection: Connection) -> Counter[str]:
     """Active subscribers per variant key, without reading the subscribers one by one."""
     counts: Counter[str] = Counter()
@@ -106,7 +121,7 @@ def plan_recipients(
     with engine.begin() as connection:
         if is_planned(connection, digest_id=digest_id):
             return PlanSummary(planned=0, skipped=0, variants=0, already_planned=True)
-        stored = stored_category_lists(connection)
+        stored = distinct_category_lists(connection)
         variants = _variants(connection, digest_id, stored, render_variant)
     with engine.connect() as connection:
         _write_rows(connection, digest_id, variants, chunk_ids)
@@ -144,7 +159,7 @@ def _categories(stored: str) -> list[str]:
 def _variants(
     connection: Connection,
     digest_id: int,
-    stored: Counter[str],
+    stored: set[str],
     render_variant: VariantRenderer,
 ) -> dict[str, int | None]:
     """Each stored category list's variant id (None: nothing to show), rendering each variant
@@ -185,10 +200,12 @@ def _write_rows(
                     [{"categories": text, "variant_id": vid} for text, vid in variants.items()],
                 )
             highest = connection.execute(select(func.max(SUBSCRIBER.c.id))).scalar() or 0
-        for low in range(0, int(highest), chunk_ids):
-            with connection.begin():
-                statement = _insert_range(connection, plan_map, digest_id, low, low + chunk_ids)
-                connection.execute(statement)
+        with _checkpoints_beside(connection) as chunk_written:
+            for low in range(0, int(highest), chunk_ids):
+                with connection.begin():
+                    statement = _insert_range(connection, plan_map, digest_id, low, low + chunk_ids)
+                    connection.execute(statement)
+                chunk_written()
         with connection.begin():
             plan_map.drop(connection)
 
@@ -205,6 +222,9 @@ _BULK_PRAGMAS = {
     # WAL file covers every chunk written before it; a crash before then leaves planning to be
     # resumed.
     "synchronous": "NORMAL",
+    # No checkpoint inside the writer's commits: `_checkpoints_beside` runs them on another
+    # connection meanwhile.
+    "wal_autocheckpoint": "0",
 }
 
 
@@ -226,6 +246,46 @@ def _bulk_writing(connection: Connection) -> Iterator[None]:
             _set_pragmas(connection, before)
         except SQLAlchemyError:
             connection.invalidate()  # never handed out again with the bulk settings
+
+
+@contextmanager
+def _checkpoints_beside(connection: Connection) -> Iterator[Callable[[], None]]:
+    """A function to call after each chunk's commit, which has the WAL copied into the
+    database on a connection and thread of its own while the next chunk is written.
+
+    SQLite otherwise checkpoints inside the commit that fills the WAL, on the writer's time; a
+    passive checkpoint never blocks the writer, and SQLite leaves the interpreter's lock while
+    it works, so it runs on the other core: a million rows planned in 0.2 to 0.3 s less
+    (docs/benchmarks.md). Only for a database file in WAL mode; anything else checkpoints as
+    it always does. A failed checkpoint is left to SQLite's own, after planning.
+    """
+    if connection.dialect.name != "sqlite" or not _in_wal_mode(connection):
+        yield lambda: None
+        return
+    written: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    engine = connection.engine
+
+    def checkpoint_while_written() -> None:
+        try:
+            with engine.connect() as helper:
+                while written.get():
+                    helper.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError as error:
+            log.warning("planning's checkpoints stopped (SQLite's own follow): %s", error)
+
+    thread = threading.Thread(target=checkpoint_while_written, name="plan-checkpoints")
+    thread.start()
+    try:
+        yield lambda: written.put(True)
+    finally:
+        written.put(False)
+        thread.join()
+
+
+def _in_wal_mode(connection: Connection) -> bool:
+    mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+    connection.commit()  # the pragma opened no SQLite transaction; end SQLAlchemy's own
+    return mode.lower() == "wal"
 
 
 def _set_pragmas(connection: Connection, pragmas: dict[str, str]) -> None:
