@@ -5,7 +5,7 @@ once, each variant is rendered once, and the rows are written by
 `INSERT ... SELECT` statements that join the subscribers to a small temporary table mapping
 each stored category list to its variant, a range of subscriber ids per statement, rows in
 variant order so that each variant's rows sit together for the claims. At 1,000,000
-subscribers and 64 variants it takes about 4.7 s on the 2-core machine (docs/benchmarks.md);
+subscribers and 64 variants it takes about 4.5 s on the 2-core machine (docs/benchmarks.md);
 writing the rows a page at a time from Python took five times as long. Planning resumes where a
 crash left it (ON CONFLICT DO NOTHING) and ends by setting `planned_at`, which fixes the
 recipient list.
