@@ -4,7 +4,7 @@ A token is `<payload>.<signature>`, both base64url: the payload names the purpos
 subscriber's; for votes, the delivery's, so one email's links vote for that email only), the
 signature is HMAC-SHA256 with DIGEST_SECRET_KEY over a domain prefix and the
 payload. A token made for one purpose never verifies for another, and an altered one never
-verifies at all. Signing must stay cheap: a 100,000-recipient send signs 200,000 tokens.
+verifies at all. Signing must stay cheap: a 100,000-recipient send signs 300,000 tokens.
 Confirmation tokens alone are timed (`make_timed_token`): their payload also carries the Unix
 time they were issued, signed with the rest, so a sign-up link expires; the others never do.
 `sign` is the one HMAC signer of the code base; the web forms' CSRF values use it too.
