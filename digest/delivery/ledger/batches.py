@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -84,11 +84,17 @@ def reserve_batch(
     return slots_held(connection, now=now, too_late=too_late)
 
 
+# Built once: every claim of a send runs it, inside the send's one write turn.
+_NOTE_REQUESTS = (
+    update(BATCH)
+    .where(BATCH.c.batch_id == bindparam("of_batch"))
+    .values(requests=BATCH.c.requests + bindparam("more"))
+)
+
+
 def note_requests(connection: Connection, *, batch_id: str, count: int = 1) -> None:
     """`count` more requests were claimed under the batch."""
-    connection.execute(
-        update(BATCH).where(BATCH.c.batch_id == batch_id).values(requests=BATCH.c.requests + count)
-    )
+    connection.execute(_NOTE_REQUESTS, {"of_batch": batch_id, "more": count})
 
 
 def drop_unused(connection: Connection, *, batch_id: str) -> None:

@@ -137,9 +137,12 @@ def _not_recalled() -> ColumnElement[bool]:
     return ~select(RECALL.c.week).where(RECALL.c.week == DIGEST.c.week).exists()
 
 
-def lease_held(*, digest_id: int, owner: str) -> ColumnElement[bool]:
+def lease_held(
+    *, digest_id: int | ColumnElement[Any], owner: str | ColumnElement[Any]
+) -> ColumnElement[bool]:
     """`owner` holds the digest's lease and its week is not recalled: the condition a run's
-    claim carries in its own statement, so a recall or a takeover stops the very next claim."""
+    claim carries in its own statement, so a recall or a takeover stops the very next claim.
+    Either value may be a bound parameter, for a statement built once (the claim's)."""
     return (
         select(DIGEST.c.id)
         .where(DIGEST.c.id == digest_id, DIGEST.c.lease_owner == owner, _not_recalled())
