@@ -10,6 +10,10 @@ import shutil
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# `digest serve` and `prefect worker start` look for their runs every second, not every 10 s:
+# each run a test hands them would otherwise wait 5 s on average to be picked up.
+os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path
