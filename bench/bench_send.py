@@ -142,12 +142,12 @@ def main() -> None:
         print(
             f"{name:<12} {r['plan_seconds']:>7.2f} {r['send_seconds']:>7.2f} "
             f"{r['emails_per_second']:>9,.0f} {r['ceiling']:>10,.0f} "
-            f"{r['ratio']:>6.2f} {r['peak_mb']:>8.0f} "
+            f"{r['ratio']:>6.3f} {r['peak_mb']:>8.0f} "
             f"{int(r['requests']):>9,} {int(r['batch_ids']):>9} {int(r['connections']):>6}"
         )
         each = "; ".join(
             f"plan {run['plan_seconds']:.2f} s, send {run['send_seconds']:.2f} s, "
-            f"ceiling {run['ceiling']:,.0f}/s, ratio {run['ratio']:.2f}"
+            f"ceiling {run['ceiling']:,.0f}/s, ratio {run['ratio']:.3f}"
             for run in sorted(runs, key=lambda run: run["ratio"])
         )
         print(f"{'':<12} runs: {each}")
