@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from digest.config import Settings
@@ -18,17 +18,17 @@ from digest.db import get_engine
 from digest.delivery.building import recipient_for
 from digest.delivery.ledger import ClaimedRecipient
 from digest.links import Links
-from digest.models import VISIT_TABLE
+from digest.models import DELIVERY_TABLE, VISIT_TABLE
 from digest.render.placeholders import subscriber_substitutions
 from digest.render.variant import GMAIL_CLIP_BYTES, render_variant
 from digest.send.base import OutgoingBatch, substitute
 from digest.send.sendgrid_request import build_request_body
-from digest.tokens import Purpose, read_token
+from digest.tokens import Purpose, make_token, read_token
 from digest.web.access_log import redact_path
 from digest.web.app import create_app
 from tests.content_factories import ADDRESS, SITE, make_content
 from tests.support.engagement import delivery_ids
-from tests.support.sent_week import SentWeek, send_week
+from tests.support.sent_week import NEXT_WEEK, SentWeek, next_week_tools, send_week
 from tests.support.voting import path_of
 
 _ANCHOR = re.compile(r"<a\b([^>]*)>")
@@ -163,6 +163,41 @@ def test_opening_a_comparison_or_the_archive_from_the_email_counts_one_click(
     assert client.get(f"{urlsplit(compare).path}?r={forged}").status_code == 200
     assert client.get(f"{urlsplit(compare).path}?r=archive").status_code == 200
     assert len(visits(settings)) == 2
+
+
+def test_a_token_counts_only_the_links_of_its_own_email_and_only_if_it_went_out(
+    settings: Settings, week: SentWeek, client: TestClient, tmp_path: Path
+) -> None:
+    # A token carried to a comparison its email did not show, or to another week's archive
+    # (both pages answer 200), counts nothing: the report's clicks stay the sum of its pairs'.
+    # Neither does a delivery that never went out, though its token is authentic.
+    later = send_week(settings, tmp_path, week=NEXT_WEEK, tools=next_week_tools())
+    writer = delivery_ids(settings, week.digest_id)["writer@example.com"]
+    writers = {urlsplit(x).path for x in week.links("writer@example.com") if "/compare/" in x}
+    others = {urlsplit(x).path for x in week.links("reader0@example.com") if "/compare/" in x}
+    token = next(
+        urlsplit(x).query.removeprefix("r=")
+        for x in week.links("writer@example.com")
+        if "/compare/" in x
+    )
+    elsewhere = sorted(others - writers)[0]
+    assert client.get(f"{elsewhere}?r={token}").status_code == 200
+    later_archive = next(x for x in later.links("reader0@example.com") if "/archive/" in x)
+    assert client.get(f"{urlsplit(later_archive).path}?r={token}").status_code == 200
+    assert visits(settings) == []
+    (own,) = writers
+    assert client.get(f"{own}?r={token}").status_code == 200
+    assert visits(settings) == [(writer, "comparison", own.removeprefix("/compare/"))]
+
+    reader = delivery_ids(settings, week.digest_id)["reader1@example.com"]
+    with get_engine(settings.database_url).begin() as connection:
+        connection.execute(
+            update(DELIVERY_TABLE).where(DELIVERY_TABLE.c.id == reader).values(state="skipped")
+        )
+    unsent = make_token(settings.signing_key(), Purpose.VOTE, reader)
+    archive = next(x for x in week.links("reader1@example.com") if "/archive/" in x)
+    assert client.get(f"{urlsplit(archive).path}?r={unsent}").status_code == 200
+    assert len(visits(settings)) == 1
 
 
 def test_vote_tokens_never_reach_a_log_line(settings: Settings, week: SentWeek) -> None:

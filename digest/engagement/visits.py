@@ -3,7 +3,9 @@
 The email's links to our own pages (its Ship/Skip links, the comparison pages, the archive) are
 kept out of the provider's click tracking and carry the delivery's vote token, so `digest web`
 knows whose click it was. Each (delivery, link) is kept once, at its first visit: the report
-counts readers and links, not reloads.
+counts readers and links, not reloads. A token is a reader's key to their own email's links
+only: carried to another comparison or another week's archive (edited by hand, or a page
+opened from the archive), it counts nothing, or the report's clicks would outnumber its pairs'.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from digest.db import UTCDateTime
 from digest.engagement.upserts import dialect_insert
+from digest.engagement.votes import Ballot, EmailTool
 from digest.models import DELIVERY_TABLE as DELIVERY
 from digest.models import VISIT_TABLE as VISIT
 
@@ -34,6 +37,19 @@ class LinkKind(StrEnum):
 
 # The kinds `digest web` serves and records itself (the table's CHECK constraint).
 VISITED = (LinkKind.COMPARISON, LinkKind.VOTE, LinkKind.ARCHIVE)
+
+
+def in_email(kind: LinkKind, target: str, ballot: Ballot, tools: dict[str, EmailTool]) -> bool:
+    """Whether the email `ballot` names held this link: its own week's archive, one of its
+    comparisons, or a vote on one of its tools."""
+    if kind is LinkKind.ARCHIVE:
+        return target == ballot.week
+    if kind is LinkKind.COMPARISON:
+        path = f"/compare/{target}"
+        return any(
+            tool.pair is not None and tool.pair.compare_path == path for tool in tools.values()
+        )
+    return kind is LinkKind.VOTE and target in tools
 
 
 def record_visit(

@@ -143,6 +143,26 @@ def email_tools(content: DigestContent, variant_key: str) -> dict[str, EmailTool
     return shown
 
 
+class EmailToolsCache:
+    """The tools of the emails that links name, by (digest id, variant key): frozen content never
+    changes, so a burst of votes or clicks on one email reads and filters it once."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._tools: dict[tuple[int, str], dict[str, EmailTool]] = {}
+
+    def tools(self, connection: Connection, ballot: Ballot) -> dict[str, EmailTool]:
+        key = (ballot.digest_id, ballot.variant_key)
+        cached = self._tools.get(key)
+        if cached is None:
+            content = digest_content(connection, digest_id=ballot.digest_id)
+            cached = email_tools(content, ballot.variant_key) if content else {}
+            if len(self._tools) >= self._limit:
+                self._tools.clear()
+            self._tools[key] = cached
+        return cached
+
+
 def current_choice(connection: Connection, *, subscriber_id: int, slug: str) -> Choice | None:
     """The subscriber's vote on a tool so far, from whichever email it was cast."""
     found = connection.execute(

@@ -4,8 +4,9 @@
 Those links are kept out of the provider's click tracking (templates/partials/links.mjml.j2),
 so this is where their clicks are seen. A wrapper around the app, not a route: the pages stay as
 they are, and a visit is kept only once its page answered 200 (a comparison that does not exist
-counts nothing). Keeping it never holds the page back, and a failure to keep it never fails the
-page: it is logged.
+counts nothing), only for a link of the token's own email (`in_email`), and only for an email
+that may have gone out. Keeping it never holds the page back, and a failure to keep it never
+fails the page: it is logged.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.engagement import votes as ballots
 from digest.engagement.engine import reader_engine
-from digest.engagement.visits import LinkKind, record_visit
+from digest.engagement.visits import LinkKind, in_email, record_visit
 from digest.tokens import Purpose
 from digest.web.context import WebContext
 from digest.weeks import utcnow
@@ -46,6 +48,7 @@ class VisitCounter:
         self.app = app
         self.ctx = ctx
         self.engine = reader_engine(ctx.settings.database_url)
+        self.email_tools = ballots.EmailToolsCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         counted = self._visit(scope)
@@ -78,8 +81,13 @@ class VisitCounter:
     def _keep(self, delivery_id: int, kind: LinkKind, target: str) -> None:
         try:
             with self.engine.begin() as connection:
-                record_visit(
-                    connection, delivery_id=delivery_id, kind=kind, target=target, now=utcnow()
-                )
+                ballot = ballots.find_ballot(connection, delivery_id=delivery_id)
+                if ballot is None:  # never sent (skipped, say), or its week was recalled
+                    return
+                tools = self.email_tools.tools(connection, ballot)
+                if in_email(kind, target, ballot, tools):
+                    record_visit(
+                        connection, delivery_id=delivery_id, kind=kind, target=target, now=utcnow()
+                    )
         except SQLAlchemyError as exc:
             log.warning("a %s visit was not counted: %s", kind.value, type(exc).__name__)

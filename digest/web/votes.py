@@ -37,8 +37,6 @@ T = TypeVar("T")
 
 # Catalog slugs; anything else is no tool of ours and is not looked up.
 _SLUG = re.compile(r"[a-z0-9-]{1,200}")
-# Variants whose tools are known, by (digest id, variant key): frozen content never changes.
-_CACHE_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class VotePages:
         self.ctx = ctx
         self.engine = reader_engine(ctx.settings.database_url)
         self.templates = LinkTemplates.from_settings(ctx.settings)
-        self._tools: dict[tuple[int, str], dict[str, ballots.EmailTool]] = {}
+        self._email_tools = ballots.EmailToolsCache()
 
     def routes(self) -> list[Route]:
         return [
@@ -123,7 +121,7 @@ class VotePages:
         ballot = ballots.find_ballot(connection, delivery_id=delivery_id)
         if ballot is None:
             return None
-        tool = self._email_tools(connection, ballot).get(slug)
+        tool = self._email_tools.tools(connection, ballot).get(slug)
         if tool is None:
             return None
         current = ballots.current_choice(connection, subscriber_id=ballot.subscriber_id, slug=slug)
@@ -152,19 +150,6 @@ class VotePages:
         ballots.cast_vote(connection, ballot=found.ballot, slug=slug, choice=choice, now=utcnow())
         log.info("vote counted: delivery %s, %s %s", delivery_id, choice.value, slug)
         return found, ballots.tool_tally(connection, slug=slug)
-
-    def _email_tools(
-        self, connection: Connection, ballot: ballots.Ballot
-    ) -> dict[str, ballots.EmailTool]:
-        key = (ballot.digest_id, ballot.variant_key)
-        cached = self._tools.get(key)
-        if cached is None:
-            content = ballots.digest_content(connection, digest_id=ballot.digest_id)
-            cached = ballots.email_tools(content, ballot.variant_key) if content else {}
-            if len(self._tools) >= _CACHE_LIMIT:
-                self._tools.clear()
-            self._tools[key] = cached
-        return cached
 
     # --- pages -----------------------------------------------------------------------------------
 
