@@ -366,7 +366,9 @@ def test_a_valid_token_of_a_deleted_subscriber_gets_400(
 def test_preferences_offer_catalog_categories_and_save_with_csrf(
     client: TestClient, engine: Engine, web_settings: Settings
 ) -> None:
-    # The page lists the catalog's categories; a POST with its CSRF value saves the choice.
+    # The page lists the catalog's categories; a POST with its CSRF value saves the choice. A
+    # name no box offers (a forged form, or one older than the catalog) saves nothing and says
+    # so: dropped, it would have turned a reader's one category into every category.
     make_tool(engine, "a", "Developer Tools")
     make_tool(engine, "b", "Writing")
     make_tool(engine, "c", "writing")
@@ -375,13 +377,17 @@ def test_preferences_offer_catalog_categories_and_save_with_csrf(
     page = client.get(path)
     assert page.status_code == 200
     assert page.text.count('type="checkbox"') == 2
-    saved = client.post(
-        path,
-        data={"csrf": csrf_from(page.text), "category": ["writing", "Not A Category"]},
-    )
+    saved = client.post(path, data={"csrf": csrf_from(page.text), "category": ["writing"]})
     assert saved.status_code == 200
     assert "Saved." in saved.text
     assert subscriber_row(engine, sid)["categories"] == ["Writing"]
+
+    for forged in (["Not A Category"], ["developer tools", "<b>Not</b> A Category"]):
+        refused = client.post(path, data={"csrf": csrf_from(saved.text), "category": forged})
+        assert refused.status_code == 400
+        assert "Not saved." in refused.text and "Saved." not in refused.text
+        assert "&lt;b&gt;Not&lt;/b&gt; A Category" in refused.text or len(forged) == 1
+        assert subscriber_row(engine, sid)["categories"] == ["Writing"]
 
     cleared = client.post(path, data={"csrf": csrf_from(saved.text)})
     assert cleared.status_code == 200
@@ -420,6 +426,22 @@ def test_catalog_text_is_escaped_on_the_preferences_page(
 
 
 # --- sign-up -------------------------------------------------------------------------------------
+
+
+def test_a_sign_up_naming_a_category_we_do_not_send_is_refused_and_records_nobody(
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
+) -> None:
+    # Dropped, the unknown name would have signed the reader up for every category.
+    make_tool(engine, "a", "Writing")
+    response = client.post(
+        "/subscribe", data={"email": "new@example.com", "category": ["Writing", "<i>Nope</i>"]}
+    )
+    assert response.status_code == 400
+    assert "We send no category called “&lt;i&gt;Nope&lt;/i&gt;”" in response.text
+    assert 'value="Writing" checked' in response.text  # the known choice stays ticked
+    with engine.begin() as connection:
+        assert connection.execute(select(Subscriber.__table__)).first() is None  # type: ignore[attr-defined]
+    assert sent == []
 
 
 def test_subscribe_then_confirm_twice_records_consent_once(

@@ -27,3 +27,9 @@ def pick(choices: Sequence[Choice], submitted: Iterable[str]) -> list[str]:
     """The submitted names that are offered, in the offered spelling; others are dropped."""
     wanted = {category_key(s) for s in submitted}
     return [c.name for c in choices if category_key(c.name) in wanted]
+
+
+def not_offered(choices: Sequence[Choice], submitted: Iterable[str]) -> list[str]:
+    """The submitted names no box offers (a forged form, or one older than the catalog)."""
+    known = {category_key(c.name) for c in choices}
+    return [s for s in dict.fromkeys(submitted) if category_key(s) not in known]

@@ -42,7 +42,7 @@ from digest.tokens import (
     make_token,
     read_timed_token,
 )
-from digest.web.categories import Choice, offered, pick
+from digest.web.categories import Choice, not_offered, offered, pick
 from digest.web.context import WebContext, client_ip, mask_email, read_form
 from digest.web.mail_queue import ConfirmationMailer
 from digest.web.throttle import Limits, SignupLimiter
@@ -154,6 +154,13 @@ class Signup:
         def record(session: Session) -> tuple[Subscriber | None, str | None, list[Choice]]:
             choices = offered(catalog_categories(session), [])
             chosen = pick(choices, submitted)
+            unknown = not_offered(choices, submitted)
+            if unknown:
+                return (
+                    None,
+                    _not_offered_sentence(unknown),
+                    offered([c.name for c in choices], chosen),
+                )
             try:
                 subscriber = request_subscription(
                     session=session,
@@ -248,3 +255,8 @@ class Signup:
         if state in ("ask", "pending"):
             self.ctx.set_csrf_cookie(response, nonce)
         return response
+
+
+def _not_offered_sentence(unknown: list[str]) -> str:
+    names = ", ".join(f"“{name[:80]}”" for name in unknown[:5])
+    return f"We send no category called {names}. Tick the boxes below and send the form again."

@@ -8,6 +8,7 @@ page again. Anything that brings mail back (re-subscribe, saved preferences) nee
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from sqlmodel import Session
@@ -23,7 +24,7 @@ from digest.errors import NotFoundError
 from digest.models import Subscriber
 from digest.states import SubscriberStatus
 from digest.tokens import Purpose, make_token
-from digest.web.categories import offered, pick
+from digest.web.categories import not_offered, offered, pick
 from digest.web.context import WebContext, mask_email, read_form
 
 # The page shown for each subscriber status.
@@ -165,22 +166,31 @@ class SubscriberPages:
             return self.ctx.csrf_failed(request.url.path)
         submitted = [v for v in form.getlist("category") if isinstance(v, str)]
 
-        def save(session: Session) -> tuple[Subscriber, list[str]] | None:
+        def save(session: Session) -> tuple[Subscriber, list[str], list[str]] | None:
+            """The subscriber, the catalog's categories, and the submitted names nobody
+            offered: with any of those, nothing is saved (dropping them could turn a reader's
+            one category into every category)."""
             subscriber = session.get(Subscriber, subscriber_id)
             if subscriber is None:
                 return None
             catalog = catalog_categories(session)
-            chosen = pick(offered(catalog, subscriber.categories), submitted)
-            subscriber = set_categories(
-                session=session, subscriber_id=subscriber_id, categories=chosen
-            )
-            return subscriber, catalog
+            choices = offered(catalog, subscriber.categories)
+            unknown = not_offered(choices, submitted)
+            if not unknown:
+                subscriber = set_categories(
+                    session=session,
+                    subscriber_id=subscriber_id,
+                    categories=pick(choices, submitted),
+                )
+            return subscriber, catalog, unknown
 
         found = await self.ctx.db(save)
         if found is None:
             return self.ctx.pages.bad_link()
-        subscriber, catalog = found
-        return self._preferences_view(request, token, subscriber, catalog, saved=True)
+        subscriber, catalog, unknown = found
+        return self._preferences_view(
+            request, token, subscriber, catalog, saved=not unknown, unknown=unknown
+        )
 
     def _preferences_view(
         self,
@@ -190,6 +200,7 @@ class SubscriberPages:
         catalog: list[str],
         *,
         saved: bool,
+        unknown: Sequence[str] = (),
     ) -> Response:
         assert subscriber.id is not None
         field, nonce = self.ctx.csrf_field(request, token)
@@ -197,7 +208,9 @@ class SubscriberPages:
         response = self.ctx.pages.render(
             "preferences.html",
             title="Preferences",
+            status=400 if unknown else 200,
             saved=saved,
+            unknown=[name[:80] for name in unknown[:5]],
             summary=", ".join(chosen) if chosen else "every category",
             subscriber_status=subscriber.status,
             masked_email=mask_email(subscriber.email),
