@@ -134,3 +134,38 @@ def clean_text(text: str) -> tuple[str, list[str]]:
 def removed_characters(text: str) -> list[str]:
     """The characters `clean_text` would remove from `text`, each once as U+XXXX, sorted."""
     return clean_text(text)[1]
+
+
+def decoded_words(name: str) -> str:
+    """A display name as mail apps show it: RFC 2047 encoded words (`=?utf-8?q?...?=`) decoded.
+
+    Left encoded, a name stays one atom only until a header parser decodes it, after the
+    quoting was decided: Python's did, and `=?utf-8?q?Boss_=3Cx=40evil.com=3E=2C?=` became a
+    second mailbox in the To header. Decoded first, the name is quoted as the text it shows.
+    Words that decode to more words are decoded again, twice at most; what still looks like one
+    after that is broken apart, and control characters a word decoded to become spaces."""
+    if "=?" not in name or "?=" not in name:
+        return name  # the common case: nothing to decode
+    for _ in range(3):
+        # Space between two encoded words is not part of the text (RFC 2047, section 6.2).
+        decoded = _ENCODED_WORD.sub(_decoded_word, _BETWEEN_WORDS.sub("", name))
+        if decoded == name:
+            break
+        name = decoded
+    name = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in name)
+    return name.replace("=?", "= ?") if "?=" in name else name
+
+
+# charset?encoding?text, as RFC 2047 writes a word; no spaces inside.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)\s+(?==\?)")
+
+
+def _decoded_word(word: re.Match[str]) -> str:
+    from email.errors import HeaderParseError
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(word.group())))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return word.group().replace("=?", "= ?")  # undecodable: shown as typed, inert

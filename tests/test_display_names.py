@@ -108,3 +108,36 @@ def test_sendgrid_gets_every_name_exactly_and_delivers_it(fake: FakeSendGrid) ->
         bare = name[1:-1] if _QUOTED.match(name) else name
         # Inside the quotes every quote is escaped; outside them no special is left bare.
         assert not re.search(r'(?<!\\)"', re.sub(r"\\\\", "", bare))
+
+
+# Names as some exports write them, RFC 2047 encoded words: each is shown as the text it
+# encodes, quoted as that text needs, and stays one mailbox.
+ENCODED = {
+    "=?utf-8?q?Boss_=3Cattacker=40evil=2Ecom=3E=2C?=": "Boss <attacker@evil.com>,",
+    "=?utf-8?b?PHNjcmlwdD4=?= encoded": "<script> encoded",
+    "=?utf-8?q?Zo=C3=AB?= =?utf-8?q?_O=27Brien=2C_PhD?=": "Zoë O'Brien, PhD",
+    # Encoded twice: decoded twice, not left for a parser to decode after quoting.
+    "=?utf-8?q?=3D=3Futf-8=3Fq=3FEve=5F=3D3Ce=3D40evil=3D2Ecom=3D3E=3F=3D?=": "Eve <e@evil.com>",
+    # A line break it decodes to is a space, as in a name typed with one: no header added.
+    "=?utf-8?q?a=0D=0ABcc:_victim@example.org?=": "a  Bcc: victim@example.org",
+}
+
+
+def test_an_encoded_word_in_a_name_cannot_add_a_recipient(tmp_path: Path) -> None:
+    # Python's header parser decoded a word after the name's quoting was decided: the first of
+    # these wrote `To: Boss <attacker@evil.com>, <reader0@example.com>`, two mailboxes.
+    OutboxBackend(tmp_path).send_batch(_batch(list(ENCODED)))
+    seen: dict[str, str] = {}
+    for path in sorted((tmp_path / "2026-W47").glob("*.eml")):
+        parsed = message_from_bytes(path.read_bytes(), policy=policy.default)
+        (to,) = parsed["To"].addresses
+        seen[to.addr_spec] = to.display_name
+        assert parsed["Bcc"] is None
+    assert seen == {f"reader{i}@example.com": name for i, name in enumerate(ENCODED.values())}
+
+
+def test_sendgrid_gets_an_encoded_name_as_the_text_it_shows(fake: FakeSendGrid) -> None:
+    backend, _ = make_backend(fake.url)
+    backend.send_batch(_batch(list(ENCODED)))
+    got = {m.to: _unquote(m.name or "") for m in fake.accepted}
+    assert got == {f"reader{i}@example.com": name for i, name in enumerate(ENCODED.values())}

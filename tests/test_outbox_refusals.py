@@ -46,9 +46,8 @@ def _break_row(url: str, digest_id: int, planned: str, **values: Any) -> int:
     [
         {"email": "jös@example.com"},
         {"email": "reader2@exa\r\nmple.com"},
-        {"name": "=?utf-8?q?a=0D=0ABcc:_victim@example.org?="},
     ],
-    ids=["non-ascii-local-part", "crlf-in-address", "encoded-crlf-in-name"],
+    ids=["non-ascii-local-part", "crlf-in-address"],
 )
 def test_an_unbuildable_message_fails_its_row_and_the_rest_are_written_once(
     tmp_path: Path, values: dict[str, str]

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from digest.send.base import OutgoingBatch, Recipient, substitute
-from digest.text import DISPLAY_NAME_LIMIT, clean_text
+from digest.text import DISPLAY_NAME_LIMIT, clean_text, decoded_words
 
 
 def personal_bodies(batch: OutgoingBatch, recipient: Recipient) -> tuple[str, str, str]:
@@ -32,8 +32,9 @@ def _address(name: str | None, email: str) -> Address:
     Imports refuse such names now; rows stored before that are tidied here: nothing
     `digest.text` removes (direction and invisible characters among them), line breaks made
     spaces, at most DISPLAY_NAME_LIMIT characters, so the header stays one readable line.
+    Encoded words are decoded first (`decoded_words`), so whatever they hide is tidied too.
     """
-    shown = clean_text(name or "")[0]
+    shown = clean_text(decoded_words(name or ""))[0]
     if any(unicodedata.category(ch) == "Cc" for ch in shown):
         spaced = (" " if unicodedata.category(ch) == "Cc" else ch for ch in shown)
         shown = " ".join("".join(spaced).split())

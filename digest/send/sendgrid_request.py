@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from digest.send.base import OutgoingBatch, Recipient
+from digest.text import decoded_words
 
 # RFC 5322 specials: SendGrid drops a to.name with a bare comma or semicolon, so such names go
 # as a quoted-string.
@@ -21,6 +22,8 @@ _NAME_NEEDS_CARE = re.compile(r'[()<>\[\]:;@\\,."]')
 
 def _display_name(name: str) -> str | None:
     """A to.name SendGrid delivers as given: an RFC 5322 quoted-string when it holds a special."""
+    if "=?" in name:  # as the outbox's header has it: the text mail apps would show
+        name = decoded_words(name)
     # Line breaks would end the header SendGrid writes; other spacing is kept exactly.
     flat = " ".join(name.split()) if any(ch in name for ch in "\r\n\t") else name
     if not flat.strip():
