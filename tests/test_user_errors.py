@@ -133,3 +133,24 @@ def test_a_wrong_setting_is_named_with_its_fix_before_anything_runs(
     assert result.returncode == 2
     for raw in ("validation error", "pydantic", "For further information", "hunter2"):
         assert raw not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["preview", "--week", WEEK],
+        ["status", "--week", WEEK],
+        ["subscribers", "export"],
+        ["run", "--week", WEEK],
+    ],
+)
+def test_a_file_that_is_no_sqlite_database_is_named_with_the_fix(
+    args: list[str], tmp_path: Path
+) -> None:
+    # DIGEST_DATABASE_URL pointing at some other file: a sentence, exit 2, the file untouched.
+    other = tmp_path / "notes.db"
+    other.write_text("not a database\n", encoding="utf-8")
+    env = {"DIGEST_DATABASE_URL": f"sqlite:///{other}"}
+    result = run_digest(*args, cwd=tmp_path, env=env)
+    assert_user_error(result, "file is not a database", "Set DIGEST_DATABASE_URL")
+    assert other.read_text(encoding="utf-8") == "not a database\n"

@@ -70,7 +70,7 @@ def print_problems(
 
 def main_with(command: typer.Typer) -> None:
     """Run `command`: user errors become one paragraph and a non-zero exit, never a traceback."""
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
     try:
         command()
@@ -79,6 +79,11 @@ def main_with(command: typer.Typer) -> None:
         sys.exit(error.exit_code)
     except (OperationalError, ArgumentError) as error:
         typer.echo(f"Error: {_database_message(error)}", err=True)
+        sys.exit(2)
+    except DatabaseError as error:
+        if not _not_a_database(error):
+            raise  # a statement of ours that failed: a bug, shown as one
+        typer.echo(f"Error: {_not_a_database_message(error)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
@@ -105,4 +110,24 @@ def _database_message(error: Exception) -> str:
     return (
         f"Cannot use the database {shown}: {reason}. Check DIGEST_DATABASE_URL and that the "
         "database server is running, then try again."
+    )
+
+
+# What SQLite says of a file that is no database of its own (SQLITE_NOTADB, SQLITE_CORRUPT).
+_NOT_SQLITE = ("file is not a database", "database disk image is malformed")
+
+
+def _not_a_database(error: Exception) -> bool:
+    reason = str(getattr(error, "orig", error))
+    return any(sign in reason for sign in _NOT_SQLITE)
+
+
+def _not_a_database_message(error: Exception) -> str:
+    from digest.db import shown_url
+
+    reason = str(getattr(error, "orig", error)).splitlines()[0]
+    return (
+        f"Cannot use the database {shown_url(_database_url())}: {reason}. The file is not a "
+        "SQLite database, or it is damaged. Set DIGEST_DATABASE_URL to the digest's database "
+        "file (a new name makes a new, empty one), or restore this one from a backup."
     )
