@@ -158,6 +158,48 @@ def test_catalog_import_report_lists_the_cleaned_fields(settings: Settings, tmp_
 
 
 @pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        (
+            b"email,name,email,categories\na@example.com,A,b@example.com,\n",
+            ["names the column 'email' twice", "columns 1 and 3", "Keep one"],
+        ),
+        (
+            b"email,name,categories\na@example.com,Doe, Jane,Writing\n",
+            ["line 2", "4 cells where the header names 3", "double quotes"],
+        ),
+        (
+            b'email,name\na@example.com,"Open,,\nb@example.com,B\nc@example.com,C\n',
+            ["line 2", "from line 2 to line 4", "never closed"],
+        ),
+        ("email,name\na@example.com,A\n".encode("utf-16-le"), ["not UTF-8", "UTF-16"]),
+    ],
+    ids=["column-twice", "unquoted-comma", "quote-left-open", "utf-16-without-bom"],
+)
+def test_an_ambiguous_subscriber_file_is_refused_with_its_cause(
+    tmp_path: Path, content: bytes, fragments: list[str]
+) -> None:
+    # Read as it was, each would have imported something other than what its author meant (the
+    # second address, a name cut at its comma, three rows as one name), or blamed the wrong thing.
+    path = tmp_path / "people.csv"
+    path.write_bytes(content)
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    result = run_digest("subscribers", "import", str(path), cwd=tmp_path, env=_env(url, tmp_path))
+    assert_user_error(result, *fragments)
+    assert _subscribers(url) == []
+
+
+def test_empty_cells_past_the_header_are_no_problem(tmp_path: Path) -> None:
+    # Spreadsheets write trailing empty cells: only a cell with something in it is refused.
+    path = tmp_path / "people.csv"
+    path.write_text("email,name\na@example.com,Ada,,\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    result = run_digest("subscribers", "import", str(path), cwd=tmp_path, env=_env(url, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert [(s.email, s.name) for s in _subscribers(url)] == [("a@example.com", "Ada")]
+
+
+@pytest.mark.parametrize(
     ("row", "fragments"),
     [
         ({"email": "a@example.com", "subscribed_at": _LATE}, ["line 2", "subscribed_at"]),

@@ -178,8 +178,18 @@ def _cell(row: list[str], index: int | None, name: str) -> str:
 class _RowParser:
     """Reads rows of one file: its columns' positions, and the checks of a row."""
 
-    def __init__(self, columns: dict[str, int]) -> None:
+    def __init__(self, columns: dict[str, int], width: int) -> None:
         self.positions = [(name, columns.get(name)) for name in EXPORT_COLUMNS]
+        self.width = width  # cells the header names
+
+    def check_width(self, row: list[str]) -> None:
+        """A cell beyond the header's columns belongs to no column: most often a comma left
+        unquoted in a name ("Doe, Jane"), which shifted every cell after it."""
+        if len(row) > self.width and any(cell.strip() for cell in row[self.width :]):
+            raise ValueError(
+                f"has {len(row)} cells where the header names {self.width} columns; a comma "
+                "inside a cell (as in a name like Doe, Jane) needs the cell in double quotes"
+            )
 
     def cells(self, row: list[str]) -> list[str]:
         """The row's cells in `EXPORT_COLUMNS` order, trimmed, unescaped and checked."""
@@ -195,6 +205,8 @@ class _RowParser:
         return [_cell(row, position, name) for (name, position) in self.positions]
 
     def parse(self, line: int, row: list[str]) -> SubscriberRow:
+        if len(row) > self.width:
+            self.check_width(row)
         raw_email, raw_name, categories, raw_time, source, status = self.cells(row)
         if not raw_email:
             raise ValueError("field email: is empty; every row needs an address")
@@ -264,27 +276,39 @@ def _rows_of(reader: Any, *, source: str) -> Iterator[list[str]]:
         ) from exc
 
 
-def _columns(reader: Any, source: str) -> dict[str, int]:
-    """The header row: each column name (trimmed, lower case) and its position."""
+def _columns(reader: Any, source: str) -> tuple[dict[str, int], int]:
+    """The header row: each column name (trimmed, lower case) and its position, and how many
+    cells it names. A column of ours named twice is refused: which one was meant?"""
     try:
         header = next(reader, None)
     except csv.Error:
         header = None
+    if any("\0" in name for name in header or []):
+        raise ImportFileError(
+            f"{source} is not UTF-8 text: its header holds NUL characters, as UTF-16 text does. "
+            "Save it as UTF-8 CSV; nothing was imported."
+        )
     columns: dict[str, int] = {}
     for position, name in enumerate(header or []):
-        columns[name.strip().lower()] = position  # a repeated column: the last one, as before
+        key = name.strip().lower()
+        if key in columns and key in EXPORT_COLUMNS:
+            raise ImportFileError(
+                f"{source} names the column '{key}' twice in its header (columns "
+                f"{columns[key] + 1} and {position + 1}). Keep one of them; nothing was imported."
+            )
+        columns[key] = position
     if "email" not in columns:
         raise ImportFileError(
             f"{source} has no 'email' column in its header row. The first line must name the "
             f"columns: {','.join(IMPORT_COLUMNS)}; nothing was imported."
         )
-    return columns
+    return columns, len(header or [])
 
 
 def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
     """Valid rows (repeats merged) and a description of each invalid one, by line number."""
     reader = csv.reader(stream)
-    parser = _RowParser(_columns(reader, source))
+    parser = _RowParser(*_columns(reader, source))
     rows: list[SubscriberRow] = []
     problems: list[str] = []
     repeated: list[int] = []
@@ -297,7 +321,7 @@ def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
         try:
             row = parser.parse(line, raw)
         except ValueError as exc:
-            problems.append(f"line {line}: {exc}")
+            problems.append(f"line {line}: {exc}{_open_quote_hint(line, read)}")
             continue
         earlier = position.get(row.key)
         if earlier is not None:
@@ -307,6 +331,16 @@ def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
         position[row.key] = len(rows)
         rows.append(row)
     return ParsedSubscribers(rows=rows, problems=problems, repeated_lines=repeated)
+
+
+def _open_quote_hint(first: int, last: int) -> str:
+    """For a row that ran over several lines: a quote opened in it may never have closed."""
+    if last <= first:
+        return ""
+    return (
+        f" (this row runs from line {first} to line {last}: if no cell of it should hold a "
+        "line break, a double quote opened in it is never closed)"
+    )
 
 
 def repeats_warning(lines: list[int]) -> str:
