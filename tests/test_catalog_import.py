@@ -12,6 +12,7 @@ from digest.config import Settings
 from digest.db import get_engine, session_scope
 from digest.errors import ImportFileError
 from digest.models import Review, Tool
+from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import tool_dict, write_catalog
 
 
@@ -87,6 +88,22 @@ def test_skip_invalid_imports_valid_records_and_still_lists_the_rest(
     assert report.created == 1  # type: ignore[attr-defined]
     assert any("tagline" in p for p in report.problems)  # type: ignore[attr-defined]
     assert _count_tools(settings) == 1
+
+
+def test_a_record_with_several_problems_counts_once_as_left_out(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # Four problems of one record: one record left out, and each problem listed.
+    bad = tool_dict("bad", tagline="  ", pricing="cheap", url="javascript:x", added_at="soon")
+    path = write_catalog(tmp_path / "c.json", [tool_dict("good"), bad])
+    env = {"DIGEST_DATABASE_URL": settings.database_url}
+    result = run_digest("catalog", "import", str(path), "--skip-invalid", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "1 created, 0 updated, 0 unchanged, 1 invalid left out." in result.stdout
+    assert "Left out 1 invalid record(s):" in result.stderr
+    assert result.stderr.count("record 1 (slug 'bad')") == 4
+    refused = run_digest("catalog", "import", str(path), cwd=tmp_path, env=env)
+    assert_user_error(refused, "has 1 invalid record(s) (4 problem(s)); nothing was imported")
 
 
 def test_reimporting_the_same_file_changes_nothing(settings: Settings, tmp_path: Path) -> None:

@@ -175,9 +175,8 @@ class ImportReport:
     # When the site produced the file (top-level `generated_at`), if it says.
     generated_at: datetime | None = None
 
-    @property
-    def skipped(self) -> int:
-        return len(self.problems)
+    # Records left out (one record may have several problems).
+    skipped: int = 0
 
     def count(self, outcomes: Outcomes) -> None:
         self.created += outcomes.created
@@ -284,9 +283,16 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.refused = 0  # records, where `problems` may hold several lines for one
         self._seen: dict[str, int] = {}
 
     def check(self, index: int, record: Any) -> ToolIn | None:
+        tool = self._checked(index, record)
+        if tool is None:
+            self.refused += 1
+        return tool
+
+    def _checked(self, index: int, record: Any) -> ToolIn | None:
         if not isinstance(record, dict):
             self.problems.append(f"record {index}: is not a JSON object")
             return None
@@ -373,6 +379,7 @@ def import_stream(
         if len(batch) >= BATCH_SIZE:
             report.count(upsert_batch(session, batch, moment))
             batch.clear()
+    report.skipped = checker.refused
     report.generated_at = _generated_at(
         reader.header.get("generated_at"), source=source, now=moment
     )
@@ -380,8 +387,8 @@ def import_stream(
         check_generated_at(report.generated_at)
     if checker.problems and not skip_invalid:
         raise ImportFileError(
-            f"{source} has {len(checker.problems)} invalid record problem(s); nothing was "
-            f"imported. {remedy}:",
+            f"{source} has {checker.refused} invalid record(s) ({len(checker.problems)} "
+            f"problem(s)); nothing was imported. {remedy}:",
             checker.problems,
         )
     if batch:

@@ -30,7 +30,7 @@ def catalog_import(
         f"Catalog {file}: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged, {report.skipped} invalid left out."
     )
-    print_problems(report.problems)
+    print_problems(report.problems, heading=f"Left out {report.skipped} invalid record(s):")
     print_problems(report.warnings, heading="Imported; {n} text field(s) cleaned:")
 
 
