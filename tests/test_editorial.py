@@ -333,6 +333,31 @@ def test_clearing_a_pin_its_verdict_and_lead_hold_names_them_not_pin_it_first(
     assert shown["pins"] == [] and shown["lead"] is None
 
 
+def test_excluding_a_tool_an_earlier_verdict_or_lead_names_blames_the_exclusion(
+    tmp_path: Path,
+) -> None:
+    # The verdict and lead were set before: the sentence names the exclusion and --clear, never
+    # "pin it first" (that pin would clash with the exclusion); clearing with it works.
+    env = _seeded(tmp_path)
+    preview = run_digest("preview", "--week", WEEK, "--format", "json", cwd=tmp_path, env=env)
+    first = json.loads(preview.stdout)["pairs"][0]
+    pair = f"{first['a']}:{first['b']}"
+    made = run_digest(
+        "edit", "--week", WEEK, "--verdict", f"{pair}=Both fine", "--lead", pair,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    exclude = ["--exclude", f"{first['a']}=Sponsored"]
+    result = run_digest("edit", "--week", WEEK, *exclude, cwd=tmp_path, env=env)
+    assert_user_error(result, f"--exclude {first['a']}: the --verdict edit", "--clear verdict")
+    assert "pin it first" not in result.stderr
+    clearing = ["--clear", "verdict", "lead"]
+    cleared = run_digest("edit", "--week", WEEK, *clearing, *exclude, cwd=tmp_path, env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    excluded = _shown(tmp_path, env)["excluded"]
+    assert [e["slug"] for e in excluded] == [first["a"]]  # type: ignore[attr-defined]
+
+
 def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:
     # `--clear pin intro` and `--clear pin --clear intro` both remove exactly those fields.
     env = _seeded(tmp_path)

@@ -240,6 +240,7 @@ def check_change(
     fresh = [p for p in problems if p not in known]
     if fresh:
         _refuse_excluding_a_pinned_tool(before, after)
+        _refuse_excluding_what_edits_hold(before, after)
         _refuse_unpinning_what_edits_hold(before, after)
         raise EditError(f"{fresh[0]} Nothing was changed.")
     return content
@@ -264,6 +265,22 @@ def _refuse_unpinning_what_edits_hold(before: EditSet, after: EditSet) -> None:
                 f"--clear pin: {a}:{b} has {' and '.join(holding)} edits, which need the pin. "
                 f"Clear them first (--clear {fields}), or all in one command: --clear pin "
                 f"{fields}. Nothing was changed."
+            )
+
+
+def _refuse_excluding_what_edits_hold(before: EditSet, after: EditSet) -> None:
+    """Blame the new exclusion, not the earlier verdict or lead whose pair it takes out."""
+    newly = set(after.excluded) - set(before.excluded)
+    lead = pair_key(*after.lead) if after.lead else None
+    held = [("verdict", key) for key in after.verdicts if key in before.verdicts]
+    held += [("lead", lead)] if lead is not None and after.lead == before.lead else []
+    for name, key in held:
+        slug = next((s for s in key.split(":") if s in newly), None)
+        if slug is not None:
+            raise EditError(
+                f"--exclude {slug}: the --{name} edit of {key} names {slug}, and would name no "
+                f"head-to-head once it is left out. Clear it first (--clear {name}), or keep "
+                f"{slug}. Nothing was changed."
             )
 
 
