@@ -200,6 +200,12 @@ def test_subject_is_never_empty_never_long_and_one_line(
         assert all(ch >= " " for ch in subject)
 
 
+def test_a_line_break_in_a_name_is_a_space_in_the_one_line_texts() -> None:
+    # Dropped, "Evil Tool\nBcc: x" read "Evil ToolBcc: x" in the subject.
+    content = _content([tool("x", name="Evil Tool\nBcc:\tx"), tool("y", name="Y")])
+    assert "Evil Tool Bcc: x" in content.subject
+
+
 def test_text_stays_raw_for_the_templates_to_escape() -> None:
     # Compose never escapes: the templates do, exactly once.
     evil = "<script>alert(1)</script> & Co"

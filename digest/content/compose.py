@@ -180,9 +180,12 @@ def _pair_card(pair: Pair, new_slugs: set[str]) -> PairCard:
 
 
 def one_line(text: str) -> str:
-    """Text flattened to one line, without control characters."""
+    """Text flattened to one line, without control characters: a line break or tab is a
+    space (dropped, "Evil Tool\nBcc" read "Evil ToolBcc")."""
     kept = "".join(
-        ch for ch in text if unicodedata.category(ch) != "Cc" and ch not in BIDI_CONTROLS
+        ch
+        for ch in text
+        if ch.isspace() or (unicodedata.category(ch) != "Cc" and ch not in BIDI_CONTROLS)
     )
     return " ".join(kept.split())
 
