@@ -40,16 +40,14 @@ VISITED = (LinkKind.COMPARISON, LinkKind.VOTE, LinkKind.ARCHIVE)
 
 
 def in_email(kind: LinkKind, target: str, ballot: Ballot, tools: dict[str, EmailTool]) -> bool:
-    """Whether the email `ballot` names held this link: its own week's archive, one of its
-    comparisons, or a vote on one of its tools."""
+    """Whether the email `ballot` names held this page's link: its own week's archive, or one
+    of its comparisons (a vote link's tool is checked where the vote page finds it)."""
     if kind is LinkKind.ARCHIVE:
         return target == ballot.week
-    if kind is LinkKind.COMPARISON:
-        path = f"/compare/{target}"
-        return any(
-            tool.pair is not None and tool.pair.compare_path == path for tool in tools.values()
-        )
-    return kind is LinkKind.VOTE and target in tools
+    path = f"/compare/{target}"
+    return kind is LinkKind.COMPARISON and any(
+        tool.pair is not None and tool.pair.compare_path == path for tool in tools.values()
+    )
 
 
 def record_visit(
