@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
 from digest.catalog.records import ToolRecord
-from digest.config import get_settings
+from digest.config import Settings, get_settings
 from digest.content.pairing import pair_tools, similarity_units
 from digest.db import ensure_schema
+from digest.editorial.edits import load_edits
 from digest.run.preparation import Edition, prepare_digest, week_facts
 from digest.weeks import IsoWeek
 from tests.support.catalogs import tool as make_tool
 from tests.support.cli import assert_user_error, run_digest
 from tests.support.factories import tool_dict as make_tool_dict
 from tests.support.factories import write_catalog, write_subscribers
-from tests.support.scenario import WEEK, week_tools
+from tests.support.scenario import WEEK, seed, week_tools
 
 NOTE = "Big week for <b>coders</b> & friends.\nSee below.\n\nA second paragraph, %%name%% kept."
 
@@ -358,6 +360,24 @@ def test_excluding_a_tool_an_earlier_verdict_or_lead_names_blames_the_exclusion(
     assert [e["slug"] for e in excluded] == [first["a"]]  # type: ignore[attr-defined]
 
 
+def test_a_bare_clear_with_another_option_is_refused_and_keeps_every_edit(
+    tmp_path: Path,
+) -> None:
+    # `--clear --subject x` read as "remove everything, then set x": every other edit went
+    # without a word. Refused, naming both ways to say it.
+    env = _seeded(tmp_path)
+    made = run_digest(
+        "edit", "--week", WEEK, "--intro", "Hi", "--pin", "code-llama-4:termwise",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    both = ["--clear", "--subject", "x"]
+    result = run_digest("edit", "--week", WEEK, *both, cwd=tmp_path, env=env)
+    assert_user_error(result, "--clear alone removes every edit", "--subject", "second command")
+    shown = _shown(tmp_path, env)
+    assert shown["intro"] is not None and shown["pins"] and shown["subject"] is None
+
+
 def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:
     # `--clear pin intro` and `--clear pin --clear intro` both remove exactly those fields.
     env = _seeded(tmp_path)
@@ -375,3 +395,43 @@ def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:
     everything = run_digest("edit", "--week", WEEK, "--clear", cwd=tmp_path, env=env)
     assert everything.returncode == 0, everything.stderr
     assert _shown(tmp_path, env)["subject"] is None
+
+
+def test_editors_at_once_lose_no_edit(settings: Settings, tmp_path: Path) -> None:
+    # Six edits of one week from six threads at the same moment: each is stored onto the
+    # others (one that read the edits before another landed is checked again), none is lost.
+    from digest.db import get_engine
+    from digest.run.editing import EditRequest, edit_week
+    from digest.weeks import utcnow
+
+    seed(settings, tmp_path)
+    engine = get_engine(settings.database_url)
+    edition, week = Edition.from_settings(settings), IsoWeek.parse(WEEK)
+    requests = [
+        EditRequest(by="ana", intro="Hello"),
+        EditRequest(by="ben", subject="Our subject"),
+        *(
+            EditRequest(by=f"e{i}", excludes=[f"{slug}=R{i}"])
+            for i, slug in enumerate(["patchpilot", "inkwell", "tonetuner", "stackscribe"])
+        ),
+    ]
+    barrier = threading.Barrier(len(requests))
+    errors: list[BaseException] = []
+
+    def edit(request: EditRequest) -> None:
+        barrier.wait()
+        try:
+            edit_week(engine, edition, week, request, now=utcnow())
+        except BaseException as exc:  # pragma: no cover - reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=edit, args=(r,)) for r in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with engine.connect() as connection:
+        stored = load_edits(connection, WEEK)
+    assert stored.intro == "Hello" and stored.subject == "Our subject"
+    assert set(stored.excluded) == {"patchpilot", "inkwell", "tonetuner", "stackscribe"}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from digest.content.compose import SUBJECT_LIMIT
@@ -151,6 +151,21 @@ def load_edits(connection: Connection, week: str) -> EditSet:
     rows = connection.execute(select(EDIT).where(EDIT.c.week == week).order_by(EDIT.c.id))
     edits = tuple(Edit(r.field, r.key, r.value, r.made_by, r.made_at) for r in rows)
     return EditSet(week=week, edits=edits)
+
+
+# PostgreSQL advisory lock key of the edits (the cancel budget's is 4711).
+_EDITS_LOCK = 4712
+
+
+def lock_edits(connection: Connection, week: str) -> None:
+    """Hold the edits' write lock for the rest of the caller's transaction, so that reading
+    them, comparing and storing happen as one: a write first on SQLite (a statement that
+    writes takes the database's write lock, even when no row changes), an advisory lock on
+    PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({_EDITS_LOCK})"))
+    else:
+        connection.execute(update(EDIT).where(EDIT.c.week == week).values(week=EDIT.c.week))
 
 
 def store_edits(connection: Connection, edits: EditSet) -> None:

@@ -24,6 +24,7 @@ from digest.editorial.edits import (
     checked_subject,
     checked_text,
     load_edits,
+    lock_edits,
     pair_key,
     split_pair,
     store_edits,
@@ -68,6 +69,16 @@ class EditRequest:
     def cleared(self) -> tuple[str, ...] | None:
         """The fields --clear removes (None: every edit), refusing one also set here."""
         fields = checked_fields(self.clear_fields)
+        given = [
+            name for name, setter in _SETTERS.items() if getattr(self, setter) not in (None, [])
+        ]
+        if fields is None and given:
+            raise EditError(
+                f"--clear alone removes every edit of the week, and --{given[0]} in the same "
+                f"command would be the only one left. Name what to clear (--clear pin "
+                f"exclude ...), or clear first and give --{given[0]} in a second command. "
+                "Nothing was changed."
+            )
         for name in fields or ():
             if getattr(self, _SETTERS[name]) not in (None, []):
                 raise EditError(
@@ -148,6 +159,11 @@ def edited(before: EditSet, request: EditRequest, *, at: datetime) -> EditSet:
     return after
 
 
+# Tries of an edit that other editors' edits keep overtaking before it is stored: every try
+# lets at least one of the editors at once store theirs, so this many editors at once all land.
+EDIT_TRIES = 20
+
+
 def edit_week(
     engine: Engine, edition: Edition, week: IsoWeek, request: EditRequest, *, now: datetime
 ) -> Edited:
@@ -155,8 +171,24 @@ def edit_week(
     approval of the content before it that the change voided, if any.
 
     Refused (EditsFrozenError) once the week is frozen; an invalid change (EditError) stores
-    nothing.
+    nothing. Two editors at once lose nothing: an edit is stored only onto the edits it was
+    checked against, and checked again onto another's that landed first.
     """
+    for _ in range(EDIT_TRIES):
+        edited = _edit_once(engine, edition, week, request, now=now)
+        if edited is not None:
+            return edited
+    raise EditError(
+        f"The edits of {week} kept changing while this one was checked ({EDIT_TRIES} tries): "
+        "other editors are at work. Look at them with `digest edit --week "
+        f"{week} --show`, then run the command again."
+    )
+
+
+def _edit_once(
+    engine: Engine, edition: Edition, week: IsoWeek, request: EditRequest, *, now: datetime
+) -> Edited | None:
+    """`edit_week`'s one try; None when another edit was stored after this one read them."""
     with engine.connect() as connection:
         if request.changes_anything:
             refuse_if_frozen(connection, str(week))
@@ -171,7 +203,10 @@ def edit_week(
     was_hash, now_hash = content_hash(was, before), content_hash(content, after)
     approved = decision_for(engine, week=str(week), content_hash=was_hash)
     with engine.begin() as connection:
+        lock_edits(connection, str(week))
         refuse_if_frozen(connection, str(week))  # a run may have frozen it meanwhile
+        if load_edits(connection, str(week)).edits != before.edits:
+            return None
         store_edits(connection, after)
     stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
     document = after.as_json() | {"frozen": False, "not_applied": stale}
