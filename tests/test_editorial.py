@@ -295,6 +295,20 @@ def test_a_slug_of_another_week_is_named_with_its_week(tmp_path: Path) -> None:
     assert "closest" not in result.stderr
 
 
+def test_pinning_an_earlier_tool_without_reviews_says_it_has_none(tmp_path: Path) -> None:
+    # An earlier week's tool can be pinned when reviewed; one without reviews was said to be
+    # "added in another week, not a tool of it", which reviewed ones of that week disprove.
+    env = _seeded(tmp_path)
+    earlier = make_tool_dict("bare-tool", added_at="2026-11-10T10:00:00Z", reviews=[])
+    catalog = write_catalog(tmp_path / "more.json", [*week_tools(), earlier])
+    assert run_digest("catalog", "import", str(catalog), cwd=tmp_path, env=env).returncode == 0
+    result = run_digest(
+        "edit", "--week", WEEK, "--pin", "bare-tool:code-llama-4", cwd=tmp_path, env=env
+    )
+    assert_user_error(result, "bare-tool has no panel reviews yet")
+    assert "was added in" not in result.stderr
+
+
 def test_excluding_a_pinned_tool_blames_the_exclusion_and_suggests_clearing_the_pin(
     tmp_path: Path,
 ) -> None:

@@ -100,7 +100,8 @@ def _why_not_pairable(slug: str, facts: WeekFacts, edits: EditSet) -> str:
     selection = facts.selection
     if slug in edits.excluded:
         return f"{slug} is excluded from {facts.week} (--exclude); remove that with --clear exclude"
-    if any(t.slug == slug for t in selection.pending):
+    unreviewed = (*selection.pending, *(t for t in selection.incumbents if not t.reviews))
+    if any(t.slug == slug for t in unreviewed):
         return f"{slug} has no panel reviews yet, so it cannot be in a head-to-head"
     for exclusion in selection.excluded:
         if exclusion.slug == slug:
@@ -159,7 +160,7 @@ def _usable_pins(
         if problem is None and clash is not None:
             problem = (
                 f"{clash} is already pinned in {taken[clash]}, and a tool is in one head-to-head "
-                "at most; remove that pin with --clear pin first"
+                "at most; keep one of the two pins (a stored one goes with --clear pin)"
             )
         if problem is not None:
             problems.append(label + problem + ".")
