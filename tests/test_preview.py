@@ -137,9 +137,13 @@ def test_every_preview_link_opens_a_page_and_changes_nobody(seeded: Settings) ->
 
 def test_a_preview_says_plainly_that_it_is_one(seeded: Settings) -> None:
     # A visible banner in the HTML and a line at the top of the text, [TEST] copies included.
+    # It comes after the hidden preheader, which an inbox shows next to the subject: the test
+    # copy's inbox line reads as a reader's would.
     preview = build_preview(seeded, THE_WEEK)
     body = preview.html[preview.html.index("<body") :]
-    assert BANNER_TEXT.split(",")[0] in body[:2000]
+    banner = body.index(BANNER_TEXT.split(".")[0])
+    assert banner < 2000
+    assert 0 < body.index(preview.content.preheader) < banner
     assert preview.text.startswith(f"[{BANNER_TEXT}]")
 
 

@@ -38,12 +38,16 @@ from digest.weeks import IsoWeek
 # The web app's page that says a link came from a preview (digest/web/archive.py).
 PREVIEW_LINK_PATH = "/preview-link"
 BANNER_TEXT = (
-    "PREVIEW, not sent to anyone. Its unsubscribe and preferences links, and View in browser "
-    "before the week is sent, open a page that says so; they change nobody's subscription. "
+    "PREVIEW: no subscriber got this copy. Its unsubscribe and preferences links, and View in "
+    "browser before the week is sent, open a page that says so; they change nobody's "
+    "subscription. "
     "Its Ship and Skip links cannot vote. "
     "The comparison pages go live when the week is sent."
 )
 _BODY_OPEN = re.compile(r"<body[^>]*>")
+# The hidden preheader right after <body>: the banner goes after it, so that an inbox shows the
+# preheader a reader would see, not the banner.
+_PREHEADER = re.compile(r'\s*<div style="display:none;[^"]*">[^<]*</div>')
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,8 @@ def with_banner(bodies: dict[str, Any]) -> dict[str, Any]:
     page = bodies["html"]
     opened = _BODY_OPEN.search(page)
     at = opened.end() if opened else 0
+    preheader = _PREHEADER.match(page, at)
+    at = preheader.end() if preheader else at
     return {
         **bodies,
         "html": page[:at] + banner + page[at:],
