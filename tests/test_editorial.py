@@ -82,11 +82,11 @@ def test_edits_through_the_cli_show_in_preview_json_html_and_text(tmp_path: Path
     assert written.returncode == 0, written.stderr
     html = (out / f"digest-{WEEK}.html").read_text()
     text = (out / f"digest-{WEEK}.txt").read_text()
-    assert "Big week for &lt;b&gt;coders&lt;/b&gt; &amp; friends. See below.</p>" in html
+    assert "Big week for &lt;b&gt;coders&lt;/b&gt; &amp; friends.<br>See below.</p>" in html
     assert "<b>coders</b>" not in html
     assert html.index("Big week") < html.index("A second paragraph")
     assert "%%name%%" not in html and "%%name%%" not in text  # never a per-subscriber token
-    assert "Big week for <b>coders</b> & friends. See below.\n\nA second paragraph" in text
+    assert "Big week for <b>coders</b> & friends.\nSee below.\n\nA second paragraph" in text
     assert "Llama for agents, Scribe for bugs" in html and "Our pick" in html
 
     shown = _shown(tmp_path, env)

@@ -114,12 +114,17 @@ class DigestContent(BaseModel):
     subject_by_editor: bool = False
 
     @property
-    def intro_paragraphs(self) -> list[str]:
-        """The editor's note as paragraphs (blank lines part them), each flattened to one line."""
+    def intro_paragraphs(self) -> list[list[str]]:
+        """The editor's note as paragraphs (blank lines part them), each a list of its lines
+        with their spacing tidied: a line break typed inside a paragraph is kept, so a list
+        written one item a line stays one (joined, "- one\n- two" read "- one - two")."""
         if not self.intro:
             return []
-        paragraphs = (" ".join(chunk.split()) for chunk in _BLANK_LINE.split(self.intro))
-        return [paragraph for paragraph in paragraphs if paragraph]
+        paragraphs = (
+            [" ".join(line.split()) for line in chunk.splitlines() if line.strip()]
+            for chunk in _BLANK_LINE.split(self.intro)
+        )
+        return [lines for lines in paragraphs if lines]
 
     @property
     def is_empty(self) -> bool:
