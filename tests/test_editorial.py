@@ -392,6 +392,17 @@ def test_a_bare_clear_with_another_option_is_refused_and_keeps_every_edit(
     assert shown["intro"] is not None and shown["pins"] and shown["subject"] is None
 
 
+def test_excluding_every_new_tool_says_the_edits_did_it(tmp_path: Path) -> None:
+    # "has no new tools" blamed the catalog; the week has them, and the edits left each out.
+    env = _seeded(tmp_path)
+    excludes = [arg for slug in (t["slug"] for t in week_tools()) for arg in ("--exclude", slug)]
+    result = run_digest("edit", "--week", WEEK, *excludes, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert f"the edits exclude every new tool of {WEEK}" in said and "--clear exclude" in said
+    assert "has no new tools" not in said
+
+
 def test_clear_takes_several_fields_at_once_or_repeated(tmp_path: Path) -> None:
     # `--clear pin intro` and `--clear pin --clear intro` both remove exactly those fields.
     env = _seeded(tmp_path)

@@ -109,7 +109,14 @@ def _say_saved(week: str, by: str, result: Edited, *, err: bool) -> None:
         f"Saved the edits of {week} (by {by}). See them with `digest preview --week {week}`.",
         err=err,
     )
-    if result.sends_nothing:
+    if result.excluded_them:
+        typer.echo(
+            f"Note: the edits exclude every new tool of {week} that could be in it, so its run "
+            "sends nothing. To send it, clear the exclusions (--clear exclude) and exclude "
+            "fewer tools.",
+            err=err,
+        )
+    elif result.sends_nothing:
         typer.echo(
             f"Note: {week} has no new tools, so its run sends nothing; the edits apply if "
             "the catalog gains some before the week's run.",

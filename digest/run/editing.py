@@ -96,6 +96,7 @@ class Edited:
     document: dict[str, Any]
     voided: Decision | None = None
     sends_nothing: bool = False  # the week has no new tools: its run sends no email to edit
+    excluded_them: bool = False  # ... because the edits exclude every one it had
 
 
 def refuse_if_frozen(connection: Connection, week: str) -> None:
@@ -211,4 +212,5 @@ def _edit_once(
     stale = [flag for flag in content.flags if flag.startswith(NOT_APPLIED)]
     document = after.as_json() | {"frozen": False, "not_applied": stale}
     voided = approved if approved and approved.approved and was_hash != now_hash else None
-    return Edited(document, voided, sends_nothing=content.is_empty)
+    excluded_them = content.is_empty and any(t.slug in after.excluded for t in facts.selection.new)
+    return Edited(document, voided, sends_nothing=content.is_empty, excluded_them=excluded_them)
