@@ -176,9 +176,9 @@ def edit_week(
     checked against, and checked again onto another's that landed first.
     """
     for _ in range(EDIT_TRIES):
-        edited = _edit_once(engine, edition, week, request, now=now)
-        if edited is not None:
-            return edited
+        outcome = _edit_once(engine, edition, week, request, now=now)
+        if outcome is not None:
+            return outcome
     raise EditError(
         f"The edits of {week} kept changing while this one was checked ({EDIT_TRIES} tries): "
         "other editors are at work. Look at them with `digest edit --week "
