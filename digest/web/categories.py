@@ -33,3 +33,9 @@ def not_offered(choices: Sequence[Choice], submitted: Iterable[str]) -> list[str
     """The submitted names no box offers (a forged form, or one older than the catalog)."""
     known = {category_key(c.name) for c in choices}
     return [s for s in dict.fromkeys(submitted) if category_key(s) not in known]
+
+
+def not_offered_sentence(unknown: Sequence[str]) -> str:
+    """What a form that named categories no box offers is told (the first five, cut short)."""
+    names = ", ".join(f"“{name[:80]}”" for name in unknown[:5])
+    return f"We send no category called {names}. Tick the boxes below and send the form again."

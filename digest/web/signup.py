@@ -42,7 +42,7 @@ from digest.tokens import (
     make_token,
     read_timed_token,
 )
-from digest.web.categories import Choice, not_offered, offered, pick
+from digest.web.categories import Choice, not_offered, not_offered_sentence, offered, pick
 from digest.web.context import WebContext, client_ip, mask_email, read_form
 from digest.web.mail_queue import ConfirmationMailer
 from digest.web.throttle import Limits, SignupLimiter
@@ -158,7 +158,7 @@ class Signup:
             if unknown:
                 return (
                     None,
-                    _not_offered_sentence(unknown),
+                    not_offered_sentence(unknown),
                     offered([c.name for c in choices], chosen),
                 )
             try:
@@ -255,8 +255,3 @@ class Signup:
         if state in ("ask", "pending"):
             self.ctx.set_csrf_cookie(response, nonce)
         return response
-
-
-def _not_offered_sentence(unknown: list[str]) -> str:
-    names = ", ".join(f"“{name[:80]}”" for name in unknown[:5])
-    return f"We send no category called {names}. Tick the boxes below and send the form again."

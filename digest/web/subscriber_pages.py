@@ -24,7 +24,7 @@ from digest.errors import NotFoundError
 from digest.models import Subscriber
 from digest.states import SubscriberStatus
 from digest.tokens import Purpose, make_token
-from digest.web.categories import not_offered, offered, pick
+from digest.web.categories import not_offered, not_offered_sentence, offered, pick
 from digest.web.context import WebContext, mask_email, read_form
 
 # The page shown for each subscriber status.
@@ -210,7 +210,7 @@ class SubscriberPages:
             title="Preferences",
             status=400 if unknown else 200,
             saved=saved,
-            unknown=[name[:80] for name in unknown[:5]],
+            not_saved=not_offered_sentence(unknown) if unknown else None,
             summary=", ".join(chosen) if chosen else "every category",
             subscriber_status=subscriber.status,
             masked_email=mask_email(subscriber.email),

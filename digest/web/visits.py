@@ -84,7 +84,9 @@ class VisitCounter:
                 ballot = ballots.find_ballot(connection, delivery_id=delivery_id)
                 if ballot is None:  # never sent (skipped, say), or its week was recalled
                     return
-                tools = self.email_tools.tools(connection, ballot)
+                # Only a comparison needs the email's tools; an archive visit names its week.
+                comparison = kind is LinkKind.COMPARISON
+                tools = self.email_tools.tools(connection, ballot) if comparison else {}
                 if in_email(kind, target, ballot, tools):
                     record_visit(
                         connection, delivery_id=delivery_id, kind=kind, target=target, now=utcnow()
