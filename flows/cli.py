@@ -133,8 +133,8 @@ def run(
     except KeyboardInterrupt:
         raise RunInterruptedError(
             f"Interrupted: the run for {the_week} stopped after the request in flight. What it "
-            f"sent stays sent; run `digest run --week {the_week}` again to send the rest "
-            "(nobody gets it twice), and `digest status` shows where it stands."
+            f"sent stays sent; run `digest run --week {the_week}` again to finish it (it sends "
+            "whatever is left, nobody twice), and `digest status` shows where it stands."
         ) from None
     assert isinstance(summary, RunSummary)
     print_summary(summary)

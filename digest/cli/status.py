@@ -15,19 +15,33 @@ def status(
     week: WeekOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Delivery counts by state for a week, and whether the editor recalled it."""
+    """Delivery counts by state for a week, whether the editor recalled it, and whether a run
+    waits for its approval."""
     from digest.db import shown_url
     from digest.delivery.ledger import digest_status, is_recalled
+    from digest.run.approval import waiting_run
     from digest.weeks import resolve_week, utcnow
 
     settings = load_settings()
-    the_week = resolve_week(week, now=utcnow(), zone=settings.zone)
+    now = utcnow()
+    the_week = resolve_week(week, now=now, zone=settings.zone)
     database = shown_url(settings.database_url)
-    with engine(settings, read_only=True).connect() as connection:
+    reader = engine(settings, read_only=True)
+    with reader.connect() as connection:
         total, counts = digest_status(connection, week=str(the_week))
         recalled = is_recalled(connection, week=str(the_week))
+    waiting = waiting_run(
+        reader, week=str(the_week), now=now, timeout_minutes=settings.approval_timeout_minutes
+    )
+    waits = waiting is not None and not waiting.ended
     if as_json:
-        shown = {"week": str(the_week), "total": total, "counts": counts, "recalled": recalled}
+        shown = {
+            "week": str(the_week),
+            "total": total,
+            "counts": counts,
+            "recalled": recalled,
+            "waiting_for_approval": waits,
+        }
         typer.echo(json.dumps(shown))
         return
     held = (
@@ -35,6 +49,11 @@ def status(
         if recalled
         else ""
     )
+    if waiting is not None and waits:
+        held += (
+            f" A run has waited for approval since {waiting.since:%Y-%m-%d %H:%M} UTC:"
+            f" `digest approve --week {the_week}` (or the Prefect UI) answers it."
+        )
     if not total:
         typer.echo(f"{the_week}: no deliveries recorded in {database}.{held}")
         return
