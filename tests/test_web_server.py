@@ -137,3 +137,31 @@ def test_a_connection_past_the_limit_gets_a_503_with_the_security_headers(
         conn.close()
     assert answer.startswith(b"http/1.1 503")
     assert b"x-content-type-options: nosniff" in answer
+
+
+def test_websocket_upgrade_requests_are_plain_requests_and_give_their_connection_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app speaks no WebSocket: an upgrade request is answered as any request, security
+    # headers and all, and its connection counts against the address only while it is open.
+    # Handed to uvicorn's WebSocket protocol, each left its count taken: the limit's worth of
+    # them locked the address out.
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with served_apps(monkeypatch) as start:
+        port = start(DIGEST_WEB_CONNECTIONS_PER_CLIENT="3")
+        for _ in range(6):
+            conn = _connect(port)
+            conn.sendall(upgrade)
+            head = conn.recv(65536).lower()
+            conn.close()
+            assert head.startswith(b"http/1.1 200"), head[:200]
+            assert b"x-content-type-options: nosniff" in head
+        time.sleep(0.2)
+        conn = _connect(port)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = _read_all(conn)
+        conn.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

@@ -188,6 +188,12 @@ class GuardedH11Protocol(H11Protocol):
         self._client_key = None
         super().connection_lost(exc)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # The app speaks no WebSocket (uvicorn's `ws` is "none"), so an upgrade request is
+        # answered as a plain request. uvicorn would log two warnings for each, one of them
+        # advising to install a WebSocket library: noise anyone could write into the log.
+        log.debug("answered an upgrade request from %s as a plain request", self._peer())
+
     def _refuse_connection(self, why: str) -> None:
         # No request was read yet, so h11 cannot write a response: the bytes are written here.
         log.warning("refused a connection from %s: %s", self._peer(), why)
@@ -318,6 +324,10 @@ def server_config(app: Any, settings: Settings, *, host: str, port: int) -> uvic
         port=port,
         log_level="info",
         proxy_headers=False,
+        # No WebSocket: uvicorn would hand an upgraded connection to a protocol that bypasses
+        # GuardedH11Protocol, whose per-address count was then never given back (50 upgrade
+        # requests locked an address out until restart).
+        ws="none",
         http=guarded_protocol(Limits.from_settings(settings)),
         timeout_keep_alive=settings.web_keep_alive_seconds,
         h11_max_incomplete_event_size=settings.web_max_header_bytes,
