@@ -5,12 +5,12 @@ SQLite forgets time zones, so `UTCDateTime` stores naive UTC and hands back awar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Table, event, inspect, text
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -18,6 +18,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from digest.errors import DatabaseNotReadyError
+
+T = TypeVar("T")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -96,14 +98,30 @@ def insert_ignore(connection: Connection, table: Table, *, key: list[str] | None
     )
 
 
+# Bound values per statement, kept under every database's cap: PostgreSQL's protocol takes at
+# most 65,535, SQLite builds from 3.32 on 32,766 by default.
+MAX_BOUND_VALUES = 30_000
+
+
+def in_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`, for statements that bind one value per item."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process."""
+    """One engine per URL per process. A failed statement's error does not carry its values
+    (`hide_parameters`): they are subscribers' addresses and names, and errors reach logs."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _configure_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 @contextmanager

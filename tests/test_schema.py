@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from digest.config import Settings
 from digest.db import SCHEMA_REVISION, current_revision, ensure_schema, head_revision
 from digest.errors import DatabaseNotReadyError
 
@@ -41,3 +42,25 @@ def test_a_database_of_someone_else_is_refused(tmp_path: Path) -> None:
         connection.execute(text("CREATE TABLE invoices (id INTEGER)"))
     with pytest.raises(DatabaseNotReadyError, match="no verdict-digest schema"):
         ensure_schema(url)
+
+
+def test_a_failed_statement_does_not_carry_a_subscribers_address(settings: Settings) -> None:
+    # Database errors reach logs (the web app's, the run's): the values bound are not in them.
+    from sqlalchemy.exc import IntegrityError
+
+    from digest.db import get_engine
+
+    insert = text(
+        "INSERT INTO subscriber (email, email_key, categories, status, created_at)"
+        " VALUES (:email, :email, '[]', 'no-such-status', '2026-01-01 00:00:00')"
+    )
+    with (
+        pytest.raises(IntegrityError) as failed,
+        get_engine(settings.database_url).begin() as connection,
+    ):
+        connection.execute(insert, {"email": "private.person@example.com"})
+    assert "hidden due to hide_parameters" in str(failed.value)
+    if settings.database_url.startswith("sqlite"):
+        assert "private.person" not in str(failed.value)
+    # PostgreSQL's own DETAIL of a constraint failure shows the row: that is the server's text,
+    # not the bound values, and is left as the driver gives it.

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from digest.audience.addresses import AddressError, clean_address, email_key
 from digest.audience.categories import clean_categories
+from digest.db import MAX_BOUND_VALUES, in_chunks
 from digest.errors import DigestError, NotFoundError
 from digest.models import SUBSCRIBER_TABLE, Subscriber
 from digest.states import SUPPRESSION_RANK, SubscriberStatus, weaker_statuses_than
@@ -212,12 +213,14 @@ def suppress_many(
     if not ids:
         return 0
     table = SUBSCRIBER_TABLE
-    result = session.connection().execute(
-        update(table)
-        .where(table.c.id.in_(ids), table.c.status.in_(weaker_statuses_than(status)))
-        .values(status=status.value, status_changed_at=utcnow())
-    )
-    changed = int(getattr(result, "rowcount", 0) or 0)
+    changed = 0
+    for some in in_chunks(ids, MAX_BOUND_VALUES):
+        result = session.connection().execute(
+            update(table)
+            .where(table.c.id.in_(some), table.c.status.in_(weaker_statuses_than(status)))
+            .values(status=status.value, status_changed_at=utcnow())
+        )
+        changed += int(getattr(result, "rowcount", 0) or 0)
     if changed:
         log.info("%d subscriber(s) suppressed as %s", changed, status.value)
     return changed

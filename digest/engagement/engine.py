@@ -37,6 +37,8 @@ def reader_engine(url: str) -> Engine:
     """The engine for votes and visits of the database at `url` (one per URL per process)."""
     if not url.startswith("sqlite"):
         return get_engine(url)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
     event.listen(engine, "connect", _configure)
     return engine
