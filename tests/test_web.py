@@ -485,6 +485,30 @@ def test_subscribe_then_confirm_twice_records_consent_once(
     assert subscriber_row(engine, row["id"])["confirmed_at"] == confirmed["confirmed_at"]
 
 
+def test_sign_ups_racing_for_one_address_reserve_one_confirmation(engine: Engine) -> None:
+    # Eight sign-ups of one pending address at the same moment: one confirmation goes. Checking
+    # the row per request let several through before the first had gone.
+    from digest.audience.lifecycle import reserve_confirmation
+    from digest.db import session_scope
+
+    subscriber = make_subscriber(engine, "race@example.com", status="pending")
+    start = threading.Barrier(8)
+    reserved: list[datetime | None] = []
+
+    def sign_up() -> None:
+        start.wait()
+        with session_scope(engine) as session:
+            reserved.append(reserve_confirmation(session=session, subscriber_id=subscriber))
+
+    threads = [threading.Thread(target=sign_up) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reserved) == 8
+    assert sum(when is not None for when in reserved) == 1
+
+
 def test_subscribing_twice_is_harmless(
     client: TestClient, engine: Engine, sent: list[EmailMessage]
 ) -> None:

@@ -110,19 +110,34 @@ def needs_confirmation_email(subscriber: Subscriber) -> bool:
 CONFIRMATION_COOLDOWN = timedelta(minutes=5)
 
 
-def confirmation_due(subscriber: Subscriber, *, now: datetime | None = None) -> bool:
-    """A confirmation email should go now: one is needed, and none went out in the last pause."""
-    if not needs_confirmation_email(subscriber):
-        return False
-    sent = subscriber.confirmation_sent_at
-    return sent is None or (now or utcnow()) - sent >= CONFIRMATION_COOLDOWN
+def reserve_confirmation(*, session: Session, subscriber_id: int) -> datetime | None:
+    """Take the subscriber's one confirmation of this pause, if due: the time taken, or None.
+
+    One statement decides, so of sign-ups racing for one address exactly one gets it (checking
+    the subscriber's row per request let several through before the first had gone)."""
+    now = utcnow()
+    table = SUBSCRIBER_TABLE
+    sent = table.c.confirmation_sent_at
+    result = session.connection().execute(
+        update(table)
+        .where(
+            table.c.id == subscriber_id,
+            table.c.status.in_([status.value for status in CONFIRMABLE]),
+            (sent.is_(None)) | (sent <= now - CONFIRMATION_COOLDOWN),
+        )
+        .values(confirmation_sent_at=now)
+    )
+    return now if result.rowcount == 1 else None
 
 
-def record_confirmation_sent(*, session: Session, subscriber_id: int) -> None:
-    subscriber = _load(session, subscriber_id)
-    subscriber.confirmation_sent_at = utcnow()
-    session.add(subscriber)
-    session.flush()
+def release_confirmation(*, session: Session, subscriber_id: int, reserved_at: datetime) -> None:
+    """Give back a reservation whose email did not go, so that the form works again at once."""
+    table = SUBSCRIBER_TABLE
+    session.connection().execute(
+        update(table)
+        .where(table.c.id == subscriber_id, table.c.confirmation_sent_at == reserved_at)
+        .values(confirmation_sent_at=None)
+    )
 
 
 def request_subscription(

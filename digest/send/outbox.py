@@ -8,7 +8,9 @@ address, so any valid address (a local part of 240 characters too) fits a file n
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Self
 
@@ -44,8 +46,17 @@ class OutboxBackend(BaseBackend):
             name = f"{recipient.delivery_id:08d}-{stem}.eml"
             if batch.is_test:
                 name = f"test-{batch.week}-{stem}.eml"
-            target = folder / name
-            temporary = target.with_suffix(".eml.tmp")
-            temporary.write_bytes(data)
-            temporary.replace(target)
+            _write_whole(folder / name, data)
         return BatchResult(message_id=f"outbox-{batch.week}", accepted=len(batch.recipients))
+
+
+def _write_whole(target: Path, data: bytes) -> None:
+    """`target` appears whole or not at all. The temporary file's name is its own: two writers
+    of one name (two confirmations racing) each replace the target, neither loses its file."""
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    os.fchmod(handle, 0o644)  # as a file written plainly; mkstemp makes it 0600
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    Path(temporary).replace(target)

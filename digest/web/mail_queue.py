@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from digest.config import Settings
@@ -33,13 +34,13 @@ class ConfirmationMailer:
         pages: Pages,
         *,
         backend_factory: BackendFactory,
-        on_sent: Callable[[int], None],
+        on_failed: Callable[[int, datetime], None],
         workers: int = 2,
     ) -> None:
         self.settings = settings
         self.pages = pages
         self.backend_factory = backend_factory
-        self.on_sent = on_sent
+        self.on_failed = on_failed
         self.workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._queued: set[Future[None]] = set()
@@ -65,17 +66,22 @@ class ConfirmationMailer:
             pool, self._pool = self._pool, None
             pool.shutdown(wait=True)
 
-    def submit(self, *, subscriber_id: int, email: str, confirm_url: str) -> None:
-        """Queue one confirmation; sent now on this thread if the app runs without lifespan."""
+    def submit(
+        self, *, subscriber_id: int, email: str, confirm_url: str, reserved_at: datetime
+    ) -> None:
+        """Queue one confirmation, its reservation taken (`on_failed` gives it back if it does
+        not go); sent now on this thread if the app runs without lifespan."""
         if self._pool is None:
-            self._send(subscriber_id, email, confirm_url)
+            self._send(subscriber_id, email, confirm_url, reserved_at)
             return
-        future = self._pool.submit(self._send, subscriber_id, email, confirm_url)
+        future = self._pool.submit(self._send, subscriber_id, email, confirm_url, reserved_at)
         with self._lock:
             self._queued.add(future)
         future.add_done_callback(self._forget)
 
-    def _send(self, subscriber_id: int, email: str, confirm_url: str) -> None:
+    def _send(
+        self, subscriber_id: int, email: str, confirm_url: str, reserved_at: datetime
+    ) -> None:
         try:
             send_confirmation(
                 self.settings,
@@ -84,7 +90,7 @@ class ConfirmationMailer:
                 email=email,
                 confirm_url=confirm_url,
             )
-            self.on_sent(subscriber_id)
+            return
         except (TransientSendError, PermanentSendError, SendAuthError, OSError) as exc:
             # The person sees nothing of this: "fill in the form again" is on their page.
             log.error(
@@ -94,3 +100,4 @@ class ConfirmationMailer:
             )
         except Exception:
             log.exception("confirmation email to subscriber %s failed", subscriber_id)
+        self.on_failed(subscriber_id, reserved_at)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Literal
 
 from sqlmodel import Session
@@ -26,9 +27,9 @@ from digest.audience.categories import catalog_categories
 from digest.audience.lifecycle import (
     SubscriptionError,
     confirm,
-    confirmation_due,
-    record_confirmation_sent,
+    release_confirmation,
     request_subscription,
+    reserve_confirmation,
 )
 from digest.db import session_scope
 from digest.errors import NotFoundError
@@ -48,6 +49,9 @@ from digest.web.mail_queue import ConfirmationMailer
 from digest.web.throttle import Limits, SignupLimiter
 
 log = logging.getLogger(__name__)
+
+# A sign-up's subscriber, and the time its confirmation was reserved (None: none goes now).
+SignedUp = tuple[Subscriber, datetime | None]
 
 # Recorded with each consent; change it whenever the form's wording changes.
 FORM_VERSION = "subscribe-form/1"
@@ -70,7 +74,7 @@ class Signup:
         self.ctx = ctx
         self.clock = clock
         self.mailer = ConfirmationMailer(
-            ctx.settings, ctx.pages, backend_factory=ctx.backend_factory, on_sent=self._record_sent
+            ctx.settings, ctx.pages, backend_factory=ctx.backend_factory, on_failed=self._release
         )
         self.limiter = SignupLimiter(Limits.from_settings(ctx.settings), clock=clock)
 
@@ -151,7 +155,7 @@ class Signup:
         if retry_after is not None:
             return self._throttled(retry_after)
 
-        def record(session: Session) -> tuple[Subscriber | None, str | None, list[Choice]]:
+        def record(session: Session) -> tuple[SignedUp | None, str | None, list[Choice]]:
             choices = offered(catalog_categories(session), [])
             chosen = pick(choices, submitted)
             unknown = not_offered(choices, submitted)
@@ -171,16 +175,20 @@ class Signup:
                 )
             except SubscriptionError as exc:
                 return None, str(exc), offered([c.name for c in choices], chosen)
-            return subscriber, None, choices
+            assert subscriber.id is not None
+            reserved = reserve_confirmation(session=session, subscriber_id=subscriber.id)
+            return (subscriber, reserved), None, choices
 
-        subscriber, error, choices = await self.ctx.db(record)
-        if subscriber is None:
+        signed_up, error, choices = await self.ctx.db(record)
+        if signed_up is None:
             return self._form(choices, email=email[:254], error=error, status=400)
-        if confirmation_due(subscriber) and subscriber.id is not None:
+        subscriber, reserved = signed_up
+        if reserved is not None and subscriber.id is not None:
             self.mailer.submit(
                 subscriber_id=subscriber.id,
                 email=subscriber.email,
                 confirm_url=self.confirm_url(subscriber.id),
+                reserved_at=reserved,
             )
         return self._check_inbox()
 
@@ -194,10 +202,12 @@ class Signup:
             ],
         )
 
-    def _record_sent(self, subscriber_id: int) -> None:
-        """Called by the mailer once the email went: the pause before another starts now."""
+    def _release(self, subscriber_id: int, reserved_at: datetime) -> None:
+        """Called by the mailer when the email did not go: the form may send another at once."""
         with session_scope(self.ctx.engine) as session:
-            record_confirmation_sent(session=session, subscriber_id=subscriber_id)
+            release_confirmation(
+                session=session, subscriber_id=subscriber_id, reserved_at=reserved_at
+            )
 
     async def confirm_page(self, request: Request) -> Response:
         token = request.path_params["token"]
