@@ -29,3 +29,13 @@ def test_uvicorn_style_records_are_rewritten() -> None:
     assert RedactTokens().filter(record)
     assert "secret.token" not in record.getMessage()
     assert "/confirm/[token]" in record.getMessage()
+
+
+def test_percent_encoded_tokens_are_replaced_and_decoded_controls_shown_escaped() -> None:
+    # The app decodes before it reads a token, so the log is matched decoded too.
+    token = "dm90ZToy.3aWEt9-QlyyF2oyoPFHHy89J"
+    encoded = token.replace(".", "%2E")
+    assert token not in redact_path(f"GET /compare/a-vs-b?%72={encoded} HTTP/1.1")
+    assert redact_path(f"GET /vot%65/{encoded}") == "GET /vote/[token]"
+    assert redact_path(f"GET /x?r={encoded}&a=1") == "GET /x?r=[token]&a=1"
+    assert redact_path("GET /x%0Aforged line") == "GET /x\\x0aforged line"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote
 
 _TOKENED_PATH = re.compile(r"/(unsubscribe|preferences|confirm|vote)/[^\s\"'?/]+")
 # The delivery's token on links to our own pages (digest/web/visits.py).
@@ -19,7 +20,15 @@ _READER_QUERY = re.compile(r"([?&]r=)[^\s\"'&#]+")
 _BARE_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 
 
+# Control characters as they are shown once a path is decoded: a logged %0A starts no line.
+_SHOWN_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
 def redact_path(text: str) -> str:
+    # Matched decoded: the app decodes a path and its query before it reads a token, so
+    # `/vot%65/a%2Eb` and `?%72=` reached a vote and a reader's token that the raw text hid.
+    if "%" in text:
+        text = unquote(text).translate(_SHOWN_CONTROLS)
     text = _READER_QUERY.sub(r"\1[token]", _TOKENED_PATH.sub(r"/\1/[token]", text))
     return _BARE_TOKEN.sub("[token]", text)
 
