@@ -509,6 +509,20 @@ def test_sign_ups_racing_for_one_address_reserve_one_confirmation(engine: Engine
     assert sum(when is not None for when in reserved) == 1
 
 
+def test_a_sign_up_for_an_unsubscribed_address_keeps_its_owners_categories(
+    client: TestClient, engine: Engine, sent: list[EmailMessage]
+) -> None:
+    # Anyone may type an address into the form: it mails the owner a confirmation, and changes
+    # nothing their own Re-subscribe would restore.
+    make_tool(engine, "a", "Writing")
+    gone = make_subscriber(engine, "alan@example.com", status="unsubscribed", categories=["Coding"])
+    response = client.post("/subscribe", data={"email": "alan@example.com", "category": "writing"})
+    assert "Check your inbox" in response.text
+    assert len(sent) == 1
+    assert subscriber_row(engine, gone)["categories"] == ["Coding"]
+    assert status_of(engine, gone) == "unsubscribed"
+
+
 def test_subscribing_twice_is_harmless(
     client: TestClient, engine: Engine, sent: list[EmailMessage]
 ) -> None:

@@ -150,11 +150,13 @@ def request_subscription(
 ) -> Subscriber:
     """Record a sign-up from the form; nobody receives a digest until they confirm.
 
-    A new address becomes `pending`. An existing `pending` or `unsubscribed` one keeps its status
-    and takes the categories and form version of this sign-up, which its confirmation then
-    accepts. `active`, `bounced` and `complained` ones are left exactly as they are, so the form
-    can neither change an active subscriber's choices nor revive a dead or complaining address.
-    A pending row keeps the sign-up's `ip` until the confirming click's address replaces it.
+    A new address becomes `pending`. An existing `pending` one takes the categories and form
+    version of this sign-up, which its confirmation then accepts. An `unsubscribed` one keeps its
+    own categories until it confirms (then the preferences page changes them): anyone may type
+    an address into the form, and its owner's Re-subscribe restores what they chose. `active`,
+    `bounced` and `complained` ones are left exactly as they are, so the form can neither change
+    an active subscriber's choices nor revive a dead or complaining address. A pending row keeps
+    the sign-up's `ip` until the confirming click's address replaces it.
     """
     address = _form_address(email)
     key = email_key(address)
@@ -187,9 +189,9 @@ def request_subscription(
                 select(Subscriber).where(col(Subscriber.email_key) == key).with_for_update()
             ).one()
     if needs_confirmation_email(existing):
-        existing.categories = chosen
         existing.consent_form_version = form_version
         if existing.status == SubscriberStatus.PENDING.value:
+            existing.categories = chosen
             existing.consent_ip = ip
         session.add(existing)
         session.flush()
