@@ -30,18 +30,9 @@ def status(
     with reader.connect() as connection:
         total, counts = digest_status(connection, week=str(the_week))
         recalled = is_recalled(connection, week=str(the_week))
-    waiting = waiting_run(
-        reader, week=str(the_week), now=now, timeout_minutes=settings.approval_timeout_minutes
-    )
-    waits = waiting is not None and not waiting.ended
     if as_json:
-        shown = {
-            "week": str(the_week),
-            "total": total,
-            "counts": counts,
-            "recalled": recalled,
-            "waiting_for_approval": waits,
-        }
+        # Exactly the documented keys: scripts compare the whole object.
+        shown = {"week": str(the_week), "total": total, "counts": counts, "recalled": recalled}
         typer.echo(json.dumps(shown))
         return
     held = (
@@ -49,7 +40,10 @@ def status(
         if recalled
         else ""
     )
-    if waiting is not None and waits:
+    waiting = waiting_run(
+        reader, week=str(the_week), now=now, timeout_minutes=settings.approval_timeout_minutes
+    )
+    if waiting is not None and not waiting.ended:
         held += (
             f" A run has waited for approval since {waiting.since:%Y-%m-%d %H:%M} UTC:"
             f" `digest approve --week {the_week}` (or the Prefect UI) answers it."
