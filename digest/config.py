@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = Field(default=Path("outbox"), alias="DIGEST_OUTBOX_DIR")
     sendgrid_api_key: SecretStr | None = Field(default=None, alias="SENDGRID_API_KEY")
     sendgrid_host: str = Field(default="https://api.sendgrid.com", alias="DIGEST_SENDGRID_HOST")
-    sendgrid_timeout_seconds: float = Field(default=30.0, alias="DIGEST_SENDGRID_TIMEOUT_SECONDS")
+    # A request's answer is awaited at most this long; nan or inf would wait for ever, 0 or
+    # less would fail every request.
+    sendgrid_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, allow_inf_nan=False, alias="DIGEST_SENDGRID_TIMEOUT_SECONDS"
+    )
     from_email: str = Field(default="digest@verdicts.example.com", alias="DIGEST_FROM_EMAIL")
     from_name: str = Field(default="Verdict Digest", alias="DIGEST_FROM_NAME")
     site_url: str = Field(default="http://127.0.0.1:8000", alias="DIGEST_SITE_URL")
@@ -188,6 +192,44 @@ class Settings(BaseSettings):
                 f"one line of at most {DISPLAY_NAME_LIMIT} characters, such as Verdict Digest."
             )
         return value.strip()
+
+    @field_validator("sendgrid_api_key", "catalog_token")
+    @classmethod
+    def _header_safe_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A secret sent in an Authorization header: printable ASCII without spaces. Refused
+        here, never shown: an encoding error deep in a request printed the whole key."""
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret and not all("!" <= c <= "~" for c in secret):
+            alias = cls.model_fields[info.field_name or ""].alias
+            raise ConfigError(
+                f"{alias} holds a space, a line break or a character outside ASCII, which no "
+                f"key or token has: it was likely pasted with something else. Set it again to "
+                f"the key alone (the value is not shown here)."
+            )
+        return value
+
+    @field_validator("postal_address")
+    @classmethod
+    def _postal_address_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ConfigError(
+                "DIGEST_POSTAL_ADDRESS is empty: every email must show the sender's postal "
+                "address (CAN-SPAM). Set it to one line such as "
+                "'Verdict Digest, 1 Example Street, Springfield, 00000, USA'."
+            )
+        return value.strip()
+
+    @field_validator("outbox_dir", mode="before")
+    @classmethod
+    def _outbox_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(
+                "DIGEST_OUTBOX_DIR is empty, which would put emails in the current folder. Set "
+                "it to the folder the outbox backend writes to, or unset it for ./outbox."
+            )
+        return value
 
     @field_validator("email_backend")
     @classmethod
@@ -367,6 +409,8 @@ def _allowed(alias: str) -> str:
     }
     low = bounds.get("Ge", bounds.get("Gt"))
     high = bounds.get("Le", bounds.get("Lt"))
+    if "Gt" in bounds and high is not None:
+        return f"{kind} above {low:g}, at most {high:g}"
     if low is not None and high is not None:
         return f"{kind} from {low:g} to {high:g}"
     if "Gt" in bounds:

@@ -121,6 +121,13 @@ def test_a_week_past_the_calendar_is_a_sentence_and_exit_2(
         ("DIGEST_APPROVAL", "yes", "DIGEST_APPROVAL='yes' is not one of"),
         ("DIGEST_SITE_URL", "verdicts.example.com", "DIGEST_SITE_URL='verdicts.example.com' is"),
         ("DIGEST_TIMEZONE", "Mars/Olympus", "not a known time zone"),
+        ("SENDGRID_API_KEY", "SG.hunter2é", "SENDGRID_API_KEY holds a space, a line break"),
+        ("SENDGRID_API_KEY", "SG.hunter2\n", "the value is not shown here"),
+        ("DIGEST_CATALOG_TOKEN", " hunter2 ", "DIGEST_CATALOG_TOKEN holds a space"),
+        ("DIGEST_POSTAL_ADDRESS", "  ", "DIGEST_POSTAL_ADDRESS is empty"),
+        ("DIGEST_OUTBOX_DIR", "", "DIGEST_OUTBOX_DIR is empty"),
+        ("DIGEST_SENDGRID_TIMEOUT_SECONDS", "nan", "set it to a number above 0, at most 600"),
+        ("DIGEST_SENDGRID_TIMEOUT_SECONDS", "0", "TIMEOUT_SECONDS='0' is too small"),
     ],
 )
 def test_a_wrong_setting_is_named_with_its_fix_before_anything_runs(
