@@ -5,6 +5,7 @@ SQLite forgets time zones, so `UTCDateTime` stores naive UTC and hands back awar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,13 +55,26 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def shown_url(url: str) -> str:
-    """The database URL as it may be printed: the password replaced by ***."""
+    """The database URL as it may be printed: the password replaced by ***, wherever it is
+    given (`?password=`, `?sslpassword=` too), and all before the last @ of an address whose
+    unescaped @ leaves it unclear where the password ends."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        secret = {name: "***" for name in parsed.query if _SECRET_PARAMETER.search(name)}
+        shown = parsed.update_query_dict(secret).render_as_string(hide_password=True)
+        shown = shown.replace("=%2A%2A%2A", "=***")
     except Exception:  # an unparsable URL is reported by whoever opens it
         return "(an unparsable DIGEST_DATABASE_URL)"
+    scheme, found, rest = shown.partition("://")
+    address, slash, path = rest.partition("/")
+    if found and address.count("@") > 1:
+        shown = f"{scheme}://***@{address.rpartition('@')[2]}{slash}{path}"
+    return shown
+
+
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
 def missing_sqlite_file(url: str) -> Path | None:

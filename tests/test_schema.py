@@ -64,3 +64,26 @@ def test_a_failed_statement_does_not_carry_a_subscribers_address(settings: Setti
         assert "private.person" not in str(failed.value)
     # PostgreSQL's own DETAIL of a constraint failure shows the row: that is the server's text,
     # not the bound values, and is left as the driver gives it.
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:hunter2@h/db", "postgresql+psycopg://u:***@h/db"),
+        (
+            "postgresql+psycopg://u@h/db?password=hunter2",
+            "postgresql+psycopg://u@h/db?password=***",
+        ),
+        ("postgresql+psycopg://u:hun@ter2@h:5/db", "postgresql+psycopg://***@h:5/db"),
+        ("postgresql+psycopg://u@h/db?sslpassword=hunter2&sslmode=require", None),
+        ("sqlite:///digest.db", "sqlite:///digest.db"),
+    ],
+)
+def test_a_database_url_is_shown_without_its_password_wherever_it_is_given(
+    url: str, shown: str | None
+) -> None:
+    from digest.db import shown_url
+
+    assert "hunter2" not in shown_url(url) and "ter2" not in shown_url(url)
+    if shown is not None:
+        assert shown_url(url) == shown
