@@ -102,3 +102,20 @@ def test_any_valid_address_fits_an_outbox_file_name(tmp_path: Path) -> None:
     (path,) = (tmp_path / WEEK).glob("*.eml")
     assert len(path.name) < 120
     assert hashlib.sha256(email.encode()).hexdigest()[:12] in path.name
+
+
+@pytest.mark.parametrize("under", ["", "outbox"])
+def test_an_outbox_folder_that_cannot_hold_files_is_refused_before_any_row_is_claimed(
+    under: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checked when the backend is made, before a run claims rows: a folder that could not take
+    # the first message left rows `sending`, and the next run called them `uncertain`.
+    from digest.errors import ConfigError
+
+    plain = tmp_path / "plain"
+    plain.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("DIGEST_OUTBOX_DIR", str(plain / under))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match=r"DIGEST_OUTBOX_DIR=.*cannot hold the outbox's files"):
+        OutboxBackend.from_settings(get_settings())
+    get_settings.cache_clear()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Self
 
 from digest.config import Settings
+from digest.errors import ConfigError
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
 from digest.send.buildable import build_all
 
@@ -36,7 +37,7 @@ class OutboxBackend(BaseBackend):
 
     @classmethod
     def from_settings(cls, settings: Settings, *, interactive: bool = False) -> Self:
-        return cls(settings.outbox_dir)
+        return cls(writable_folder(settings.outbox_dir))
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
         folder = self.directory / ("test" if batch.is_test else batch.week)
@@ -60,3 +61,23 @@ def _write_whole(target: Path, data: bytes) -> None:
     with os.fdopen(handle, "wb") as out:
         out.write(data)
     Path(temporary).replace(target)
+
+
+def writable_folder(folder: Path) -> Path:
+    """`folder`, made if missing, once it is known to take files: checked before a run claims
+    any row, where a folder that cannot hold a message left rows `sending` (then `uncertain`)
+    with nothing written."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(0, "it is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+        os.close(probe)
+        Path(name).unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"DIGEST_OUTBOX_DIR={str(folder)!r} cannot hold the outbox's files "
+            f"({exc.strerror or type(exc).__name__}). Set it to a folder this user may write "
+            "to, or unset it for ./outbox."
+        ) from None
+    return folder
