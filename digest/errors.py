@@ -21,6 +21,10 @@ class WeekError(DigestError):
     """A week string is not an ISO week such as 2026-W47."""
 
 
+class OutputFileError(DigestError):
+    """A file a command was asked to write cannot be written; nothing was left half-written."""
+
+
 class ImportFileError(DigestError):
     """A catalog or subscriber file cannot be imported; nothing was written."""
 

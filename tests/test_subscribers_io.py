@@ -310,3 +310,34 @@ def test_formula_cells_are_escaped_on_export_and_read_back_on_import(
     # A file's own escape is taken off on import, so this name is stored with one quote.
     assert people["-two@example.com"].name == "'=quoted twice"
     assert people["three@example.com"].name == "'plain"
+
+
+def test_export_out_writes_into_a_pipe_and_refuses_what_it_cannot_write(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # A pipe or a device is written to, never replaced by a file (as root, --out /dev/stdout
+    # replaced the link); a folder or a missing folder is a sentence, with nothing left behind.
+    import os
+    import threading
+
+    from tests.support.cli import assert_user_error, run_digest
+
+    _import(settings, write_subscribers(tmp_path / "a.csv", [{"email": "ada@example.com"}]))
+    env = {"DIGEST_DATABASE_URL": settings.database_url}
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[str] = []
+    reader = threading.Thread(
+        target=lambda: received.append(pipe.read_text(encoding="utf-8")), daemon=True
+    )
+    reader.start()
+    done = run_digest("subscribers", "export", "--out", str(pipe), cwd=tmp_path, env=env)
+    reader.join(timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert pipe.is_fifo() and "ada@example.com" in received[0]
+
+    (tmp_path / "folder").mkdir()
+    for out in ("folder", "missing/x.csv"):
+        refused = run_digest("subscribers", "export", "--out", out, cwd=tmp_path, env=env)
+        assert_user_error(refused, "Cannot write the export to", "Give --out a file")
+    assert not [p for p in tmp_path.rglob("*.tmp")]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
 from digest.cli.app import app, engine, load_settings, print_problems
+from digest.errors import OutputFileError
 
 subscribers_app = typer.Typer(help="The subscriber list.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -53,10 +57,40 @@ def subscribers_export(
         if out is None:
             write_export(session, sys.stdout)
         else:
-            temporary = out.with_name(out.name + ".tmp")
-            with temporary.open("w", newline="", encoding="utf-8") as stream:
-                count = write_export(session, stream)
-            temporary.replace(out)
+            count = _export_to(out, lambda stream: write_export(session, stream))
             typer.echo(f"Wrote {count} subscribers to {out}.", err=True)
         for warning in export_warnings(session):
             typer.echo(f"warning: {warning}", err=True)
+
+
+def _export_to(out: Path, write: Callable[[TextIO], int]) -> int:
+    """Write the export to `out`: a regular file through a temporary one beside it (a reader
+    never sees half of it); a device or a pipe (/dev/stdout, a FIFO) written to as it is, not
+    replaced by a file. Anything else is a sentence with the fix, leaving nothing behind."""
+    if out.exists() and not out.is_file() and not out.is_dir():
+        try:
+            with out.open("w", newline="", encoding="utf-8") as stream:
+                return write(stream)
+        except OSError as exc:
+            raise OutputFileError(_cannot_write(out, exc)) from None
+    handle = None
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(0, "it is a folder")
+        # mkstemp's mode, 0600, is kept: the export is personal data.
+        handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
+            count = write(stream)
+        Path(name).replace(out)
+        return count
+    except OSError as exc:
+        if handle is not None:
+            Path(name).unlink(missing_ok=True)
+        raise OutputFileError(_cannot_write(out, exc)) from None
+
+
+def _cannot_write(out: Path, exc: OSError) -> str:
+    return (
+        f"Cannot write the export to {out} ({exc.strerror or type(exc).__name__}). Give --out a "
+        "file in a folder that exists and this user may write to, or leave --out out for stdout."
+    )
