@@ -341,3 +341,16 @@ def test_export_out_writes_into_a_pipe_and_refuses_what_it_cannot_write(
         refused = run_digest("subscribers", "export", "--out", out, cwd=tmp_path, env=env)
         assert_user_error(refused, "Cannot write the export to", "Give --out a file")
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_a_line_without_end_is_refused_in_bounded_memory(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The cells' cap applies once a line is read whole: a file of no line breaks (/dev/zero, a
+    # binary dump) was read into memory until it ran out. A line is capped before it is kept.
+    from digest.audience.csv_files import MAX_LINE_CHARACTERS
+
+    endless = tmp_path / "endless.csv"
+    endless.write_text("email," + "x" * MAX_LINE_CHARACTERS, encoding="utf-8")
+    with pytest.raises(ImportFileError, match="line 1 is longer than 1,048,576 characters"):
+        _import(settings, endless)

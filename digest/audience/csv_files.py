@@ -305,9 +305,27 @@ def _columns(reader: Any, source: str) -> tuple[dict[str, int], int]:
     return columns, len(header or [])
 
 
+# A line holds at most this many characters: the cells' own cap is checked only once a line is
+# read whole, and a file without line breaks (/dev/zero) was read into memory until it ran out.
+MAX_LINE_CHARACTERS = 1_048_576
+
+
+def _capped_lines(stream: TextIO, source: str) -> Iterator[str]:
+    number = 0
+    while line := stream.readline(MAX_LINE_CHARACTERS):
+        number += 1
+        if len(line) == MAX_LINE_CHARACTERS and not line.endswith("\n"):
+            raise ImportFileError(
+                f"{source}: line {number} is longer than {MAX_LINE_CHARACTERS:,} characters, so "
+                "this is no subscriber CSV (or its line breaks are missing). Give the export of "
+                "a list, one subscriber a line; nothing was imported."
+            )
+        yield line
+
+
 def parse_subscribers(stream: TextIO, *, source: str) -> ParsedSubscribers:
     """Valid rows (repeats merged) and a description of each invalid one, by line number."""
-    reader = csv.reader(stream)
+    reader = csv.reader(_capped_lines(stream, source))
     parser = _RowParser(*_columns(reader, source))
     rows: list[SubscriberRow] = []
     problems: list[str] = []
