@@ -8,6 +8,7 @@ from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -266,10 +267,17 @@ class Settings(BaseSettings):
             if info.field_name == "site_url"
             else "https://api.sendgrid.com"
         )
+        if "@" in urlsplit(value.strip()).netloc:
+            # A user or password in it would be printed in messages, and for the site, written
+            # into every email's links. The value is not shown: it may hold a password.
+            raise ConfigError(
+                f"{name} holds an @, as an address with a user name or password does. Set it "
+                f"to the address alone, such as {example}."
+            )
         if not is_http_url(value.strip()):
             raise ConfigError(
-                f"{name}={value.strip()!r} is not an http(s) address. Set it to one such as "
-                f"{example}."
+                f"{name}={value.strip()[:200]!r} is not an http(s) address. Set it to one such "
+                f"as {example}."
             )
         return value.strip().rstrip("/")
 

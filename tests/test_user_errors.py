@@ -125,6 +125,8 @@ def test_a_week_past_the_calendar_is_a_sentence_and_exit_2(
         ("SENDGRID_API_KEY", "SG.hunter2\n", "the value is not shown here"),
         ("DIGEST_CATALOG_TOKEN", " hunter2 ", "DIGEST_CATALOG_TOKEN holds a space"),
         ("DIGEST_POSTAL_ADDRESS", "  ", "DIGEST_POSTAL_ADDRESS is empty"),
+        ("DIGEST_SITE_URL", "https://admin:hunter2@verdicts.example.com", "holds an @"),
+        ("DIGEST_SENDGRID_HOST", "http://u:hunter2@127.0.0.1:1", "DIGEST_SENDGRID_HOST holds"),
         ("DIGEST_OUTBOX_DIR", "", "DIGEST_OUTBOX_DIR is empty"),
         ("DIGEST_SENDGRID_TIMEOUT_SECONDS", "nan", "set it to a number above 0, at most 600"),
         ("DIGEST_SENDGRID_TIMEOUT_SECONDS", "0", "TIMEOUT_SECONDS='0' is too small"),
