@@ -287,10 +287,10 @@ class Settings(BaseSettings):
         name = "DIGEST_TIMEZONE" if info.field_name == "timezone" else "DIGEST_SCHEDULE_TIMEZONE"
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder of zones
             raise ConfigError(
-                f"{name}={value!r} is not a known time zone. Set it to an IANA name such as UTC "
-                "or Europe/Berlin."
+                f"{name}={value[:100]!r} is not a known time zone. Set it to an IANA name such "
+                "as UTC or Europe/Berlin."
             ) from None
         return value
 
@@ -327,10 +327,25 @@ class Settings(BaseSettings):
                 "DIGEST_SECRET_KEY is not set. Production needs a fixed secret so that "
                 "unsubscribe links keep working: set DIGEST_SECRET_KEY to a long random string."
             )
-        if not DEV_SECRET_FILE.exists():
-            DEV_SECRET_FILE.write_text(secrets.token_urlsafe(32))
-            DEV_SECRET_FILE.chmod(0o600)
-        return DEV_SECRET_FILE.read_text().strip().encode()
+        try:
+            if not DEV_SECRET_FILE.exists():
+                DEV_SECRET_FILE.write_text(secrets.token_urlsafe(32))
+                DEV_SECRET_FILE.chmod(0o600)
+            key = DEV_SECRET_FILE.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"The development secret {DEV_SECRET_FILE} cannot be read or made "
+                f"({getattr(exc, 'strerror', None) or type(exc).__name__}). Remove it so that a "
+                "new one is made, or set DIGEST_SECRET_KEY."
+            ) from None
+        if len(key) < 16:
+            # An empty file signed every token with an empty key: anyone could make them.
+            raise ConfigError(
+                f"The development secret {DEV_SECRET_FILE} holds {len(key)} characters, too few "
+                "to sign links. Remove the file so that a new one is made, or set "
+                "DIGEST_SECRET_KEY."
+            )
+        return key.encode()
 
 
 # The drivers installed with verdict-digest; any other URL would fail at its first use with an
@@ -353,6 +368,9 @@ def _supported_database(url: str) -> str:
             f"DIGEST_DATABASE_URL names a {scheme}:// database; verdict-digest stores its data "
             f"in SQLite or PostgreSQL (through psycopg) only. {_DATABASE_FIX}"
         )
+    if scheme.lower().startswith("sqlite") and url.partition("://")[2] in ("", "/", "/:memory:"):
+        # SQLite's in-memory database: every command would start from nothing and keep nothing.
+        raise ConfigError(f"DIGEST_DATABASE_URL names no database file. {_DATABASE_FIX}")
     return url
 
 

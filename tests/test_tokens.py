@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import pickle
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -201,3 +202,18 @@ def test_links_sign_the_standard_tokens_also_after_crossing_a_pipe() -> None:
         assert current.vote_token(MAX_SUBSCRIBER_ID) == _reference_token(
             KEY, Purpose.VOTE, MAX_SUBSCRIBER_ID
         )
+
+
+@pytest.mark.parametrize("held", ["", "   \n", "short"])
+def test_a_development_secret_too_short_to_sign_is_refused(
+    held: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An emptied secret file signed every link with an empty key, which anyone can do too.
+    from digest.config import DEV_SECRET_FILE, Settings
+    from digest.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGEST_SECRET_KEY", raising=False)
+    (tmp_path / DEV_SECRET_FILE).write_text(held, encoding="utf-8")
+    with pytest.raises(ConfigError, match="too few to sign links"):
+        Settings().signing_key()
