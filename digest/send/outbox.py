@@ -64,20 +64,20 @@ def _write_whole(target: Path, data: bytes) -> None:
 
 
 def writable_folder(folder: Path) -> Path:
-    """`folder`, made if missing, once it is known to take files: checked before a run claims
-    any row, where a folder that cannot hold a message left rows `sending` (then `uncertain`)
-    with nothing written."""
-    try:
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(0, "it is a file, not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        probe, name = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
-        os.close(probe)
-        Path(name).unlink()
-    except OSError as exc:
+    """`folder` once it is known to take files, made on the first write: checked before a run
+    claims any row, where a folder that cannot hold a message left rows `sending` (then
+    `uncertain`) with nothing written. Nothing is made here."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    why = None
+    if not existing.is_dir():
+        why = "a file is in the way" if existing != folder else "it is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = "this user may not write there"
+    if why is not None:
         raise ConfigError(
-            f"DIGEST_OUTBOX_DIR={str(folder)!r} cannot hold the outbox's files "
-            f"({exc.strerror or type(exc).__name__}). Set it to a folder this user may write "
-            "to, or unset it for ./outbox."
-        ) from None
+            f"DIGEST_OUTBOX_DIR={str(folder)!r} cannot hold the outbox's files ({why}). Set it "
+            "to a folder this user may write to, or unset it for ./outbox."
+        )
     return folder
