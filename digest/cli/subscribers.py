@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, TextIO, cast
 
 import typer
 
 from digest.cli.app import app, engine, load_settings, print_problems
 from digest.errors import OutputFileError
+from digest.files import whole_file
 
 subscribers_app = typer.Typer(help="The subscriber list.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -73,19 +72,13 @@ def _export_to(out: Path, write: Callable[[TextIO], int]) -> int:
                 return write(stream)
         except OSError as exc:
             raise OutputFileError(_cannot_write(out, exc)) from None
-    handle = None
     try:
         if out.is_dir():
             raise IsADirectoryError(0, "it is a folder")
-        # mkstemp's mode, 0600, is kept: the export is personal data.
-        handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            count = write(stream)
-        Path(name).replace(out)
-        return count
+        # 0600: the export is personal data.
+        with whole_file(out, text=True, mode=0o600) as stream:
+            return write(cast(TextIO, stream))
     except OSError as exc:
-        if handle is not None:
-            Path(name).unlink(missing_ok=True)
         raise OutputFileError(_cannot_write(out, exc)) from None
 
 

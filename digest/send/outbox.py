@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Self
 
 from digest.config import Settings
 from digest.errors import ConfigError
+from digest.files import whole_file
 from digest.send.base import BaseBackend, BatchResult, OutgoingBatch
 from digest.send.buildable import build_all
 
@@ -47,20 +47,9 @@ class OutboxBackend(BaseBackend):
             name = f"{recipient.delivery_id:08d}-{stem}.eml"
             if batch.is_test:
                 name = f"test-{batch.week}-{stem}.eml"
-            _write_whole(folder / name, data)
+            with whole_file(folder / name) as out:
+                out.write(data)
         return BatchResult(message_id=f"outbox-{batch.week}", accepted=len(batch.recipients))
-
-
-def _write_whole(target: Path, data: bytes) -> None:
-    """`target` appears whole or not at all. The temporary file's name is its own: two writers
-    of one name (two confirmations racing) each replace the target, neither loses its file."""
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    os.fchmod(handle, 0o644)  # as a file written plainly; mkstemp makes it 0600
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    Path(temporary).replace(target)
 
 
 def writable_folder(folder: Path) -> Path:
