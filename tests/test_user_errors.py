@@ -166,3 +166,15 @@ def test_a_file_that_is_no_sqlite_database_is_named_with_the_fix(
     result = run_digest(*args, cwd=tmp_path, env=env)
     assert_user_error(result, "file is not a database", "Set DIGEST_DATABASE_URL")
     assert other.read_text(encoding="utf-8") == "not a database\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["web", "--port", "-1"], ["web", "--port", "70000"], ["preview", "--serve", "--port", "-5"]],
+)
+def test_a_port_out_of_range_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    # Refused before anything starts, with the range; it was a traceback from the socket.
+    result = run_digest(*args, cwd=tmp_path, env={})
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--port'" in result.stderr
+    assert "Traceback" not in result.stderr

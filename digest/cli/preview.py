@@ -42,7 +42,7 @@ def preview(
         typer.Option("--send-to", help="Mail this rendering to an editor, marked as a test."),
     ] = None,
     port: Annotated[
-        int, typer.Option("--port", help="Port for --serve (0: any free port).")
+        int, typer.Option("--port", min=0, max=65535, help="Port for --serve (0: any free port).")
     ] = 8025,
 ) -> None:
     """Render the digest of a week exactly as it would be sent, without sending it."""

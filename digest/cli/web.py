@@ -12,7 +12,9 @@ from digest.cli.app import app, engine, load_settings
 @app.command("web")
 def web(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8000,
 ) -> None:
     """The subscriber-facing web app: unsubscribe, preferences, webhook, archive."""
     import uvicorn
