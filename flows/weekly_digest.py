@@ -439,6 +439,8 @@ def weekly_digest(
     try:
         the_week = resolve_week(week, now=utcnow(), zone=settings.zone) if week else None
         the_week = the_week or scheduled_week(settings)
+        if not dry_run:
+            _check_sending_setup(settings)
         composed = _compose(
             settings, the_week, dry_run=dry_run, refreeze=refreeze, after_recall=after_recall
         )
@@ -457,6 +459,13 @@ def weekly_digest(
         retry_failed=retry_failed,
         after_recall=after_recall,
     )
+
+
+def _check_sending_setup(settings: Settings) -> None:
+    """Refuse now what the send would refuse later (the backend's settings, the signing key):
+    found after the freeze, it left a frozen week that edits could only reach with --refreeze."""
+    get_backend(settings)
+    settings.signing_key()
 
 
 def _deployment_run() -> bool:

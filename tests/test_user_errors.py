@@ -178,3 +178,14 @@ def test_a_port_out_of_range_is_a_usage_error(args: list[str], tmp_path: Path) -
     assert result.returncode == 2, result.stderr
     assert "Invalid value for '--port'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_that_could_not_send_is_refused_before_the_week_freezes(
+    tmp_path: Path, seeded: dict[str, str]
+) -> None:
+    # SendGrid chosen without a key: refused before composing, so the week stays open to edits.
+    env = {**seeded, "DIGEST_EMAIL_BACKEND": "sendgrid", "SENDGRID_API_KEY": ""}
+    result = run_digest("run", "--week", WEEK, cwd=tmp_path, env=env)
+    assert_user_error(result, "SENDGRID_API_KEY is not set")
+    edited = run_digest("edit", "--week", WEEK, "--intro", "Still open.", cwd=tmp_path, env=seeded)
+    assert edited.returncode == 0, edited.stderr
