@@ -21,7 +21,7 @@ PostgreSQL with COPY (docs/benchmarks.md, "Imports").
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
+from digest.db import in_chunks
 from digest.states import SUPPRESSED_STATUSES, SubscriberStatus
 
 CHUNK = 5000
@@ -100,11 +101,6 @@ _POSTGRES = _Forms("%s", "::json", lambda moment: moment, list, lambda stored: j
 
 def _forms(connection: Connection) -> _Forms:
     return _POSTGRES if connection.dialect.name == "postgresql" else _SQLITE
-
-
-def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(rows), CHUNK):
-        yield rows[start : start + CHUNK]
 
 
 def _new_row(row: ImportRow, forms: _Forms, now: Any) -> tuple[Any, ...]:
@@ -200,7 +196,7 @@ def upsert_subscribers(
         connection.exec_driver_sql("PRAGMA cache_size = -65536")
     # Into an empty table every row is new (the file's repeats are merged already).
     empty = connection.exec_driver_sql("SELECT 1 FROM subscriber LIMIT 1").first() is None
-    for chunk in _chunks(rows):
+    for chunk in in_chunks(rows, CHUNK):
         stored = {} if empty else _stored(connection, forms, [row.key for row in chunk])
         fresh: list[tuple[Any, ...]] = []
         changed: list[list[Any]] = []
